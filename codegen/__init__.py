@@ -1,0 +1,1 @@
+"""Code generator: renders spec/tofu.toml into the modules of generated/."""

@@ -1,0 +1,163 @@
+"""Turn the declarative protocol spec into Python (and Lua) source.
+
+The spec (spec/tofu.toml) is read with the standard library's tomllib, checked
+for consistency, reshaped into a small context and rendered through the jinja2
+templates in codegen/templates/. Output is deterministic: same spec, same bytes.
+
+    python -m codegen           rewrite generated/ from the spec
+    python -m codegen --check   exit 1, naming the stale files, if generated/ differs
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "spec" / "tofu.toml"
+OUT = ROOT / "generated"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+# template name -> file written under generated/
+OUTPUTS = {
+    "__init__.py.j2": "__init__.py",
+    "enums.py.j2": "enums.py",
+    "errors.py.j2": "errors.py",
+    "constants.py.j2": "constants.py",
+    "codec.py.j2": "codec.py",
+    "structs.py.j2": "structs.py",
+}
+
+# struct format letter and construct class of an unsigned integer, by width in bytes
+STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+CONSTRUCT_INTS = {1: "Int8ub", 2: "Int16ub", 4: "Int32ub", 8: "Int64ub"}
+
+
+class SpecError(ValueError):
+    """The spec contradicts itself."""
+
+
+def load_spec(path: Path = SPEC) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
+    """Check the spec and derive what the templates need."""
+    header = spec["header"]
+    fields = sorted(header["fields"], key=lambda f: f["offset"])
+    offset = 0
+    for field in fields:
+        if field["offset"] != offset:
+            raise SpecError(f"header field {field['name']} at {field['offset']}, expected {offset}")
+        if field["width"] not in STRUCT_CODES:
+            raise SpecError(f"header field {field['name']} has unsupported width {field['width']}")
+        field["struct_code"] = STRUCT_CODES[field["width"]]
+        field["max"] = (1 << (8 * field["width"])) - 1
+        offset += field["width"]
+    if offset != header["size"]:
+        raise SpecError(f"header fields cover {offset} bytes, header size is {header['size']}")
+    order = {"big": ">", "little": "<"}[header["byte_order"]]
+
+    proto = sorted(spec["proto"], key=lambda b: b["bit"])
+    used = 0
+    for bit in proto:
+        bit["mask"] = (1 << bit["width"]) - 1
+        span = bit["mask"] << bit["bit"]
+        if used & span:
+            raise SpecError(f"proto bit field {bit['name']} overlaps another")
+        used |= span
+    if used != 0xFF:
+        raise SpecError("proto bit fields must cover the whole byte")
+
+    enums = {name: dict(e) for name, e in spec["enums"].items()}
+    op_codes = sorted(spec["op_codes"], key=lambda o: o["code"])
+    op_names = {o["name"] for o in op_codes}
+    for op in op_codes:
+        if op["type"] not in enums["MessageType"]["members"]:
+            raise SpecError(f"op code {op['name']} has unknown type {op['type']}")
+        if op["role"] not in enums["MessageRole"]["members"]:
+            raise SpecError(f"op code {op['name']} has unknown role {op['role']}")
+        if op.get("echo") and op["echo"] not in op_names:
+            raise SpecError(f"op code {op['name']} echoes unknown {op['echo']}")
+    op_field = next(b for b in proto if b.get("enum") == "OpCode")
+    if [o["code"] for o in op_codes] != list(range(len(op_codes))):
+        raise SpecError("op codes must be numbered 0..N-1")
+    if len(op_codes) > op_field["mask"] + 1:
+        raise SpecError("more op codes than the op_code bit field can hold")
+
+    statuses = sorted(spec["statuses"], key=lambda s: s["value"])
+    if [s["value"] for s in statuses] != list(range(len(statuses))):
+        raise SpecError("statuses must be numbered 0..N-1")
+    for status in statuses[1:]:
+        if "error" not in status:
+            raise SpecError(f"status {status['name']} has no error class")
+
+    return {
+        "spec_name": spec_name,
+        "protocol": spec["protocol"],
+        "header": header,
+        "fields": fields,
+        "construct_int": CONSTRUCT_INTS,
+        # the status byte is always an Int8ub enum
+        "construct_ints": sorted({CONSTRUCT_INTS[f["width"]] for f in fields} | {"Int8ub"}),
+        "struct_format": order + "".join(f["struct_code"] for f in fields),
+        "proto": proto,
+        "enums": enums,
+        "op_codes": op_codes,
+        "op_field": op_field,
+        "statuses": statuses,
+        "unknown_status": statuses[-1],
+        "limits": spec["limits"],
+        "addresses": spec["addresses"],
+    }
+
+
+def render_all(spec_path: Path = SPEC) -> dict[str, str]:
+    """Return {file name under generated/: text} for the given spec."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    try:
+        spec_name = spec_path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        spec_name = spec_path.name
+    context = build_context(load_spec(spec_path), spec_name)
+    return {out: env.get_template(tpl).render(context) for tpl, out in OUTPUTS.items()}
+
+
+def stale_files(rendered: dict[str, str], out_dir: Path = OUT) -> list[str]:
+    stale = []
+    for name, text in rendered.items():
+        path = out_dir / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            stale.append(f"generated/{name}")
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if generated/ is stale, naming the files")
+    parser.add_argument("--spec", type=Path, default=SPEC, help="spec file (default: spec/tofu.toml)")
+    args = parser.parse_args(argv)
+
+    rendered = render_all(args.spec)
+    stale = stale_files(rendered)
+    if args.check:
+        if stale:
+            print("stale generated files (run `python -m codegen`): " + ", ".join(stale))
+            return 1
+        return 0
+    OUT.mkdir(exist_ok=True)
+    for name, text in rendered.items():
+        (OUT / name).write_text(text, encoding="utf-8")
+    print(f"wrote {len(rendered)} files to generated/ ({len(stale)} changed)")
+    return 0

@@ -1,0 +1,180 @@
+"""Addresses: where to listen and where to connect, as message headers.
+
+`TCPServerAddress("127.0.0.1", 7099).format(msg)` makes `msg` a WelcomeRequest
+with `~listen_on:tcp|127.0.0.1|7099`; the client addresses make a HelloRequest
+with `~connect_to`. `parse_address(msg)` reads such a message back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .generated import (
+    ADDRESS_SEPARATOR,
+    CONNECT_TO_HEADER,
+    LISTEN_ON_HEADER,
+    REUSE_PORT_HEADER,
+    TCP_SCHEME,
+    UDS_SCHEME,
+    OpCode,
+    WrongAddress,
+)
+from .message import Message
+
+__all__ = [
+    "TCPClientAddress",
+    "TCPServerAddress",
+    "UDSClientAddress",
+    "UDSServerAddress",
+    "Address",
+    "parse_address",
+    "parse_address_value",
+]
+
+
+def _prepare(msg: Message, op_code: OpCode) -> None:
+    msg.bhdr.reset()
+    msg.bhdr.proto.op_code = op_code
+
+
+def _check_port(port: int) -> None:
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise WrongAddress(f"port {port!r} is not in 0..65535")
+
+
+def _check_path(path: str) -> None:
+    if not path:
+        raise WrongAddress("empty Unix domain socket path")
+    if ADDRESS_SEPARATOR in path or "\r" in path or "\n" in path:
+        raise WrongAddress(f"Unix domain socket path {path!r} contains '|', CR or LF")
+
+
+@dataclass(frozen=True)
+class TCPClientAddress:
+    """Connect over TCP to `host` (name or IP) and `port`."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.host or ADDRESS_SEPARATOR in self.host:
+            raise WrongAddress(f"bad TCP host {self.host!r}")
+        _check_port(self.port)
+
+    @property
+    def value(self) -> str:
+        return f"{TCP_SCHEME}{ADDRESS_SEPARATOR}{self.host}{ADDRESS_SEPARATOR}{self.port}"
+
+    def format(self, msg: Message) -> Message:
+        """Make `msg` a HelloRequest to this address."""
+        _prepare(msg, OpCode.HelloRequest)
+        msg.thdrs.append(CONNECT_TO_HEADER, self.value)
+        return msg
+
+
+@dataclass(frozen=True)
+class TCPServerAddress:
+    """Listen on TCP `host` ("" = all interfaces) and `port` (0 = any free port).
+
+    `reuse_port=True` lets several listeners share the port (SO_REUSEPORT)."""
+
+    host: str
+    port: int
+    reuse_port: bool = False
+
+    def __post_init__(self) -> None:
+        if ADDRESS_SEPARATOR in self.host:
+            raise WrongAddress(f"bad TCP host {self.host!r}")
+        _check_port(self.port)
+
+    @property
+    def value(self) -> str:
+        return f"{TCP_SCHEME}{ADDRESS_SEPARATOR}{self.host}{ADDRESS_SEPARATOR}{self.port}"
+
+    def format(self, msg: Message) -> Message:
+        """Make `msg` a WelcomeRequest for this address."""
+        _prepare(msg, OpCode.WelcomeRequest)
+        msg.thdrs.append(LISTEN_ON_HEADER, self.value)
+        if self.reuse_port:
+            msg.thdrs.append(REUSE_PORT_HEADER, "1")
+        return msg
+
+
+@dataclass(frozen=True)
+class UDSClientAddress:
+    """Connect to the Unix domain socket at `path`."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        _check_path(self.path)
+
+    @property
+    def value(self) -> str:
+        return f"{UDS_SCHEME}{ADDRESS_SEPARATOR}{self.path}"
+
+    def format(self, msg: Message) -> Message:
+        """Make `msg` a HelloRequest to this socket."""
+        _prepare(msg, OpCode.HelloRequest)
+        msg.thdrs.append(CONNECT_TO_HEADER, self.value)
+        return msg
+
+
+@dataclass(frozen=True)
+class UDSServerAddress:
+    """Listen on a Unix domain socket at `path`."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        _check_path(self.path)
+
+    @property
+    def value(self) -> str:
+        return f"{UDS_SCHEME}{ADDRESS_SEPARATOR}{self.path}"
+
+    def format(self, msg: Message) -> Message:
+        """Make `msg` a WelcomeRequest for this socket."""
+        _prepare(msg, OpCode.WelcomeRequest)
+        msg.thdrs.append(LISTEN_ON_HEADER, self.value)
+        return msg
+
+
+Address = TCPClientAddress | TCPServerAddress | UDSClientAddress | UDSServerAddress
+
+
+def parse_address_value(value: str, server: bool, reuse_port: bool = False) -> Address:
+    """The address of a `~listen_on` (server=True) or `~connect_to` header value.
+
+    Raises WrongAddress with the reason for a malformed value."""
+    parts = value.split(ADDRESS_SEPARATOR)
+    scheme = parts[0]
+    if scheme == UDS_SCHEME and len(parts) == 2:
+        return UDSServerAddress(parts[1]) if server else UDSClientAddress(parts[1])
+    if scheme == TCP_SCHEME and len(parts) == 3:
+        host, port_text = parts[1], parts[2]
+        if not port_text.isdigit():
+            raise WrongAddress(f"address {value!r}: port {port_text!r} is not a number")
+        port = int(port_text)
+        if server:
+            return TCPServerAddress(host, port, reuse_port)
+        return TCPClientAddress(host, port)
+    raise WrongAddress(f"address {value!r} is neither tcp|HOST|PORT nor uds|PATH")
+
+
+def parse_address(msg: Message) -> Address:
+    """The address a HelloRequest or WelcomeRequest carries.
+
+    The first `~connect_to` or `~listen_on` header counts. Raises WrongAddress
+    when there is none or it is malformed."""
+    reuse_port = False
+    found: tuple[str, str] | None = None
+    for name, value in msg.thdrs:
+        if name == REUSE_PORT_HEADER:
+            reuse_port = value == "1"
+        elif found is None and name in (CONNECT_TO_HEADER, LISTEN_ON_HEADER):
+            found = (name, value)
+    if found is None:
+        raise WrongAddress(f"no {CONNECT_TO_HEADER} or {LISTEN_ON_HEADER} header")
+    name, value = found
+    return parse_address_value(value, server=name == LISTEN_ON_HEADER, reuse_port=reuse_port)

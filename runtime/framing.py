@@ -1,0 +1,121 @@
+"""Frames on the wire, sans I/O: encode a Message, decode a byte stream.
+
+    data = encode(msg)                   # one frame's bytes
+    decoder = FrameDecoder()
+    for msg in decoder.feed(chunk): ...  # every complete frame, whatever the cuts
+
+Everything here uses the generated fast codec (a precompiled struct), never
+construct: this is the per-message hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .generated import MAX_BODY_LEN, MAX_HEADERS_LEN, InvalidBodyLen, InvalidHeadersLen, InvalidOpCode
+from .generated.codec import HEADER_SIZE, NUM_OP_CODES, OP_CODE_MASK, pack_header, unpack_header
+from .message import Message
+
+__all__ = ["encode", "encode_into", "FrameDecoder", "MAX_FRAME_SIZE"]
+
+MAX_FRAME_SIZE = HEADER_SIZE + MAX_HEADERS_LEN + MAX_BODY_LEN
+
+
+def _header_bytes(msg: Message, thl: int, bl: int) -> bytes:
+    if thl > MAX_HEADERS_LEN:
+        raise InvalidHeadersLen(f"text headers are {thl} bytes, at most {MAX_HEADERS_LEN} fit")
+    if bl > MAX_BODY_LEN:
+        raise InvalidBodyLen(f"body is {bl} bytes, at most {MAX_BODY_LEN} fit")
+    bh = msg.bhdr
+    p = bh.proto
+    proto = p.op_code | p.origin << 4 | p.more << 5 | p.internal_a << 6 | p.internal_b << 7
+    return pack_header(bh.channel_number, proto, bh.status, bh.message_id, thl, bl)
+
+
+def encode(msg: Message) -> bytes:
+    """The frame of `msg`; `thl` and `bl` come from the parts themselves.
+
+    Raises InvalidHeadersLen / InvalidBodyLen when a part is over 65535 bytes."""
+    th = msg.thdrs._buf
+    body = msg.body._buf
+    return _header_bytes(msg, len(th), len(body)) + th + body
+
+
+def encode_into(out: bytearray, msg: Message) -> None:
+    """Append the frame of `msg` to `out` (to send many frames in one call)."""
+    th = msg.thdrs._buf
+    body = msg.body._buf
+    out += _header_bytes(msg, len(th), len(body))
+    out += th
+    out += body
+
+
+class FrameDecoder:
+    """Turns a byte stream into Messages, whatever the split points.
+
+    It keeps at most one partial frame between calls and never waits for more
+    bytes than the header promised. `factory` makes the Message to fill (the
+    engine passes its pool). A frame with an invalid op code raises
+    InvalidOpCode; the complete frames before it are on the error's `frames`
+    attribute, and the decoder stays broken (every later feed raises again):
+    a stream cannot be trusted past a bad frame.
+    """
+
+    __slots__ = ("_pending", "_factory", "_error")
+
+    def __init__(self, factory: Callable[[], Message] = Message) -> None:
+        self._pending = bytearray()
+        self._factory = factory
+        self._error: InvalidOpCode | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a frame not yet complete."""
+        return len(self._pending)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """Take the next bytes of the stream; return every frame now complete."""
+        if self._error is not None:
+            raise self._error
+        if self._pending:
+            self._pending += data
+            data = self._pending
+        frames: list[Message] = []
+        pos = self._decode(data, frames)
+        if data is self._pending:
+            del self._pending[:pos]
+        elif pos < len(data):
+            self._pending = bytearray(data[pos:])
+        return frames
+
+    def _decode(self, data: bytes | bytearray | memoryview, frames: list[Message]) -> int:
+        """Append each complete frame in `data` to `frames`; return bytes used."""
+        pos = 0
+        end_of_data = len(data)
+        factory = self._factory
+        while end_of_data - pos >= HEADER_SIZE:
+            channel_number, proto, status, message_id, thl, bl = unpack_header(data, pos)
+            if proto & OP_CODE_MASK >= NUM_OP_CODES:
+                # Fail as soon as the header shows it: never wait for its payload.
+                err = InvalidOpCode(f"invalid op code {proto & OP_CODE_MASK} in frame at stream offset +{pos}")
+                err.frames = frames  # type: ignore[attr-defined]
+                self._error = err
+                self._pending = bytearray()
+                raise err
+            start = pos + HEADER_SIZE
+            end = start + thl + bl
+            if end > end_of_data:
+                break
+            msg = factory()
+            bh = msg.bhdr
+            bh.channel_number = channel_number
+            bh.status = status
+            bh.message_id = message_id
+            bh.proto.set_byte(proto)
+            if thl:
+                msg.thdrs._buf[:] = data[start : start + thl]
+            if bl:
+                msg.body._buf[:] = data[start + thl : end]
+            frames.append(msg)
+            pos = end
+        return pos

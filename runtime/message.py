@@ -1,0 +1,327 @@
+"""The message: a binary header, text headers and a body.
+
+A Message is what applications and the engine pass around. Its three parts
+map one to one onto the three parts of a frame on the wire (PROTOCOL.md §1).
+After `ChannelGroup.post(msg)` the object is emptied: the engine owns the
+contents, and touching `msg.bhdr`, `msg.thdrs` or `msg.body` raises NotAllowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .generated import (
+    OP_ROLE,
+    OP_TYPE,
+    InvalidMessage,
+    InvalidOpCode,
+    MessageRole,
+    MessageType,
+    MoreMessagesFlag,
+    NotAllowed,
+    OpCode,
+    OriginFlag,
+    raw_to_status,
+)
+from .generated.codec import (
+    INTERNAL_A_MASK,
+    INTERNAL_A_SHIFT,
+    INTERNAL_B_MASK,
+    INTERNAL_B_SHIFT,
+    MORE_MASK,
+    MORE_SHIFT,
+    NUM_OP_CODES,
+    OP_CODE_MASK,
+    ORIGIN_MASK,
+    ORIGIN_SHIFT,
+    pack_proto,
+)
+
+__all__ = ["ProtoFields", "BinaryHeader", "TextHeaders", "Body", "Message"]
+
+# Raw bit values -> enum members, by index: cheaper than calling the enum.
+OP_CODES: tuple[OpCode, ...] = tuple(OpCode)
+ORIGINS: tuple[OriginFlag, ...] = tuple(OriginFlag)
+MORES: tuple[MoreMessagesFlag, ...] = tuple(MoreMessagesFlag)
+
+_ENCODING = "utf-8"
+_ERRORS = "surrogateescape"  # text headers round-trip any bytes a peer sends
+
+
+class ProtoFields:
+    """The `proto` byte: op code, origin, more flag and two internal triggers."""
+
+    __slots__ = ("op_code", "origin", "more", "internal_a", "internal_b")
+
+    def __init__(
+        self,
+        op_code: OpCode = OpCode.Request,
+        origin: OriginFlag = OriginFlag.application,
+        more: MoreMessagesFlag = MoreMessagesFlag.last,
+        internal_a: int = 0,
+        internal_b: int = 0,
+    ) -> None:
+        self.op_code = op_code
+        self.origin = origin
+        self.more = more
+        self.internal_a = internal_a
+        self.internal_b = internal_b
+
+    def get_type(self) -> MessageType:
+        try:
+            return OP_TYPE[self.op_code]
+        except KeyError:
+            raise InvalidOpCode(f"invalid op code {self.op_code!r}") from None
+
+    def get_role(self) -> MessageRole:
+        try:
+            return OP_ROLE[self.op_code]
+        except KeyError:
+            raise InvalidOpCode(f"invalid op code {self.op_code!r}") from None
+
+    def is_valid(self) -> bool:
+        return 0 <= self.op_code < NUM_OP_CODES
+
+    def to_byte(self) -> int:
+        return pack_proto(self.op_code, self.origin, self.more, self.internal_a, self.internal_b)
+
+    def set_byte(self, proto: int) -> None:
+        """Set every field from a proto byte; an invalid op code stays a plain int."""
+        op = proto & OP_CODE_MASK
+        self.op_code = OP_CODES[op] if op < NUM_OP_CODES else op
+        self.origin = ORIGINS[(proto >> ORIGIN_SHIFT) & ORIGIN_MASK]
+        self.more = MORES[(proto >> MORE_SHIFT) & MORE_MASK]
+        self.internal_a = (proto >> INTERNAL_A_SHIFT) & INTERNAL_A_MASK
+        self.internal_b = (proto >> INTERNAL_B_SHIFT) & INTERNAL_B_MASK
+
+    @classmethod
+    def from_byte(cls, proto: int) -> ProtoFields:
+        pf = cls.__new__(cls)
+        pf.set_byte(proto)
+        return pf
+
+    def copy(self) -> ProtoFields:
+        return ProtoFields(self.op_code, self.origin, self.more, self.internal_a, self.internal_b)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProtoFields):
+            return NotImplemented
+        return self.to_byte() == other.to_byte()
+
+    def __repr__(self) -> str:
+        op = self.op_code.name if isinstance(self.op_code, OpCode) else self.op_code
+        return f"ProtoFields({op}, {ORIGINS[self.origin & 1].name}, {MORES[self.more & 1].name})"
+
+
+class BinaryHeader:
+    """The fixed header: channel number, proto fields, status and message id.
+
+    The lengths of the text headers and the body are not stored here: they are
+    computed from the parts whenever the message is encoded.
+    """
+
+    __slots__ = ("channel_number", "proto", "status", "message_id")
+
+    def __init__(
+        self,
+        channel_number: int = 0,
+        proto: ProtoFields | None = None,
+        status: int = 0,
+        message_id: int = 0,
+    ) -> None:
+        self.channel_number = channel_number
+        self.proto = proto if proto is not None else ProtoFields()
+        self.status = status
+        self.message_id = message_id
+
+    def reset(self) -> None:
+        self.channel_number = 0
+        self.status = 0
+        self.message_id = 0
+        p = self.proto
+        p.op_code = OpCode.Request
+        p.origin = OriginFlag.application
+        p.more = MoreMessagesFlag.last
+        p.internal_a = p.internal_b = 0
+
+    def copy(self) -> BinaryHeader:
+        return BinaryHeader(self.channel_number, self.proto.copy(), self.status, self.message_id)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BinaryHeader):
+            return NotImplemented
+        return (self.channel_number, self.proto, self.status, self.message_id) == (
+            other.channel_number,
+            other.proto,
+            other.status,
+            other.message_id,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"BinaryHeader(channel_number={self.channel_number}, proto={self.proto!r}, "
+            f"status={raw_to_status(self.status).name}, message_id={self.message_id})"
+        )
+
+
+class TextHeaders:
+    """Text headers: `name:value\\r\\n` lines, kept as the bytes that go on the wire."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._buf = bytearray(data)
+
+    def append(self, name: str, value: str | int) -> None:
+        """Add a header. Raises InvalidMessage for an empty name or value, or for
+        characters that would break the line format (':' in a name, CR or LF)."""
+        name = name.strip(" \t")
+        value = str(value)
+        if not name:
+            raise InvalidMessage("text header name is empty")
+        if not value:
+            raise InvalidMessage(f"text header {name!r} has an empty value")
+        if ":" in name or "\r" in name or "\n" in name:
+            raise InvalidMessage(f"text header name {name!r} contains ':', CR or LF")
+        if "\r" in value or "\n" in value:
+            raise InvalidMessage(f"text header {name!r} value contains CR or LF")
+        self._buf += f"{name}:{value}\r\n".encode(_ENCODING, _ERRORS)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """Yield (name, value) pairs in order, parsed as PROTOCOL.md §1 says.
+
+        Empty lines are skipped; a last line without CRLF still counts; spaces
+        and tabs around a value are trimmed. A line with no colon, an empty
+        name or an empty value raises InvalidMessage naming the line."""
+        for raw in bytes(self._buf).split(b"\r\n"):
+            if not raw:
+                continue
+            name, colon, value = raw.partition(b":")
+            value = value.strip(b" \t")
+            if not colon:
+                raise InvalidMessage(f"text header line {raw!r} has no colon")
+            if not name:
+                raise InvalidMessage(f"text header line {raw!r} has an empty name")
+            if not value:
+                raise InvalidMessage(f"text header line {raw!r} has an empty value")
+            yield name.decode(_ENCODING, _ERRORS), value.decode(_ENCODING, _ERRORS)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The value of the first header called `name`, or `default`."""
+        for n, v in self:
+            if n == name:
+                return v
+        return default
+
+    def clear(self) -> None:
+        self._buf.clear()
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._buf)
+
+    def __bool__(self) -> bool:
+        return bool(self._buf)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TextHeaders):
+            return NotImplemented
+        return self._buf == other._buf
+
+    def __repr__(self) -> str:
+        return f"TextHeaders({bytes(self._buf)!r})"
+
+
+class Body:
+    """The body: opaque application bytes."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._buf = bytearray(data)
+
+    def append(self, data: bytes | bytearray | memoryview | str) -> None:
+        """Append bytes (a str is encoded as UTF-8)."""
+        self._buf += data.encode() if isinstance(data, str) else data
+
+    def clear(self) -> None:
+        self._buf.clear()
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._buf)
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Body):
+            return self._buf == other._buf
+        if isinstance(other, (bytes, bytearray)):
+            return self._buf == other
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Body({len(self._buf)} bytes)"
+
+
+_PARTS = frozenset(("bhdr", "thdrs", "body"))
+
+
+class Message:
+    """A tofu message: `bhdr` (BinaryHeader), `thdrs` (TextHeaders), `body` (Body)."""
+
+    __slots__ = ("bhdr", "thdrs", "body")
+
+    def __init__(self, op_code: OpCode = OpCode.Request) -> None:
+        self.bhdr = BinaryHeader(proto=ProtoFields(op_code))
+        self.thdrs = TextHeaders()
+        self.body = Body()
+
+    def __getattr__(self, name: str) -> object:
+        # Only reached when a part is missing, i.e. after post() moved it out.
+        if name in _PARTS:
+            raise NotAllowed("this message was posted: it belongs to the engine now")
+        raise AttributeError(name)
+
+    def is_from_engine(self) -> bool:
+        return self.bhdr.proto.origin == OriginFlag.engine
+
+    def is_from_application(self) -> bool:
+        return self.bhdr.proto.origin == OriginFlag.application
+
+    def has_more(self) -> bool:
+        return self.bhdr.proto.more == MoreMessagesFlag.more
+
+    @property
+    def is_posted(self) -> bool:
+        """True once post() took this object's contents."""
+        try:
+            self.bhdr  # noqa: B018
+        except NotAllowed:
+            return True
+        return False
+
+    def reset(self) -> None:
+        """Back to a fresh Request with no headers and no body."""
+        self.bhdr.reset()
+        self.thdrs.clear()
+        self.body.clear()
+
+    def copy(self) -> Message:
+        """A deep copy."""
+        m = Message.__new__(Message)
+        m.bhdr = self.bhdr.copy()
+        m.thdrs = TextHeaders(self.thdrs._buf)
+        m.body = Body(self.body._buf)
+        return m
+
+    def take(self) -> Message:
+        """Move the contents into a new Message and leave this one empty."""
+        m = Message.__new__(Message)
+        m.bhdr, m.thdrs, m.body = self.bhdr, self.thdrs, self.body
+        del self.bhdr, self.thdrs, self.body
+        return m
+
+    def __repr__(self) -> str:
+        if self.is_posted:
+            return "Message(<posted>)"
+        return f"Message({self.bhdr!r}, thdrs={len(self.thdrs._buf)}B, body={len(self.body._buf)}B)"
