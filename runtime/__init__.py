@@ -24,7 +24,11 @@ from .addresses import (
 from .framing import MAX_FRAME_SIZE, FrameDecoder, encode, encode_into
 from .generated import *  # noqa: F403  (enums, errors, limits; see generated/__init__.py)
 from .generated import __all__ as _generated_all
+from .groups import ChannelGroup
 from .message import BinaryHeader, Body, Message, ProtoFields, TextHeaders
+from .options import Options
+from .pool import AllocationStrategy
+from .reactor import Ampe, Reactor
 from .testing import find_free_tcp_port, temp_uds_path
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -33,6 +37,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     *_generated_all,
+    "Reactor",
+    "Ampe",
+    "ChannelGroup",
+    "Options",
+    "AllocationStrategy",
     "Address",
     "TCPClientAddress",
     "TCPServerAddress",

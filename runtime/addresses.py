@@ -153,7 +153,7 @@ def parse_address_value(value: str, server: bool, reuse_port: bool = False) -> A
         return UDSServerAddress(parts[1]) if server else UDSClientAddress(parts[1])
     if scheme == TCP_SCHEME and len(parts) == 3:
         host, port_text = parts[1], parts[2]
-        if not port_text.isdigit():
+        if not (port_text.isascii() and port_text.isdigit()):  # ASCII only: int() fails on '²', accepts '٣'
             raise WrongAddress(f"address {value!r}: port {port_text!r} is not a number")
         port = int(port_text)
         if server:

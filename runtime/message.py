@@ -179,7 +179,7 @@ class TextHeaders:
         value = str(value)
         if not name:
             raise InvalidMessage("text header name is empty")
-        if not value:
+        if not value.strip(" \t"):  # a reader trims spaces and tabs: nothing would be left
             raise InvalidMessage(f"text header {name!r} has an empty value")
         if ":" in name or "\r" in name or "\n" in name:
             raise InvalidMessage(f"text header name {name!r} contains ':', CR or LF")

@@ -1,0 +1,121 @@
+"""Channels: the engine's table of channel numbers and the state of each channel.
+
+A channel is a listener (a listening socket) or a connection (a connected or
+accepted socket). Numbers 1..65534 are handed out round-robin, so a number
+that was just closed is the last to come back: a late message for an old
+channel is far less likely to land on a new connection that reuses its number.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .framing import FrameDecoder
+from .generated import CHANNEL_MAX, CHANNEL_MIN
+from .message import Message
+
+if TYPE_CHECKING:
+    from .groups import ChannelGroup
+
+__all__ = ["ChannelNumbers", "Channel", "Listener", "Connection"]
+
+
+class ChannelNumbers:
+    """Which channel numbers are in use, and by which channel group.
+
+    `allocate` and `release` take a lock (they are rare: a connect, an accept,
+    a close); `owner` does not: a dict read is atomic, and post() calls it for
+    every message.
+    """
+
+    def __init__(self, first: int = CHANNEL_MIN, last: int = CHANNEL_MAX) -> None:
+        self._first = first
+        self._last = last
+        self._next = first
+        self._owners: dict[int, ChannelGroup] = {}
+        self._lock = threading.Lock()
+
+    def allocate(self, owner: ChannelGroup) -> int | None:
+        """A free number for `owner`, or None when every number is in use."""
+        with self._lock:
+            span = self._last - self._first + 1
+            if len(self._owners) >= span:
+                return None
+            number = self._next
+            while number in self._owners:
+                number = number + 1 if number < self._last else self._first
+            self._owners[number] = owner
+            self._next = number + 1 if number < self._last else self._first
+            return number
+
+    def release(self, number: int) -> None:
+        with self._lock:
+            self._owners.pop(number, None)
+
+    def owner(self, number: int) -> ChannelGroup | None:
+        return self._owners.get(number)
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+
+class Channel:
+    """What every channel has: its number, its group and its socket."""
+
+    __slots__ = ("number", "group", "sock", "first_mid", "events", "closed")
+
+    def __init__(self, number: int, group: ChannelGroup, first_mid: int) -> None:
+        self.number = number
+        self.group = group
+        self.sock: socket.socket | None = None
+        # The message id of the channel's first message: the channel_closed
+        # Signal carries it, as the reference's does.
+        self.first_mid = first_mid
+        self.events = 0  # selector events registered now; 0 = not registered
+        self.closed = False
+
+
+class Listener(Channel):
+    """A listening socket; accepted connections join the listener's group."""
+
+    __slots__ = ("uds_path", "uds_inode")
+
+    def __init__(self, number: int, group: ChannelGroup, first_mid: int) -> None:
+        super().__init__(number, group, first_mid)
+        self.uds_path: str | None = None
+        self.uds_inode = 0
+
+
+class Connection(Channel):
+    """A connected socket with its send queue and its frame decoder.
+
+    sendq: messages posted and not yet encoded.
+    outbuf: encoded bytes not yet accepted by the kernel; inflight: the
+        messages those bytes came from (returned to the application if the
+        channel dies before they are written).
+    """
+
+    __slots__ = (
+        "decoder",
+        "sendq",
+        "outbuf",
+        "inflight",
+        "connecting",
+        "bye_sent",
+        "bye_received",
+        "bye_done",
+    )
+
+    def __init__(self, number: int, group: ChannelGroup, first_mid: int, decoder: FrameDecoder) -> None:
+        super().__init__(number, group, first_mid)
+        self.decoder = decoder
+        self.sendq: deque[Message] = deque()
+        self.outbuf = bytearray()
+        self.inflight: list[Message] = []
+        self.connecting = False
+        self.bye_sent = False  # a ByeRequest or ByeResponse went out: send nothing more
+        self.bye_received = False  # the peer sent ByeRequest
+        self.bye_done = False  # the Bye exchange is complete: a reset now is a normal close

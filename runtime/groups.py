@@ -1,0 +1,187 @@
+"""ChannelGroup: where an application posts messages and receives them.
+
+Each group has its own receive queue. Messages of a channel go to the group
+that opened it; connections accepted by a listener belong to the listener's
+group. post() and update_receiver() may be called from any thread;
+wait_receive() from one thread at a time per group.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .generated import (
+    CHANNEL_ENGINE,
+    FIRST_MESSAGE_ID,
+    MAX_BODY_LEN,
+    MAX_HEADERS_LEN,
+    OP_ROLE,
+    OP_TYPE,
+    AmpeStatus,
+    InvalidBodyLen,
+    InvalidChannelNumber,
+    InvalidHeadersLen,
+    InvalidMessageChannelGroup,
+    InvalidMessageId,
+    InvalidMoreUsage,
+    InvalidOpCode,
+    MessageRole,
+    MessageType,
+    MoreMessagesFlag,
+    NotAllowed,
+    NullMessage,
+    OpCode,
+    OriginFlag,
+    ShutdownStarted,
+    WrongAddress,
+)
+from .generated.codec import NUM_OP_CODES
+from .message import OP_CODES, BinaryHeader, Message
+
+if TYPE_CHECKING:
+    from .reactor import Reactor
+
+__all__ = ["ChannelGroup"]
+
+# Message ids are unique across the process, as in the reference.
+_message_ids = itertools.count(FIRST_MESSAGE_ID)
+
+_OPENS_CHANNEL = (OpCode.WelcomeRequest, OpCode.HelloRequest)
+
+
+class _Shutdown:
+    """Queued last when the engine stops: wait_receive then raises ShutdownStarted."""
+
+
+SHUTDOWN = _Shutdown()
+
+
+class ChannelGroup:
+    """A set of channels with one receive queue. Made by `Ampe.create()`."""
+
+    def __init__(self, reactor: Reactor) -> None:
+        self._reactor = reactor
+        self._queue: queue.SimpleQueue[Message | _Shutdown] = queue.SimpleQueue()
+        self.destroyed = False
+        # Backpressure, shared with the I/O thread (see Options.max_queued_msgs).
+        self._paused = False
+        self._resume_requested = False
+        self._resume_at = max(reactor.options.max_queued_msgs // 2, 1)
+        # Called on the I/O thread after messages were queued (used by tofu.aio).
+        self._on_delivery: Callable[[], None] | None = None
+        # The engine's own bookkeeping, touched only on its I/O thread.
+        self.channels: set = set()
+
+    def post(self, msg: Message) -> BinaryHeader:
+        """Hand `msg` to the engine and return a copy of its binary header with
+        the assigned channel_number and message_id.
+
+        Checks, in this order (PROTOCOL.md §5), raising and leaving `msg` with
+        the caller: InvalidOpCode, InvalidMessageId, InvalidMoreUsage,
+        InvalidChannelNumber, InvalidHeadersLen, WrongAddress, InvalidBodyLen;
+        then InvalidChannelNumber / InvalidMessageChannelGroup when the channel
+        is unknown or belongs to another group. On success `msg` is emptied:
+        any later use of it raises NotAllowed."""
+        reactor = self._reactor
+        if reactor.closing:
+            raise ShutdownStarted("the engine is shutting down")
+        if self.destroyed:
+            raise NotAllowed("this channel group was destroyed")
+        if msg is None:
+            raise NullMessage("post() needs a message")
+        bh = msg.bhdr  # raises NotAllowed if msg was already posted
+        proto = bh.proto
+        op = proto.op_code
+        if not 0 <= op < NUM_OP_CODES:
+            raise InvalidOpCode(f"invalid op code {op}")
+        op = OP_CODES[op]
+        if OP_ROLE[op] is MessageRole.response and bh.message_id == 0:
+            raise InvalidMessageId(f"a {op.name} needs the message id of its request")
+        if proto.more and OP_TYPE[op] is not MessageType.regular:
+            raise InvalidMoreUsage(f"the more flag is only for Request, Response and Signal, not {op.name}")
+        opens = op in _OPENS_CHANNEL
+        number = bh.channel_number
+        if number == 0 and not opens:
+            raise InvalidChannelNumber(f"{op.name} needs the channel number of an open channel")
+        if len(msg.thdrs._buf) > MAX_HEADERS_LEN:
+            raise InvalidHeadersLen(f"text headers are {len(msg.thdrs._buf)} bytes, at most {MAX_HEADERS_LEN} fit")
+        if opens and not msg.thdrs._buf:
+            raise WrongAddress(f"a {op.name} needs an address header")
+        if len(msg.body._buf) > MAX_BODY_LEN:
+            raise InvalidBodyLen(f"body is {len(msg.body._buf)} bytes, at most {MAX_BODY_LEN} fit")
+        if not opens:
+            owner = reactor.numbers.owner(number)
+            if owner is None or number == CHANNEL_ENGINE:
+                raise InvalidChannelNumber(f"channel {number} is not open")
+            if owner is not self:
+                raise InvalidMessageChannelGroup(f"channel {number} belongs to another channel group")
+
+        proto.op_code = op
+        proto.origin = OriginFlag.application
+        bh.status = 0
+        if op is OpCode.ByeSignal:
+            proto.internal_a = 1  # the engine's trigger for an abort, as in the reference
+        if bh.message_id == 0:
+            bh.message_id = next(_message_ids)
+        if opens:
+            # Welcome/HelloRequest always open a new channel, so a returned
+            # request can be posted again as it is to retry.
+            bh.channel_number = reactor.open_channel_number(self)
+        header = bh.copy()
+        reactor.submit(self, msg.take())
+        return header
+
+    def wait_receive(self, timeout: float | None = None) -> Message | None:
+        """The next message for this group, or None after `timeout` seconds.
+
+        None waits forever, 0 does not wait. Raises ShutdownStarted once the
+        engine has stopped and every message it queued has been received."""
+        q = self._queue
+        try:
+            if timeout is None:
+                msg = q.get()
+            elif timeout <= 0:
+                msg = q.get_nowait()
+            else:
+                msg = q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if msg is SHUTDOWN:
+            q.put(msg)  # every later call raises too
+            raise ShutdownStarted("the engine has stopped")
+        if self._paused and not self._resume_requested and q.qsize() <= self._resume_at:
+            self._resume_requested = True
+            self._reactor.resume_reading(self)
+        return msg  # type: ignore[return-value]
+
+    def update_receiver(self, msg: Message | None = None) -> None:
+        """Wake this group's receiver with `msg` (or an empty Signal), its
+        status set to receiver_update. Any thread may call it; `msg` is
+        handed over as with post()."""
+        if msg is None:
+            update = Message(OpCode.Signal)
+        else:
+            update = msg.take()
+        update.bhdr.status = AmpeStatus.receiver_update
+        update.bhdr.proto.origin = OriginFlag.engine
+        update.bhdr.proto.more = MoreMessagesFlag.last
+        self._queue.put(update)
+        if self._on_delivery is not None:
+            self._on_delivery()
+
+    def pending(self) -> int:
+        """Messages queued for this group and not yet received."""
+        return self._queue.qsize()
+
+    # ---- called on the engine's I/O thread
+
+    def deliver(self, msg: Message | _Shutdown) -> None:
+        self._queue.put(msg)
+        if self._on_delivery is not None:
+            self._on_delivery()
+
+    def over_limit(self) -> bool:
+        return self._queue.qsize() >= self._reactor.options.max_queued_msgs

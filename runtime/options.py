@@ -1,0 +1,39 @@
+"""Engine options, with the reference's defaults and fallbacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Options", "DEFAULT_INITIAL_POOL_MSGS", "DEFAULT_MAX_POOL_MSGS", "DEFAULT_MAX_QUEUED_MSGS"]
+
+DEFAULT_INITIAL_POOL_MSGS = 16
+DEFAULT_MAX_POOL_MSGS = 64
+DEFAULT_MAX_QUEUED_MSGS = 1024
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a Reactor sizes its message pool and bounds its receive queues.
+
+    initial_pool_msgs: messages made up front (default 16).
+    max_pool_msgs: most messages the pool keeps (default 64).
+        A zero, or max below initial, falls back to the defaults.
+    max_queued_msgs: backpressure bound. While a channel group holds more
+        unconsumed messages than this, the engine stops reading the sockets of
+        that group's channels (TCP then slows the sender); it reads again once
+        the application has drained the queue to half of it. Default 1024.
+    """
+
+    initial_pool_msgs: int = DEFAULT_INITIAL_POOL_MSGS
+    max_pool_msgs: int = DEFAULT_MAX_POOL_MSGS
+    max_queued_msgs: int = DEFAULT_MAX_QUEUED_MSGS
+
+    def __post_init__(self) -> None:
+        initial = self.initial_pool_msgs or DEFAULT_INITIAL_POOL_MSGS
+        maximum = self.max_pool_msgs or DEFAULT_MAX_POOL_MSGS
+        if initial < 0 or maximum < initial:
+            initial, maximum = DEFAULT_INITIAL_POOL_MSGS, DEFAULT_MAX_POOL_MSGS
+        object.__setattr__(self, "initial_pool_msgs", initial)
+        object.__setattr__(self, "max_pool_msgs", maximum)
+        if self.max_queued_msgs <= 0:
+            object.__setattr__(self, "max_queued_msgs", DEFAULT_MAX_QUEUED_MSGS)

@@ -1,0 +1,71 @@
+"""The message pool: reuse Message objects instead of making new ones."""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+
+from .generated import NotAllowed
+from .message import Message
+
+__all__ = ["AllocationStrategy", "Pool"]
+
+
+class AllocationStrategy(Enum):
+    """How `Ampe.get` behaves when the pool is empty."""
+
+    poolOnly = "poolOnly"  # return None
+    always = "always"  # make a new message
+
+
+class Pool:
+    """A bounded stack of reset messages, safe to use from any thread.
+
+    deque.append/pop are atomic in CPython, so no lock is taken per message;
+    two threads putting at once may leave the pool a message or two over its
+    maximum, which is harmless.
+    """
+
+    __slots__ = ("_free", "_max", "ran_empty")
+
+    def __init__(self, initial: int, maximum: int) -> None:
+        self._free: deque[Message] = deque(Message() for _ in range(initial))
+        self._max = maximum
+        # Set when a get found the pool empty; cleared by the next put. The
+        # engine uses it to warn the application once per shortage.
+        self.ran_empty = False
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+    def get(self, strategy: AllocationStrategy = AllocationStrategy.always) -> Message | None:
+        try:
+            return self._free.pop()
+        except IndexError:
+            if strategy is AllocationStrategy.poolOnly:
+                return None
+            return Message()
+
+    def get_for_engine(self) -> tuple[Message, bool]:
+        """A message for incoming data, and whether the pool was empty."""
+        try:
+            return self._free.pop(), False
+        except IndexError:
+            return Message(), True
+
+    def put(self, msg: Message | None) -> None:
+        """Reset `msg` and keep it, or drop it when the pool is full.
+
+        None and messages already handed to post() are ignored."""
+        if msg is None:
+            return
+        try:
+            msg.reset()
+        except NotAllowed:
+            return  # an emptied (posted) message: nothing to keep
+        self.ran_empty = False
+        if len(self._free) < self._max:
+            self._free.append(msg)
+
+    def clear(self) -> None:
+        self._free.clear()

@@ -1,0 +1,679 @@
+"""The Reactor: one engine with its own I/O thread, and the Ampe interface.
+
+Application threads talk to the I/O thread through one inbox (a deque) and a
+wake-up socket pair; the I/O thread talks back through each group's receive
+queue. Everything that touches a socket runs on the I/O thread:
+
+    post() --inbox--> _on_posted --> Connection.sendq --> _flush --> send()
+    recv_into --> FrameDecoder --> _read --> ChannelGroup queue --> wait_receive()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from .addresses import (
+    Address,
+    TCPClientAddress,
+    TCPServerAddress,
+    UDSClientAddress,
+    UDSServerAddress,
+    parse_address,
+)
+from .channels import Channel, ChannelNumbers, Connection, Listener
+from .framing import FrameDecoder, encode_into
+from .generated import (
+    LISTEN_ON_HEADER,
+    OP_ON_WIRE,
+    AmpeError,
+    AmpeStatus,
+    NotAllowed,
+    OpCode,
+    OriginFlag,
+    ShutdownStarted,
+    WrongAddress,
+)
+from .groups import SHUTDOWN, ChannelGroup
+from .message import Message
+from .options import Options
+from .pool import AllocationStrategy, Pool
+from .sockets import Resolved, finish_connect, listen, needs_resolving, resolve, start_connect, tune, unlink_uds
+
+__all__ = ["Reactor", "Ampe"]
+
+log = logging.getLogger("tofu")
+
+READ = selectors.EVENT_READ
+WRITE = selectors.EVENT_WRITE
+
+RECV_BUFFER_SIZE = 256 * 1024  # one buffer per engine, shared by all its connections
+SEND_BATCH = 256 * 1024  # encode at most this much ahead of what the kernel took
+ACCEPTS_PER_EVENT = 64
+JOIN_TIMEOUT = 10.0  # seconds destroy() waits for the I/O thread
+
+
+class Ampe:
+    """The engine's interface: channel groups and the message pool."""
+
+    def __init__(self, reactor: Reactor) -> None:
+        self._reactor = reactor
+
+    def get(self, strategy: AllocationStrategy = AllocationStrategy.always) -> Message | None:
+        """A message from the pool. `poolOnly` returns None when the pool is
+        empty; `always` makes a new message then."""
+        if self._reactor.closing:
+            raise ShutdownStarted("the engine is shutting down")
+        return self._reactor.pool.get(strategy)
+
+    def put(self, msg: Message | None) -> None:
+        """Give a message back to the pool (None, or a posted message, is a no-op)."""
+        self._reactor.pool.put(msg)
+
+    def create(self) -> ChannelGroup:
+        """A new channel group."""
+        return self._reactor.create_group()
+
+    def destroy(self, group: ChannelGroup) -> None:
+        """Close every channel of `group` and retire it. Messages still queued
+        for it are dropped; a receiver blocked on it gets ShutdownStarted."""
+        self._reactor.destroy_group(group)
+
+
+class Reactor:
+    """An engine: an I/O thread, a message pool and a channel table.
+
+    Use it as a context manager, or call destroy() (idempotent) when done.
+    """
+
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options if options is not None else Options()
+        self.pool = Pool(self.options.initial_pool_msgs, self.options.max_pool_msgs)
+        self.numbers = ChannelNumbers()
+        self.closing = False
+        self._groups: list[ChannelGroup] = []
+        self._lock = threading.Lock()  # guards _groups and destroy()
+
+        # Application threads -> I/O thread.
+        self._inbox: deque[tuple[ChannelGroup | None, object]] = deque()
+        self._woken = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+        # State owned by the I/O thread.
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, READ, (self._on_wakeup, None))
+        self._channels: dict[int, Channel] = {}
+        self._dirty: set[Connection] = set()
+        self._rbuf = bytearray(RECV_BUFFER_SIZE)
+        self._rview = memoryview(self._rbuf)
+        self._pool_ran_dry = False
+        self._resolver: ThreadPoolExecutor | None = None
+        self._running = True
+
+        self._ampe = Ampe(self)
+        self._thread = threading.Thread(target=self._run, name="tofu-reactor", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+
+    def ampe(self) -> Ampe:
+        """The engine's interface."""
+        if self.closing:
+            raise ShutdownStarted("the engine is shutting down")
+        return self._ampe
+
+    def destroy(self) -> None:
+        """Close every channel, stop the I/O thread and wait for it. Idempotent."""
+        with self._lock:
+            if self.closing:
+                return
+            self.closing = True
+        if threading.current_thread() is self._thread:
+            self._running = False
+            return
+        self.call_soon(self._stop)
+        self._thread.join(JOIN_TIMEOUT)
+        if self._thread.is_alive():
+            log.error("the tofu I/O thread did not stop within %.0f s", JOIN_TIMEOUT)
+        if self._resolver is not None:
+            self._resolver.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Reactor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.destroy()
+
+    # ------------------------------------------------ called on app threads
+
+    def create_group(self) -> ChannelGroup:
+        with self._lock:
+            if self.closing:
+                raise ShutdownStarted("the engine is shutting down")
+            group = ChannelGroup(self)
+            self._groups.append(group)
+        return group
+
+    def destroy_group(self, group: ChannelGroup) -> None:
+        if group.destroyed:
+            return
+        group.destroyed = True
+        with self._lock:
+            if group in self._groups:
+                self._groups.remove(group)
+            closing = self.closing
+        if closing:
+            return
+        done = threading.Event()
+        self.call_soon(lambda: self._destroy_group(group, done))
+        if threading.current_thread() is not self._thread:
+            done.wait(JOIN_TIMEOUT)
+
+    def open_channel_number(self, group: ChannelGroup) -> int:
+        number = self.numbers.allocate(group)
+        if number is None:
+            raise NotAllowed("every channel number is in use")
+        return number
+
+    def submit(self, group: ChannelGroup, msg: Message) -> None:
+        """Queue a posted message for the I/O thread."""
+        self._inbox.append((group, msg))
+        self._wake()
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the I/O thread."""
+        self._inbox.append((None, fn))
+        self._wake()
+
+    def resume_reading(self, group: ChannelGroup) -> None:
+        self.call_soon(lambda: self._resume(group))
+
+    def _wake(self) -> None:
+        # One byte wakes the loop; more posts before it runs need no more bytes.
+        # The loop clears _woken before it drains the inbox, so no post is missed.
+        if not self._woken:
+            self._woken = True
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:
+                pass  # the pipe is full (the loop will wake anyway) or closed
+
+    # ------------------------------------------------------- the I/O thread
+
+    def _run(self) -> None:
+        select = self._selector.select
+        try:
+            while self._running:
+                for key, mask in select():
+                    handler, channel = key.data
+                    try:
+                        handler(channel, mask)
+                    except Exception:
+                        log.exception("tofu: internal error on channel %s", getattr(channel, "number", "-"))
+                        if channel is not None:
+                            self._close(channel, AmpeStatus.processing_failed)
+                if self._dirty:
+                    self._flush_dirty()
+        except Exception:
+            log.exception("tofu: the I/O thread failed")
+        finally:
+            self._shutdown_on_thread()
+
+    def _stop(self) -> None:
+        self._running = False
+
+    def _on_wakeup(self, _: object, mask: int) -> None:
+        self._woken = False
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        inbox = self._inbox
+        while inbox:
+            group, item = inbox.popleft()
+            try:
+                if group is None:
+                    item()  # type: ignore[operator]
+                else:
+                    self._on_posted(group, item)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("tofu: internal error processing %r", item)
+
+    def _on_posted(self, group: ChannelGroup, msg: Message) -> None:
+        op = msg.bhdr.proto.op_code
+        if group.destroyed:
+            if op is OpCode.HelloRequest or op is OpCode.WelcomeRequest:
+                self.numbers.release(msg.bhdr.channel_number)
+            self.pool.put(msg)
+            return
+        if op is OpCode.HelloRequest:
+            self._open_connection(group, msg)
+            return
+        if op is OpCode.WelcomeRequest:
+            self._open_listener(group, msg)
+            return
+        ch = self._channels.get(msg.bhdr.channel_number)
+        if ch is None or ch.group is not group:
+            # It was open when posted and has closed since.
+            self._return(group, msg, AmpeStatus.channel_closed)
+        elif op is OpCode.ByeSignal:
+            self.pool.put(msg)
+            self._close(ch, AmpeStatus.channel_closed)
+        elif isinstance(ch, Listener):
+            self._return(group, msg, AmpeStatus.not_allowed)
+        else:
+            ch.sendq.append(msg)
+            if not ch.connecting:
+                self._dirty.add(ch)
+
+    def _return(self, group: ChannelGroup, msg: Message, status: AmpeStatus) -> None:
+        """Give a message back to the application, marked as the engine's, with `status`."""
+        msg.bhdr.proto.origin = OriginFlag.engine
+        msg.bhdr.status = status
+        group.deliver(msg)
+
+    def _engine_signal(self, status: AmpeStatus, channel_number: int, message_id: int) -> Message:
+        msg, _ = self.pool.get_for_engine()
+        bh = msg.bhdr
+        bh.proto.op_code = OpCode.Signal
+        bh.proto.origin = OriginFlag.engine
+        bh.status = status
+        bh.channel_number = channel_number
+        bh.message_id = message_id
+        return msg
+
+    def _new_incoming(self) -> Message:
+        """A message for an incoming frame (the decoders' factory)."""
+        msg, was_empty = self.pool.get_for_engine()
+        if was_empty:
+            self._pool_ran_dry = True
+        return msg
+
+    def _resolve_then(
+        self, address: Address, then: Callable[[Resolved], None], fail: Callable[[AmpeStatus], None]
+    ) -> None:
+        """Resolve `address` off the I/O thread when it may block on DNS."""
+        if not needs_resolving(address):
+            try:
+                resolved = resolve(address)
+            except AmpeError as exc:
+                fail(exc.status)
+                return
+            then(resolved)
+            return
+
+        def work() -> None:
+            try:
+                resolved = resolve(address)
+            except AmpeError as exc:
+                status = exc.status
+                self.call_soon(lambda: fail(status))
+                return
+            self.call_soon(lambda: then(resolved))
+
+        if self._resolver is None:
+            self._resolver = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tofu-resolver")
+        self._resolver.submit(work)
+
+    # ---- listeners
+
+    def _open_listener(self, group: ChannelGroup, msg: Message) -> None:
+        lst = Listener(msg.bhdr.channel_number, group, msg.bhdr.message_id)
+        self._channels[lst.number] = lst
+        group.channels.add(lst)
+
+        def fail(status: AmpeStatus) -> None:
+            msg.bhdr.proto.op_code = OpCode.WelcomeResponse
+            self._return(group, msg, status)
+            self._close(lst, status)
+
+        try:
+            address = parse_address(msg)
+            if not isinstance(address, (TCPServerAddress, UDSServerAddress)):
+                raise WrongAddress(f"a WelcomeRequest needs a {LISTEN_ON_HEADER} header")
+        except AmpeError as exc:
+            fail(exc.status)
+            return
+        self._resolve_then(address, lambda resolved: self._listen(lst, msg, address, resolved), fail)
+
+    def _listen(self, lst: Listener, msg: Message, address: Address, resolved: Resolved) -> None:
+        if lst.closed:
+            self.pool.put(msg)
+            return
+        try:
+            sock = listen(address, resolved)  # type: ignore[arg-type]
+        except AmpeError as exc:
+            msg.bhdr.proto.op_code = OpCode.WelcomeResponse
+            self._return(lst.group, msg, exc.status)
+            self._close(lst, exc.status)
+            return
+        lst.sock = sock
+        if sock.family == socket.AF_UNIX:
+            lst.uds_path = address.path  # type: ignore[union-attr]
+            lst.uds_inode = os.stat(lst.uds_path).st_ino
+            value = address.value
+        else:
+            # Tell the actual port: a listener may ask for port 0.
+            value = TCPServerAddress(address.host, sock.getsockname()[1]).value  # type: ignore[union-attr]
+        log.debug("channel %d listening on %s", lst.number, value)
+        msg.bhdr.proto.op_code = OpCode.WelcomeResponse
+        msg.thdrs.clear()
+        msg.thdrs.append(LISTEN_ON_HEADER, value)
+        self._return(lst.group, msg, AmpeStatus.success)
+        self._set_events(lst, READ)
+
+    def _on_listener_event(self, lst: Listener, mask: int) -> None:
+        group = lst.group
+        for _ in range(ACCEPTS_PER_EVENT):
+            try:
+                sock, _ = lst.sock.accept()  # type: ignore[union-attr]
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("channel %d: accept failed: %s", lst.number, exc)
+                return
+            number = self.numbers.allocate(group)
+            if number is None:
+                log.warning("channel %d: every channel number is in use; refusing a connection", lst.number)
+                sock.close()
+                continue
+            try:
+                tune(sock)
+            except OSError:
+                self.numbers.release(number)
+                sock.close()
+                continue
+            conn = Connection(number, group, 0, FrameDecoder(self._new_incoming))
+            conn.sock = sock
+            self._channels[number] = conn
+            group.channels.add(conn)
+            self._update_events(conn)
+            log.debug("channel %d accepted on listener %d", number, lst.number)
+
+    # ---- connections
+
+    def _open_connection(self, group: ChannelGroup, msg: Message) -> None:
+        conn = Connection(msg.bhdr.channel_number, group, msg.bhdr.message_id, FrameDecoder(self._new_incoming))
+        conn.sendq.append(msg)  # the HelloRequest goes out first
+        conn.connecting = True
+        self._channels[conn.number] = conn
+        group.channels.add(conn)
+        try:
+            address = parse_address(msg)
+            if not isinstance(address, (TCPClientAddress, UDSClientAddress)):
+                raise WrongAddress("a HelloRequest needs a ~connect_to header")
+        except AmpeError as exc:
+            self._close(conn, exc.status)
+            return
+        self._resolve_then(
+            address,
+            lambda resolved: self._connect(conn, resolved),
+            lambda status: self._close(conn, status),
+        )
+
+    def _connect(self, conn: Connection, resolved: Resolved) -> None:
+        if conn.closed:
+            return
+        try:
+            conn.sock, connected = start_connect(resolved)
+        except AmpeError as exc:
+            self._close(conn, exc.status)
+            return
+        if connected:
+            self._connected(conn)
+        else:
+            self._set_events(conn, WRITE)
+
+    def _connected(self, conn: Connection) -> None:
+        conn.connecting = False
+        log.debug("channel %d connected", conn.number)
+        self._flush(conn)
+
+    def _on_connection_event(self, conn: Connection, mask: int) -> None:
+        if conn.connecting:
+            try:
+                finish_connect(conn.sock)  # type: ignore[arg-type]
+            except AmpeError as exc:
+                self._close(conn, exc.status)
+                return
+            self._connected(conn)
+            return
+        if mask & READ:
+            self._read(conn)
+        if mask & WRITE and not conn.closed:
+            self._flush(conn)
+
+    def _read(self, conn: Connection) -> None:
+        try:
+            n = conn.sock.recv_into(self._rbuf)  # type: ignore[union-attr]
+        except (BlockingIOError, InterruptedError):
+            return
+        except ConnectionResetError:
+            # The reference resets the connection right after a Bye exchange.
+            self._close(conn, AmpeStatus.channel_closed if conn.bye_sent else AmpeStatus.peer_disconnected)
+            return
+        except OSError as exc:
+            log.info("channel %d: recv failed: %s", conn.number, exc)
+            self._close(conn, AmpeStatus.recv_failed)
+            return
+        if n == 0:
+            if conn.bye_sent or conn.bye_received:
+                status = AmpeStatus.channel_closed
+            elif conn.decoder.pending:
+                log.warning("channel %d: peer closed in the middle of a frame", conn.number)
+                status = AmpeStatus.communication_failed
+            else:
+                status = AmpeStatus.peer_disconnected
+            self._close(conn, status)
+            return
+
+        bad: AmpeStatus | None = None
+        try:
+            frames = conn.decoder.feed(self._rview[:n])
+        except AmpeError as exc:
+            log.warning("channel %d: bad frame from peer: %s", conn.number, exc)
+            frames = exc.frames  # type: ignore[attr-defined]
+            bad = exc.status
+
+        group = conn.group
+        if self._pool_ran_dry:
+            self._pool_ran_dry = False
+            if not self.pool.ran_empty:
+                self.pool.ran_empty = True
+                group.deliver(self._engine_signal(AmpeStatus.pool_empty, conn.number, 0))
+
+        number = conn.number
+        for msg in frames:
+            if bad is not None or conn.bye_done:
+                self.pool.put(msg)  # nothing after a bad frame or a ByeResponse counts
+                continue
+            bh = msg.bhdr
+            op = bh.proto.op_code
+            if op not in OP_ON_WIRE:
+                # A local-only op code from a peer: it would let the peer
+                # impersonate this engine (PROTOCOL.md §7).
+                log.warning("channel %d: peer sent local-only op code %s", number, op)
+                bad = AmpeStatus.invalid_op_code
+                self.pool.put(msg)
+                continue
+            bh.proto.origin = OriginFlag.application
+            bh.channel_number = number
+            if not conn.first_mid:
+                conn.first_mid = bh.message_id
+            if op is OpCode.ByeResponse:
+                conn.bye_done = True
+            elif op is OpCode.ByeRequest:
+                conn.bye_received = True
+                if conn.bye_sent:  # both sides said bye at once: the exchange is complete
+                    conn.bye_done = True
+            group.deliver(msg)
+
+        if bad is not None:
+            self._close(conn, bad)
+        elif conn.bye_done:
+            self._close(conn, AmpeStatus.channel_closed)
+        elif group.over_limit():
+            self._pause(group)
+
+    def _flush(self, conn: Connection) -> None:
+        """Encode what is queued and write as much as the kernel takes, in as
+        few send() calls as possible (many frames per call)."""
+        if conn.connecting or conn.closed:
+            return
+        out = conn.outbuf
+        sendq = conn.sendq
+        inflight = conn.inflight
+        while True:
+            while sendq and len(out) < SEND_BATCH and not conn.bye_sent:
+                msg = sendq.popleft()
+                encode_into(out, msg)
+                inflight.append(msg)
+                op = msg.bhdr.proto.op_code
+                if op is OpCode.ByeRequest:
+                    conn.bye_sent = True
+                elif op is OpCode.ByeResponse:
+                    conn.bye_sent = conn.bye_done = True
+            if not out:
+                break
+            try:
+                n = conn.sock.send(out)  # type: ignore[union-attr]
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except (BrokenPipeError, ConnectionResetError):
+                self._close(conn, AmpeStatus.channel_closed if conn.bye_done else AmpeStatus.peer_disconnected)
+                return
+            except OSError as exc:
+                log.info("channel %d: send failed: %s", conn.number, exc)
+                self._close(conn, AmpeStatus.send_failed)
+                return
+            del out[:n]
+            if out:
+                break  # the kernel's buffer is full: wait until writable
+            put = self.pool.put
+            for msg in inflight:
+                put(msg)
+            inflight.clear()
+        if not out and conn.bye_done:
+            self._close(conn, AmpeStatus.channel_closed)
+            return
+        self._update_events(conn)
+
+    def _flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for conn in dirty:
+            self._flush(conn)
+
+    # ---- registration, backpressure, closing
+
+    def _update_events(self, conn: Connection) -> None:
+        if conn.connecting:
+            want = WRITE
+        else:
+            want = 0 if conn.group._paused else READ
+            if conn.outbuf:
+                want |= WRITE
+        self._set_events(conn, want)
+
+    def _set_events(self, ch: Channel, want: int) -> None:
+        if want == ch.events:
+            return
+        if ch.events == 0:
+            handler = self._on_connection_event if isinstance(ch, Connection) else self._on_listener_event
+            self._selector.register(ch.sock, want, (handler, ch))  # type: ignore[arg-type]
+        elif want == 0:
+            self._selector.unregister(ch.sock)  # type: ignore[arg-type]
+        else:
+            self._selector.modify(ch.sock, want, self._selector.get_key(ch.sock).data)  # type: ignore[arg-type]
+        ch.events = want
+
+    def _pause(self, group: ChannelGroup) -> None:
+        """Stop reading the group's sockets until its receiver catches up."""
+        if group._paused:
+            return
+        group._paused = True
+        group._resume_requested = False
+        log.debug("pausing reads: a channel group holds %d messages", group.pending())
+        for ch in group.channels:
+            if isinstance(ch, Connection) and not ch.connecting:
+                self._update_events(ch)
+
+    def _resume(self, group: ChannelGroup) -> None:
+        if not group._paused:
+            return
+        group._paused = False
+        for ch in group.channels:
+            if isinstance(ch, Connection) and not ch.connecting:
+                self._update_events(ch)
+
+    def _close(self, ch: Channel, reason: AmpeStatus, notify: bool = True) -> None:
+        """Close a channel: give back its unsent messages with `reason` as their
+        status, then a channel_closed Signal (unless `notify` is False)."""
+        if ch.closed:
+            return
+        ch.closed = True
+        if self._channels.get(ch.number) is ch:
+            del self._channels[ch.number]
+        self.numbers.release(ch.number)
+        group = ch.group
+        group.channels.discard(ch)
+        if ch.sock is not None:
+            if ch.events:
+                self._selector.unregister(ch.sock)
+                ch.events = 0
+            ch.sock.close()
+        log.debug("channel %d closed: %s", ch.number, reason.name)
+
+        unsent: list[Message] = []
+        if isinstance(ch, Listener):
+            if ch.uds_path:
+                unlink_uds(ch.uds_path, ch.uds_inode)
+        else:
+            assert isinstance(ch, Connection)
+            self._dirty.discard(ch)
+            unsent = ch.inflight + list(ch.sendq)
+            ch.inflight.clear()
+            ch.sendq.clear()
+            ch.outbuf = bytearray()
+
+        if not notify or group.destroyed:
+            for msg in unsent:
+                self.pool.put(msg)
+            return
+        for msg in unsent:
+            self._return(group, msg, reason)
+        group.deliver(self._engine_signal(AmpeStatus.channel_closed, ch.number, ch.first_mid))
+
+    def _destroy_group(self, group: ChannelGroup, done: threading.Event) -> None:
+        try:
+            for ch in list(group.channels):
+                self._close(ch, AmpeStatus.channel_closed, notify=False)
+            group.deliver(SHUTDOWN)
+        finally:
+            done.set()
+
+    def _shutdown_on_thread(self) -> None:
+        """Last act of the I/O thread: close everything, wake every receiver."""
+        self.closing = True
+        for ch in list(self._channels.values()):
+            self._close(ch, AmpeStatus.shutdown_started)
+        while self._inbox:
+            group, item = self._inbox.popleft()
+            if group is not None and not group.destroyed:
+                self._return(group, item, AmpeStatus.shutdown_started)  # type: ignore[arg-type]
+        with self._lock:
+            groups = list(self._groups)
+        for group in groups:
+            group.deliver(SHUTDOWN)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.pool.clear()
