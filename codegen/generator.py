@@ -30,11 +30,16 @@ OUTPUTS = {
     "constants.py.j2": "constants.py",
     "codec.py.j2": "codec.py",
     "structs.py.j2": "structs.py",
+    "tofu.lua.j2": "tofu.lua",
 }
 
 # struct format letter and construct class of an unsigned integer, by width in bytes
 STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
-CONSTRUCT_INTS = {1: "Int8ub", 2: "Int16ub", 4: "Int32ub", 8: "Int64ub"}
+# (a single byte has no byte order: Int8ub either way)
+CONSTRUCT_INTS = {
+    "big": {1: "Int8ub", 2: "Int16ub", 4: "Int32ub", 8: "Int64ub"},
+    "little": {1: "Int8ub", 2: "Int16ul", 4: "Int32ul", 8: "Int64ul"},
+}
 
 
 class SpecError(ValueError):
@@ -102,9 +107,9 @@ def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
         "protocol": spec["protocol"],
         "header": header,
         "fields": fields,
-        "construct_int": CONSTRUCT_INTS,
+        "construct_int": CONSTRUCT_INTS[header["byte_order"]],
         # the status byte is always an Int8ub enum
-        "construct_ints": sorted({CONSTRUCT_INTS[f["width"]] for f in fields} | {"Int8ub"}),
+        "construct_ints": sorted({CONSTRUCT_INTS[header["byte_order"]][f["width"]] for f in fields} | {"Int8ub"}),
         "struct_format": order + "".join(f["struct_code"] for f in fields),
         "proto": proto,
         "enums": enums,
@@ -114,6 +119,7 @@ def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
         "unknown_status": statuses[-1],
         "limits": spec["limits"],
         "addresses": spec["addresses"],
+        "engine_headers": spec["engine_headers"],
     }
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "CHANNEL_MIN",
     "CHANNEL_MAX",
     "FIRST_MESSAGE_ID",
+    "CLOSE_REASON_HEADER",
     "ADDRESS_SEPARATOR",
     "CONNECT_TO_HEADER",
     "LISTEN_ON_HEADER",
@@ -28,6 +29,8 @@ CHANNEL_ENGINE = 65535
 CHANNEL_MIN = 1
 CHANNEL_MAX = 65534
 FIRST_MESSAGE_ID = 1
+
+CLOSE_REASON_HEADER = "~close_reason"  # written by the engine
 
 ADDRESS_SEPARATOR = "|"
 CONNECT_TO_HEADER = "~connect_to"  # header of a HelloRequest

@@ -29,6 +29,7 @@ __all__ = [
     "Address",
     "parse_address",
     "parse_address_value",
+    "parse_url",
 ]
 
 
@@ -178,3 +179,73 @@ def parse_address(msg: Message) -> Address:
         raise WrongAddress(f"no {CONNECT_TO_HEADER} or {LISTEN_ON_HEADER} header")
     name, value = found
     return parse_address_value(value, server=name == LISTEN_ON_HEADER, reuse_port=reuse_port)
+
+
+_TCP_URL = "tcp://"
+_UDS_URL = "uds://"
+
+
+def parse_url(text: str, server: bool) -> Address:
+    """The address written as a URL or as a protocol header value.
+
+    Accepted forms:
+
+    - ``tcp://HOST:PORT`` (an IPv6 host in brackets: ``tcp://[::1]:7099``);
+      a server may leave HOST empty (``tcp://:7099``, all interfaces) and ask
+      for port 0 (any free port); a client needs both.
+    - ``uds:///absolute/path`` or ``uds://relative/path``: a Unix domain socket.
+    - ``tcp|HOST|PORT`` and ``uds|PATH``: the form the ``~listen_on`` and
+      ``~connect_to`` headers use on the wire.
+
+    `server` chooses TCPServerAddress / UDSServerAddress (to listen) or
+    TCPClientAddress / UDSClientAddress (to connect). Raises WrongAddress,
+    naming the problem, for anything else.
+    """
+    if not isinstance(text, str):
+        raise WrongAddress(f"address {text!r} is not a string")
+    raw = text.strip()
+    if not raw:
+        raise WrongAddress("empty address: use tcp://HOST:PORT or uds:///PATH")
+    lowered = raw.lower()
+    if lowered.startswith(_UDS_URL):
+        path = raw[len(_UDS_URL) :]
+        if not path:
+            raise WrongAddress(f"address {text!r} has no socket path: use uds:///PATH")
+        return UDSServerAddress(path) if server else UDSClientAddress(path)
+    if lowered.startswith(_TCP_URL):
+        return _parse_tcp_url(text, raw[len(_TCP_URL) :], server)
+    if ADDRESS_SEPARATOR in raw:
+        address = parse_address_value(raw, server)
+        if isinstance(address, TCPClientAddress) and address.port == 0:
+            raise WrongAddress(f"address {text!r}: port 0 is only for listening")
+        return address
+    raise WrongAddress(f"address {text!r} is not tcp://HOST:PORT, uds:///PATH, tcp|HOST|PORT or uds|PATH")
+
+
+def _parse_tcp_url(text: str, rest: str, server: bool) -> Address:
+    if "/" in rest.rstrip("/"):
+        raise WrongAddress(f"address {text!r}: a tcp:// address has no path")
+    rest = rest.rstrip("/")
+    if rest.startswith("["):  # [IPv6]:PORT
+        host, bracket, after = rest[1:].partition("]")
+        if not bracket or not after.startswith(":"):
+            raise WrongAddress(f"address {text!r}: write an IPv6 host as [HOST]:PORT")
+        port_text = after[1:]
+    else:
+        host, colon, port_text = rest.rpartition(":")
+        if not colon:
+            raise WrongAddress(f"address {text!r} has no port: use tcp://HOST:PORT")
+        if ":" in host:
+            raise WrongAddress(f"address {text!r}: write an IPv6 host in brackets, tcp://[HOST]:PORT")
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise WrongAddress(f"address {text!r}: port {port_text!r} is not a number")
+    port = int(port_text)
+    if port > 65535:
+        raise WrongAddress(f"address {text!r}: port {port} is not in 0..65535")
+    if server:
+        return TCPServerAddress(host, port)
+    if not host:
+        raise WrongAddress(f"address {text!r} has no host: use tcp://HOST:PORT")
+    if port == 0:
+        raise WrongAddress(f"address {text!r}: port 0 is only for listening")
+    return TCPClientAddress(host, port)

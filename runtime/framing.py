@@ -19,17 +19,14 @@ from .message import Message
 __all__ = ["encode", "encode_into", "FrameDecoder", "MAX_FRAME_SIZE"]
 
 MAX_FRAME_SIZE = HEADER_SIZE + MAX_HEADERS_LEN + MAX_BODY_LEN
+_VIEW_THRESHOLD = 4096  # decode through a memoryview from this many bytes on
 
 
-def _header_bytes(msg: Message, thl: int, bl: int) -> bytes:
+def _check_lengths(thl: int, bl: int) -> None:
     if thl > MAX_HEADERS_LEN:
         raise InvalidHeadersLen(f"text headers are {thl} bytes, at most {MAX_HEADERS_LEN} fit")
     if bl > MAX_BODY_LEN:
         raise InvalidBodyLen(f"body is {bl} bytes, at most {MAX_BODY_LEN} fit")
-    bh = msg.bhdr
-    p = bh.proto
-    proto = p.op_code | p.origin << 4 | p.more << 5 | p.internal_a << 6 | p.internal_b << 7
-    return pack_header(bh.channel_number, proto, bh.status, bh.message_id, thl, bl)
 
 
 def encode(msg: Message) -> bytes:
@@ -38,14 +35,28 @@ def encode(msg: Message) -> bytes:
     Raises InvalidHeadersLen / InvalidBodyLen when a part is over 65535 bytes."""
     th = msg.thdrs._buf
     body = msg.body._buf
-    return _header_bytes(msg, len(th), len(body)) + th + body
+    thl = len(th)
+    bl = len(body)
+    if thl > MAX_HEADERS_LEN or bl > MAX_BODY_LEN:
+        _check_lengths(thl, bl)
+    bh = msg.bhdr
+    p = bh.proto
+    proto = p.op_code | p.origin << 4 | p.more << 5 | p.internal_a << 6 | p.internal_b << 7
+    return pack_header(bh.channel_number, proto, bh.status, bh.message_id, thl, bl) + th + body
 
 
 def encode_into(out: bytearray, msg: Message) -> None:
     """Append the frame of `msg` to `out` (to send many frames in one call)."""
     th = msg.thdrs._buf
     body = msg.body._buf
-    out += _header_bytes(msg, len(th), len(body))
+    thl = len(th)
+    bl = len(body)
+    if thl > MAX_HEADERS_LEN or bl > MAX_BODY_LEN:
+        _check_lengths(thl, bl)
+    bh = msg.bhdr
+    p = bh.proto
+    proto = p.op_code | p.origin << 4 | p.more << 5 | p.internal_a << 6 | p.internal_b << 7
+    out += pack_header(bh.channel_number, proto, bh.status, bh.message_id, thl, bl)
     out += th
     out += body
 
@@ -61,11 +72,13 @@ class FrameDecoder:
     a stream cannot be trusted past a bad frame.
     """
 
-    __slots__ = ("_pending", "_factory", "_error")
+    __slots__ = ("_pending", "_factory", "_from_wire", "_error")
 
     def __init__(self, factory: Callable[[], Message] = Message) -> None:
         self._pending = bytearray()
         self._factory = factory
+        # with the default factory, frames are built directly from the wire fields
+        self._from_wire = Message.from_wire if factory is Message else None
         self._error: InvalidOpCode | None = None
 
     @property
@@ -90,32 +103,45 @@ class FrameDecoder:
 
     def _decode(self, data: bytes | bytearray | memoryview, frames: list[Message]) -> int:
         """Append each complete frame in `data` to `frames`; return bytes used."""
-        pos = 0
         end_of_data = len(data)
+        if end_of_data < HEADER_SIZE:
+            return 0
         factory = self._factory
-        while end_of_data - pos >= HEADER_SIZE:
-            channel_number, proto, status, message_id, thl, bl = unpack_header(data, pos)
-            if proto & OP_CODE_MASK >= NUM_OP_CODES:
-                # Fail as soon as the header shows it: never wait for its payload.
-                err = InvalidOpCode(f"invalid op code {proto & OP_CODE_MASK} in frame at stream offset +{pos}")
-                err.frames = frames  # type: ignore[attr-defined]
-                self._error = err
-                self._pending = bytearray()
-                raise err
-            start = pos + HEADER_SIZE
-            end = start + thl + bl
-            if end > end_of_data:
-                break
-            msg = factory()
-            bh = msg.bhdr
-            bh.channel_number = channel_number
-            bh.status = status
-            bh.message_id = message_id
-            bh.proto.set_byte(proto)
-            if thl:
-                msg.thdrs._buf[:] = data[start : start + thl]
-            if bl:
-                msg.body._buf[:] = data[start + thl : end]
-            frames.append(msg)
-            pos = end
+        from_wire = self._from_wire
+        # Slicing a memoryview copies nothing: worth it once bodies are large
+        # (the copy into the Message is then the only one), not for small chunks.
+        view = memoryview(data) if end_of_data >= _VIEW_THRESHOLD else data
+        pos = 0
+        try:
+            while end_of_data - pos >= HEADER_SIZE:
+                channel_number, proto, status, message_id, thl, bl = unpack_header(data, pos)
+                if proto & OP_CODE_MASK >= NUM_OP_CODES:
+                    # Fail as soon as the header shows it: never wait for its payload.
+                    err = InvalidOpCode(f"invalid op code {proto & OP_CODE_MASK} in frame at stream offset +{pos}")
+                    err.frames = frames  # type: ignore[attr-defined]
+                    self._error = err
+                    self._pending = bytearray()
+                    raise err
+                start = pos + HEADER_SIZE
+                split = start + thl
+                end = split + bl
+                if end > end_of_data:
+                    break
+                if from_wire is not None:
+                    msg = from_wire(channel_number, proto, status, message_id, view[start:split], view[split:end])
+                else:
+                    msg = factory()
+                    bh = msg.bhdr
+                    bh.channel_number = channel_number
+                    bh.status = status
+                    bh.message_id = message_id
+                    bh.proto.set_byte(proto)
+                    # assigned even when empty: a recycled message keeps nothing of its past
+                    msg.thdrs._buf[:] = view[start:split]
+                    msg.body._buf[:] = view[split:end]
+                frames.append(msg)
+                pos = end
+        finally:
+            if view is not data:
+                view.release()  # so that feed() may resize its pending buffer
         return pos

@@ -43,6 +43,18 @@ __all__ = ["ProtoFields", "BinaryHeader", "TextHeaders", "Body", "Message"]
 OP_CODES: tuple[OpCode, ...] = tuple(OpCode)
 ORIGINS: tuple[OriginFlag, ...] = tuple(OriginFlag)
 MORES: tuple[MoreMessagesFlag, ...] = tuple(MoreMessagesFlag)
+# Every proto byte -> (op_code, origin, more, internal_a, internal_b), decoded
+# once: the per-frame cost is one tuple lookup. An invalid op code stays an int.
+PROTO_FIELDS: tuple[tuple[OpCode | int, OriginFlag, MoreMessagesFlag, int, int], ...] = tuple(
+    (
+        OP_CODES[b & OP_CODE_MASK] if b & OP_CODE_MASK < NUM_OP_CODES else b & OP_CODE_MASK,
+        ORIGINS[(b >> ORIGIN_SHIFT) & ORIGIN_MASK],
+        MORES[(b >> MORE_SHIFT) & MORE_MASK],
+        (b >> INTERNAL_A_SHIFT) & INTERNAL_A_MASK,
+        (b >> INTERNAL_B_SHIFT) & INTERNAL_B_MASK,
+    )
+    for b in range(256)
+)
 
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"  # text headers round-trip any bytes a peer sends
@@ -87,12 +99,7 @@ class ProtoFields:
 
     def set_byte(self, proto: int) -> None:
         """Set every field from a proto byte; an invalid op code stays a plain int."""
-        op = proto & OP_CODE_MASK
-        self.op_code = OP_CODES[op] if op < NUM_OP_CODES else op
-        self.origin = ORIGINS[(proto >> ORIGIN_SHIFT) & ORIGIN_MASK]
-        self.more = MORES[(proto >> MORE_SHIFT) & MORE_MASK]
-        self.internal_a = (proto >> INTERNAL_A_SHIFT) & INTERNAL_A_MASK
-        self.internal_b = (proto >> INTERNAL_B_SHIFT) & INTERNAL_B_MASK
+        self.op_code, self.origin, self.more, self.internal_a, self.internal_b = PROTO_FIELDS[proto & 0xFF]
 
     @classmethod
     def from_byte(cls, proto: int) -> ProtoFields:
@@ -264,6 +271,7 @@ class Body:
 
 
 _PARTS = frozenset(("bhdr", "thdrs", "body"))
+_new = object.__new__  # an instance without running __init__ (slots set right after)
 
 
 class Message:
@@ -312,6 +320,37 @@ class Message:
         m.bhdr = self.bhdr.copy()
         m.thdrs = TextHeaders(self.thdrs._buf)
         m.body = Body(self.body._buf)
+        return m
+
+    @classmethod
+    def from_wire(
+        cls,
+        channel_number: int,
+        proto: int,
+        status: int,
+        message_id: int,
+        thdrs: bytes | bytearray | memoryview,
+        body: bytes | bytearray | memoryview,
+    ) -> Message:
+        """A Message of one decoded frame's fields and parts (copied).
+
+        The decoder's hot path: it builds the parts directly instead of setting
+        defaults in __init__ and overwriting them."""
+        pf = _new(ProtoFields)
+        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = PROTO_FIELDS[proto & 0xFF]
+        bh = _new(BinaryHeader)
+        bh.channel_number = channel_number
+        bh.proto = pf
+        bh.status = status
+        bh.message_id = message_id
+        th = _new(TextHeaders)
+        th._buf = bytearray(thdrs)
+        bd = _new(Body)
+        bd._buf = bytearray(body)
+        m = _new(cls)
+        m.bhdr = bh
+        m.thdrs = th
+        m.body = bd
         return m
 
     def take(self) -> Message:

@@ -30,6 +30,7 @@ from .addresses import (
 from .channels import Channel, ChannelNumbers, Connection, Listener
 from .framing import FrameDecoder, encode_into
 from .generated import (
+    CLOSE_REASON_HEADER,
     LISTEN_ON_HEADER,
     OP_ON_WIRE,
     AmpeError,
@@ -198,7 +199,8 @@ class Reactor:
 
     def _wake(self) -> None:
         # One byte wakes the loop; more posts before it runs need no more bytes.
-        # The loop clears _woken before it drains the inbox, so no post is missed.
+        # The loop clears _woken after reading the bytes and before draining
+        # the inbox, so no post is missed.
         if not self._woken:
             self._woken = True
             try:
@@ -231,12 +233,14 @@ class Reactor:
         self._running = False
 
     def _on_wakeup(self, _: object, mask: int) -> None:
-        self._woken = False
         try:
             while self._wake_r.recv(4096):
                 pass
         except BlockingIOError:
             pass
+        # Only now, with the wake-up bytes gone: a post from here on must
+        # write a new byte, and every post before this line is in the inbox.
+        self._woken = False
         inbox = self._inbox
         while inbox:
             group, item = inbox.popleft()
@@ -616,7 +620,9 @@ class Reactor:
 
     def _close(self, ch: Channel, reason: AmpeStatus, notify: bool = True) -> None:
         """Close a channel: give back its unsent messages with `reason` as their
-        status, then a channel_closed Signal (unless `notify` is False)."""
+        status, then a channel_closed Signal (unless `notify` is False); when
+        the close was not a normal one, the Signal names `reason` in its
+        `~close_reason` header."""
         if ch.closed:
             return
         ch.closed = True
@@ -650,7 +656,10 @@ class Reactor:
             return
         for msg in unsent:
             self._return(group, msg, reason)
-        group.deliver(self._engine_signal(AmpeStatus.channel_closed, ch.number, ch.first_mid))
+        closed = self._engine_signal(AmpeStatus.channel_closed, ch.number, ch.first_mid)
+        if reason is not AmpeStatus.channel_closed:
+            closed.thdrs.append(CLOSE_REASON_HEADER, reason.name)
+        group.deliver(closed)
 
     def _destroy_group(self, group: ChannelGroup, done: threading.Event) -> None:
         try:

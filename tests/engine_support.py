@@ -1,0 +1,123 @@
+"""Helpers for the engine tests: listen, connect, receive with a timeout."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable
+
+import tofu
+from tofu import AmpeStatus, Message, OpCode
+
+TIMEOUT = 10.0  # seconds any single wait may take before the test fails
+
+
+def is_pool_empty(msg: Message) -> bool:
+    return msg.is_from_engine() and msg.bhdr.status == AmpeStatus.pool_empty
+
+
+def recv(group: tofu.ChannelGroup, timeout: float = TIMEOUT, skip_pool_empty: bool = True) -> Message:
+    """The next message; pool_empty warnings are skipped unless asked for."""
+    while True:
+        msg = group.wait_receive(timeout)
+        assert msg is not None, f"nothing received within {timeout} s"
+        if not (skip_pool_empty and is_pool_empty(msg)):
+            return msg
+
+
+def recv_until(
+    group: tofu.ChannelGroup, predicate: Callable[[Message], bool], timeout: float = TIMEOUT
+) -> tuple[Message, list[Message]]:
+    """The first message matching `predicate`, and the ones received before it."""
+    before = []
+    while True:
+        msg = recv(group, timeout)
+        if predicate(msg):
+            return msg, before
+        before.append(msg)
+
+
+def is_closed_signal(msg: Message) -> bool:
+    return msg.bhdr.proto.op_code == OpCode.Signal and msg.bhdr.status == AmpeStatus.channel_closed
+
+
+def make(
+    op: OpCode,
+    channel: int = 0,
+    body: bytes = b"",
+    headers: Iterable[tuple[str, str]] = (),
+    mid: int = 0,
+    more: bool = False,
+) -> Message:
+    msg = Message(op)
+    msg.bhdr.channel_number = channel
+    msg.bhdr.message_id = mid
+    if more:
+        msg.bhdr.proto.more = tofu.MoreMessagesFlag.more
+    for name, value in headers:
+        msg.thdrs.append(name, value)
+    if body:
+        msg.body.append(body)
+    return msg
+
+
+def listen(group: tofu.ChannelGroup, address) -> tuple[int, str]:
+    """Start a listener; return its channel number and the `~listen_on` it reports."""
+    header = group.post(address.format(Message()))
+    resp = recv(group)
+    assert resp.bhdr.proto.op_code == OpCode.WelcomeResponse
+    assert resp.bhdr.status == AmpeStatus.success, tofu.raw_to_status(resp.bhdr.status)
+    assert resp.bhdr.channel_number == header.channel_number
+    return header.channel_number, resp.thdrs.get(tofu.LISTEN_ON_HEADER)
+
+
+def tcp_listen(group: tofu.ChannelGroup) -> tuple[int, int]:
+    """A TCP listener on 127.0.0.1 with a port the kernel picks: (channel, port)."""
+    channel, value = listen(group, tofu.TCPServerAddress("127.0.0.1", 0))
+    return channel, int(value.rsplit("|", 1)[1])
+
+
+def connect(client: tofu.ChannelGroup, server: tofu.ChannelGroup, address) -> tuple[int, int]:
+    """Connect and complete the Hello exchange: (client channel, server channel)."""
+    hello = client.post(address.format(Message()))
+    req = recv(server)
+    assert req.bhdr.proto.op_code == OpCode.HelloRequest, req
+    server_channel = req.bhdr.channel_number
+    req.bhdr.proto.op_code = OpCode.HelloResponse
+    server.post(req)
+    resp = recv(client)
+    assert resp.bhdr.proto.op_code == OpCode.HelloResponse, resp
+    assert resp.bhdr.channel_number == hello.channel_number
+    return hello.channel_number, server_channel
+
+
+def read_exactly(sock: socket.socket, n: int, timeout: float = TIMEOUT) -> bytes:
+    sock.settimeout(timeout)
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, f"connection closed after {len(data)} of {n} bytes"
+        data += chunk
+    return bytes(data)
+
+
+def read_frame(sock: socket.socket, timeout: float = TIMEOUT) -> Message:
+    """Read one frame from a plain socket and decode it."""
+    header = read_exactly(sock, tofu.HEADER_SIZE, timeout)
+    thl, bl = int.from_bytes(header[12:14], "big"), int.from_bytes(header[14:16], "big")
+    rest = read_exactly(sock, thl + bl, timeout) if thl + bl else b""
+    (msg,) = tofu.FrameDecoder().feed(header + rest)
+    return msg
+
+
+def wait_for_eof(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
+    """Read until the peer closes (EOF or reset); return what came before."""
+    sock.settimeout(timeout)
+    data = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk

@@ -1,0 +1,291 @@
+"""Engine lifecycle, the pool, message ownership and post() validation
+(PROTOCOL.md §5, the reference's recipe book)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from engine_support import make, recv
+
+import tofu
+from tofu import AllocationStrategy, AmpeStatus, Message, OpCode, Options
+from tofu.channels import ChannelNumbers
+
+
+@pytest.fixture
+def rtr():
+    reactor = tofu.Reactor()
+    yield reactor
+    reactor.destroy()
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def test_create_and_destroy():
+    with tofu.Reactor() as rtr:
+        ampe = rtr.ampe()
+        group = ampe.create()
+        ampe.destroy(group)
+        thread = rtr._thread
+        assert thread.is_alive()
+    assert not thread.is_alive()
+
+
+def test_destroy_is_idempotent_and_forbids_further_use():
+    rtr = tofu.Reactor()
+    ampe = rtr.ampe()
+    group = ampe.create()
+    rtr.destroy()
+    rtr.destroy()
+    with pytest.raises(tofu.ShutdownStarted):
+        ampe.get(AllocationStrategy.always)
+    with pytest.raises(tofu.ShutdownStarted):
+        ampe.create()
+    with pytest.raises(tofu.ShutdownStarted):
+        rtr.ampe()
+    msg = make(OpCode.HelloRequest, headers=[("~connect_to", "tcp|127.0.0.1|1")])
+    with pytest.raises(tofu.ShutdownStarted):
+        group.post(msg)
+    assert not msg.is_posted  # a refused post leaves the message with the caller
+    with pytest.raises(tofu.ShutdownStarted):
+        group.wait_receive(0)
+
+
+def test_destroy_wakes_a_receiver_blocked_forever():
+    rtr = tofu.Reactor()
+    group = rtr.ampe().create()
+    outcome = []
+
+    def receive():
+        try:
+            group.wait_receive(None)
+        except tofu.ShutdownStarted:
+            outcome.append("shutdown")
+
+    t = threading.Thread(target=receive)
+    t.start()
+    rtr.destroy()
+    t.join(10)
+    assert outcome == ["shutdown"]
+
+
+def test_several_engines_in_one_process():
+    with tofu.Reactor() as a, tofu.Reactor() as b:
+        ga, gb = a.ampe().create(), b.ampe().create()
+        from engine_support import connect, tcp_listen
+
+        _, port = tcp_listen(gb)
+        ca, cb = connect(ga, gb, tofu.TCPClientAddress("127.0.0.1", port))
+        ga.post(make(OpCode.Signal, ca, b"across engines"))
+        got = recv(gb)
+        assert bytes(got.body) == b"across engines" and got.bhdr.channel_number == cb
+
+
+# ---------------------------------------------------------------- pool
+
+
+def test_options_fall_back_to_defaults():
+    assert (Options().initial_pool_msgs, Options().max_pool_msgs) == (16, 64)
+    assert (Options(0, 0).initial_pool_msgs, Options(0, 0).max_pool_msgs) == (16, 64)
+    assert (Options(10, 5).initial_pool_msgs, Options(10, 5).max_pool_msgs) == (16, 64)
+    assert (Options(32, 128).initial_pool_msgs, Options(32, 128).max_pool_msgs) == (32, 128)
+
+
+def test_smallest_pool():
+    with tofu.Reactor(Options(initial_pool_msgs=1, max_pool_msgs=1)) as rtr:
+        ampe = rtr.ampe()
+        first = ampe.get(AllocationStrategy.always)
+        assert isinstance(first, Message)
+        assert ampe.get(AllocationStrategy.poolOnly) is None
+        second = ampe.get(AllocationStrategy.always)  # allocates when empty
+        assert isinstance(second, Message) and second is not first
+        ampe.put(first)
+        ampe.put(second)  # the pool is full: freed
+        assert len(rtr.pool) == 1
+        assert ampe.get(AllocationStrategy.poolOnly) is first
+        ampe.put(None)  # a no-op
+
+
+def test_put_resets_the_message():
+    with tofu.Reactor(Options(1, 1)) as rtr:
+        ampe = rtr.ampe()
+        msg = ampe.get(AllocationStrategy.always)
+        msg.bhdr.channel_number = 7
+        msg.bhdr.message_id = 99
+        msg.bhdr.status = 3
+        msg.bhdr.proto.op_code = OpCode.Signal
+        msg.bhdr.proto.more = tofu.MoreMessagesFlag.more
+        msg.thdrs.append("secret", "value")
+        msg.body.append(b"old data")
+        ampe.put(msg)
+        again = ampe.get(AllocationStrategy.poolOnly)
+        assert again is msg
+        assert again.bhdr == tofu.BinaryHeader()
+        assert list(again.thdrs) == [] and bytes(again.body) == b""
+
+
+# ---------------------------------------------------------------- ownership
+
+
+def test_post_moves_the_message_into_the_engine(rtr):
+    ampe = rtr.ampe()
+    group = ampe.create()
+    msg = ampe.get(AllocationStrategy.always)
+    tofu.TCPServerAddress("127.0.0.1", 0).format(msg)
+    header = group.post(msg)
+    assert isinstance(header, tofu.BinaryHeader)
+    assert header.channel_number >= 1 and header.message_id >= 1
+    assert msg.is_posted
+    for part in ("bhdr", "thdrs", "body"):
+        with pytest.raises(tofu.NotAllowed):
+            getattr(msg, part)
+    with pytest.raises(tofu.NotAllowed):
+        msg.is_from_engine()
+    with pytest.raises(tofu.NotAllowed):
+        group.post(msg)
+    ampe.put(msg)  # a no-op for an emptied message
+    resp = recv(group)
+    assert resp.bhdr.channel_number == header.channel_number
+    assert resp.bhdr.message_id == header.message_id
+
+
+def test_message_ids_come_from_one_process_wide_counter(rtr):
+    g1, g2 = rtr.ampe().create(), rtr.ampe().create()
+    ids = []
+    for g in (g1, g2, g1):
+        ids.append(g.post(tofu.TCPServerAddress("127.0.0.1", 0).format(Message())).message_id)
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    own = tofu.TCPServerAddress("127.0.0.1", 0).format(Message())
+    own.bhdr.message_id = 424242
+    assert g1.post(own).message_id == 424242  # a caller's own id is kept
+
+
+# ---------------------------------------------------------------- validation
+
+
+def test_posting_a_fresh_message_is_an_invalid_channel_number(rtr):
+    ampe = rtr.ampe()
+    group = ampe.create()
+    msg = ampe.get(AllocationStrategy.always)
+    with pytest.raises(tofu.InvalidChannelNumber):
+        group.post(msg)
+    assert not msg.is_posted
+
+
+def test_bye_request_on_channel_zero(rtr):
+    group = rtr.ampe().create()
+    with pytest.raises(tofu.InvalidChannelNumber):
+        group.post(make(OpCode.ByeRequest))
+
+
+def test_hello_request_without_address(rtr):
+    group = rtr.ampe().create()
+    with pytest.raises(tofu.WrongAddress):
+        group.post(make(OpCode.HelloRequest))
+    with pytest.raises(tofu.WrongAddress):
+        group.post(make(OpCode.WelcomeRequest))
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        # each message breaks its rule and every later one: the earliest wins
+        (lambda m: setattr(m.bhdr.proto, "op_code", 12), tofu.InvalidOpCode),
+        (lambda m: setattr(m.bhdr.proto, "op_code", OpCode.Response), tofu.InvalidMessageId),
+        (lambda m: setattr(m.bhdr.proto, "op_code", OpCode.ByeRequest), tofu.InvalidMoreUsage),
+        (lambda m: setattr(m.bhdr.proto, "op_code", OpCode.Signal), tofu.InvalidChannelNumber),
+    ],
+)
+def test_validation_order(rtr, build, error):
+    group = rtr.ampe().create()
+    msg = Message()
+    msg.bhdr.proto.more = tofu.MoreMessagesFlag.more
+    msg.thdrs._buf += b"x" * 70000
+    msg.body.append(b"y" * 70000)
+    build(msg)
+    with pytest.raises(error):
+        group.post(msg)
+    assert not msg.is_posted
+
+
+def test_headers_length_checked_before_address_and_body(rtr):
+    group = rtr.ampe().create()
+    hello = make(OpCode.HelloRequest)
+    hello.thdrs._buf += b"x" * 70000
+    hello.body.append(b"y" * 70000)
+    with pytest.raises(tofu.InvalidHeadersLen):
+        group.post(hello)
+    hello.thdrs.clear()
+    with pytest.raises(tofu.WrongAddress):
+        group.post(hello)
+    hello.thdrs.append("~connect_to", "tcp|127.0.0.1|1")
+    with pytest.raises(tofu.InvalidBodyLen):
+        group.post(hello)
+
+
+def test_unknown_channel_and_other_groups_channel(rtr):
+    ampe = rtr.ampe()
+    mine, other = ampe.create(), ampe.create()
+    with pytest.raises(tofu.InvalidChannelNumber):
+        mine.post(make(OpCode.Signal, 4321))
+    with pytest.raises(tofu.InvalidChannelNumber):
+        mine.post(make(OpCode.Signal, 65535))
+    header = other.post(tofu.TCPServerAddress("127.0.0.1", 0).format(Message()))
+    recv(other)
+    with pytest.raises(tofu.InvalidMessageChannelGroup):
+        mine.post(make(OpCode.ByeSignal, header.channel_number))
+
+
+def test_post_forces_origin_and_status(rtr):
+    group = rtr.ampe().create()
+    msg = tofu.TCPServerAddress("127.0.0.1", 0).format(Message())
+    msg.bhdr.proto.origin = tofu.OriginFlag.engine
+    msg.bhdr.status = 17
+    header = group.post(msg)
+    assert header.proto.origin == tofu.OriginFlag.application and header.status == 0
+
+
+def test_update_receiver_wakes_an_infinite_wait(rtr):
+    group = rtr.ampe().create()
+    got = []
+    t = threading.Thread(target=lambda: got.append(group.wait_receive(None)))
+    t.start()
+    group.update_receiver(None)
+    t.join(10)
+    assert not t.is_alive()
+    (msg,) = got
+    assert msg.bhdr.status == AmpeStatus.receiver_update and msg.is_from_engine()
+    data = make(OpCode.Signal, body=b"new work")
+    group.update_receiver(data)
+    assert data.is_posted
+    again = recv(group)
+    assert again.bhdr.status == AmpeStatus.receiver_update and bytes(again.body) == b"new work"
+
+
+def test_wait_receive_timeouts(rtr):
+    group = rtr.ampe().create()
+    assert group.wait_receive(0) is None
+    assert group.wait_receive(0.01) is None
+
+
+# ---------------------------------------------------------------- channel numbers
+
+
+def test_channel_numbers_skip_0_and_65535_and_are_reused_after_close():
+    numbers = ChannelNumbers()
+    owner = object()
+    seen = {numbers.allocate(owner) for _ in range(65534)}
+    assert seen == set(range(1, 65535))
+    assert numbers.allocate(owner) is None  # all in use
+    numbers.release(5)
+    assert numbers.allocate(owner) == 5  # reused after close
+    assert numbers.owner(5) is owner and numbers.owner(0) is None and numbers.owner(65535) is None
+
+
+def test_channel_numbers_round_robin_delays_reuse():
+    numbers = ChannelNumbers(1, 10)
+    a = numbers.allocate("g")
+    numbers.release(a)
+    assert numbers.allocate("g") != a  # the freshly closed number comes back last

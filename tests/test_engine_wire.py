@@ -1,0 +1,326 @@
+"""The engine against plain sockets: exact bytes both ways, a real Zig peer's
+bytes, bad input from a peer, and backpressure."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from engine_support import (
+    TIMEOUT,
+    connect,
+    is_closed_signal,
+    make,
+    read_exactly,
+    read_frame,
+    recv,
+    recv_until,
+    tcp_listen,
+    wait_for_eof,
+)
+
+import tofu
+from tofu import AmpeStatus, Message, OpCode
+
+GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+
+
+@pytest.fixture
+def rtr():
+    reactor = tofu.Reactor()
+    yield reactor
+    reactor.destroy()
+
+
+@pytest.fixture
+def server(rtr):
+    """A tofu server group listening on TCP: (group, port)."""
+    group = rtr.ampe().create()
+    _, port = tcp_listen(group)
+    return group, port
+
+
+def _raw_connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _frames(data: bytes) -> list[Message]:
+    decoder = tofu.FrameDecoder()
+    frames = decoder.feed(data)
+    assert decoder.pending == 0
+    return frames
+
+
+# ---------------------------------------------------------------- exact bytes
+
+
+def test_plain_socket_client_against_tofu_server(server):
+    group, port = server
+    with _raw_connect(port) as sock:
+        hello = bytes.fromhex(
+            "1234"  # the client's channel number, 0x1234
+            "03"  # proto: HelloRequest, application, last
+            "00"  # status
+            "0000000000000009"  # message id 9
+            "0015"  # thl = 21
+            "0003"  # bl = 3
+        ) + b"~connect_to:tcp|x|1\r\n" + b"abc"
+        sock.sendall(hello)
+        got = recv(group)
+        assert got.bhdr.proto.op_code == OpCode.HelloRequest and got.bhdr.message_id == 9
+        assert got.bhdr.channel_number != 0x1234  # relabelled with the server's own number
+        assert list(got.thdrs) == [("~connect_to", "tcp|x|1")] and bytes(got.body) == b"abc"
+        server_channel = got.bhdr.channel_number
+
+        got.bhdr.proto.op_code = OpCode.HelloResponse
+        got.body.clear()
+        group.post(got)
+        reply = read_exactly(sock, 16 + 21)
+        assert reply == (
+            server_channel.to_bytes(2, "big")  # the server's channel number
+            + bytes.fromhex("04" "00" "0000000000000009" "0015" "0000")
+            + b"~connect_to:tcp|x|1\r\n"
+        )
+
+
+def test_tofu_client_against_plain_socket_server(rtr):
+    client = rtr.ampe().create()
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        port = lsock.getsockname()[1]
+        hello = tofu.TCPClientAddress("127.0.0.1", port).format(Message())
+        hello.bhdr.message_id = 1
+        header = client.post(hello)
+        peer, _ = lsock.accept()
+        with peer:
+            value = f"tcp|127.0.0.1|{port}".encode()
+            expected = (
+                header.channel_number.to_bytes(2, "big")
+                + bytes.fromhex("03" "00" "0000000000000001")
+                + (len(value) + 14).to_bytes(2, "big")
+                + b"\x00\x00"
+                + b"~connect_to:" + value + b"\r\n"
+            )
+            assert read_exactly(peer, len(expected)) == expected
+            # The server answers; the client sees it on its own channel number.
+            answer = make(OpCode.HelloResponse, 0x4321, b"hi", [("a", "b")], mid=1)
+            peer.sendall(tofu.encode(answer))
+            got = recv(client)
+            assert got.bhdr.proto.op_code == OpCode.HelloResponse
+            assert got.bhdr.channel_number == header.channel_number
+            assert list(got.thdrs) == [("a", "b")] and bytes(got.body) == b"hi"
+            assert peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) in (0, 1)
+
+
+def test_tofu_server_answers_a_zig_client_as_a_zig_server_does(server):
+    """Replay a real Zig client's bytes; a tofu server app that echoes each
+    request must produce the Zig server's byte stream, channel numbers aside."""
+    group, port = server
+    from_client = (GOLDEN / "zig-client-to-server.bin").read_bytes()
+    from_server = (GOLDEN / "zig-server-to-client.bin").read_bytes()
+    expected = _frames(from_server)
+    with _raw_connect(port) as sock:
+        sock.sendall(from_client)
+        for _ in expected:
+            msg = recv(group)
+            msg.bhdr.proto.op_code = msg.bhdr.proto.op_code.echo()
+            group.post(msg)
+        received = b""
+        frames: list[Message] = []
+        decoder = tofu.FrameDecoder()
+        sock.settimeout(TIMEOUT)
+        while len(frames) < len(expected):
+            chunk = sock.recv(65536)
+            assert chunk
+            received += chunk
+            frames += decoder.feed(chunk)
+    assert len(received) == len(from_server)
+    for ours, zigs in zip(frames, expected):
+        assert ours.bhdr.proto == zigs.bhdr.proto
+        assert (ours.bhdr.status, ours.bhdr.message_id) == (zigs.bhdr.status, zigs.bhdr.message_id)
+        assert bytes(ours.thdrs) == bytes(zigs.thdrs) and bytes(ours.body) == bytes(zigs.body)
+        assert tofu.encode(ours)[2:] == tofu.encode(zigs)[2:]  # every byte but the channel number
+    assert is_closed_signal(recv(group))  # after the Bye exchange
+
+
+def test_tofu_client_speaks_like_a_zig_client(rtr):
+    """A tofu client sending the golden session's messages writes the Zig
+    client's bytes, channel numbers aside, and reads the Zig server's bytes."""
+    client = rtr.ampe().create()
+    from_client = (GOLDEN / "zig-client-to-server.bin").read_bytes()
+    from_server = (GOLDEN / "zig-server-to-client.bin").read_bytes()
+    zig_frames = _frames(from_client)
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        lsock.settimeout(TIMEOUT)
+        port = lsock.getsockname()[1]
+        # The Zig client dialled port 47413; ours dials our listener instead.
+        hello = zig_frames[0]
+        assert list(hello.thdrs) == [("~connect_to", "tcp|127.0.0.1|47413")]
+        hello.thdrs.clear()
+        hello.thdrs.append("~connect_to", f"tcp|127.0.0.1|{port}")
+        expected = tofu.encode(zig_frames[0])[2:] + b"".join(tofu.encode(f)[2:] for f in zig_frames[1:])
+        channel = 0
+        for frame in zig_frames:
+            frame.bhdr.channel_number = channel
+            opens = frame.bhdr.proto.op_code == OpCode.HelloRequest
+            channel = client.post(frame).channel_number
+            if opens:
+                hello_channel = channel
+                peer, _ = lsock.accept()
+        with peer:
+            ours = read_exactly(peer, len(from_client))
+            frames = _frames(ours)
+            assert b"".join(tofu.encode(f)[2:] for f in frames) == expected
+            assert all(f.bhdr.channel_number == hello_channel for f in frames)
+            peer.sendall(from_server)
+            replies, _ = recv_until(client, lambda m: m.bhdr.proto.op_code == OpCode.ByeResponse)
+            assert replies.bhdr.message_id == 2
+            assert is_closed_signal(recv(client))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+BAD_INPUTS = {
+    "invalid op code": (bytes.fromhex("0001" "0c" "00" "0000000000000001" "0000" "0000"), AmpeStatus.invalid_op_code),
+    "WelcomeRequest from a peer": (
+        tofu.encode(make(OpCode.WelcomeRequest, 1, headers=[("~listen_on", "tcp||1")])),
+        AmpeStatus.invalid_op_code,
+    ),
+    "ByeSignal from a peer": (tofu.encode(make(OpCode.ByeSignal, 1)), AmpeStatus.invalid_op_code),
+    "garbage": (bytes(range(0xFA, 0x100)) * 40, AmpeStatus.invalid_op_code),
+    "frame cut off by a disconnect": (
+        bytes.fromhex("0001" "02" "00" "0000000000000001" "0000" "ffff") + b"only part of the body",
+        AmpeStatus.communication_failed,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_closes_only_that_channel(rtr, server, name):
+    group, port = server
+    data, status = BAD_INPUTS[name]
+    # A healthy tofu client on the same server, before and after.
+    good = rtr.ampe().create()
+    gch, sch = connect(good, group, tofu.TCPClientAddress("127.0.0.1", port))
+
+    with _raw_connect(port) as bad:
+        bad.sendall(tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=5)))
+        hello = recv(group)
+        bad_channel = hello.bhdr.channel_number
+        bad.sendall(data)
+        if status == AmpeStatus.communication_failed:
+            bad.shutdown(socket.SHUT_WR)
+        closed = recv(group)
+        assert is_closed_signal(closed), closed
+        assert closed.bhdr.channel_number == bad_channel
+        assert closed.bhdr.message_id == 5
+        assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == status.name
+        wait_for_eof(bad)  # the engine closed the socket
+
+    # The other channel and the listener still work.
+    good.post(make(OpCode.Signal, gch, b"still here"))
+    assert bytes(recv(group).body) == b"still here"
+    connect(good, group, tofu.TCPClientAddress("127.0.0.1", port))
+
+
+def test_status_and_origin_from_a_peer(server):
+    group, port = server
+    with _raw_connect(port) as sock:
+        frame = make(OpCode.Signal, 3, b"x")
+        frame.bhdr.status = 200
+        frame.bhdr.proto.origin = tofu.OriginFlag.engine  # a peer must not pose as our engine
+        sock.sendall(tofu.encode(frame))
+        got = recv(group)
+        assert got.is_from_application() and got.bhdr.status == 200
+        assert tofu.raw_to_status(got.bhdr.status) == AmpeStatus.unknown_error
+
+
+def test_peer_that_disconnects(server):
+    group, port = server
+    sock = _raw_connect(port)
+    sock.sendall(tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=8)))
+    channel = recv(group).bhdr.channel_number
+    sock.close()
+    closed = recv(group)
+    assert is_closed_signal(closed) and closed.bhdr.channel_number == channel
+
+
+def test_reset_after_bye_exchange_is_a_normal_close(rtr):
+    """The reference closes with SO_LINGER 0 right after ByeResponse."""
+    client = rtr.ampe().create()
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        header = client.post(tofu.TCPClientAddress("127.0.0.1", lsock.getsockname()[1]).format(Message()))
+        peer, _ = lsock.accept()
+        read_frame(peer)  # HelloRequest
+        client.post(make(OpCode.ByeRequest, header.channel_number))
+        bye = read_frame(peer)
+        assert bye.bhdr.proto.op_code == OpCode.ByeRequest
+        bye.bhdr.proto.op_code = OpCode.ByeResponse
+        peer.sendall(tofu.encode(bye))
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        peer.close()
+        resp = recv(client)
+        assert resp.bhdr.proto.op_code == OpCode.ByeResponse
+        closed = recv(client)
+        assert is_closed_signal(closed)
+
+
+# ---------------------------------------------------------------- backpressure
+
+
+def test_slow_consumer_keeps_memory_bounded():
+    limit = 64
+    with tofu.Reactor(tofu.Options(max_queued_msgs=limit)) as rtr:
+        group = rtr.ampe().create()
+        _, port = tcp_listen(group)
+        with _raw_connect(port) as sock:
+            sock.sendall(tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")])))
+            recv(group)
+            frame = tofu.encode(make(OpCode.Signal, 1, b"s" * 1000))
+            # Write until TCP itself pushes back: the engine stopped reading.
+            sock.setblocking(False)
+            sent = 0
+            stalled = False
+            for _ in range(200_000):
+                try:
+                    sent += sock.send(frame)
+                except BlockingIOError:
+                    stalled = True
+                    break
+            assert stalled, "the sender was never slowed down"
+            # What the engine took is bounded by the limit plus one read.
+            read_size = 256 * 1024
+            assert group.pending() <= limit + read_size // len(frame) + 1
+            assert sent > group.pending() * len(frame)  # the rest waits in the kernel
+            # Draining the queue lets the engine read again, to the last frame.
+            sock.setblocking(True)
+            total = sent // len(frame)
+            received = 0
+            while received < total:
+                msg = recv(group)
+                if msg.bhdr.proto.op_code == OpCode.Signal and msg.is_from_application():
+                    received += 1
+                    rtr.ampe().put(msg)
+            assert received == total
+
+
+def test_pool_empty_is_signalled_once_per_shortage(server):
+    group, port = server
+    with tofu.Reactor(tofu.Options(1, 1)) as small:
+        g = small.ampe().create()
+        _, p = tcp_listen(g)
+        with _raw_connect(p) as sock:
+            sock.sendall(b"".join(tofu.encode(make(OpCode.Signal, 1, b"%d" % i)) for i in range(20)))
+            got = [recv(g, skip_pool_empty=False) for _ in range(21)]
+        warnings = [m for m in got if m.bhdr.status == AmpeStatus.pool_empty]
+        assert len(warnings) == 1 and warnings[0].is_from_engine()
+        assert warnings[0].bhdr.proto.op_code == OpCode.Signal

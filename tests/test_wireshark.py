@@ -1,0 +1,470 @@
+"""The generated Wireshark dissector (generated/tofu.lua) on real captured traffic.
+
+dumpcap captures tofu frames exchanged on loopback, then tshark decodes the
+capture with the dissector and every frame it shows must be the frame that was
+sent: op code, flags, channel, status, message id, lengths, each text header
+and every byte of the body. tshark and dumpcap are required (CI installs them):
+without them this test fails, it is never skipped.
+
+The traffic comes from one small function, `socket_traffic(port)`; any other
+generator with the same contract (listen on 127.0.0.1:port, return the frames
+put on the wire) can replace it, e.g. two engines talking to each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import tofu
+from tofu import AmpeStatus, Message, MoreMessagesFlag, OpCode
+
+ROOT = Path(__file__).resolve().parent.parent
+DISSECTOR = ROOT / "generated" / "tofu.lua"
+
+TIMEOUT = 30.0  # seconds: the longest any single step may take
+
+CLIENT, SERVER = "client", "server"
+Sent = list[tuple[str, Message]]  # (who sent it, the frame as it went on the wire), in send order
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(
+            f"{tool} is required for the Wireshark dissector test and was not found on PATH; install it with\n"
+            "  echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections\n"
+            "  DEBIAN_FRONTEND=noninteractive apt-get install -y tshark",
+            pytrace=False,
+        )
+    return path
+
+
+# ---------------------------------------------------------------- traffic
+
+
+def _msg(
+    op: OpCode,
+    *,
+    ch: int,
+    mid: int,
+    status: int = 0,
+    more: bool = False,
+    headers: tuple[tuple[str, str], ...] = (),
+    body: bytes = b"",
+) -> Message:
+    msg = Message(op)
+    msg.bhdr.channel_number = ch
+    msg.bhdr.message_id = mid
+    msg.bhdr.status = status
+    if more:
+        msg.bhdr.proto.more = MoreMessagesFlag.more
+    for name, value in headers:
+        msg.thdrs.append(name, value)
+    msg.body.append(body)
+    return msg
+
+
+CLIENT_CH, SERVER_CH = 20189, 7  # senders' channel numbers, as a real engine would put them
+BIG = bytes(i % 251 for i in range(60000))
+PAD = "p" * 8000  # with BIG, makes a frame over 64 KiB: no single loopback segment can carry it
+
+
+def _client_batches(port: int) -> list[tuple[list[Message], bool]]:
+    """What the client sends: (frames sent together, split into several writes?)."""
+    return [
+        ([_msg(OpCode.HelloRequest, ch=0, mid=1, headers=((tofu.CONNECT_TO_HEADER, f"tcp|127.0.0.1|{port}"),))], False),
+        (
+            [
+                _msg(
+                    OpCode.Request,
+                    ch=CLIENT_CH,
+                    mid=2,
+                    headers=(("path", "/echo"), ("x-note", "\t héllo wörld  ")),
+                    body=b"ping",
+                )
+            ],
+            False,
+        ),
+        # header, text headers and body in separate writes, as the reference writes a frame
+        ([_msg(OpCode.Request, ch=CLIENT_CH, mid=3, headers=(("path", "/upload"),), body=BIG)], True),
+        (
+            [
+                _msg(
+                    OpCode.Request,
+                    ch=CLIENT_CH,
+                    mid=4,
+                    headers=(("want-status", str(int(AmpeStatus.processing_failed))),),
+                    body=b"fail",
+                )
+            ],
+            False,
+        ),
+        # several small frames in one write: several frames per segment
+        (
+            [
+                _msg(OpCode.Signal, ch=CLIENT_CH, mid=5, more=True, headers=(("part", "1"),), body=b"a"),
+                _msg(OpCode.Signal, ch=CLIENT_CH, mid=5, more=True, headers=(("part", "2"),), body=b"bb"),
+                _msg(OpCode.Signal, ch=CLIENT_CH, mid=5, headers=(("part", "3"),), body=b"ccc"),
+                _msg(OpCode.Signal, ch=CLIENT_CH, mid=6, status=45),  # a status byte past unknown_error
+                _msg(OpCode.Request, ch=CLIENT_CH, mid=7),  # no text headers, no body
+            ],
+            False,
+        ),
+        ([_msg(OpCode.ByeRequest, ch=CLIENT_CH, mid=8)], False),
+    ]
+
+
+def _replies(req: Message) -> list[Message]:
+    """What the server answers to one received frame."""
+    op, mid = req.bhdr.proto.op_code, req.bhdr.message_id
+    if op == OpCode.HelloRequest:
+        return [_msg(OpCode.HelloResponse, ch=SERVER_CH, mid=mid, headers=(("server", "wireshark-test"),))]
+    if op == OpCode.Request:
+        headers: tuple[tuple[str, str], ...] = (("echo-of", str(mid)),)
+        if len(req.body) >= len(BIG):
+            headers += (("x-pad", PAD),)
+        status = int(req.thdrs.get("want-status", "0"))
+        body = bytes(req.body)[::-1]
+        return [_msg(OpCode.Response, ch=SERVER_CH, mid=mid, status=status, headers=headers, body=body)]
+    if op == OpCode.ByeRequest:
+        return [_msg(OpCode.ByeResponse, ch=SERVER_CH, mid=mid)]
+    return []
+
+
+def _receive(sock: socket.socket, decoder: tofu.FrameDecoder, count: int) -> list[Message]:
+    frames: list[Message] = []
+    while len(frames) < count:
+        data = sock.recv(1 << 16)
+        if not data:
+            raise ConnectionError(f"peer closed after {len(frames)} of {count} frames")
+        frames += decoder.feed(data)
+    assert len(frames) == count, f"got {len(frames)} frames, expected {count}"
+    return frames
+
+
+def socket_traffic(port: int) -> Sent:
+    """A client and a server on plain sockets exchange tofu frames over 127.0.0.1:port.
+
+    Returns every frame put on the wire, with who sent it, in send order (the
+    frames' channel numbers are the senders' own, as on the wire)."""
+    sent: Sent = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def record(who: str, msgs: list[Message]) -> None:
+        with lock:
+            sent.extend((who, m.copy()) for m in msgs)
+
+    listener = socket.create_server(("127.0.0.1", port))
+    listener.settimeout(TIMEOUT)
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(TIMEOUT)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                decoder = tofu.FrameDecoder()
+                while True:
+                    data = conn.recv(1 << 16)
+                    if not data:
+                        return
+                    for req in decoder.feed(data):
+                        out = _replies(req)
+                        if out:
+                            record(SERVER, out)  # before sending: the client may already be reading it
+                            conn.sendall(b"".join(tofu.encode(m) for m in out))
+                        if req.bhdr.proto.op_code == OpCode.ByeRequest:
+                            return
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread)
+            errors.append(exc)
+        finally:
+            listener.close()
+
+    server = threading.Thread(target=serve, name="tofu-test-server", daemon=True)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            decoder = tofu.FrameDecoder()
+            for msgs, split in _client_batches(port):
+                record(CLIENT, msgs)
+                if split:
+                    for m in msgs:
+                        frame = tofu.encode(m)
+                        cut1 = tofu.HEADER_SIZE
+                        cut2 = cut1 + len(bytes(m.thdrs))
+                        for piece in (frame[:cut1], frame[cut1:cut2], frame[cut2:]):
+                            sock.sendall(piece)
+                else:
+                    sock.sendall(b"".join(tofu.encode(m) for m in msgs))
+                expected = sum(len(_replies(m)) for m in msgs)
+                replies = _receive(sock, decoder, expected)
+                assert [r.bhdr.message_id for r in replies] == [
+                    r.bhdr.message_id for m in msgs for r in _replies(m)
+                ]
+    finally:
+        server.join(TIMEOUT)
+    if errors:
+        raise errors[0]
+    assert not server.is_alive(), "the server thread did not finish"
+    return sent
+
+
+# ---------------------------------------------------------------- capture
+
+
+def _pcap_source_ports(path: Path) -> set[int]:
+    """TCP source ports of the IPv4 packets in a (possibly still growing) pcap file."""
+    data = path.read_bytes() if path.exists() else b""
+    if len(data) < 24:
+        return set()
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        endian = ">"
+    else:
+        raise AssertionError(f"{path} is not a pcap file (magic {magic.hex()})")
+    (linktype,) = struct.unpack_from(endian + "I", data, 20)
+    # link-layer header length and offset of the ethertype in it
+    layouts = {1: (14, 12), 113: (16, 14), 276: (20, 0)}  # Ethernet, Linux cooked v1, v2
+    if linktype not in layouts:
+        raise AssertionError(f"unexpected link type {linktype} in {path}")
+    link_len, type_at = layouts[linktype]
+    ports = set()
+    pos = 24
+    while pos + 16 <= len(data):
+        incl_len = struct.unpack_from(endian + "I", data, pos + 8)[0]
+        pkt = data[pos + 16 : pos + 16 + incl_len]
+        pos += 16 + incl_len
+        if len(pkt) < incl_len:
+            break  # a record still being written
+        if len(pkt) < link_len + 24 or pkt[type_at : type_at + 2] != b"\x08\x00":
+            continue
+        ip = pkt[link_len:]
+        if ip[9] != 6:  # not TCP
+            continue
+        ihl = (ip[0] & 0x0F) * 4
+        ports.add(struct.unpack_from("!H", ip, ihl)[0])
+    return ports
+
+
+def _probe(port: int) -> int:
+    """Knock on the (closed) port: a SYN and a RST on the wire. Returns the source port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        src = s.getsockname()[1]
+        s.settimeout(2)
+        with contextlib.suppress(OSError):
+            s.connect(("127.0.0.1", port))
+    return src
+
+
+@contextlib.contextmanager
+def capture(pcap: Path, port: int) -> Iterator[None]:
+    """Capture `tcp port PORT` on lo into `pcap` while the block runs.
+
+    Returns only once the capture is really running (a probe sent on the port
+    is in the file), and before stopping waits for a probe sent after the
+    traffic to be in the file, so every packet of the traffic is too."""
+    dumpcap = _require("dumpcap")
+    proc = subprocess.Popen(
+        [dumpcap, "-i", "lo", "-f", f"tcp port {port}", "-P", "-w", str(pcap)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    stderr = bytearray()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for chunk in iter(lambda: proc.stderr.read1(4096), b""):  # type: ignore[union-attr]
+            stderr.extend(chunk)
+
+    reader = threading.Thread(target=read_stderr, name="dumpcap-stderr", daemon=True)
+    reader.start()
+
+    def wait_for(what: str, done: Callable[[], bool], step: Callable[[], None] | None = None) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not done():
+            if proc.poll() is not None:
+                reader.join(5)
+                pytest.fail(f"dumpcap exited ({proc.returncode}) {what}:\n{stderr.decode(errors='replace')}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out {what}; dumpcap said:\n{stderr.decode(errors='replace')}")
+            if step is not None:
+                step()
+            time.sleep(0.05)
+
+    def wait_for_probe(what: str) -> None:
+        probes: set[int] = set()
+        last = [0.0]
+
+        def knock() -> None:
+            if time.monotonic() - last[0] > 0.5:
+                probes.add(_probe(port))
+                last[0] = time.monotonic()
+
+        knock()
+        wait_for(what, lambda: bool(probes & _pcap_source_ports(pcap)), knock)
+
+    try:
+        wait_for("before capturing", lambda: b"Capturing on" in stderr)
+        wait_for_probe("waiting for the capture to see a probe")
+        yield
+        wait_for_probe("waiting for the capture to catch up with the traffic")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(TIMEOUT)
+        reader.join(5)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def tshark(*args: str) -> str:
+    """Run tshark with the generated dissector loaded; return its stdout."""
+    exe = _require("tshark")
+    result = subprocess.run(
+        [exe, "-X", f"lua_script:{DISSECTOR}", *args],
+        capture_output=True,
+        timeout=TIMEOUT * 2,
+        check=False,
+    )
+    err = result.stderr.decode(errors="replace")
+    assert result.returncode == 0, f"tshark {' '.join(args)} failed ({result.returncode}):\n{err}"
+    # a Lua error in a dissector is reported in the output, not as a failure
+    out = result.stdout.decode()
+    for marker in ("Lua Error", "Lua: Error", "[Malformed Packet", "_ws.malformed"):
+        assert marker not in out and marker not in err, f"tshark reported {marker!r}:\n{err}\n{out[:4000]}"
+    return out
+
+
+def _named(showname: str) -> str:
+    """'....0011 = op_code: HelloRequest (3)' -> 'HelloRequest'."""
+    m = re.search(r": (\S+) \(\d+\)", showname)
+    return m.group(1) if m else ""
+
+
+def decode(pcap: Path, port: int) -> list[dict]:
+    """Every tofu frame tshark shows in the capture, in order, as plain values."""
+    root = ET.fromstring(tshark("-r", str(pcap), "-d", f"tcp.port=={port},tofu", "-T", "pdml"))
+    frames = []
+    for packet in root.iter("packet"):
+        number = int(packet.find("proto[@name='frame']/field[@name='frame.number']").get("show"))
+        srcport = int(packet.find("proto[@name='tcp']/field[@name='tcp.srcport']").get("show"))
+        segments = packet.find(".//field[@name='tcp.segment.count']")
+        tofus = packet.findall("proto[@name='tofu']")
+        for proto in tofus:
+            fields: dict[str, ET.Element] = {}
+            for field in proto.iter("field"):
+                fields.setdefault(field.get("name", ""), field)
+            body = fields.get("tofu.body")
+            frames.append(
+                {
+                    "packet": number,
+                    "frames_in_packet": len(tofus),
+                    "segments": int(segments.get("show")) if segments is not None else 1,
+                    "sender": SERVER if srcport == port else CLIENT,
+                    "channel_number": int(fields["tofu.channel_number"].get("show")),
+                    "op_code": int(fields["tofu.op_code"].get("show")),
+                    "op_name": _named(fields["tofu.op_code"].get("showname")),
+                    "origin": int(fields["tofu.origin"].get("show")),
+                    "more": int(fields["tofu.more"].get("show")),
+                    "status": int(fields["tofu.status"].get("show")),
+                    "status_name": _named(fields["tofu.status"].get("showname")),
+                    "message_id": int(fields["tofu.message_id"].get("show")),
+                    "thl": int(fields["tofu.thl"].get("show")),
+                    "bl": int(fields["tofu.bl"].get("show")),
+                    "headers": [
+                        (
+                            h.find("field[@name='tofu.header.name']").get("show"),
+                            h.find("field[@name='tofu.header.value']").get("show"),
+                        )
+                        for h in proto.iter("field")
+                        if h.get("name") == "tofu.header"
+                    ],
+                    "body": bytes.fromhex(body.get("value")) if body is not None else b"",
+                }
+            )
+    return frames
+
+
+def expected(who: str, msg: Message) -> dict:
+    """What tshark must show for `msg` sent by `who` (the keys of `decode`'s frames it checks)."""
+    bh = msg.bhdr
+    return {
+        "sender": who,
+        "channel_number": bh.channel_number,
+        "op_code": int(bh.proto.op_code),
+        "op_name": OpCode(bh.proto.op_code).name,
+        "origin": int(bh.proto.origin),
+        "more": int(bh.proto.more),
+        "status": bh.status,
+        # statuses past the spec's last show as a bare number
+        "status_name": AmpeStatus(bh.status).name if bh.status < len(AmpeStatus) else "Unknown",
+        "message_id": bh.message_id,
+        "thl": len(bytes(msg.thdrs)),
+        "bl": len(msg.body),
+        "headers": list(msg.thdrs),
+        "body": bytes(msg.body),
+    }
+
+
+# ---------------------------------------------------------------- the test
+
+# The traffic under test: listens on 127.0.0.1:port, returns the frames it put on the wire.
+TRAFFIC: Callable[[int], Sent] = socket_traffic
+
+
+def test_dissector_decodes_captured_traffic(tmp_path: Path) -> None:
+    _require("tshark")
+    assert DISSECTOR.exists(), f"{DISSECTOR} is missing: run `python -m codegen`"
+    port = tofu.find_free_tcp_port()
+    pcap = tmp_path / "tofu.pcap"
+
+    with capture(pcap, port):
+        sent = TRAFFIC(port)
+
+    frames = decode(pcap, port)
+    for who in (CLIENT, SERVER):
+        want = [expected(w, m) for w, m in sent if w == who]
+        got = [{k: f[k] for k in want[0]} for f in frames if f["sender"] == who]
+        assert len(got) == len(want), f"{who}: tshark shows {len(got)} frames, {len(want)} were sent"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert g == w, f"{who} frame {i} (message id {w['message_id']}) decoded wrong"
+
+    # the capture exercised both kinds of TCP framing
+    assert any(f["frames_in_packet"] > 1 for f in frames), "no TCP segment carried several tofu frames"
+    assert any(f["segments"] > 1 for f in frames), "no tofu frame was reassembled from several TCP segments"
+
+    # the port preference attaches the dissector as well as Decode As; Info names each frame
+    info = tshark(
+        "-r", str(pcap), "-o", f"tofu.tcp_port:{port}", "-Y", "tofu",
+        "-T", "fields", "-e", "tofu.op_code", "-e", "tofu.message_id", "-e", "_ws.col.Info",
+    )  # fmt: skip
+    lines = info.splitlines()
+    assert len(lines) == len({f["packet"] for f in frames}), info
+    summaries = ", ".join(line.split("\t")[2] for line in lines)
+    for w, m in sent:
+        summary = f"{m.bhdr.proto.op_code.name} ch={m.bhdr.channel_number} id={m.bhdr.message_id}"
+        assert summary in summaries, f"Info column lacks {summary!r}:\n{info}"
+    assert re.search(r"Signal ch=\d+ id=5 more, Signal ch=\d+ id=5 more, Signal ch=\d+ id=5", summaries), info
+    assert f"Response ch={SERVER_CH} id=4 processing_failed" in summaries, info
