@@ -192,7 +192,10 @@ class TextHeaders:
             raise InvalidMessage(f"text header name {name!r} contains ':', CR or LF")
         if "\r" in value or "\n" in value:
             raise InvalidMessage(f"text header {name!r} value contains CR or LF")
-        self._buf += f"{name}:{value}\r\n".encode(_ENCODING, _ERRORS)
+        try:
+            self._buf += f"{name}:{value}\r\n".encode(_ENCODING, _ERRORS)
+        except UnicodeEncodeError as exc:
+            raise InvalidMessage(f"text header {name!r} cannot be encoded: {exc.reason}") from None
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         """Yield (name, value) pairs in order, parsed as PROTOCOL.md §1 says.

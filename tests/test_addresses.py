@@ -1,0 +1,190 @@
+"""Addresses as message headers (PROTOCOL.md §6, API.md)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tofu
+
+
+def formatted(addr) -> tofu.Message:
+    return addr.format(tofu.Message())
+
+
+@pytest.mark.parametrize(
+    ("addr", "op_code", "header"),
+    [
+        (tofu.TCPClientAddress("127.0.0.1", 47413), tofu.OpCode.HelloRequest, ("~connect_to", "tcp|127.0.0.1|47413")),
+        (tofu.TCPClientAddress("example.org", 1), tofu.OpCode.HelloRequest, ("~connect_to", "tcp|example.org|1")),
+        (tofu.TCPServerAddress("127.0.0.1", 7099), tofu.OpCode.WelcomeRequest, ("~listen_on", "tcp|127.0.0.1|7099")),
+        (tofu.TCPServerAddress("", 0), tofu.OpCode.WelcomeRequest, ("~listen_on", "tcp||0")),
+        (tofu.TCPServerAddress("::1", 65535), tofu.OpCode.WelcomeRequest, ("~listen_on", "tcp|::1|65535")),
+        (tofu.UDSClientAddress("/tmp/t.sock"), tofu.OpCode.HelloRequest, ("~connect_to", "uds|/tmp/t.sock")),
+        (tofu.UDSServerAddress("/tmp/t.sock"), tofu.OpCode.WelcomeRequest, ("~listen_on", "uds|/tmp/t.sock")),
+    ],
+)
+def test_format_sets_op_code_and_header(addr, op_code: tofu.OpCode, header: tuple[str, str]) -> None:
+    m = tofu.Message()
+    m.bhdr.channel_number = 9  # format makes a fresh request of it
+    m.bhdr.message_id = 9
+    m.bhdr.proto.origin = tofu.OriginFlag.engine
+    assert addr.format(m) is m
+    assert m.bhdr.proto.op_code is op_code
+    assert m.bhdr.proto.origin is tofu.OriginFlag.application
+    assert (m.bhdr.channel_number, m.bhdr.message_id, m.bhdr.status) == (0, 0, 0)
+    assert list(m.thdrs) == [header]
+    assert bytes(m.thdrs) == f"{header[0]}:{header[1]}\r\n".encode()
+    assert addr.value == header[1]
+
+
+def test_connect_to_header_is_the_golden_one() -> None:
+    m = formatted(tofu.TCPClientAddress("127.0.0.1", 47413))
+    assert bytes(m.thdrs) == b"~connect_to:tcp|127.0.0.1|47413\r\n"
+
+
+ADDRESSES = [
+    tofu.TCPClientAddress("127.0.0.1", 47413),
+    tofu.TCPClientAddress("localhost", 0),
+    tofu.TCPServerAddress("0.0.0.0", 8080),
+    tofu.TCPServerAddress("", 0),
+    tofu.TCPServerAddress("127.0.0.1", 8080, reuse_port=True),
+    tofu.UDSClientAddress("/tmp/a b/c.sock"),
+    tofu.UDSServerAddress("relative.sock"),
+]
+
+
+@pytest.mark.parametrize("addr", ADDRESSES, ids=repr)
+def test_parse_address_round_trips(addr) -> None:
+    back = tofu.parse_address(formatted(addr))
+    assert back == addr and type(back) is type(addr)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="|\r\n"), min_size=1, max_size=30).filter(
+        lambda s: s.strip(" \t") == s
+    ),
+    st.integers(0, 65535),
+    st.booleans(),
+)
+def test_parse_address_round_trips_any_tcp(host: str, port: int, reuse: bool) -> None:
+    for addr in (tofu.TCPClientAddress(host, port), tofu.TCPServerAddress(host, port, reuse)):
+        assert tofu.parse_address(formatted(addr)) == addr
+        # and through the wire
+        (m,) = tofu.FrameDecoder().feed(tofu.encode(formatted(addr)))
+        assert tofu.parse_address(m) == addr
+
+
+def test_reuse_port_is_an_explicit_opt_in() -> None:
+    plain = formatted(tofu.TCPServerAddress("127.0.0.1", 5000))
+    assert [n for n, _ in plain.thdrs] == ["~listen_on"]
+    assert tofu.parse_address(plain).reuse_port is False
+    shared = formatted(tofu.TCPServerAddress("127.0.0.1", 5000, reuse_port=True))
+    assert list(shared.thdrs) == [("~listen_on", "tcp|127.0.0.1|5000"), ("~reuse_port", "1")]
+    back = tofu.parse_address(shared)
+    assert back.reuse_port is True and back == tofu.TCPServerAddress("127.0.0.1", 5000, True)
+
+
+def test_temp_uds_path_round_trips() -> None:
+    path = tofu.temp_uds_path()
+    assert not os.path.exists(path)
+    assert len(path.encode()) < 108
+    assert tofu.temp_uds_path() != path
+    assert tofu.parse_address(formatted(tofu.UDSServerAddress(path))) == tofu.UDSServerAddress(path)
+
+
+def test_find_free_tcp_port() -> None:
+    port = tofu.find_free_tcp_port()
+    assert 0 < port <= 65535
+
+
+def test_parse_address_value_directly() -> None:
+    assert tofu.parse_address_value("tcp|h|1", server=False) == tofu.TCPClientAddress("h", 1)
+    assert tofu.parse_address_value("tcp|h|1", server=True) == tofu.TCPServerAddress("h", 1)
+    assert tofu.parse_address_value("tcp|h|1", server=True, reuse_port=True).reuse_port
+    assert tofu.parse_address_value("uds|/p", server=False) == tofu.UDSClientAddress("/p")
+    assert tofu.parse_address_value("uds|/p", server=True) == tofu.UDSServerAddress("/p")
+
+
+def test_first_address_header_counts() -> None:
+    m = tofu.Message(tofu.OpCode.HelloRequest)
+    m.thdrs.append("x-other", "1")
+    m.thdrs.append("~connect_to", "tcp|first|1")
+    m.thdrs.append("~connect_to", "tcp|second|2")
+    assert tofu.parse_address(m) == tofu.TCPClientAddress("first", 1)
+
+
+# ---------------------------------------------------------------- malformed
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("tcp|h", "neither"),
+        ("tcp|h|1|2", "neither"),
+        ("tcp|h|notaport", "not a number"),
+        ("tcp|h|", "not a number"),
+        ("tcp|h|-1", "not a number"),
+        ("tcp|h|+5", "not a number"),
+        ("tcp|h|²", "not a number"),  # str.isdigit() says yes, int() says no
+        ("tcp|h|٣", "not a number"),  # Arabic-Indic digit three: not an ASCII port
+        ("tcp|h|70000", "70000"),
+        ("tcp|h|65536", "65536"),
+        ("foo|x", "neither"),
+        ("TCP|h|1", "neither"),
+        ("", "neither"),
+        ("uds|", "empty"),
+        ("uds", "neither"),
+        ("uds|a|b", "neither"),
+    ],
+)
+@pytest.mark.parametrize("header", ["~connect_to", "~listen_on"])
+def test_malformed_address_raises_wrong_address(value: str, reason: str, header: str) -> None:
+    with pytest.raises(tofu.WrongAddress, match=reason):
+        tofu.parse_address_value(value, server=header == "~listen_on")
+    if value:  # an empty value cannot even be a header
+        m = tofu.Message(tofu.OpCode.HelloRequest)
+        m.thdrs.append(header, value)
+        with pytest.raises(tofu.WrongAddress, match=reason) as info:
+            tofu.parse_address(m)
+        assert info.value.status is tofu.AmpeStatus.wrong_address
+
+
+def test_client_needs_a_host() -> None:
+    with pytest.raises(tofu.WrongAddress, match="host"):
+        tofu.parse_address_value("tcp||1", server=False)
+    assert tofu.parse_address_value("tcp||1", server=True) == tofu.TCPServerAddress("", 1)  # all interfaces
+
+
+@pytest.mark.parametrize("headers", [[], [("x-seq", "1")], [("~reuse_port", "1")]])
+def test_missing_address_header_raises_wrong_address(headers) -> None:
+    m = tofu.Message(tofu.OpCode.HelloRequest)
+    for n, v in headers:
+        m.thdrs.append(n, v)
+    with pytest.raises(tofu.WrongAddress, match="~connect_to"):
+        tofu.parse_address(m)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tofu.TCPClientAddress("", 1),
+        lambda: tofu.TCPClientAddress("a|b", 1),
+        lambda: tofu.TCPClientAddress("h", -1),
+        lambda: tofu.TCPClientAddress("h", 65536),
+        lambda: tofu.TCPClientAddress("h", "80"),
+        lambda: tofu.TCPServerAddress("a|b", 1),
+        lambda: tofu.TCPServerAddress("h", 70000),
+        lambda: tofu.UDSClientAddress(""),
+        lambda: tofu.UDSServerAddress(""),
+        lambda: tofu.UDSServerAddress("a|b"),
+        lambda: tofu.UDSClientAddress("a\nb"),
+    ],
+)
+def test_bad_address_objects_raise_wrong_address(make) -> None:
+    with pytest.raises(tofu.WrongAddress):
+        make()

@@ -1,0 +1,193 @@
+"""The engine under threads and processes: an echo server with several
+clients, reconnect loops, concurrent posters, a peer in another process."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+
+import pytest
+from engine_support import TIMEOUT, connect, is_closed_signal, listen, make, recv, recv_until, tcp_listen
+
+import tofu
+from tofu import Message, OpCode
+
+
+def _addresses(kind: str, group: tofu.ChannelGroup):
+    """Start a listener of `kind`; return the client address to reach it."""
+    if kind == "tcp":
+        _, port = tcp_listen(group)
+        return tofu.TCPClientAddress("127.0.0.1", port)
+    path = tofu.temp_uds_path()
+    listen(group, tofu.UDSServerAddress(path))
+    return tofu.UDSClientAddress(path)
+
+
+def serve_echo(rtr: tofu.Reactor, group: tofu.ChannelGroup, stop: threading.Event) -> None:
+    """Answer every request with its echo, reusing the received message."""
+    ampe = rtr.ampe()
+    while not stop.is_set():
+        msg = group.wait_receive(0.05)
+        if msg is None:
+            continue
+        if msg.is_from_engine():
+            ampe.put(msg)
+            continue
+        echo = msg.bhdr.proto.op_code.echo()
+        if echo is None:
+            ampe.put(msg)
+            continue
+        msg.bhdr.proto.op_code = echo
+        group.post(msg)
+
+
+@pytest.fixture
+def echo_server():
+    """An engine running an echo server on its own thread: (reactor, group)."""
+    rtr = tofu.Reactor()
+    group = rtr.ampe().create()
+    stop = threading.Event()
+    started = []
+
+    def start(kind: str = "tcp"):
+        address = _addresses(kind, group)
+        t = threading.Thread(target=serve_echo, args=(rtr, group, stop), daemon=True)
+        t.start()
+        started.append(t)
+        return address
+
+    yield start
+    stop.set()
+    for t in started:
+        t.join(TIMEOUT)
+    rtr.destroy()
+
+
+def _client_session(rtr: tofu.Reactor, address, requests: int, errors: list) -> None:
+    try:
+        group = rtr.ampe().create()
+        hello = group.post(address.format(Message()))
+        resp = recv(group)
+        assert resp.bhdr.proto.op_code == OpCode.HelloResponse, resp
+        channel = hello.channel_number
+        for i in range(requests):
+            body = f"{threading.get_ident()}:{i}".encode()
+            header = group.post(make(OpCode.Request, channel, body, [("n", str(i))]))
+            got = recv(group)
+            assert got.bhdr.proto.op_code == OpCode.Response
+            assert got.bhdr.message_id == header.message_id and bytes(got.body) == body
+        group.post(make(OpCode.ByeRequest, channel))
+        bye = recv(group)
+        assert bye.bhdr.proto.op_code == OpCode.ByeResponse
+        assert is_closed_signal(recv(group))
+        rtr.ampe().destroy(group)
+    except BaseException as exc:  # reported by the test thread
+        errors.append(exc)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "uds"])
+def test_echo_server_with_several_clients_on_threads(echo_server, kind):
+    address = echo_server(kind)
+    with tofu.Reactor() as rtr:
+        errors: list = []
+        threads = [threading.Thread(target=_client_session, args=(rtr, address, 50, errors)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads)
+        assert errors == []
+
+
+@pytest.mark.parametrize("kind", ["tcp", "uds"])
+def test_reconnect_loop_single_threaded(echo_server, kind):
+    address = echo_server(kind)
+    with tofu.Reactor() as rtr:
+        errors: list = []
+        for _ in range(20):
+            _client_session(rtr, address, 3, errors)
+        assert errors == []
+
+
+def test_reconnect_loops_multi_threaded(echo_server):
+    address = echo_server("tcp")
+    with tofu.Reactor() as rtr:
+        errors: list = []
+
+        def loop():
+            for _ in range(20):
+                _client_session(rtr, address, 2, errors)
+
+        threads = [threading.Thread(target=loop) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads)
+        assert errors == []
+
+
+def test_concurrent_posts_keep_each_threads_order():
+    with tofu.Reactor() as rtr:
+        ampe = rtr.ampe()
+        server, client = ampe.create(), ampe.create()
+        _, port = tcp_listen(server)
+        cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
+        per_thread, nthreads = 500, 6
+        barrier = threading.Barrier(nthreads)
+
+        def post_all(t: int) -> None:
+            barrier.wait()
+            for i in range(per_thread):
+                client.post(make(OpCode.Signal, cch, b"%d:%d" % (t, i)))
+
+        threads = [threading.Thread(target=post_all, args=(t,)) for t in range(nthreads)]
+        for t in threads:
+            t.start()
+        last = {}
+        for _ in range(per_thread * nthreads):
+            msg = recv(server)
+            t, i = map(int, bytes(msg.body).split(b":"))
+            assert i == last.get(t, -1) + 1, f"thread {t}: {i} after {last.get(t)}"
+            last[t] = i
+            ampe.put(msg)
+        for t in threads:
+            t.join(TIMEOUT)
+        assert last == {t: per_thread - 1 for t in range(nthreads)}
+
+
+def _server_process(conn) -> None:
+    """Runs in a child process: an echo server; tells its port, serves one client."""
+    with tofu.Reactor() as rtr:
+        group = rtr.ampe().create()
+        _, port = tcp_listen(group)
+        conn.send(port)
+        while True:
+            msg = recv(group, 30)
+            if is_closed_signal(msg):
+                break
+            echo = msg.bhdr.proto.op_code.echo()
+            if echo is not None and msg.is_from_application():
+                msg.bhdr.proto.op_code = echo
+                group.post(msg)
+    conn.send("done")
+
+
+def test_client_and_server_in_separate_processes():
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_server_process, args=(child,), daemon=True)
+    proc.start()
+    try:
+        assert parent.poll(60), "the server process did not start"
+        port = parent.recv()
+        with tofu.Reactor() as rtr:
+            errors: list = []
+            _client_session(rtr, tofu.TCPClientAddress("127.0.0.1", port), 100, errors)
+            assert errors == []
+        assert parent.poll(TIMEOUT) and parent.recv() == "done"
+        proc.join(TIMEOUT)
+        assert proc.exitcode == 0
+    finally:
+        if proc.is_alive():
+            proc.kill()

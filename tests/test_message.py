@@ -1,0 +1,307 @@
+"""Message, its parts, and text header parsing (PROTOCOL.md §1, API.md)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import FrameSpec, assert_message_is, frame_specs, header_names, header_values, headers
+
+import tofu
+
+# ---------------------------------------------------------------- a fresh message
+
+
+def test_fresh_message() -> None:
+    m = tofu.Message()
+    b = m.bhdr
+    assert (b.channel_number, b.status, b.message_id) == (0, 0, 0)
+    assert b.proto.op_code is tofu.OpCode.Request
+    assert b.proto.origin is tofu.OriginFlag.application
+    assert b.proto.more is tofu.MoreMessagesFlag.last
+    assert (b.proto.internal_a, b.proto.internal_b) == (0, 0)
+    assert list(m.thdrs) == [] and not m.thdrs
+    assert bytes(m.body) == b"" and len(m.body) == 0
+    assert not m.is_posted
+    assert tofu.Message(tofu.OpCode.HelloRequest).bhdr.proto.op_code is tofu.OpCode.HelloRequest
+
+
+def test_flags() -> None:
+    m = tofu.Message()
+    assert m.is_from_application() and not m.is_from_engine() and not m.has_more()
+    m.bhdr.proto.origin = tofu.OriginFlag.engine
+    assert m.is_from_engine() and not m.is_from_application()
+    m.bhdr.proto.more = tofu.MoreMessagesFlag.more
+    assert m.has_more()
+    m.bhdr.proto.more = tofu.MoreMessagesFlag.last
+    assert not m.has_more()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 255))
+def test_flags_of_a_decoded_frame(proto: int) -> None:
+    if proto & 0x0F > 9:
+        proto &= 0xF0
+    spec = FrameSpec(
+        op_code=proto & 0x0F,
+        origin=proto >> 4 & 1,
+        more=proto >> 5 & 1,
+        internal_a=proto >> 6 & 1,
+        internal_b=proto >> 7 & 1,
+    )
+    (m,) = tofu.FrameDecoder().feed(tofu.encode(spec.message()))
+    assert m.is_from_engine() == bool(spec.origin)
+    assert m.is_from_application() == (not spec.origin)
+    assert m.has_more() == bool(spec.more)
+    assert m.bhdr.proto.to_byte() == proto
+
+
+# ---------------------------------------------------------------- take / reset / copy
+
+
+def full_message() -> tofu.Message:
+    spec = FrameSpec(
+        op_code=1, origin=1, more=1, internal_a=1, internal_b=1, status=22, channel_number=513, message_id=2**64 - 1
+    )
+    spec.headers = [("a", "1"), ("b", "two")]
+    spec.body = b"body bytes"
+    return spec.message()
+
+
+def test_take_moves_the_contents_and_empties_the_original() -> None:
+    m = full_message()
+    bhdr, thdrs, body = m.bhdr, m.thdrs, m.body
+    moved = m.take()
+    assert moved.bhdr is bhdr and moved.thdrs is thdrs and moved.body is body
+    assert not moved.is_posted
+    assert m.is_posted
+    for part in ("bhdr", "thdrs", "body"):
+        with pytest.raises(tofu.NotAllowed):
+            getattr(m, part)
+    with pytest.raises(tofu.NotAllowed):
+        m.has_more()
+    with pytest.raises(tofu.NotAllowed):
+        m.take()
+    with pytest.raises(tofu.NotAllowed):
+        m.copy()
+    assert "posted" in repr(m)
+    with pytest.raises(AttributeError):
+        m.no_such_attribute  # noqa: B018  (other names are ordinary attribute errors)
+
+
+def test_reset_clears_everything() -> None:
+    m = full_message()
+    m.reset()
+    fresh = tofu.Message()
+    assert m.bhdr == fresh.bhdr
+    assert m.bhdr.proto.to_byte() == 0
+    assert (m.bhdr.channel_number, m.bhdr.status, m.bhdr.message_id) == (0, 0, 0)
+    assert bytes(m.thdrs) == b"" and list(m.thdrs) == []
+    assert bytes(m.body) == b""
+    assert tofu.encode(m) == tofu.encode(fresh) == bytes(16)
+
+
+def test_copy_is_deep() -> None:
+    m = full_message()
+    original = tofu.encode(m)
+    c = m.copy()
+    assert tofu.encode(c) == original
+    assert c.bhdr is not m.bhdr and c.bhdr.proto is not m.bhdr.proto
+    assert c.thdrs is not m.thdrs and c.body is not m.body
+    c.bhdr.channel_number = 1
+    c.bhdr.message_id = 1
+    c.bhdr.status = 0
+    c.bhdr.proto.op_code = tofu.OpCode.Signal
+    c.bhdr.proto.origin = tofu.OriginFlag.application
+    c.thdrs.append("c", "3")
+    c.body.append(b"more")
+    assert tofu.encode(m) == original
+    c.thdrs.clear()
+    c.body.clear()
+    assert tofu.encode(m) == original
+    # and the other way round
+    m.body.append(b"!")
+    assert bytes(c.body) == b""
+
+
+@settings(max_examples=100, deadline=None)
+@given(frame_specs())
+def test_copy_and_take_preserve_any_frame(spec: FrameSpec) -> None:
+    m = spec.message()
+    assert_message_is(m.copy(), spec)
+    assert_message_is(m.take(), spec)
+
+
+def test_binary_header_copy_and_equality() -> None:
+    m = full_message()
+    h = m.bhdr.copy()
+    assert h == m.bhdr and h is not m.bhdr
+    h.proto.internal_b = 0
+    assert h != m.bhdr
+    assert m.bhdr.proto.internal_b == 1
+    assert "channel_closed" in repr(m.bhdr)
+
+
+def test_proto_fields_are_assignable_enums() -> None:
+    p = tofu.ProtoFields()
+    p.op_code = tofu.OpCode.ByeRequest
+    p.origin = tofu.OriginFlag.engine
+    p.more = tofu.MoreMessagesFlag.more
+    assert p.to_byte() == 0x35
+    assert tofu.ProtoFields.from_byte(0x35) == p
+
+
+def test_body_append_kinds() -> None:
+    b = tofu.Body()
+    b.append(b"ab")
+    b.append(bytearray(b"cd"))
+    b.append(memoryview(b"ef"))
+    b.append("é")
+    assert bytes(b) == b"abcdef\xc3\xa9" and len(b) == 8
+    assert b == b"abcdef\xc3\xa9"
+    b.clear()
+    assert bytes(b) == b""
+
+
+# ---------------------------------------------------------------- text headers: building
+
+
+def test_append_and_iterate_in_order() -> None:
+    t = tofu.TextHeaders()
+    t.append("~connect_to", "tcp|127.0.0.1|47413")
+    t.append("x-seq", 3)  # an int value is written as its decimal text
+    t.append("url", "http://h:80/p")
+    assert bytes(t) == b"~connect_to:tcp|127.0.0.1|47413\r\nx-seq:3\r\nurl:http://h:80/p\r\n"
+    assert list(t) == [("~connect_to", "tcp|127.0.0.1|47413"), ("x-seq", "3"), ("url", "http://h:80/p")]
+    assert t.get("x-seq") == "3"
+    assert t.get("missing") is None and t.get("missing", "d") == "d"
+
+
+def test_duplicate_names_are_kept_and_get_returns_the_first() -> None:
+    t = tofu.TextHeaders()
+    t.append("k", "1")
+    t.append("k", "2")
+    assert list(t) == [("k", "1"), ("k", "2")]
+    assert t.get("k") == "1"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("", "v"),
+        (" \t", "v"),
+        ("n", ""),
+        ("n", " \t "),  # nothing left once a reader trims it
+        ("a:b", "v"),
+        (":", "v"),
+        ("a\rb", "v"),
+        ("a\nb", "v"),
+        ("n", "a\rb"),
+        ("n", "a\nb"),
+        ("n", "v\r\n"),
+        ("n", "v\r\nother:header"),
+    ],
+)
+def test_append_rejects_what_would_break_the_line_format(name: str, value: str) -> None:
+    t = tofu.TextHeaders()
+    t.append("keep", "me")
+    with pytest.raises(tofu.InvalidMessage):
+        t.append(name, value)
+    assert list(t) == [("keep", "me")]  # nothing half-appended
+
+
+@settings(max_examples=200, deadline=None)
+@given(headers)
+def test_appended_headers_read_back(hdrs: list[tuple[str, str]]) -> None:
+    t = tofu.TextHeaders()
+    for n, v in hdrs:
+        t.append(n, v)
+    assert list(t) == hdrs
+    assert bytes(t) == b"".join(f"{n}:{v}\r\n".encode() for n, v in hdrs)
+
+
+# ---------------------------------------------------------------- text headers: parsing received bytes
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"", []),
+        (b"a:1\r\n", [("a", "1")]),
+        (b"a:1", [("a", "1")]),  # the last header needs no CRLF
+        (b"a:1\r\nb:2", [("a", "1"), ("b", "2")]),
+        (b"\r\n\r\na:1\r\n\r\nb:2\r\n\r\n", [("a", "1"), ("b", "2")]),  # empty lines skipped
+        (b"a: 1 \r\n", [("a", "1")]),  # spaces around the value trimmed
+        (b"a:\t \t1\t \r\n", [("a", "1")]),  # and tabs
+        (b"a: x y \r\n", [("a", "x y")]),  # inner spaces kept
+        (b"url:http://h:80/p\r\n", [("url", "http://h:80/p")]),  # the value may contain ':'
+        (b"a::\r\n", [("a", ":")]),
+        (b"~connect_to:tcp|127.0.0.1|47413\r\n", [("~connect_to", "tcp|127.0.0.1|47413")]),
+        ("ключ:значение\r\n".encode(), [("ключ", "значение")]),
+    ],
+)
+def test_parsing_received_headers(raw: bytes, expected: list[tuple[str, str]]) -> None:
+    assert list(tofu.TextHeaders(raw)) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"nocolon\r\n",
+        b"a:1\r\nnocolon",
+        b":value\r\n",  # empty name
+        b"name:\r\n",  # empty value
+        b"name: \t \r\n",  # empty once trimmed
+        b"a:1\r\n \r\n",  # a blank-looking line is not empty: no colon
+    ],
+)
+def test_malformed_received_headers_raise_on_iteration(raw: bytes) -> None:
+    t = tofu.TextHeaders(raw)  # taking the bytes never fails: a peer's bytes are kept as received
+    assert bytes(t) == raw
+    with pytest.raises(tofu.InvalidMessage):
+        list(t)
+
+
+def test_malformed_received_headers_in_a_frame() -> None:
+    # a peer's frame with a bad header line still decodes; reading the headers raises
+    raw = b"good:1\r\nbad line\r\n"
+    frame = tofu.generated.codec.pack_header(1, 1, 0, 5, len(raw), 0) + raw
+    (m,) = tofu.FrameDecoder().feed(frame)
+    assert bytes(m.thdrs) == raw
+    it = iter(m.thdrs)
+    assert next(it) == ("good", "1")
+    with pytest.raises(tofu.InvalidMessage, match="bad line"):
+        next(it)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_parsing_tolerates_what_a_peer_may_write(data) -> None:
+    """Any valid headers, written with blanks around the value, empty lines in
+    between and with or without a final CRLF, read back as the same pairs."""
+    hdrs = data.draw(st.lists(st.tuples(header_names, header_values), min_size=1, max_size=6))
+    blanks = st.text(st.sampled_from(" \t"), max_size=3)
+    lines = []
+    for n, v in hdrs:
+        lines.append(f"{n}:{data.draw(blanks)}{v}{data.draw(blanks)}".encode())
+        lines.extend([b""] * data.draw(st.integers(0, 2)))
+    raw = b"\r\n".join(lines)
+    if data.draw(st.booleans()):
+        raw += b"\r\n"
+    assert list(tofu.TextHeaders(raw)) == hdrs
+
+
+def test_non_utf8_header_bytes_round_trip() -> None:
+    raw = b"n\xff:v\xfe\r\n"
+    t = tofu.TextHeaders(raw)
+    ((name, value),) = list(t)
+    u = tofu.TextHeaders()
+    u.append(name, value)
+    assert bytes(u) == raw
+
+
+def test_append_of_an_unencodable_value_is_an_invalid_message():
+    msg = tofu.Message()
+    with pytest.raises(tofu.InvalidMessage):
+        msg.thdrs.append("name", "\ud800")
+    assert bytes(msg.thdrs) == b""
