@@ -6,9 +6,9 @@ sent: op code, flags, channel, status, message id, lengths, each text header
 and every byte of the body. tshark and dumpcap are required (CI installs them):
 without them this test fails, it is never skipped.
 
-The traffic comes from one small function, `socket_traffic(port)`; any other
-generator with the same contract (listen on 127.0.0.1:port, return the frames
-put on the wire) can replace it, e.g. two engines talking to each other.
+The traffic comes from two generators with one contract (listen on
+127.0.0.1:port, return the frames put on the wire): two tofu engines talking,
+and plain sockets sending hand-made frames no engine would send.
 """
 
 from __future__ import annotations
@@ -428,32 +428,104 @@ def expected(who: str, msg: Message) -> dict:
     }
 
 
-# ---------------------------------------------------------------- the test
+def engine_traffic(port: int) -> Sent:
+    """Two tofu engines, a client and a server, talk over 127.0.0.1:port.
 
-# The traffic under test: listens on 127.0.0.1:port, returns the frames it put on the wire.
-TRAFFIC: Callable[[int], Sent] = socket_traffic
+    The same conversation as socket_traffic, as far as an application can
+    make it (post() sends every status as success): a Hello exchange,
+    Requests answered by Responses (one frame over 64 KiB), a `more` stream
+    of Signals posted together (the engine writes them in one send), then a
+    ByeRequest answered by ByeResponse."""
+    sent: Sent = []
+
+    def post(who: str, group: tofu.ChannelGroup, msg: Message) -> None:
+        wire = msg.copy()
+        header = group.post(msg)
+        wire.bhdr.channel_number = header.channel_number
+        wire.bhdr.message_id = header.message_id
+        sent.append((who, wire))
+
+    def receive(group: tofu.ChannelGroup) -> Message:
+        while True:
+            msg = group.wait_receive(TIMEOUT)
+            assert msg is not None, "the engine delivered nothing"
+            if msg.is_from_application():
+                return msg
+
+    with tofu.Reactor() as client_rtr, tofu.Reactor() as server_rtr:
+        client, server = client_rtr.ampe().create(), server_rtr.ampe().create()
+        server.post(tofu.TCPServerAddress("127.0.0.1", port).format(Message()))
+        welcome = server.wait_receive(TIMEOUT)
+        assert welcome is not None and welcome.bhdr.status == 0, welcome
+
+        def exchange(msgs: list[Message], channel: int) -> None:
+            """The client posts `msgs` on `channel`; the server answers each."""
+            for m in msgs:
+                m.bhdr.channel_number = channel
+                m.bhdr.status = 0
+                post(CLIENT, client, m)
+            replies = 0
+            for _ in msgs:
+                req = receive(server)
+                for reply in _replies(req):
+                    reply.bhdr.channel_number = req.bhdr.channel_number  # the server's own
+                    reply.bhdr.status = 0
+                    post(SERVER, server, reply)
+                    replies += 1
+            for _ in range(replies):
+                receive(client)
+
+        batches = _client_batches(port)
+        exchange(batches[0][0], 0)  # the HelloRequest opens the channel
+        client_channel = sent[0][1].bhdr.channel_number
+        for msgs, _split in batches[1:]:
+            exchange(msgs, client_channel)
+        # the Bye exchange closes the channel on both sides
+        for group in (client, server):
+            while True:
+                msg = group.wait_receive(TIMEOUT)
+                assert msg is not None, "no channel_closed after the Bye exchange"
+                if msg.bhdr.status == AmpeStatus.channel_closed:
+                    break
+    return sent
 
 
-def test_dissector_decodes_captured_traffic(tmp_path: Path) -> None:
+# ---------------------------------------------------------------- the tests
+
+
+def _capture_and_decode(tmp_path: Path, traffic: Callable[[int], Sent]) -> tuple[Sent, list[dict], Path, int]:
     _require("tshark")
     assert DISSECTOR.exists(), f"{DISSECTOR} is missing: run `python -m codegen`"
     port = tofu.find_free_tcp_port()
     pcap = tmp_path / "tofu.pcap"
-
     with capture(pcap, port):
-        sent = TRAFFIC(port)
+        sent = traffic(port)
+    return sent, decode(pcap, port), pcap, port
 
-    frames = decode(pcap, port)
+
+def _check_frames(sent: Sent, frames: list[dict]) -> None:
+    """Every frame tshark shows is the frame that was sent, side by side."""
     for who in (CLIENT, SERVER):
         want = [expected(w, m) for w, m in sent if w == who]
         got = [{k: f[k] for k in want[0]} for f in frames if f["sender"] == who]
         assert len(got) == len(want), f"{who}: tshark shows {len(got)} frames, {len(want)} were sent"
         for i, (g, w) in enumerate(zip(got, want)):
             assert g == w, f"{who} frame {i} (message id {w['message_id']}) decoded wrong"
-
     # the capture exercised both kinds of TCP framing
     assert any(f["frames_in_packet"] > 1 for f in frames), "no TCP segment carried several tofu frames"
     assert any(f["segments"] > 1 for f in frames), "no tofu frame was reassembled from several TCP segments"
+
+
+def test_dissector_decodes_two_engines_talking(tmp_path: Path) -> None:
+    sent, frames, _, _ = _capture_and_decode(tmp_path, engine_traffic)
+    _check_frames(sent, frames)
+
+
+def test_dissector_decodes_hand_made_frames(tmp_path: Path) -> None:
+    """Plain sockets reach what an engine never sends: error statuses, a
+    status byte past the last one, a frame written in three pieces."""
+    sent, frames, pcap, port = _capture_and_decode(tmp_path, socket_traffic)
+    _check_frames(sent, frames)
 
     # the port preference attaches the dissector as well as Decode As; Info names each frame
     info = tshark(
