@@ -20,6 +20,7 @@ __all__ = ["encode", "encode_into", "FrameDecoder", "MAX_FRAME_SIZE"]
 
 MAX_FRAME_SIZE = HEADER_SIZE + MAX_HEADERS_LEN + MAX_BODY_LEN
 _VIEW_THRESHOLD = 4096  # decode through a memoryview from this many bytes on
+_KEEP_CAPACITY = 16 * 1024  # an empty pending buffer bigger than this is given back
 
 
 def _check_lengths(thl: int, bl: int) -> None:
@@ -97,6 +98,8 @@ class FrameDecoder:
         pos = self._decode(data, frames)
         if data is self._pending:
             del self._pending[:pos]
+            if not self._pending and self._pending.__sizeof__() > _KEEP_CAPACITY:
+                self._pending = bytearray()  # an idle stream keeps no big buffer
         elif pos < len(data):
             self._pending = bytearray(data[pos:])
         return frames

@@ -566,9 +566,12 @@ class Reactor:
             for msg in inflight:
                 put(msg)
             inflight.clear()
-        if not out and conn.bye_done:
-            self._close(conn, AmpeStatus.channel_closed)
-            return
+        if not out:
+            if conn.bye_done:
+                self._close(conn, AmpeStatus.channel_closed)
+                return
+            if out.__sizeof__() > SEND_BATCH:
+                conn.outbuf = bytearray()  # an idle channel keeps no big buffer
         self._update_events(conn)
 
     def _flush_dirty(self) -> None:

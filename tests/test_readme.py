@@ -1,0 +1,13 @@
+"""The README's quickstart runs as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_quickstart_runs():
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"## Quickstart\n\n```python\n(.*?)```", text, re.S)
+    assert match, "README.md has no Quickstart code block"
+    exec(compile(match.group(1), "README.md quickstart", "exec"), {})
