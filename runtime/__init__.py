@@ -20,6 +20,7 @@ from .addresses import (
     UDSServerAddress,
     parse_address,
     parse_address_value,
+    parse_url,
 )
 from .framing import MAX_FRAME_SIZE, FrameDecoder, encode, encode_into
 from .generated import *  # noqa: F403  (enums, errors, limits; see generated/__init__.py)
@@ -49,6 +50,7 @@ __all__ = [
     "UDSServerAddress",
     "parse_address",
     "parse_address_value",
+    "parse_url",
     "MAX_FRAME_SIZE",
     "FrameDecoder",
     "encode",

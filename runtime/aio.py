@@ -31,6 +31,7 @@ import socket
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 from .generated import NotAllowed, ShutdownStarted
 from .groups import ChannelGroup
@@ -154,7 +155,7 @@ class AsyncChannelGroup:
             if deadline is not None and loop.time() >= deadline:
                 return None
 
-    def __aiter__(self) -> AsyncChannelGroup:
+    def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> Message:
@@ -183,7 +184,7 @@ class AsyncChannelGroup:
         """close(), for `async with` and contextlib.aclosing."""
         self.close()
 
-    async def __aenter__(self) -> AsyncChannelGroup:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -191,7 +192,7 @@ class AsyncChannelGroup:
     ) -> None:
         self.close()
 
-    def __enter__(self) -> AsyncChannelGroup:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

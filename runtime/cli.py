@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import statistics
 import sys
 import threading
@@ -30,7 +31,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType, ModuleType
 from typing import Any, NoReturn, TextIO
 
@@ -39,12 +40,12 @@ from .addresses import (
     Address,
     TCPClientAddress,
     TCPServerAddress,
-    UDSClientAddress,
     UDSServerAddress,
     parse_address_value,
     parse_url,
 )
 from .generated import (
+    CLOSE_REASON_HEADER,
     CONNECT_TO_HEADER,
     HEADER_SIZE,
     LISTEN_ON_HEADER,
@@ -62,7 +63,7 @@ from .message import Message, TextHeaders
 from .pool import AllocationStrategy
 from .reactor import Ampe, Reactor
 
-__all__ = ["main", "build_parser", "CLIError", "format_url"]
+__all__ = ["CLIError", "build_parser", "format_url", "main"]
 
 log = logging.getLogger("tofu.cli")
 
@@ -190,6 +191,34 @@ def _progress(total: int, description: str, force: bool | None) -> Iterator[Call
         yield lambda n: progress.advance(task, n)
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _signals_to_main_thread() -> Iterator[None]:
+    """Threads started inside this block (the engine's I/O thread among them)
+    block SIGINT and SIGTERM, so the kernel delivers those to the main thread.
+
+    CPython runs signal handlers in the main thread, but a signal the kernel
+    hands to another thread does not interrupt the main thread's blocking
+    wait_receive(): the handler would run only when that wait ends by itself.
+    Threads inherit the signal mask of the thread that starts them."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _reactor() -> Reactor:
+    """A Reactor whose I/O thread leaves SIGINT and SIGTERM to the main thread."""
+    with _signals_to_main_thread():
+        return Reactor()
+
+
 def _listen(ampe: Ampe, group: ChannelGroup, address: Address, timeout: float = 10.0) -> tuple[int, str]:
     """Open a listener; return its channel number and the URL it really listens on."""
     msg = ampe.get(AllocationStrategy.always)
@@ -240,11 +269,64 @@ class _ServeState:
     signals: int = 0
 
 
+class _SignalWatcher:
+    """Calls `on_signal(signum)` on a thread for every SIGINT / SIGTERM.
+
+    Why not just a Python signal handler calling update_receiver()? CPython
+    runs those in the main thread between bytecodes; a signal that lands just
+    before the main thread blocks in wait_receive(), or on another thread,
+    does not interrupt that wait, so the handler would run only when the wait
+    ends by itself. `signal.set_wakeup_fd` makes the interpreter's C-level
+    handler write the signal number to a socket at once, whatever thread it
+    runs on; this watcher reads it and can wake the receiver right away.
+    Only usable from the main thread (`active` is False elsewhere)."""
+
+    def __init__(self, on_signal: Callable[[int], None]) -> None:
+        self._on_signal = on_signal
+        self.active = threading.current_thread() is threading.main_thread()
+        if not self.active:
+            return
+        self._r, self._w = socket.socketpair()
+        self._w.setblocking(False)
+        self._old_fd = signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
+        self._old_handlers = {sig: signal.signal(sig, self._python_handler) for sig in _STOP_SIGNALS}
+        self._thread = threading.Thread(target=self._run, name="tofu-signals", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _python_handler(signum: int, frame: FrameType | None) -> None:
+        pass  # it must exist (SIGTERM would kill, SIGINT raise); the watcher thread does the work
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = self._r.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum in _STOP_SIGNALS:
+                    self._on_signal(signum)
+
+    def close(self) -> None:
+        """Restore the previous handlers and wake-up fd; stop the thread."""
+        if not self.active:
+            return
+        self.active = False
+        signal.set_wakeup_fd(self._old_fd)
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._w.close()  # the watcher's recv() returns b"": it ends
+        self._thread.join(5)
+        self._r.close()
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     state = _ServeState()
     group_ref: list[ChannelGroup] = []
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int) -> None:  # on the watcher thread
         state.signals += 1
         state.stop = True
         if state.signals > 1:
@@ -252,11 +334,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if group_ref:
             group_ref[0].update_receiver(None)  # wakes wait_receive in the main thread
 
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    watcher = _SignalWatcher(on_signal)
     try:
-        with Reactor() as rtr:
+        with _reactor() as rtr:
             ampe = rtr.ampe()
             group = ampe.create()
             group_ref.append(group)
@@ -271,8 +351,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         _out("stopped")
         return EXIT_OK
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        watcher.close()
 
 
 def _serve_loop(ampe: Ampe, group: ChannelGroup, listeners: dict[int, str], state: _ServeState, grace: float) -> None:
@@ -335,7 +414,8 @@ def _serve_loop(ampe: Ampe, group: ChannelGroup, listeners: dict[int, str], stat
             if status is AmpeStatus.channel_closed and bh.proto.op_code == OpCode.Signal:
                 if number in clients:
                     served = clients.pop(number)
-                    _out(f"channel {number}: closed after {served} request(s)")
+                    reason = msg.thdrs.get(CLOSE_REASON_HEADER)
+                    _out(f"channel {number}: closed after {served} request(s)" + (f" ({reason})" if reason else ""))
                 elif number in listeners:
                     _out(f"listener {listeners.pop(number)} closed")
                     if not listeners and not state.stop:
@@ -385,7 +465,7 @@ def _cmd_ping(args: argparse.Namespace) -> int:
     payload = bytes(i & 0xFF for i in range(args.size))
     timeout: float = args.timeout
 
-    with Reactor() as rtr:
+    with _reactor() as rtr:
         ampe = rtr.ampe()
         group = ampe.create()
         hello = ampe.get(AllocationStrategy.always)
@@ -407,8 +487,7 @@ def _cmd_ping(args: argparse.Namespace) -> int:
         finally:
             ampe.put(resp)
         _out(
-            f"PING {url}: {_plural(count, 'request')} of {_plural(args.size, 'byte')}; "
-            f"connected in {connect_ms:.3f} ms"
+            f"PING {url}: {_plural(count, 'request')} of {_plural(args.size, 'byte')}; connected in {connect_ms:.3f} ms"
         )
 
         rtts: list[float] = []
@@ -444,8 +523,7 @@ def _cmd_ping(args: argparse.Namespace) -> int:
     p99 = ms[max(math.ceil(0.99 * len(ms)) - 1, 0)]
     _out(f"{_plural(len(ms), 'reply', 'replies')} to {_plural(count, 'request')}, {mismatched} with a different body")
     _out(
-        f"round trip: min {ms[0]:.3f} ms, median {statistics.median(ms):.3f} ms, "
-        f"p99 {p99:.3f} ms, max {ms[-1]:.3f} ms"
+        f"round trip: min {ms[0]:.3f} ms, median {statistics.median(ms):.3f} ms, p99 {p99:.3f} ms, max {ms[-1]:.3f} ms"
     )
     return EXIT_OK if mismatched == 0 else EXIT_FAILURE
 
@@ -565,9 +643,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
                     f"only {left} bytes left"
                 )
             frame = structs.Frame.parse(data[offset : offset + size])
-            problems += _print_frame(
-                frame_no, offset, size, data[offset + 2], data[offset + 3], frame, args.body_bytes
-            )
+            problems += _print_frame(frame_no, offset, size, data[offset + 2], data[offset + 3], frame, args.body_bytes)
             offset += size
             advance(size)
     _out(f"{frame_no} frame(s), {total} byte(s)" + (f", {problems} with malformed text headers" if problems else ""))
@@ -647,8 +723,12 @@ class _Transcript:
 
     def columns(self) -> None:
         with self._lock:
-            print(f"{'time':>12}  {'from':>5} -> {'to':<5}  {'op code':<15} {'ch':>3}  {'mid':>5}  flag  "
-                  "status / text headers / body", file=self._out, flush=True)
+            print(
+                f"{'time':>12}  {'from':>5} -> {'to':<5}  {'op code':<15} {'ch':>3}  {'mid':>5}  flag  "
+                "status / text headers / body",
+                file=self._out,
+                flush=True,
+            )
 
 
 _TICKETS = {"PS": "PPD", "PDF": "JDF"}
@@ -892,7 +972,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(_DIALOGUE, flush=True)
     print(flush=True)
     tr.columns()
-    with Reactor() as spool_rtr, Reactor() as rip_rtr:
+    with _reactor() as spool_rtr, _reactor() as rip_rtr:
         spool_ampe, rip_ampe = spool_rtr.ampe(), rip_rtr.ampe()
         spool_group, rip_group = spool_ampe.create(), rip_ampe.create()
         spool = _Spool(spool_ampe, spool_group, tr, jobs, args.pages_per_chunk)
@@ -914,7 +994,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     fn(deadline)
                 except ShutdownStarted:
                     pass
-                except BaseException as exc:  # reported by the main thread
+                except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
                     errors.append(exc)
                     spool_rtr.destroy()
                     rip_rtr.destroy()
@@ -925,8 +1005,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             threading.Thread(target=guarded(spool.run), name="demo-spool", daemon=True),
             threading.Thread(target=guarded(rip.run), name="demo-rip", daemon=True),
         ]
-        for t in threads:
-            t.start()
+        with _signals_to_main_thread():
+            for t in threads:
+                t.start()
         for t in threads:
             while t.is_alive():
                 t.join(0.2)  # short joins keep Ctrl-C responsive
@@ -978,7 +1059,7 @@ def _bench_module() -> tuple[ModuleType | None, str | None]:
         return None, None
     try:
         module = importlib.import_module(f"{__package__}.bench")
-    except Exception as exc:  # a broken bench module must not break the other commands
+    except Exception as exc:  # noqa: BLE001 (a broken bench module must not break the others)
         return None, f"{type(exc).__name__}: {exc}"
     if callable(getattr(module, "add_arguments", None)) and callable(getattr(module, "run", None)):
         return module, None
@@ -1007,12 +1088,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pdl", choices=("PS", "PDF"), default="PS", help="what the worker rasterizes (default PS)")
     p.add_argument("--pages", type=_int_range(1, 10000), default=12, help="pages per job (default 12)")
-    p.add_argument(
-        "--pages-per-chunk", type=_int_range(1, 15), default=3, help="pages in each PDL request (default 3)"
-    )
-    p.add_argument(
-        "--jobs", type=_int_range(1, 16), default=1, help="jobs, one channel each (default 1)"
-    )
+    p.add_argument("--pages-per-chunk", type=_int_range(1, 15), default=3, help="pages in each PDL request (default 3)")
+    p.add_argument("--jobs", type=_int_range(1, 16), default=1, help="jobs, one channel each (default 1)")
     p.add_argument("--uds", action="store_true", help="talk over a temporary Unix domain socket instead of TCP")
     p.add_argument("--timeout", type=_seconds, default=30.0, help="give up after this many seconds (default 30)")
     p.set_defaults(func=_cmd_demo)
@@ -1026,9 +1103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ByeRequest to every client and waits for them; a second signal stops it at once.",
     )
     p.add_argument("address", nargs="+", type=_address_arg(server=True), metavar="ADDRESS", help="where to listen")
-    p.add_argument(
-        "--grace", type=_seconds, default=3.0, help="seconds to wait for clients when stopping (default 3)"
-    )
+    p.add_argument("--grace", type=_seconds, default=3.0, help="seconds to wait for clients when stopping (default 3)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
@@ -1058,9 +1133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--hex", action="store_true", help="the input is hex text (whitespace, 0x, ':' and '#' comments ignored)"
     )
-    p.add_argument(
-        "--body-bytes", type=_int_range(0, MAX_BODY_LEN), default=64, help="body bytes to show (default 64)"
-    )
+    p.add_argument("--body-bytes", type=_int_range(0, MAX_BODY_LEN), default=64, help="body bytes to show (default 64)")
     _progress_flags(p)
     p.set_defaults(func=_cmd_decode)
 
@@ -1086,9 +1159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _progress_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument(
-        "--progress", dest="progress", action="store_true", default=None, help="always show a progress bar"
-    )
+    g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import signal
 import socket
 import threading
 from collections import deque
@@ -58,6 +59,14 @@ RECV_BUFFER_SIZE = 256 * 1024  # one buffer per engine, shared by all its connec
 SEND_BATCH = 256 * 1024  # encode at most this much ahead of what the kernel took
 ACCEPTS_PER_EVENT = 64
 JOIN_TIMEOUT = 10.0  # seconds destroy() waits for the I/O thread
+
+
+def _block_signals() -> None:
+    """Keep SIGINT and SIGTERM off the engine's threads: the kernel then
+    delivers them to a thread that can run the application's handlers, and a
+    main thread blocked in wait_receive() is interrupted as it should be."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 class Ampe:
@@ -172,6 +181,7 @@ class Reactor:
                 self._groups.remove(group)
             closing = self.closing
         if closing:
+            group.deliver(SHUTDOWN)  # the engine is stopping anyway: just wake the receiver
             return
         done = threading.Event()
         self.call_soon(lambda: self._destroy_group(group, done))
@@ -211,6 +221,7 @@ class Reactor:
     # ------------------------------------------------------- the I/O thread
 
     def _run(self) -> None:
+        _block_signals()
         select = self._selector.select
         try:
             while self._running:
@@ -325,7 +336,9 @@ class Reactor:
             self.call_soon(lambda: then(resolved))
 
         if self._resolver is None:
-            self._resolver = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tofu-resolver")
+            self._resolver = ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix="tofu-resolver", initializer=_block_signals
+            )
         self._resolver.submit(work)
 
     # ---- listeners

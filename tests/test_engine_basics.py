@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from engine_support import make, recv
@@ -289,3 +290,35 @@ def test_channel_numbers_round_robin_delays_reuse():
     a = numbers.allocate("g")
     numbers.release(a)
     assert numbers.allocate("g") != a  # the freshly closed number comes back last
+
+
+def test_destroying_a_group_while_the_engine_stops_wakes_its_receiver():
+    rtr = tofu.Reactor()
+    ampe = rtr.ampe()
+    group = ampe.create()
+    release = threading.Event()
+    rtr.call_soon(lambda: release.wait(10))  # hold the I/O thread
+    stopper = threading.Thread(target=rtr.destroy)
+    stopper.start()
+    # Wait (bounded) until destroy() has begun; the I/O thread cannot stop yet.
+    deadline = time.monotonic() + 10
+    while not rtr.closing and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert rtr.closing
+    ampe.destroy(group)
+    release.set()
+    stopper.join(10)
+    with pytest.raises(tofu.ShutdownStarted):
+        group.wait_receive(5)
+
+
+def test_engine_threads_leave_sigint_to_the_application():
+    import signal
+
+    with tofu.Reactor() as rtr:
+        group = rtr.ampe().create()
+        blocked = []
+        rtr.call_soon(lambda: blocked.append(signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+        rtr.call_soon(lambda: group.update_receiver(None))  # the inbox is first in, first out
+        recv(group)
+        assert signal.SIGINT in blocked[0] and signal.SIGTERM in blocked[0]
