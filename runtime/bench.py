@@ -49,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["add_arguments", "run", "main", "WORKLOADS", "IMPLS", "TRANSPORTS"]
+__all__ = ["IMPLS", "TRANSPORTS", "WORKLOADS", "add_arguments", "main", "run"]
 
 IMPLS = ("tofu", "pyzmq", "floor")
 TRANSPORTS = ("tcp", "uds")
@@ -147,7 +147,7 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:  # pragma: no cover - best effort
+    except Exception:  # noqa: BLE001, S110 - best effort: the watchdog still bounds the child
         pass
     if os.getppid() == 1:  # the parent is already gone
         os._exit(4)
@@ -157,7 +157,7 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     """The q-quantile (0..1) of sorted values, nearest-rank."""
     if not sorted_values:
         return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(q * len(sorted_values) + 0.5)) - 1))
+    k = max(0, min(len(sorted_values) - 1, round(q * len(sorted_values) + 0.5) - 1))
     return sorted_values[k]
 
 
@@ -173,7 +173,7 @@ def have_pyzmq() -> str | None:
 # ====================================================================== child side
 
 
-class Channel:
+class ParentLink:
     """The child's line to the parent: events out on stdout, `go` lines in on stdin."""
 
     def __init__(self, role: str) -> None:
@@ -208,7 +208,20 @@ def _socket_pending(sock: Any) -> int:
         buf = bytearray(4)
         fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
         return int.from_bytes(buf, sys.byteorder)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a diagnostic must never fail
+        return -1
+
+
+def _socket_pending(sock: Any) -> int:
+    """Bytes waiting in a socket's receive buffer (-1 if unknown)."""
+    try:
+        import fcntl
+        import termios
+
+        buf = bytearray(4)
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+        return int.from_bytes(buf, sys.byteorder)
+    except Exception:  # noqa: BLE001 - a diagnostic must never fail
         return -1
 
 
@@ -222,63 +235,15 @@ def _deadline_left(deadline: float) -> float:
 # ---------------------------------------------------------------------- tofu
 
 
-_WAKEUP_BUG = """        self._woken = False
-        try:
-            while self._wake_r.recv(4096):"""
-
-
-def apply_wakeup_fix() -> str:
-    """Work around the engine's lost wake-up (see benchmarks/README.md), in this
-    process only: Reactor._on_wakeup clears `_woken` before it drains the
-    wake-up socket, so a post landing in between loses its byte and the I/O
-    thread sleeps with posts in its inbox. The replacement drains first, then
-    clears, then runs the inbox. Applied only while the engine still has that
-    order; returns what was done."""
-    import inspect
-    import logging
-
-    from tofu import reactor
-
-    try:
-        source = inspect.getsource(reactor.Reactor._on_wakeup)
-    except (OSError, TypeError):
-        return "not applied: the engine's source is unavailable"
-    if _WAKEUP_BUG not in source:
-        return "not needed: the engine no longer clears _woken before draining"
-    log = logging.getLogger("tofu")
-
-    def _on_wakeup(self: Any, _: object, mask: int) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-        self._woken = False  # after the drain: a later post's byte stays in the socket
-        inbox = self._inbox
-        while inbox:
-            group, item = inbox.popleft()
-            try:
-                if group is None:
-                    item()
-                else:
-                    self._on_posted(group, item)
-            except Exception:
-                log.exception("tofu: internal error processing %r", item)
-
-    reactor.Reactor._on_wakeup = _on_wakeup  # type: ignore[method-assign]
-    return "applied"
-
-
 class _TofuPeer:
     """One tofu engine in a child process, with one channel group."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         import tofu
 
-        self.wakeup_fix = apply_wakeup_fix() if spec.get("wakeup_fix") else None
         self.tofu = tofu
         self.spec = spec
-        self.rtr = tofu.Reactor()
+        self.rtr = tofu.Reactor(tofu.Options(**spec.get("tofu_options", {})))
         self.ampe = self.rtr.ampe()
         self.grp = self.ampe.create()
         self.accepted = 0
@@ -324,7 +289,7 @@ class _TofuPeer:
                 f"group: paused={g._paused} resume_requested={g._resume_requested} queued={g.pending()} "
                 f"io_thread_alive={r._thread.is_alive()}"
             )
-        except Exception as exc:  # the engine's internals changed
+        except Exception as exc:  # noqa: BLE001 - the engine's internals changed
             return f"engine state unavailable: {exc!r}"
 
     def listen(self) -> None:
@@ -424,7 +389,7 @@ class _TofuPeer:
         return True
 
     def stats(self) -> dict[str, Any]:
-        return {"unexpected": self.unexpected, "pool_empty": self.pool_empty, "wakeup_fix": self.wakeup_fix}
+        return {"unexpected": self.unexpected, "pool_empty": self.pool_empty}
 
     def close(self) -> None:
         self.rtr.destroy()
@@ -489,7 +454,7 @@ def _tofu_send(peer: _TofuPeer, chans: list[int], total: int, payload: bytes, fi
         post(m)
 
 
-def tofu_server(spec: dict[str, Any], chan: Channel) -> dict[str, Any]:
+def tofu_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
     kind = spec["kind"]
     peer = _TofuPeer(spec)
     try:
@@ -546,7 +511,7 @@ def _tofu_echo(peer: _TofuPeer) -> None:
             peer.ampe.put(m)
 
 
-def tofu_client(spec: dict[str, Any], chan: Channel) -> dict[str, Any]:
+def tofu_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
     kind = spec["kind"]
     payload = b"x" * spec["size"]
     warmup, n = spec["warmup"], spec["count"]
@@ -690,7 +655,7 @@ def _zmq_recv_count(sock: Any, warmup: int, n: int, timeout_ms: int) -> tuple[fl
         raise BenchError(f"pyzmq: received {count} of {target}, then nothing for {timeout_ms / 1000:.0f} s") from None
 
 
-def zmq_server(spec: dict[str, Any], chan: Channel) -> dict[str, Any]:
+def zmq_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
     import zmq
 
     kind = spec["kind"]
@@ -743,7 +708,7 @@ def zmq_server(spec: dict[str, Any], chan: Channel) -> dict[str, Any]:
         ctx.destroy(linger=0)
 
 
-def zmq_client(spec: dict[str, Any], chan: Channel) -> dict[str, Any]:
+def zmq_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
     import zmq
 
     kind = spec["kind"]
@@ -968,7 +933,7 @@ class _FloorConn:
     """A connection of the floor's selectors reader: a shared receive buffer and
     only the bytes of a partial frame kept per connection."""
 
-    __slots__ = ("sock", "pending")
+    __slots__ = ("pending", "sock")
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
@@ -1069,7 +1034,7 @@ class _FloorMultiReader:
         self.sel.close()
 
 
-def floor_server(spec: dict[str, Any], chan: Channel) -> dict[str, Any]:
+def floor_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
     kind = spec["kind"]
     warmup, n = spec["warmup"], spec["count"]
     lsock = _floor_listen(spec)
@@ -1186,7 +1151,7 @@ def _floor_echo(s: Any) -> None:
         s.close()
 
 
-def floor_client(spec: dict[str, Any], chan: Channel) -> dict[str, Any]:
+def floor_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
     kind = spec["kind"]
     payload = b"x" * spec["size"]
     warmup, n = spec["warmup"], spec["count"]
@@ -1310,7 +1275,7 @@ def _floor_pipeline(s: Any, warmup: int, n: int, window: int, payload: bytes) ->
     return perf() - t0
 
 
-ROLES: dict[tuple[str, str], Callable[[dict[str, Any], Channel], dict[str, Any]]] = {
+ROLES: dict[tuple[str, str], Callable[[dict[str, Any], ParentLink], dict[str, Any]]] = {
     ("tofu", "server"): tofu_server,
     ("tofu", "client"): tofu_client,
     ("pyzmq", "server"): zmq_server,
@@ -1328,10 +1293,10 @@ def child_main(role: str, spec: dict[str, Any]) -> int:
     timer.daemon = True
     timer.start()
     raise_nofile_limit()
-    chan = Channel(role)
+    chan = ParentLink(role)
     try:
         result = ROLES[(spec["impl"], role)](spec, chan)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure is reported to the parent, then the child ends
         import traceback
 
         traceback.print_exc()
@@ -1410,7 +1375,8 @@ def run_trial(trial: Trial) -> Trial:
     events: queue.Queue = queue.Queue()
     procs: dict[str, subprocess.Popen] = {}
     started = time.monotonic()
-    errs = {r: tempfile.TemporaryFile("w+") for r in ("server", "client")}
+    files = contextlib.ExitStack()
+    errs = {r: files.enter_context(tempfile.TemporaryFile("w+")) for r in ("server", "client")}  # noqa: SIM115
     results: dict[str, dict[str, Any]] = {}
     ended: set[str] = set()
     try:
@@ -1467,7 +1433,7 @@ def run_trial(trial: Trial) -> Trial:
                     keep.append(last)
                 for ln in keep:
                     trial.error += f"\n    [{role}] {ln.strip()[:600]}"
-            f.close()
+        files.close()
         a = spec["address"]
         if a[0] == "uds":
             with contextlib.suppress(OSError):
@@ -1510,7 +1476,7 @@ def plan(args: argparse.Namespace) -> list[Trial]:
                         "window": args.window,
                         "timeout": args.timeout,
                         "step_timeout": min(args.stall_timeout, args.timeout / 4),
-                        "wakeup_fix": args.tofu_wakeup_fix,
+                        "tofu_options": args.tofu_options_dict,
                         "close_timeout": 10.0,
                     }
                     trials.append(Trial(w, impl, transport, run_no, spec))
@@ -1587,7 +1553,7 @@ METRICS: list[Metric] = [
         "MB/s",
         "oneway-64k",
         True,
-        lambda t: (r * t.spec["size"] / 1e6 if (r := _e2e_rate(t)) else None),
+        lambda t: r * t.spec["size"] / 1e6 if (r := _e2e_rate(t)) else None,
         "{:,.1f}",
     ),
     Metric("rtt_p50_us", "round trip p50", "µs", "rtt", False, _lat(0.50), "{:,.1f}"),
@@ -1597,7 +1563,9 @@ METRICS: list[Metric] = [
     Metric("fanin_e2e_msgs", "fan-in, send→receive", "msg/s", "fanin", True, _e2e_rate),
     Metric("idle_rss_server_b", "RSS per idle conn, server", "B", "idle", False, _per_idle("server")),
     Metric("idle_rss_client_b", "RSS per idle conn, client", "B", "idle", False, _per_idle("client")),
-    Metric("idle_active_alone_msgs", "active channel, alone", "msg/s", "idle", True, lambda t: _rate(t, "seconds_alone")),
+    Metric(
+        "idle_active_alone_msgs", "active channel, alone", "msg/s", "idle", True, lambda t: _rate(t, "seconds_alone")
+    ),
     Metric(
         "idle_active_with_idle_msgs",
         "active channel, beside idle",
@@ -1608,8 +1576,12 @@ METRICS: list[Metric] = [
     ),
 ]
 for _w in WORKLOADS:
-    METRICS.append(Metric(f"peak_rss_server_mib[{_w}]", f"peak RSS server, {_w}", "MiB", _w, False, _peak("server"), "{:,.1f}"))
-    METRICS.append(Metric(f"peak_rss_client_mib[{_w}]", f"peak RSS client, {_w}", "MiB", _w, False, _peak("client"), "{:,.1f}"))
+    METRICS.append(
+        Metric(f"peak_rss_server_mib[{_w}]", f"peak RSS server, {_w}", "MiB", _w, False, _peak("server"), "{:,.1f}")
+    )
+    METRICS.append(
+        Metric(f"peak_rss_client_mib[{_w}]", f"peak RSS client, {_w}", "MiB", _w, False, _peak("client"), "{:,.1f}")
+    )
 
 
 @dataclass(frozen=True)
@@ -1665,7 +1637,11 @@ def figures(trials: list[Trial], impls: list[str]) -> dict[str, dict[str, Any]]:
                     v = fig.get("tofu")
                 else:
                     v = fig.get(f"tofu/{tg.against}")
-                ok = None if v is None else (v >= tg.value if tg.op == ">=" else v <= tg.value if tg.op == "<=" else v < tg.value)
+                ok = (
+                    None
+                    if v is None
+                    else (v >= tg.value if tg.op == ">=" else v <= tg.value if tg.op == "<=" else v < tg.value)
+                )
                 checks.append({"target": tg.text, "ok": ok})
             fig["targets"] = checks
             out[f"{m.key}/{transport}"] = fig
@@ -1702,14 +1678,16 @@ def _table_rows(figs: dict[str, dict[str, Any]], impls: list[str], peak: bool) -
     return rows
 
 
-def render(figs: dict[str, dict[str, Any]], impls: list[str], meta: dict[str, Any], errors: list[str], console: Any) -> None:
+def render(
+    figs: dict[str, dict[str, Any]], impls: list[str], meta: dict[str, Any], errors: list[str], console: Any
+) -> None:
     head = ["figure", "unit", "via"] + impls + ["tofu/pyzmq", "tofu/floor", "target"]
     rows = _table_rows(figs, impls, peak=False)
-    peak_rows = [r[:3 + len(impls)] for r in _table_rows(figs, impls, peak=True)]
+    peak_rows = [r[: 3 + len(impls)] for r in _table_rows(figs, impls, peak=True)]
     title = (
         f"tofu bench — median of {meta['repeat']} run(s); loopback; "
-        f"{meta['cpus']} CPUs; {meta['python']}; {meta['pyzmq'] or 'pyzmq absent'}"
-        + ("; tofu WITH the wake-up workaround" if meta.get("tofu_wakeup_fix") else "")
+        f"{meta['cpus']} CPUs, load {meta['loadavg_before']:.1f}→{meta['loadavg_after']:.1f}; "
+        f"{meta['python']}; {meta['pyzmq'] or 'pyzmq absent'}"
     )
     if console is not None:
         from rich.table import Table
@@ -1744,6 +1722,30 @@ def render(figs: dict[str, dict[str, Any]], impls: list[str], meta: dict[str, An
         print("error", e)
 
 
+def _warnings(trials: list[Trial]) -> list[str]:
+    """What went wrong without failing a trial: a Bye exchange that did not
+    finish, messages a side did not expect, and how often the engine warned
+    that its pool ran empty."""
+    out = []
+    pool_empty: dict[str, list[int]] = {}
+    for t in trials:
+        for side in ("server", "client"):
+            r = t.server if side == "server" else t.client
+            where = f"{t.workload.name} {t.transport} {t.impl} run {t.run + 1} {side}"
+            if r.get("clean_close") is False:
+                out.append(f"{where}: channels did not close within {t.spec['close_timeout']:.0f} s after Bye")
+            if r.get("unexpected"):
+                out.append(f"{where}: {r['unexpected']} unexpected message(s)")
+            if r.get("pool_empty"):
+                pool_empty.setdefault(t.workload.name, []).append(r["pool_empty"])
+    for w, counts in pool_empty.items():
+        out.append(
+            f"{w}: tofu sent the application {min(counts)}-{max(counts)} pool_empty warnings per process and run "
+            "(the pool, Options.max_pool_msgs, is smaller than one I/O batch)"
+        )
+    return out
+
+
 def _split(value: str, allowed: tuple[str, ...] | list[str], what: str) -> list[str]:
     items = [x.strip() for x in value.split(",") if x.strip()]
     if items == ["all"]:
@@ -1752,6 +1754,26 @@ def _split(value: str, allowed: tuple[str, ...] | list[str], what: str) -> list[
     if bad:
         raise SystemExit(f"unknown {what}: {', '.join(bad)} (choose from {', '.join(allowed)})")
     return items
+
+
+def _tofu_options(text: str) -> dict[str, int]:
+    """`k=v,k=v` -> keyword arguments of tofu.Options (checked here, in the parent)."""
+    import dataclasses
+
+    import tofu
+
+    names = {f.name for f in dataclasses.fields(tofu.Options)}
+    out: dict[str, int] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key.strip() not in names:
+            raise SystemExit(f"--tofu-options: {item!r} is not NAME=INT with NAME in {', '.join(sorted(names))}")
+        try:
+            out[key.strip()] = int(value)
+        except ValueError:
+            raise SystemExit(f"--tofu-options: {item!r}: {value!r} is not an integer") from None
+    tofu.Options(**out)
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1774,7 +1796,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--impls", default="tofu,pyzmq,floor", help="comma-separated: tofu,pyzmq,floor")
     parser.add_argument("--clients", type=int, default=100, help="fan-in: client connections (default 100)")
     parser.add_argument("--idle", type=int, default=1000, help="idle connections in the memory workload (default 1000)")
-    parser.add_argument("--window", type=int, default=64, help="outstanding requests in the pipeline workload (default 64)")
+    parser.add_argument(
+        "--window", type=int, default=64, help="outstanding requests in the pipeline workload (default 64)"
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a trial is killed (default 120)")
     parser.add_argument(
         "--retries",
@@ -1789,9 +1813,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds without progress after which a trial counts as stalled (default 5)",
     )
     parser.add_argument(
-        "--tofu-wakeup-fix",
-        action="store_true",
-        help="work around the engine's lost wake-up bug in the tofu processes (off by default; see README)",
+        "--tofu-options",
+        default="",
+        metavar="K=V,...",
+        help="tofu.Options for the tofu processes, e.g. max_pool_msgs=4096,max_queued_msgs=8192 (default: defaults)",
     )
     parser.add_argument("--json", metavar="FILE", help="write the raw figures and every run as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -1808,8 +1833,9 @@ def run(args: argparse.Namespace) -> int:
         impls.remove("pyzmq")
         notes.append("pyzmq is absent (pip install 'tofu[bench]'): only tofu and floor run")
     args.impl_list = impls
-    if args.tofu_wakeup_fix and "tofu" in impls:
-        notes.append("tofu runs with the bench's lost-wake-up workaround (--tofu-wakeup-fix)")
+    args.tofu_options_dict = _tofu_options(args.tofu_options)
+    if args.tofu_options_dict:
+        notes.append(f"tofu runs with Options({args.tofu_options})")
     if args.repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     raise_nofile_limit()
@@ -1841,6 +1867,7 @@ def run(args: argparse.Namespace) -> int:
             transient=False,
         )
     started = time.monotonic()
+    load_before = os.getloadavg()
     errors: list[str] = []
     with progress_ctx as progress:
         if progress is not None:
@@ -1884,13 +1911,21 @@ def run(args: argparse.Namespace) -> int:
         "idle": args.idle,
         "window": args.window,
         "seconds": round(time.monotonic() - started, 1),
+        # Other processes on the machine skew every figure: the 1-minute load
+        # average before and after the run says how quiet it was.
+        "loadavg_before": round(load_before[0], 2),
+        "loadavg_after": round(os.getloadavg()[0], 2),
         "notes": notes,
-        "tofu_wakeup_fix": args.tofu_wakeup_fix,
+        "tofu_options": args.tofu_options_dict,
         "failed_attempts": sum(len(t.failures) for t in trials),
         "failed_trials": sum(1 for t in trials if t.error),
     }
+    warnings = _warnings(trials)
+    meta["warnings"] = warnings
     figs = figures(trials, impls)
     render(figs, impls, meta, errors, console)
+    for w in warnings:
+        (console.print if console else print)(f"warning: {w}")
     if args.json:
         doc = {
             "meta": meta,

@@ -1,0 +1,96 @@
+"""The benchmark harness runs end to end and reports what it promises.
+
+One tiny workload in the quickest mode: a server and a client process per
+implementation over loopback TCP. Nothing here asserts a timing: only that
+every figure exists, is a positive number, and that the table and the JSON
+carry the expected keys.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+bench = pytest.importorskip("tofu.bench")
+
+ARGS = [
+    "--quick",
+    "--repeat",
+    "1",
+    "--workloads",
+    "oneway-64",
+    "--transports",
+    "tcp",
+    "--messages",
+    "2000",
+    "--no-progress",
+    "--timeout",
+    "20",
+    "--stall-timeout",
+    "3",
+]
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_quick_bench_reports_every_figure(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = bench.main([*ARGS, "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+
+    doc = json.loads(out.read_text())
+    assert set(doc) >= {"meta", "figures", "targets", "trials", "errors"}
+    assert doc["errors"] == []
+    impls = doc["meta"]["impls"]
+    assert "tofu" in impls and "floor" in impls
+    if bench.have_pyzmq() is not None:
+        assert "pyzmq" in impls
+
+    for key in ("oneway_64_msgs/tcp", "oneway_64_e2e_msgs/tcp", "peak_rss_server_mib[oneway-64]/tcp"):
+        fig = doc["figures"][key]
+        assert fig["transport"] == "tcp"
+        for impl in impls:
+            assert _positive(fig[impl]), (key, impl, fig)
+            assert fig["runs"][impl] and all(_positive(v) for v in fig["runs"][impl])
+    fig = doc["figures"]["oneway_64_msgs/tcp"]
+    assert _positive(fig["tofu/floor"])
+    assert [c["target"] for c in fig["targets"]] == ["≥0.5x pyzmq", "≥0.5x floor"]
+
+    assert len(doc["trials"]) == len(impls)
+    for t in doc["trials"]:
+        assert t["error"] is None
+        assert _positive(t["server"]["seconds"]) and _positive(t["server"]["rss_peak"])
+        assert _positive(t["client"]["rss_peak"])
+
+    assert "one-way 64 B" in printed and "tofu/floor" in printed
+
+
+def test_bench_runs_without_pyzmq(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "have_pyzmq", lambda: None)
+    out = tmp_path / "bench.json"
+    rc = bench.main([*ARGS, "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["impls"] == ["tofu", "floor"]
+    assert any("pyzmq is absent" in n for n in doc["meta"]["notes"])
+    assert "pyzmq is absent" in printed
+    fig = doc["figures"]["oneway_64_msgs/tcp"]
+    assert _positive(fig["tofu"]) and _positive(fig["floor"])
+    assert "pyzmq" not in fig["runs"]
+
+
+def test_module_entry_point_help():
+    r = subprocess.run(
+        [sys.executable, "-m", "tofu.bench", "--help"], check=False, capture_output=True, text=True, timeout=30
+    )
+    assert r.returncode == 0
+    for option in ("--quick", "--repeat", "--messages", "--json", "--workloads", "--transports"):
+        assert option in r.stdout
