@@ -619,8 +619,13 @@ class Reactor:
         """Stop reading the group's sockets until its receiver catches up."""
         if group._paused:
             return
-        group._paused = True
         group._resume_requested = False
+        group._paused = True
+        # The receiver may have drained the queue since over_limit() looked:
+        # then it never saw _paused and will not ask to resume. Look again.
+        if group.pending() <= group._resume_at:
+            group._paused = False
+            return
         log.debug("pausing reads: a channel group holds %d messages", group.pending())
         for ch in group.channels:
             if isinstance(ch, Connection) and not ch.connecting:

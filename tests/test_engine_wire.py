@@ -324,3 +324,29 @@ def test_pool_empty_is_signalled_once_per_shortage(server):
         warnings = [m for m in got if m.bhdr.status == AmpeStatus.pool_empty]
         assert len(warnings) == 1 and warnings[0].is_from_engine()
         assert warnings[0].bhdr.proto.op_code == OpCode.Signal
+
+
+def test_pause_does_not_stick_when_the_receiver_drains_first():
+    """The receiver empties the queue between the engine's over_limit() check
+    and its pause: reading must go on (it would stall forever otherwise)."""
+    with tofu.Reactor(tofu.Options(max_queued_msgs=8)) as rtr:
+        group = rtr.ampe().create()
+        _, port = tcp_listen(group)
+        drained: list[Message] = []
+        real_over_limit = group.over_limit
+
+        def over_limit_then_drain() -> bool:
+            over = real_over_limit()
+            if over and not drained:  # the receiver wins the race, once
+                while (msg := group.wait_receive(0)) is not None:
+                    drained.append(msg)
+            return over
+
+        group.over_limit = over_limit_then_drain  # type: ignore[method-assign]
+        with _raw_connect(port) as sock:
+            frames = [tofu.encode(make(OpCode.Signal, 1, b"%d" % i + b"." * 60000)) for i in range(40)]
+            sock.sendall(b"".join(frames))
+            got = [m for m in drained if m.bhdr.proto.op_code == OpCode.Signal]
+            while len(got) < 40:
+                got.append(recv(group))
+        assert [bytes(m.body).split(b".")[0] for m in got] == [b"%d" % i for i in range(40)]
