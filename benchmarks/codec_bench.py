@@ -98,7 +98,7 @@ def fast_encode(msg: tofu.Message) -> Callable[[int], None]:
     return run
 
 
-def fast_decode(msg: tofu.Message, factory: Callable[[], tofu.Message] = tofu.Message) -> Callable[[int], None]:
+def fast_decode(msg: tofu.Message, factory: Callable[[], tofu.Message] | None = None) -> Callable[[int], None]:
     data = tofu.encode(msg)
     feed = tofu.FrameDecoder(factory).feed
 

@@ -288,8 +288,7 @@ STAGES: list[tuple[str, str, str]] = [
     ("framing.py", "feed", "I/O: decoder.feed"),
     ("framing.py", "_decode", "I/O: decoder._decode own time"),
     ("~", "<method 'unpack_from' of '_struct.Struct' objects>", "I/O: Struct.unpack_from"),
-    ("reactor.py", "_new_incoming", "I/O: _new_incoming/get_for_engine"),
-    ("pool.py", "get_for_engine", "I/O: _new_incoming/get_for_engine"),
+    ("reactor.py", "_recycled", "I/O: _recycled/pool.get"),
     ("message.py", "set_byte", "I/O: proto.set_byte"),
     ("groups.py", "deliver", "deliver: group.deliver"),
     ("groups.py", "over_limit", "deliver: over_limit/qsize"),
@@ -376,7 +375,7 @@ def micro(number: int = 200_000) -> list[tuple[str, float]]:
 
         msg = build()
         t("Ampe.get(always) from a non-empty pool + Pool.put back", lambda: pool.put(ampe.get(A)))
-        t("Message() (what get/get_for_engine cost when the pool is empty)", tofu.Message)
+        t("Message() (what get(always) costs when the pool is empty)", tofu.Message)
         t("build: get + op_code + channel_number + body.append(64 B) + put", lambda: pool.put(build()))
 
         def post_one():
@@ -427,13 +426,13 @@ def micro(number: int = 200_000) -> list[tuple[str, float]]:
         chunk = frame * k
         for label, factory in (
             ("pool factory, pool refilled", None),
-            ("Message factory (from_wire fast path)", tofu.Message),
+            ("no recycling: Message.from_wire", "from_wire"),
         ):
             if factory is None:
                 p2 = Pool(k + 16, k + 16)
 
                 def fac(p2=p2):
-                    return p2.get_for_engine()[0]
+                    return p2.get(tofu.AllocationStrategy.poolOnly)
 
                 dec = FrameDecoder(fac)
 
@@ -448,7 +447,7 @@ def micro(number: int = 200_000) -> list[tuple[str, float]]:
                     (f"decoder.feed per 64 B frame ({label}), minus pool.put", best / reps / k * 1e6 - put_cost * 1e6)
                 )
             else:
-                dec = FrameDecoder(factory)
+                dec = FrameDecoder()
                 reps = 20
                 best = min(timeit.repeat(lambda dec=dec: dec.feed(chunk), number=reps, repeat=5))
                 out.append((f"decoder.feed per 64 B frame ({label})", best / reps / k * 1e6))

@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .generated import MAX_BODY_LEN, MAX_HEADERS_LEN, InvalidBodyLen, InvalidHeadersLen, InvalidOpCode
-from .generated.codec import HEADER_SIZE, NUM_OP_CODES, OP_CODE_MASK, pack_header, unpack_header
+from .generated.codec import HEADER_SIZE, NUM_OP_CODES, OP_CODE_MASK, PROTO_OFFSET, pack_header, unpack_header
 from .message import Message
 
 __all__ = ["encode", "encode_into", "FrameDecoder", "MAX_FRAME_SIZE"]
 
 MAX_FRAME_SIZE = HEADER_SIZE + MAX_HEADERS_LEN + MAX_BODY_LEN
 _VIEW_THRESHOLD = 4096  # decode through a memoryview from this many bytes on
-_KEEP_CAPACITY = 16 * 1024  # an empty pending buffer bigger than this is given back
 
 
 def _check_lengths(thl: int, bl: int) -> None:
@@ -66,20 +65,20 @@ class FrameDecoder:
     """Turns a byte stream into Messages, whatever the split points.
 
     It keeps at most one partial frame between calls and never waits for more
-    bytes than the header promised. `factory` makes the Message to fill (the
-    engine passes its pool). A frame with an invalid op code raises
-    InvalidOpCode; the complete frames before it are on the error's `frames`
-    attribute, and the decoder stays broken (every later feed raises again):
-    a stream cannot be trusted past a bad frame.
+    bytes than the header promised. `recycle`, if given, is called for each
+    frame and may return a used Message to fill (the engine passes its pool);
+    when it returns None, or without it, a new Message is built. A frame with
+    an invalid op code raises InvalidOpCode as soon as its header is in; the
+    complete frames before it are on the error's `frames` attribute, and the
+    decoder stays broken (every later feed raises again): a stream cannot be
+    trusted past a bad frame.
     """
 
-    __slots__ = ("_pending", "_factory", "_from_wire", "_error")
+    __slots__ = ("_pending", "_recycle", "_error")
 
-    def __init__(self, factory: Callable[[], Message] = Message) -> None:
+    def __init__(self, recycle: Callable[[], Message | None] | None = None) -> None:
         self._pending = bytearray()
-        self._factory = factory
-        # with the default factory, frames are built directly from the wire fields
-        self._from_wire = Message.from_wire if factory is Message else None
+        self._recycle = recycle
         self._error: InvalidOpCode | None = None
 
     @property
@@ -91,29 +90,51 @@ class FrameDecoder:
         """Take the next bytes of the stream; return every frame now complete."""
         if self._error is not None:
             raise self._error
-        if self._pending:
-            self._pending += data
-            data = self._pending
         frames: list[Message] = []
+        if self._pending:
+            # Complete the held frame with just the bytes it still needs, then
+            # decode the rest straight from `data`: a large chunk is never
+            # copied into the pending buffer.
+            data = memoryview(data)
+            used = self._complete_pending(data, frames)
+            if self._pending:
+                return frames  # `data` ended inside the held frame
+            data = data[used:]
         pos = self._decode(data, frames)
-        if data is self._pending:
-            del self._pending[:pos]
-            if not self._pending and self._pending.__sizeof__() > _KEEP_CAPACITY:
-                self._pending = bytearray()  # an idle stream keeps no big buffer
-        elif pos < len(data):
+        if pos < len(data):
             self._pending = bytearray(data[pos:])
         return frames
+
+    def _complete_pending(self, data: memoryview, frames: list[Message]) -> int:
+        """Move bytes from `data` into the held frame; decode it once whole.
+        Returns how many bytes of `data` were used."""
+        pending = self._pending
+        used = 0
+        if len(pending) < HEADER_SIZE:
+            used = HEADER_SIZE - len(pending)
+            pending += data[:used]
+            if len(pending) < HEADER_SIZE:
+                return used
+        *_, thl, bl = unpack_header(pending)
+        if pending[PROTO_OFFSET] & OP_CODE_MASK >= NUM_OP_CODES:
+            self._decode(pending, frames)  # raises, without waiting for the payload
+        missing = HEADER_SIZE + thl + bl - len(pending)
+        pending += data[used : used + missing]
+        used += missing
+        if self._decode(pending, frames):
+            self._pending = bytearray()
+        return used
 
     def _decode(self, data: bytes | bytearray | memoryview, frames: list[Message]) -> int:
         """Append each complete frame in `data` to `frames`; return bytes used."""
         end_of_data = len(data)
         if end_of_data < HEADER_SIZE:
             return 0
-        factory = self._factory
-        from_wire = self._from_wire
+        recycle = self._recycle
+        from_wire = Message.from_wire
         # Slicing a memoryview copies nothing: worth it once bodies are large
         # (the copy into the Message is then the only one), not for small chunks.
-        view = memoryview(data) if end_of_data >= _VIEW_THRESHOLD else data
+        view = memoryview(data) if end_of_data >= _VIEW_THRESHOLD and not isinstance(data, memoryview) else data
         pos = 0
         try:
             while end_of_data - pos >= HEADER_SIZE:
@@ -130,10 +151,10 @@ class FrameDecoder:
                 end = split + bl
                 if end > end_of_data:
                     break
-                if from_wire is not None:
+                msg = recycle() if recycle is not None else None
+                if msg is None:
                     msg = from_wire(channel_number, proto, status, message_id, view[start:split], view[split:end])
                 else:
-                    msg = factory()
                     bh = msg.bhdr
                     bh.channel_number = channel_number
                     bh.status = status
@@ -146,5 +167,5 @@ class FrameDecoder:
                 pos = end
         finally:
             if view is not data:
-                view.release()  # so that feed() may resize its pending buffer
+                view.release()
         return pos

@@ -38,8 +38,7 @@ from .generated import (
     ShutdownStarted,
     WrongAddress,
 )
-from .generated.codec import NUM_OP_CODES
-from .message import OP_CODES, BinaryHeader, Message
+from .message import BinaryHeader, Message
 
 if TYPE_CHECKING:
     from .reactor import Reactor
@@ -49,7 +48,17 @@ __all__ = ["ChannelGroup"]
 # Message ids are unique across the process, as in the reference.
 _message_ids = itertools.count(FIRST_MESSAGE_ID)
 
-_OPENS_CHANNEL = (OpCode.WelcomeRequest, OpCode.HelloRequest)
+# What post() checks of each op code, looked up once per message:
+# op code -> (member, is a response, is regular, opens a channel).
+_OP_CHECKS: dict[int, tuple[OpCode, bool, bool, bool]] = {
+    op: (
+        op,
+        OP_ROLE[op] is MessageRole.response,
+        OP_TYPE[op] is MessageType.regular,
+        op in (OpCode.WelcomeRequest, OpCode.HelloRequest),
+    )
+    for op in OpCode
+}
 
 
 class _Shutdown:
@@ -94,21 +103,21 @@ class ChannelGroup:
             raise NullMessage("post() needs a message")
         bh = msg.bhdr  # raises NotAllowed if msg was already posted
         proto = bh.proto
-        op = proto.op_code
-        if not 0 <= op < NUM_OP_CODES:
-            raise InvalidOpCode(f"invalid op code {op}")
-        op = OP_CODES[op]
-        if OP_ROLE[op] is MessageRole.response and bh.message_id == 0:
+        checks = _OP_CHECKS.get(proto.op_code)
+        if checks is None:
+            raise InvalidOpCode(f"invalid op code {proto.op_code!r}")
+        op, is_response, is_regular, opens = checks
+        if is_response and bh.message_id == 0:
             raise InvalidMessageId(f"a {op.name} needs the message id of its request")
-        if proto.more and OP_TYPE[op] is not MessageType.regular:
+        if proto.more and not is_regular:
             raise InvalidMoreUsage(f"the more flag is only for Request, Response and Signal, not {op.name}")
-        opens = op in _OPENS_CHANNEL
         number = bh.channel_number
         if number == 0 and not opens:
             raise InvalidChannelNumber(f"{op.name} needs the channel number of an open channel")
-        if len(msg.thdrs._buf) > MAX_HEADERS_LEN:
-            raise InvalidHeadersLen(f"text headers are {len(msg.thdrs._buf)} bytes, at most {MAX_HEADERS_LEN} fit")
-        if opens and not msg.thdrs._buf:
+        thdrs = msg.thdrs._buf
+        if len(thdrs) > MAX_HEADERS_LEN:
+            raise InvalidHeadersLen(f"text headers are {len(thdrs)} bytes, at most {MAX_HEADERS_LEN} fit")
+        if opens and not thdrs:
             raise WrongAddress(f"a {op.name} needs an address header")
         if len(msg.body._buf) > MAX_BODY_LEN:
             raise InvalidBodyLen(f"body is {len(msg.body._buf)} bytes, at most {MAX_BODY_LEN} fit")

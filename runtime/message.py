@@ -56,6 +56,9 @@ PROTO_FIELDS: tuple[tuple[OpCode | int, OriginFlag, MoreMessagesFlag, int, int],
     for b in range(256)
 )
 
+_new = object.__new__  # an instance without running __init__ (slots set right after)
+_REQUEST, _APPLICATION, _LAST = OpCode.Request, OriginFlag.application, MoreMessagesFlag.last
+
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"  # text headers round-trip any bytes a peer sends
 
@@ -108,7 +111,10 @@ class ProtoFields:
         return pf
 
     def copy(self) -> ProtoFields:
-        return ProtoFields(self.op_code, self.origin, self.more, self.internal_a, self.internal_b)
+        pf = _new(ProtoFields)
+        pf.op_code, pf.origin, pf.more = self.op_code, self.origin, self.more
+        pf.internal_a, pf.internal_b = self.internal_a, self.internal_b
+        return pf
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProtoFields):
@@ -142,17 +148,17 @@ class BinaryHeader:
         self.message_id = message_id
 
     def reset(self) -> None:
-        self.channel_number = 0
-        self.status = 0
-        self.message_id = 0
+        self.channel_number = self.status = self.message_id = 0
         p = self.proto
-        p.op_code = OpCode.Request
-        p.origin = OriginFlag.application
-        p.more = MoreMessagesFlag.last
-        p.internal_a = p.internal_b = 0
+        p.op_code, p.origin, p.more, p.internal_a, p.internal_b = _REQUEST, _APPLICATION, _LAST, 0, 0
 
     def copy(self) -> BinaryHeader:
-        return BinaryHeader(self.channel_number, self.proto.copy(), self.status, self.message_id)
+        bh = _new(BinaryHeader)
+        bh.channel_number = self.channel_number
+        bh.proto = self.proto.copy()
+        bh.status = self.status
+        bh.message_id = self.message_id
+        return bh
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BinaryHeader):
@@ -274,7 +280,6 @@ class Body:
 
 
 _PARTS = frozenset(("bhdr", "thdrs", "body"))
-_new = object.__new__  # an instance without running __init__ (slots set right after)
 
 
 class Message:
@@ -283,9 +288,16 @@ class Message:
     __slots__ = ("bhdr", "thdrs", "body")
 
     def __init__(self, op_code: OpCode = OpCode.Request) -> None:
-        self.bhdr = BinaryHeader(proto=ProtoFields(op_code))
-        self.thdrs = TextHeaders()
-        self.body = Body()
+        # Built slot by slot: a Message is made for every message the pool lacks.
+        pf = _new(ProtoFields)
+        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, _APPLICATION, _LAST, 0, 0
+        bh = _new(BinaryHeader)
+        bh.channel_number, bh.proto, bh.status, bh.message_id = 0, pf, 0, 0
+        th = _new(TextHeaders)
+        th._buf = bytearray()
+        body = _new(Body)
+        body._buf = bytearray()
+        self.bhdr, self.thdrs, self.body = bh, th, body
 
     def __getattr__(self, name: str) -> object:
         # Only reached when a part is missing, i.e. after post() moved it out.
@@ -314,8 +326,8 @@ class Message:
     def reset(self) -> None:
         """Back to a fresh Request with no headers and no body."""
         self.bhdr.reset()
-        self.thdrs.clear()
-        self.body.clear()
+        self.thdrs._buf.clear()
+        self.body._buf.clear()
 
     def copy(self) -> Message:
         """A deep copy."""

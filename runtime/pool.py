@@ -46,13 +46,6 @@ class Pool:
                 return None
             return Message()
 
-    def get_for_engine(self) -> tuple[Message, bool]:
-        """A message for incoming data, and whether the pool was empty."""
-        try:
-            return self._free.pop(), False
-        except IndexError:
-            return Message(), True
-
     def put(self, msg: Message | None) -> None:
         """Reset `msg` and keep it, or drop it when the pool is full.
 

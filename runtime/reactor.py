@@ -297,7 +297,7 @@ class Reactor:
         group.deliver(msg)
 
     def _engine_signal(self, status: AmpeStatus, channel_number: int, message_id: int) -> Message:
-        msg, _ = self.pool.get_for_engine()
+        msg = self.pool.get(AllocationStrategy.always)
         bh = msg.bhdr
         bh.proto.op_code = OpCode.Signal
         bh.proto.origin = OriginFlag.engine
@@ -306,10 +306,11 @@ class Reactor:
         bh.message_id = message_id
         return msg
 
-    def _new_incoming(self) -> Message:
-        """A message for an incoming frame (the decoders' factory)."""
-        msg, was_empty = self.pool.get_for_engine()
-        if was_empty:
+    def _recycled(self) -> Message | None:
+        """A pooled message for an incoming frame, or None (the decoder then
+        makes one) when the pool is empty: the application hears of it."""
+        msg = self.pool.get(AllocationStrategy.poolOnly)
+        if msg is None:
             self._pool_ran_dry = True
         return msg
 
@@ -409,7 +410,7 @@ class Reactor:
                 self.numbers.release(number)
                 sock.close()
                 continue
-            conn = Connection(number, group, 0, FrameDecoder(self._new_incoming))
+            conn = Connection(number, group, 0, FrameDecoder(self._recycled))
             conn.sock = sock
             self._channels[number] = conn
             group.channels.add(conn)
@@ -419,7 +420,7 @@ class Reactor:
     # ---- connections
 
     def _open_connection(self, group: ChannelGroup, msg: Message) -> None:
-        conn = Connection(msg.bhdr.channel_number, group, msg.bhdr.message_id, FrameDecoder(self._new_incoming))
+        conn = Connection(msg.bhdr.channel_number, group, msg.bhdr.message_id, FrameDecoder(self._recycled))
         conn.sendq.append(msg)  # the HelloRequest goes out first
         conn.connecting = True
         self._channels[conn.number] = conn
