@@ -23,7 +23,7 @@ from .addresses import (
     parse_url,
 )
 from .framing import MAX_FRAME_SIZE, FrameDecoder, encode, encode_into
-from .generated import *  # noqa: F403  (enums, errors, limits; see generated/__init__.py)
+from .generated import *
 from .generated import __all__ as _generated_all
 from .groups import ChannelGroup
 from .message import BinaryHeader, Body, Message, ProtoFields, TextHeaders

@@ -22,11 +22,11 @@ from .generated import (
 from .message import Message
 
 __all__ = [
+    "Address",
     "TCPClientAddress",
     "TCPServerAddress",
     "UDSClientAddress",
     "UDSServerAddress",
-    "Address",
     "parse_address",
     "parse_address_value",
     "parse_url",

@@ -14,13 +14,13 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .framing import FrameDecoder
-from .generated import CHANNEL_MAX, CHANNEL_MIN
+from .generated import CHANNEL_MAX, CHANNEL_MIN, AmpeStatus
 from .message import Message
 
 if TYPE_CHECKING:
     from .groups import ChannelGroup
 
-__all__ = ["ChannelNumbers", "Channel", "Listener", "Connection"]
+__all__ = ["Channel", "ChannelNumbers", "Connection", "Listener"]
 
 
 class ChannelNumbers:
@@ -65,7 +65,7 @@ class ChannelNumbers:
 class Channel:
     """What every channel has: its number, its group and its socket."""
 
-    __slots__ = ("number", "group", "sock", "first_mid", "events", "closed")
+    __slots__ = ("closed", "events", "first_mid", "group", "number", "sock")
 
     def __init__(self, number: int, group: ChannelGroup, first_mid: int) -> None:
         self.number = number
@@ -81,7 +81,7 @@ class Channel:
 class Listener(Channel):
     """A listening socket; accepted connections join the listener's group."""
 
-    __slots__ = ("uds_path", "uds_inode")
+    __slots__ = ("uds_inode", "uds_path")
 
     def __init__(self, number: int, group: ChannelGroup, first_mid: int) -> None:
         super().__init__(number, group, first_mid)
@@ -99,14 +99,14 @@ class Connection(Channel):
     """
 
     __slots__ = (
-        "decoder",
-        "sendq",
-        "outbuf",
-        "inflight",
-        "connecting",
-        "bye_sent",
-        "bye_received",
         "bye_done",
+        "bye_received",
+        "bye_sent",
+        "connecting",
+        "decoder",
+        "inflight",
+        "outbuf",
+        "sendq",
     )
 
     def __init__(self, number: int, group: ChannelGroup, first_mid: int, decoder: FrameDecoder) -> None:
@@ -119,3 +119,11 @@ class Connection(Channel):
         self.bye_sent = False  # a ByeRequest or ByeResponse went out: send nothing more
         self.bye_received = False  # the peer sent ByeRequest
         self.bye_done = False  # the Bye exchange is complete: a reset now is a normal close
+
+    def ended_status(self) -> AmpeStatus:
+        """What the peer's end of the stream means now. Once either side has
+        said bye it is the expected close (the reference even resets the
+        connection right after a Bye exchange); before, the peer vanished."""
+        if self.bye_sent or self.bye_received:
+            return AmpeStatus.channel_closed
+        return AmpeStatus.peer_disconnected

@@ -13,20 +13,43 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .generated import MAX_BODY_LEN, MAX_HEADERS_LEN, InvalidBodyLen, InvalidHeadersLen, InvalidOpCode
-from .generated.codec import HEADER_SIZE, NUM_OP_CODES, OP_CODE_MASK, PROTO_OFFSET, pack_header, unpack_header
+from .generated.codec import (
+    HEADER_SIZE,
+    INTERNAL_A_SHIFT,
+    INTERNAL_B_SHIFT,
+    MORE_SHIFT,
+    NUM_OP_CODES,
+    OP_CODE_MASK,
+    OP_CODE_SHIFT,
+    ORIGIN_SHIFT,
+    PROTO_OFFSET,
+    pack_header,
+    unpack_header,
+)
 from .message import Message
 
-__all__ = ["encode", "encode_into", "FrameDecoder", "MAX_FRAME_SIZE"]
+__all__ = ["MAX_FRAME_SIZE", "FrameDecoder", "encode", "encode_into"]
 
 MAX_FRAME_SIZE = HEADER_SIZE + MAX_HEADERS_LEN + MAX_BODY_LEN
 _VIEW_THRESHOLD = 4096  # decode through a memoryview from this many bytes on
 
 
-def _check_lengths(thl: int, bl: int) -> None:
+def _header(msg: Message, thl: int, bl: int) -> bytes:
+    """The 16-byte binary header of `msg` with the given part lengths."""
     if thl > MAX_HEADERS_LEN:
         raise InvalidHeadersLen(f"text headers are {thl} bytes, at most {MAX_HEADERS_LEN} fit")
     if bl > MAX_BODY_LEN:
         raise InvalidBodyLen(f"body is {bl} bytes, at most {MAX_BODY_LEN} fit")
+    bh = msg.bhdr
+    p = bh.proto
+    proto = (
+        p.op_code << OP_CODE_SHIFT
+        | p.origin << ORIGIN_SHIFT
+        | p.more << MORE_SHIFT
+        | p.internal_a << INTERNAL_A_SHIFT
+        | p.internal_b << INTERNAL_B_SHIFT
+    )
+    return pack_header(bh.channel_number, proto, bh.status, bh.message_id, thl, bl)
 
 
 def encode(msg: Message) -> bytes:
@@ -35,28 +58,14 @@ def encode(msg: Message) -> bytes:
     Raises InvalidHeadersLen / InvalidBodyLen when a part is over 65535 bytes."""
     th = msg.thdrs._buf
     body = msg.body._buf
-    thl = len(th)
-    bl = len(body)
-    if thl > MAX_HEADERS_LEN or bl > MAX_BODY_LEN:
-        _check_lengths(thl, bl)
-    bh = msg.bhdr
-    p = bh.proto
-    proto = p.op_code | p.origin << 4 | p.more << 5 | p.internal_a << 6 | p.internal_b << 7
-    return pack_header(bh.channel_number, proto, bh.status, bh.message_id, thl, bl) + th + body
+    return _header(msg, len(th), len(body)) + th + body
 
 
 def encode_into(out: bytearray, msg: Message) -> None:
     """Append the frame of `msg` to `out` (to send many frames in one call)."""
     th = msg.thdrs._buf
     body = msg.body._buf
-    thl = len(th)
-    bl = len(body)
-    if thl > MAX_HEADERS_LEN or bl > MAX_BODY_LEN:
-        _check_lengths(thl, bl)
-    bh = msg.bhdr
-    p = bh.proto
-    proto = p.op_code | p.origin << 4 | p.more << 5 | p.internal_a << 6 | p.internal_b << 7
-    out += pack_header(bh.channel_number, proto, bh.status, bh.message_id, thl, bl)
+    out += _header(msg, len(th), len(body))
     out += th
     out += body
 
@@ -74,7 +83,7 @@ class FrameDecoder:
     trusted past a bad frame.
     """
 
-    __slots__ = ("_pending", "_recycle", "_error")
+    __slots__ = ("_error", "_pending", "_recycle")
 
     def __init__(self, recycle: Callable[[], Message | None] | None = None) -> None:
         self._pending = bytearray()

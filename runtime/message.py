@@ -37,7 +37,7 @@ from .generated.codec import (
     pack_proto,
 )
 
-__all__ = ["ProtoFields", "BinaryHeader", "TextHeaders", "Body", "Message"]
+__all__ = ["BinaryHeader", "Body", "Message", "ProtoFields", "TextHeaders"]
 
 # Raw bit values -> enum members, by index: cheaper than calling the enum.
 OP_CODES: tuple[OpCode, ...] = tuple(OpCode)
@@ -66,7 +66,7 @@ _ERRORS = "surrogateescape"  # text headers round-trip any bytes a peer sends
 class ProtoFields:
     """The `proto` byte: op code, origin, more flag and two internal triggers."""
 
-    __slots__ = ("op_code", "origin", "more", "internal_a", "internal_b")
+    __slots__ = ("internal_a", "internal_b", "more", "op_code", "origin")
 
     def __init__(
         self,
@@ -133,7 +133,7 @@ class BinaryHeader:
     computed from the parts whenever the message is encoded.
     """
 
-    __slots__ = ("channel_number", "proto", "status", "message_id")
+    __slots__ = ("channel_number", "message_id", "proto", "status")
 
     def __init__(
         self,
@@ -285,7 +285,7 @@ _PARTS = frozenset(("bhdr", "thdrs", "body"))
 class Message:
     """A tofu message: `bhdr` (BinaryHeader), `thdrs` (TextHeaders), `body` (Body)."""
 
-    __slots__ = ("bhdr", "thdrs", "body")
+    __slots__ = ("bhdr", "body", "thdrs")
 
     def __init__(self, op_code: OpCode = OpCode.Request) -> None:
         # Built slot by slot: a Message is made for every message the pool lacks.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Options", "DEFAULT_INITIAL_POOL_MSGS", "DEFAULT_MAX_POOL_MSGS", "DEFAULT_MAX_QUEUED_MSGS"]
+__all__ = ["DEFAULT_INITIAL_POOL_MSGS", "DEFAULT_MAX_POOL_MSGS", "DEFAULT_MAX_QUEUED_MSGS", "Options"]
 
 DEFAULT_INITIAL_POOL_MSGS = 16
 DEFAULT_MAX_POOL_MSGS = 64

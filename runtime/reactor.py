@@ -48,7 +48,7 @@ from .options import Options
 from .pool import AllocationStrategy, Pool
 from .sockets import Resolved, finish_connect, listen, needs_resolving, resolve, start_connect, tune, unlink_uds
 
-__all__ = ["Reactor", "Ampe"]
+__all__ = ["Ampe", "Reactor"]
 
 log = logging.getLogger("tofu")
 
@@ -476,21 +476,17 @@ class Reactor:
         except (BlockingIOError, InterruptedError):
             return
         except ConnectionResetError:
-            # The reference resets the connection right after a Bye exchange.
-            self._close(conn, AmpeStatus.channel_closed if conn.bye_sent else AmpeStatus.peer_disconnected)
+            self._close(conn, conn.ended_status())
             return
         except OSError as exc:
             log.info("channel %d: recv failed: %s", conn.number, exc)
             self._close(conn, AmpeStatus.recv_failed)
             return
         if n == 0:
-            if conn.bye_sent or conn.bye_received:
-                status = AmpeStatus.channel_closed
-            elif conn.decoder.pending:
+            status = conn.ended_status()
+            if status is AmpeStatus.peer_disconnected and conn.decoder.pending:
                 log.warning("channel %d: peer closed in the middle of a frame", conn.number)
                 status = AmpeStatus.communication_failed
-            else:
-                status = AmpeStatus.peer_disconnected
             self._close(conn, status)
             return
 
@@ -567,7 +563,7 @@ class Reactor:
             except (BlockingIOError, InterruptedError):
                 n = 0
             except (BrokenPipeError, ConnectionResetError):
-                self._close(conn, AmpeStatus.channel_closed if conn.bye_done else AmpeStatus.peer_disconnected)
+                self._close(conn, conn.ended_status())
                 return
             except OSError as exc:
                 log.info("channel %d: send failed: %s", conn.number, exc)

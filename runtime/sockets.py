@@ -16,7 +16,7 @@ import stat
 from .addresses import Address, TCPClientAddress, TCPServerAddress, UDSClientAddress, UDSServerAddress
 from .generated import ConnectFailed, InvalidAddress, ListenFailed, UDSPathNotFound
 
-__all__ = ["resolve", "needs_resolving", "listen", "start_connect", "finish_connect", "tune", "unlink_uds"]
+__all__ = ["finish_connect", "listen", "needs_resolving", "resolve", "start_connect", "tune", "unlink_uds"]
 
 log = logging.getLogger("tofu")
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import tofu
 from tofu import AmpeStatus, Message, OpCode
@@ -121,3 +122,13 @@ def wait_for_eof(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
         if not chunk:
             return bytes(data)
         data += chunk
+
+
+@contextlib.contextmanager
+def plain_listener() -> Iterator[tuple[socket.socket, int]]:
+    """A plain listening socket on 127.0.0.1 (it reads nothing by itself): (socket, port)."""
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        lsock.settimeout(TIMEOUT)
+        yield lsock, lsock.getsockname()[1]

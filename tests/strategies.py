@@ -10,9 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from hypothesis import strategies as st
-
 import tofu
+from hypothesis import strategies as st
 
 # ---------------------------------------------------------------- text headers
 
@@ -36,7 +35,7 @@ headers = st.lists(st.tuples(header_names, header_values), max_size=6)
 
 def headers_bytes(hdrs: list[tuple[str, str]]) -> bytes:
     """The wire form of `hdrs`, written independently of TextHeaders."""
-    return b"".join(f"{n}:{v}\r\n".encode("utf-8") for n, v in hdrs)
+    return b"".join(f"{n}:{v}\r\n".encode() for n, v in hdrs)
 
 
 # ---------------------------------------------------------------- bodies

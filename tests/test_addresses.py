@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+import tofu
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import tofu
 
 
 def formatted(addr) -> tofu.Message:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import tofu
@@ -18,12 +17,6 @@ from tofu.aio import AsyncChannelGroup
 
 OP = tofu.OpCode
 TIMEOUT = 10.0
-
-
-@pytest.fixture
-def rtr() -> Iterator[tofu.Reactor]:
-    with tofu.Reactor() as reactor:
-        yield reactor
 
 
 def connect_pair(ampe: tofu.Ampe) -> tuple[tofu.ChannelGroup, tofu.ChannelGroup, int, int]:

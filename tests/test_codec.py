@@ -10,11 +10,10 @@ from __future__ import annotations
 import struct
 
 import pytest
+import tofu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import FrameSpec, assert_construct_is, assert_message_is, frame_specs, ival
-
-import tofu
 from tofu.generated import codec, structs
 
 FRAME_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -294,7 +293,7 @@ def test_error_classes_are_distinct() -> None:
 @pytest.mark.parametrize("raw", range(256))
 def test_raw_to_status_and_error(raw: int) -> None:
     status = tofu.raw_to_status(raw)
-    expected = raw if raw < 31 else 31  # 31 and above read as unknown_error
+    expected = min(31, raw)  # 31 and above read as unknown_error
     assert status is tofu.AmpeStatus(expected)
     err = tofu.raw_to_error(raw)
     if raw == 0:

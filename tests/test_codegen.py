@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # codegen/ is a tool in the repository, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from codegen import generator  # noqa: E402
-from codegen.generator import SpecError, render_all, stale_files  # noqa: E402
+from codegen import generator
+from codegen.generator import SpecError, render_all, stale_files
 
 SPEC = ROOT / "spec" / "tofu.toml"
 GENERATED = ROOT / "generated"

@@ -7,19 +7,10 @@ import threading
 import time
 
 import pytest
-from engine_support import make, recv
-
 import tofu
+from engine_support import make, recv
 from tofu import AllocationStrategy, AmpeStatus, Message, OpCode, Options
 from tofu.channels import ChannelNumbers
-
-
-@pytest.fixture
-def rtr():
-    reactor = tofu.Reactor()
-    yield reactor
-    reactor.destroy()
-
 
 # ---------------------------------------------------------------- lifecycle
 

@@ -6,28 +6,20 @@ import os
 import socket
 
 import pytest
+import tofu
 from engine_support import (
     connect,
     is_closed_signal,
     listen,
     make,
+    plain_listener,
     read_frame,
     recv,
-    TIMEOUT,
     recv_until,
     tcp_listen,
     wait_for_eof,
 )
-
-import tofu
 from tofu import AmpeStatus, Message, OpCode, OriginFlag
-
-
-@pytest.fixture
-def rtr():
-    reactor = tofu.Reactor()
-    yield reactor
-    reactor.destroy()
 
 
 @pytest.fixture
@@ -252,12 +244,8 @@ def test_graceful_close(pair):
 def test_bye_signal_with_frames_pending(groups):
     server, client = groups
     # A plain listener that never reads: the client's frames pile up unsent.
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen()
-    lsock.settimeout(TIMEOUT)
-    try:
-        header = client.post(_tcp(lsock.getsockname()[1]).format(Message()))
+    with plain_listener() as (lsock, port):
+        header = client.post(_tcp(port).format(Message()))
         peer, _ = lsock.accept()
         big = b"z" * 65535
         for _ in range(200):  # ~13 MB: far more than the socket buffers hold
@@ -271,8 +259,6 @@ def test_bye_signal_with_frames_pending(groups):
         received = len(wait_for_eof(peer))
         assert received < 200 * (65535 + 16)  # the pending frames were dropped, not sent
         peer.close()
-    finally:
-        lsock.close()
 
 
 def test_server_rejects_hello_with_bye_signal(groups):
@@ -297,12 +283,8 @@ def test_channel_closed_carries_first_message_id(pair):
 
 def test_peer_disconnect_returns_queued_messages(groups):
     _, client = groups
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen()
-    lsock.settimeout(TIMEOUT)
-    try:
-        header = client.post(_tcp(lsock.getsockname()[1]).format(Message()))
+    with plain_listener() as (lsock, port):
+        header = client.post(_tcp(port).format(Message()))
         peer, _ = lsock.accept()
         read_frame(peer)  # the HelloRequest: the client is connected
         for _ in range(200):  # ~13 MB: far more than the socket buffers hold
@@ -317,8 +299,6 @@ def test_peer_disconnect_returns_queued_messages(groups):
         assert all(m.is_from_engine() for m in returned)
         assert {m.bhdr.status for m in returned} <= {AmpeStatus.peer_disconnected, AmpeStatus.send_failed}
         assert closed.bhdr.channel_number == header.channel_number
-    finally:
-        lsock.close()
 
 
 # ---------------------------------------------------------------- groups

@@ -7,9 +7,8 @@ import multiprocessing
 import threading
 
 import pytest
-from engine_support import TIMEOUT, connect, is_closed_signal, listen, make, recv, recv_until, tcp_listen
-
 import tofu
+from engine_support import TIMEOUT, connect, is_closed_signal, listen, make, recv, tcp_listen
 from tofu import Message, OpCode
 
 

@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+import tofu
 from engine_support import (
     TIMEOUT,
     connect,
     is_closed_signal,
     make,
+    plain_listener,
     read_exactly,
     read_frame,
     recv,
@@ -20,18 +22,9 @@ from engine_support import (
     tcp_listen,
     wait_for_eof,
 )
-
-import tofu
 from tofu import AmpeStatus, Message, OpCode
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
-
-
-@pytest.fixture
-def rtr():
-    reactor = tofu.Reactor()
-    yield reactor
-    reactor.destroy()
 
 
 @pytest.fixture
@@ -89,10 +82,7 @@ def test_plain_socket_client_against_tofu_server(server):
 
 def test_tofu_client_against_plain_socket_server(rtr):
     client = rtr.ampe().create()
-    with socket.socket() as lsock:
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen()
-        port = lsock.getsockname()[1]
+    with plain_listener() as (lsock, port):
         hello = tofu.TCPClientAddress("127.0.0.1", port).format(Message())
         hello.bhdr.message_id = 1
         header = client.post(hello)
@@ -155,11 +145,7 @@ def test_tofu_client_speaks_like_a_zig_client(rtr):
     from_client = (GOLDEN / "zig-client-to-server.bin").read_bytes()
     from_server = (GOLDEN / "zig-server-to-client.bin").read_bytes()
     zig_frames = _frames(from_client)
-    with socket.socket() as lsock:
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen()
-        lsock.settimeout(TIMEOUT)
-        port = lsock.getsockname()[1]
+    with plain_listener() as (lsock, port):
         # The Zig client dialled port 47413; ours dials our listener instead.
         hello = zig_frames[0]
         assert list(hello.thdrs) == [("~connect_to", "tcp|127.0.0.1|47413")]
@@ -256,10 +242,8 @@ def test_peer_that_disconnects(server):
 def test_reset_after_bye_exchange_is_a_normal_close(rtr):
     """The reference closes with SO_LINGER 0 right after ByeResponse."""
     client = rtr.ampe().create()
-    with socket.socket() as lsock:
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen()
-        header = client.post(tofu.TCPClientAddress("127.0.0.1", lsock.getsockname()[1]).format(Message()))
+    with plain_listener() as (lsock, port):
+        header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
         peer, _ = lsock.accept()
         read_frame(peer)  # HelloRequest
         client.post(make(OpCode.ByeRequest, header.channel_number))
@@ -314,8 +298,7 @@ def test_slow_consumer_keeps_memory_bounded():
             assert received == total
 
 
-def test_pool_empty_is_signalled_once_per_shortage(server):
-    group, port = server
+def test_pool_empty_is_signalled_once_per_shortage():
     with tofu.Reactor(tofu.Options(1, 1)) as small:
         g = small.ampe().create()
         _, p = tcp_listen(g)

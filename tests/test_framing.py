@@ -11,11 +11,10 @@ import itertools
 import random
 
 import pytest
+import tofu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import FrameSpec, assert_message_is, frame_specs, small_frame_specs
-
-import tofu
 from tofu.generated.codec import pack_header
 
 STREAM_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from strategies import FrameSpec, assert_construct_is, assert_message_is
-
 import tofu
+from strategies import FrameSpec, assert_construct_is, assert_message_is
 from tofu.generated import structs
 
 # The repository and shared/ sit side by side (here /work/main and /work/shared; in CI the same).

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import tofu
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import FrameSpec, assert_message_is, frame_specs, header_names, header_values, headers
-
-import tofu
 
 # ---------------------------------------------------------------- a fresh message
 

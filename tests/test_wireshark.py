@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 import tofu
 from tofu import AmpeStatus, Message, MoreMessagesFlag, OpCode
 
