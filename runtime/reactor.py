@@ -208,9 +208,9 @@ class Reactor:
         self.call_soon(lambda: self._resume(group))
 
     def _wake(self) -> None:
-        # One byte wakes the loop; more posts before it runs need no more bytes.
-        # The loop clears _woken after reading the bytes and before draining
-        # the inbox, so no post is missed.
+        # One byte wakes the loop; posts made before it has emptied the inbox
+        # need no more bytes (see _on_wakeup), so no post is missed and a burst
+        # of posts costs one system call.
         if not self._woken:
             self._woken = True
             try:
@@ -249,19 +249,23 @@ class Reactor:
                 pass
         except BlockingIOError:
             pass
-        # Only now, with the wake-up bytes gone: a post from here on must
-        # write a new byte, and every post before this line is in the inbox.
-        self._woken = False
         inbox = self._inbox
-        while inbox:
-            group, item = inbox.popleft()
-            try:
-                if group is None:
-                    item()  # type: ignore[operator]
-                else:
-                    self._on_posted(group, item)  # type: ignore[arg-type]
-            except Exception:
-                log.exception("tofu: internal error processing %r", item)
+        while True:
+            while inbox:
+                group, item = inbox.popleft()
+                try:
+                    if group is None:
+                        item()  # type: ignore[operator]
+                    else:
+                        self._on_posted(group, item)  # type: ignore[arg-type]
+                except Exception:
+                    log.exception("tofu: internal error processing %r", item)
+            # Posts made while we worked saw _woken set and wrote no byte: they
+            # are in the inbox, and the check below finds them. A post after
+            # this line sees False and writes a byte.
+            self._woken = False
+            if not inbox:
+                return
 
     def _on_posted(self, group: ChannelGroup, msg: Message) -> None:
         op = msg.bhdr.proto.op_code
