@@ -197,7 +197,8 @@ class Reactor:
     def submit(self, group: ChannelGroup, msg: Message) -> None:
         """Queue a posted message for the I/O thread."""
         self._inbox.append((group, msg))
-        self._wake()
+        if not self._woken:  # checked here too: most posts need no wake-up call
+            self._wake()
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run `fn` on the I/O thread."""
