@@ -13,9 +13,7 @@ import math
 import subprocess
 import sys
 
-import pytest
-
-bench = pytest.importorskip("tofu.bench")
+from tofu import bench
 
 ARGS = [
     "--quick",
