@@ -340,8 +340,12 @@ class _TofuPeer:
 
     def serve_until_closed(self, timeout: float) -> bool:
         """Answer control messages until every accepted channel has closed."""
+        return self._control_until(lambda: self.closed >= self.accepted, timeout)
+
+    def _control_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Answer control messages until done(); False if the time ran out first."""
         deadline = time.monotonic() + timeout
-        while self.closed < self.accepted:
+        while not done():
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -362,18 +366,7 @@ class _TofuPeer:
             m.bhdr.channel_number = ch
             self.grp.post(m)
         target = self.closed + len(chans)
-        deadline = time.monotonic() + timeout
-        while self.closed < target:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            m = self.grp.wait_receive(min(left, 1.0))
-            if m is None:
-                continue
-            if not self.control(m):
-                self.unexpected += 1
-                self.ampe.put(m)
-        return True
+        return self._control_until(lambda: self.closed >= target, timeout)
 
     def stats(self) -> dict[str, Any]:
         return {"unexpected": self.unexpected, "pool_empty": self.pool_empty}
