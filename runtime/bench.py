@@ -1736,6 +1736,9 @@ def _split(value: str, allowed: tuple[str, ...] | list[str], what: str) -> list[
     return items
 
 
+PYZMQ_SNDHWM = 1000  # zmq.SNDHWM's default: pyzmq blocks a sender past this many queued messages
+
+
 def _tofu_options(text: str) -> dict[str, int]:
     """`k=v,k=v` -> keyword arguments of tofu.Options (checked here, in the parent)."""
     import dataclasses
@@ -1794,9 +1797,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tofu-options",
-        default="",
+        default=f"max_unsent_msgs={PYZMQ_SNDHWM}",
         metavar="K=V,...",
-        help="tofu.Options for the tofu processes, e.g. max_pool_msgs=4096,max_queued_msgs=8192 (default: defaults)",
+        help="tofu.Options for the tofu processes, e.g. max_pool_msgs=4096,max_queued_msgs=8192. Default: "
+        f"max_unsent_msgs={PYZMQ_SNDHWM}, a send window as large as pyzmq's default send high-water mark, "
+        "so that both senders wait instead of queueing without bound; '' runs tofu's own defaults",
     )
     parser.add_argument("--json", metavar="FILE", help="write the raw figures and every run as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

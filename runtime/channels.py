@@ -62,6 +62,37 @@ class ChannelNumbers:
         return len(self._owners)
 
 
+class SendWindow:
+    """How many more messages may be posted on one connection before post()
+    waits (Options.max_unsent_msgs). post() takes a permit per message on an
+    application thread; the I/O thread gives permits back once messages are
+    written, and closes the window when the channel closes, which lets every
+    waiting post go on (the engine then returns its message as undeliverable).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._free = size
+        self._open = True
+
+    def acquire(self) -> None:
+        with self._cond:
+            while self._free <= 0 and self._open:
+                self._cond.wait()
+            self._free -= 1
+
+    def release(self, n: int = 1) -> None:
+        if n:
+            with self._cond:
+                self._free += n
+                self._cond.notify(n)
+
+    def close(self) -> None:
+        with self._cond:
+            self._open = False
+            self._cond.notify_all()
+
+
 class Channel:
     """What every channel has: its number, its group and its socket."""
 

@@ -138,7 +138,11 @@ class ChannelGroup:
         if opens:
             # Welcome/HelloRequest always open a new channel, so a returned
             # request can be posted again as it is to retry.
-            bh.channel_number = reactor.open_channel_number(self)
+            bh.channel_number = reactor.open_channel_number(self, connection=op is OpCode.HelloRequest)
+        elif op is not OpCode.ByeSignal and (window := reactor.windows.get(number)) is not None:
+            window.acquire()  # Options.max_unsent_msgs: wait until the channel has room
+            if reactor.closing:
+                raise ShutdownStarted("the engine is shutting down")
         header = bh.copy()
         reactor.submit(self, msg.take())
         return header

@@ -22,11 +22,18 @@ class Options:
         unconsumed messages than this, the engine stops reading the sockets of
         that group's channels (TCP then slows the sender); it reads again once
         the application has drained the queue to half of it. Default 1024.
+    max_unsent_msgs: send window per channel. With N > 0, post() blocks while
+        N of the channel's messages are posted and not yet written to its
+        socket, so a sender faster than the network or the peer waits instead
+        of filling memory. 0 (the default, as in the reference) is no limit.
+        Do not post and receive on one thread with a window: a blocked post
+        cannot receive what would unblock the peer.
     """
 
     initial_pool_msgs: int = DEFAULT_INITIAL_POOL_MSGS
     max_pool_msgs: int = DEFAULT_MAX_POOL_MSGS
     max_queued_msgs: int = DEFAULT_MAX_QUEUED_MSGS
+    max_unsent_msgs: int = 0
 
     def __post_init__(self) -> None:
         initial = self.initial_pool_msgs or DEFAULT_INITIAL_POOL_MSGS
@@ -37,3 +44,5 @@ class Options:
         object.__setattr__(self, "max_pool_msgs", maximum)
         if self.max_queued_msgs <= 0:
             object.__setattr__(self, "max_queued_msgs", DEFAULT_MAX_QUEUED_MSGS)
+        if self.max_unsent_msgs < 0:
+            object.__setattr__(self, "max_unsent_msgs", 0)

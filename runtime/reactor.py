@@ -28,7 +28,7 @@ from .addresses import (
     UDSServerAddress,
     parse_address,
 )
-from .channels import Channel, ChannelNumbers, Connection, Listener
+from .channels import Channel, ChannelNumbers, Connection, Listener, SendWindow
 from .framing import FrameDecoder, encode_into
 from .generated import (
     CLOSE_REASON_HEADER,
@@ -106,6 +106,10 @@ class Reactor:
         self.options = options if options is not None else Options()
         self.pool = Pool(self.options.initial_pool_msgs, self.options.max_pool_msgs)
         self.numbers = ChannelNumbers()
+        # Send windows (Options.max_unsent_msgs): channel number -> permits to
+        # post. post() takes one per message, the I/O thread gives it back once
+        # the message is written; closing a channel wakes every waiting post.
+        self.windows: dict[int, SendWindow] = {}
         self.closing = False
         self._groups: list[ChannelGroup] = []
         self._lock = threading.Lock()  # guards _groups and destroy()
@@ -188,11 +192,22 @@ class Reactor:
         if threading.current_thread() is not self._thread:
             done.wait(JOIN_TIMEOUT)
 
-    def open_channel_number(self, group: ChannelGroup) -> int:
+    def open_channel_number(self, group: ChannelGroup, connection: bool) -> int:
         number = self.numbers.allocate(group)
         if number is None:
             raise NotAllowed("every channel number is in use")
+        if connection:
+            self._open_window(number)
         return number
+
+    def _open_window(self, number: int) -> None:
+        if self.options.max_unsent_msgs:
+            self.windows[number] = SendWindow(self.options.max_unsent_msgs)
+
+    def _close_window(self, number: int) -> None:
+        window = self.windows.pop(number, None)
+        if window is not None:
+            window.close()
 
     def submit(self, group: ChannelGroup, msg: Message) -> None:
         """Queue a posted message for the I/O thread."""
@@ -273,6 +288,7 @@ class Reactor:
         if group.destroyed:
             if op is OpCode.HelloRequest or op is OpCode.WelcomeRequest:
                 self.numbers.release(msg.bhdr.channel_number)
+                self._close_window(msg.bhdr.channel_number)
             self.pool.put(msg)
             return
         if op is OpCode.HelloRequest:
@@ -417,6 +433,7 @@ class Reactor:
                 continue
             conn = Connection(number, group, 0, FrameDecoder(self._recycled))
             conn.sock = sock
+            self._open_window(number)
             self._channels[number] = conn
             group.channels.add(conn)
             self._update_events(conn)
@@ -577,6 +594,9 @@ class Reactor:
             del out[:n]
             if out:
                 break  # the kernel's buffer is full: wait until writable
+            window = self.windows.get(conn.number)
+            if window is not None:  # give back the permits of what was written
+                window.release(sum(msg.bhdr.proto.op_code is not OpCode.HelloRequest for msg in inflight))
             put = self.pool.put
             for msg in inflight:
                 put(msg)
@@ -652,6 +672,7 @@ class Reactor:
         if self._channels.get(ch.number) is ch:
             del self._channels[ch.number]
         self.numbers.release(ch.number)
+        self._close_window(ch.number)
         group = ch.group
         group.channels.discard(ch)
         if ch.sock is not None:

@@ -1,0 +1,136 @@
+"""The send window (Options.max_unsent_msgs): post() waits while a channel
+has that many messages posted and not yet written."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from engine_support import (
+    TIMEOUT,
+    connect,
+    is_closed_signal,
+    make,
+    plain_listener,
+    read_frame,
+    recv,
+    recv_until,
+    tcp_listen,
+)
+
+import tofu
+from tofu import Message, OpCode
+
+WINDOW = 8
+
+
+def _wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)
+
+
+class Poster(threading.Thread):
+    """Posts `count` Signals on `channel`, counting them; keeps any error."""
+
+    def __init__(self, group: tofu.ChannelGroup, channel: int, count: int) -> None:
+        super().__init__(daemon=True)
+        self.group, self.channel, self.count = group, channel, count
+        self.posted = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for i in range(self.count):
+                self.group.post(make(OpCode.Signal, self.channel, b"%d" % i))
+                self.posted += 1
+        except BaseException as exc:  # noqa: BLE001  (checked by the test)
+            self.error = exc
+
+
+@pytest.fixture
+def held_client():
+    """An engine with a send window, a client connected to a plain socket, and
+    a way to hold the I/O thread so that nothing posted gets written."""
+    with tofu.Reactor(tofu.Options(max_unsent_msgs=WINDOW)) as rtr, plain_listener() as (lsock, port):
+        client = rtr.ampe().create()
+        header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
+        peer, _ = lsock.accept()
+        with peer:
+            read_frame(peer)  # the HelloRequest: connected
+            release = threading.Event()
+            rtr.call_soon(lambda: release.wait(TIMEOUT))  # the I/O thread writes nothing now
+            yield rtr, client, header.channel_number, peer, release
+            release.set()
+
+
+def test_post_waits_for_room_in_the_window(held_client):
+    rtr, client, channel, peer, release = held_client
+    poster = Poster(client, channel, WINDOW + 1)
+    poster.start()
+    _wait_for(lambda: poster.posted == WINDOW, "the window to fill")
+    poster.join(0.2)
+    assert poster.is_alive() and poster.posted == WINDOW  # the 9th post waits
+    release.set()  # the engine writes, permits come back
+    poster.join(TIMEOUT)
+    assert not poster.is_alive() and poster.error is None
+    got = [bytes(read_frame(peer).body) for _ in range(WINDOW + 1)]
+    assert got == [b"%d" % i for i in range(WINDOW + 1)]
+
+
+def test_a_closing_channel_frees_its_waiting_posts(held_client):
+    rtr, client, channel, peer, release = held_client
+    poster = Poster(client, channel, WINDOW + 1)
+    poster.start()
+    _wait_for(lambda: poster.posted == WINDOW, "the window to fill")
+    client.post(make(OpCode.ByeSignal, channel))  # an abort never waits for the window
+    release.set()
+    poster.join(TIMEOUT)
+    assert not poster.is_alive() and poster.error is None
+    # A returned Signal also has status channel_closed: the notification is the
+    # one without a body (it carries the channel's first message id).
+    closed, unsent = recv_until(client, lambda m: is_closed_signal(m) and not len(m.body))
+    assert closed.bhdr.channel_number == channel
+    late = recv(client)  # the post that waited, given back: its channel is gone
+    returned = [*unsent, late]
+    assert [bytes(m.body) for m in returned] == [b"%d" % i for i in range(WINDOW + 1)]
+    assert all(m.is_from_engine() and m.bhdr.status == tofu.AmpeStatus.channel_closed for m in returned)
+
+
+def test_shutdown_wakes_a_waiting_post():
+    with plain_listener() as (lsock, port):
+        rtr = tofu.Reactor(tofu.Options(max_unsent_msgs=WINDOW))
+        client = rtr.ampe().create()
+        header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
+        peer, _ = lsock.accept()
+        with peer:
+            read_frame(peer)
+            release = threading.Event()
+            rtr.call_soon(lambda: release.wait(TIMEOUT))
+            poster = Poster(client, header.channel_number, WINDOW + 1)
+            poster.start()
+            _wait_for(lambda: poster.posted == WINDOW, "the window to fill")
+            stopper = threading.Thread(target=rtr.destroy)
+            stopper.start()
+            _wait_for(lambda: rtr.closing, "destroy() to begin")
+            release.set()
+            poster.join(TIMEOUT)
+            stopper.join(TIMEOUT)
+            assert not poster.is_alive()
+            assert isinstance(poster.error, tofu.ShutdownStarted)
+
+
+def test_no_window_by_default():
+    with tofu.Reactor() as rtr:
+        client, server = rtr.ampe().create(), rtr.ampe().create()
+        _, port = tcp_listen(server)
+        cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
+        assert rtr.windows == {}
+        release = threading.Event()
+        rtr.call_soon(lambda: release.wait(TIMEOUT))
+        for i in range(100):  # nothing is written while the I/O thread is held: no wait
+            client.post(make(OpCode.Signal, cch, b"%d" % i))
+        release.set()
+        assert [bytes(recv(server).body) for _ in range(100)] == [b"%d" % i for i in range(100)]
