@@ -68,29 +68,41 @@ class SendWindow:
     application thread; the I/O thread gives permits back once messages are
     written, and closes the window when the channel closes, which lets every
     waiting post go on (the engine then returns its message as undeliverable).
+
+    One lock and no Condition: an idle connection costs a few dozen bytes; a
+    waiting post blocks on a lock of its own, handed a permit by release().
     """
 
+    __slots__ = ("_lock", "_free", "_open", "_waiters")
+
     def __init__(self, size: int) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._free = size
         self._open = True
+        self._waiters: list[threading.Lock] = []  # few: the posting threads of one channel
 
     def acquire(self) -> None:
-        with self._cond:
-            while self._free <= 0 and self._open:
-                self._cond.wait()
-            self._free -= 1
+        with self._lock:
+            if self._free > 0 or not self._open:
+                self._free -= 1
+                return
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        waiter.acquire()  # until release() hands this post a permit, or close()
 
     def release(self, n: int = 1) -> None:
-        if n:
-            with self._cond:
-                self._free += n
-                self._cond.notify(n)
+        with self._lock:
+            self._free += n
+            while self._waiters and self._free > 0:
+                self._free -= 1
+                self._waiters.pop(0).release()
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._open = False
-            self._cond.notify_all()
+            while self._waiters:
+                self._waiters.pop(0).release()
 
 
 class Channel:
