@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 import tofu
@@ -132,3 +133,11 @@ def plain_listener() -> Iterator[tuple[socket.socket, int]]:
         lsock.listen()
         lsock.settimeout(TIMEOUT)
         yield lsock, lsock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    """Wait until `condition()` holds (for state that no event announces)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)

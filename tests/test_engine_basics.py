@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import tofu
-from engine_support import make, recv
+from engine_support import make, recv, wait_for
 from tofu import AllocationStrategy, AmpeStatus, Message, OpCode, Options
 from tofu.channels import ChannelNumbers
 
@@ -291,11 +290,7 @@ def test_destroying_a_group_while_the_engine_stops_wakes_its_receiver():
     rtr.call_soon(lambda: release.wait(10))  # hold the I/O thread
     stopper = threading.Thread(target=rtr.destroy)
     stopper.start()
-    # Wait (bounded) until destroy() has begun; the I/O thread cannot stop yet.
-    deadline = time.monotonic() + 10
-    while not rtr.closing and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert rtr.closing
+    wait_for(lambda: rtr.closing, "destroy() to begin")  # the I/O thread cannot stop yet
     ampe.destroy(group)
     release.set()
     stopper.join(10)

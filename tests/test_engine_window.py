@@ -4,9 +4,9 @@ has that many messages posted and not yet written."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
+import tofu
 from engine_support import (
     TIMEOUT,
     connect,
@@ -17,19 +17,11 @@ from engine_support import (
     recv,
     recv_until,
     tcp_listen,
+    wait_for,
 )
-
-import tofu
 from tofu import Message, OpCode
 
 WINDOW = 8
-
-
-def _wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.001)
 
 
 class Poster(threading.Thread):
@@ -70,7 +62,7 @@ def test_post_waits_for_room_in_the_window(held_client):
     rtr, client, channel, peer, release = held_client
     poster = Poster(client, channel, WINDOW + 1)
     poster.start()
-    _wait_for(lambda: poster.posted == WINDOW, "the window to fill")
+    wait_for(lambda: poster.posted == WINDOW, "the window to fill")
     poster.join(0.2)
     assert poster.is_alive() and poster.posted == WINDOW  # the 9th post waits
     release.set()  # the engine writes, permits come back
@@ -84,7 +76,7 @@ def test_a_closing_channel_frees_its_waiting_posts(held_client):
     rtr, client, channel, peer, release = held_client
     poster = Poster(client, channel, WINDOW + 1)
     poster.start()
-    _wait_for(lambda: poster.posted == WINDOW, "the window to fill")
+    wait_for(lambda: poster.posted == WINDOW, "the window to fill")
     client.post(make(OpCode.ByeSignal, channel))  # an abort never waits for the window
     release.set()
     poster.join(TIMEOUT)
@@ -111,10 +103,10 @@ def test_shutdown_wakes_a_waiting_post():
             rtr.call_soon(lambda: release.wait(TIMEOUT))
             poster = Poster(client, header.channel_number, WINDOW + 1)
             poster.start()
-            _wait_for(lambda: poster.posted == WINDOW, "the window to fill")
+            wait_for(lambda: poster.posted == WINDOW, "the window to fill")
             stopper = threading.Thread(target=rtr.destroy)
             stopper.start()
-            _wait_for(lambda: rtr.closing, "destroy() to begin")
+            wait_for(lambda: rtr.closing, "destroy() to begin")
             release.set()
             poster.join(TIMEOUT)
             stopper.join(TIMEOUT)
