@@ -10,6 +10,7 @@ queue. Everything that touches a socket runs on the I/O thread:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
@@ -58,6 +59,7 @@ WRITE = selectors.EVENT_WRITE
 RECV_BUFFER_SIZE = 256 * 1024  # one buffer per engine, shared by all its connections
 SEND_BATCH = 256 * 1024  # encode at most this much ahead of what the kernel took
 ACCEPTS_PER_EVENT = 64
+_OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 JOIN_TIMEOUT = 10.0  # seconds destroy() waits for the I/O thread
 
 
@@ -126,6 +128,7 @@ class Reactor:
         self._selector.register(self._wake_r, READ, (self._on_wakeup, None))
         self._channels: dict[int, Channel] = {}
         self._dirty: set[Connection] = set()
+        self._starved: set[Listener] = set()  # listeners paused for lack of descriptors
         self._rbuf = bytearray(RECV_BUFFER_SIZE)
         self._rview = memoryview(self._rbuf)
         self._pool_ran_dry = False
@@ -418,7 +421,15 @@ class Reactor:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("channel %d: accept failed: %s", lst.number, exc)
+                if exc.errno in _OUT_OF_RESOURCES:
+                    # The pending connection stays in the backlog, so the
+                    # listener would be ready again at once: stop watching it
+                    # until a channel closes and gives a descriptor back.
+                    log.warning("channel %d: cannot accept (%s): waiting for a channel to close", lst.number, exc)
+                    self._set_events(lst, 0)
+                    self._starved.add(lst)
+                else:
+                    log.warning("channel %d: accept failed: %s", lst.number, exc)
                 return
             number = self.numbers.allocate(group)
             if number is None:
@@ -680,6 +691,10 @@ class Reactor:
                 self._selector.unregister(ch.sock)
                 ch.events = 0
             ch.sock.close()
+        self._starved.discard(ch)  # type: ignore[arg-type]
+        for lst in self._starved:  # a descriptor is free again: accept again
+            self._set_events(lst, READ)
+        self._starved.clear()
         log.debug("channel %d closed: %s", ch.number, reason.name)
 
         unsent: list[Message] = []

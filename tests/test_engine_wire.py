@@ -3,7 +3,10 @@ bytes, bad input from a peer, and backpressure."""
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from engine_support import (
     recv,
     recv_until,
     tcp_listen,
+    wait_for,
     wait_for_eof,
 )
 from tofu import AmpeStatus, Message, OpCode
@@ -342,3 +346,50 @@ def test_pause_does_not_stick_when_the_receiver_drains_first():
         assert drained, "the race was not played"
         numbers = sorted(int(bytes(m.body).split(b".")[0]) for m in drained + received if m.is_from_application())
         assert numbers == list(range(40))
+
+
+def test_a_listener_out_of_descriptors_waits_instead_of_spinning(caplog):
+    """accept() failing with EMFILE leaves the connection in the backlog: the
+    engine must stop watching the listener (not retry in a tight loop) and
+    accept again once a channel closes."""
+    import resource
+
+    clients = 6
+    with tofu.Reactor() as rtr:
+        group = rtr.ampe().create()
+        _, port = tcp_listen(group)
+        release = threading.Event()
+        socks = []
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            rtr.call_soon(lambda: release.wait(TIMEOUT))  # nothing is accepted yet
+            for i in range(clients):
+                sock = _raw_connect(port)
+                sock.sendall(tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=100 + i)))
+                socks.append(sock)
+            in_use = len(os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 2, hard))  # room for 2 accepts, about
+            with caplog.at_level(logging.WARNING, logger="tofu"):
+                release.set()
+                first = recv(group)  # accepted before the descriptors ran out
+                assert first.bhdr.proto.op_code == OpCode.HelloRequest
+                wait_for(lambda: any("cannot accept" in r.getMessage() for r in caplog.records), "EMFILE")
+                for _ in range(20):  # 20 turns of the engine's loop, still out of descriptors
+                    turned = threading.Event()
+                    rtr.call_soon(turned.set)
+                    assert turned.wait(TIMEOUT)
+                starved = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+                assert len(starved) == 1, f"{len(starved)} failed accepts: the listener was retried in a loop"
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+                group.post(make(OpCode.ByeSignal, first.bhdr.channel_number))  # frees a descriptor
+                hellos = {first.bhdr.message_id}
+                while len(hellos) < clients:
+                    msg = recv(group)
+                    if msg.bhdr.proto.op_code == OpCode.HelloRequest:
+                        hellos.add(msg.bhdr.message_id)
+                assert hellos == {100 + i for i in range(clients)}
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            release.set()
+            for sock in socks:
+                sock.close()
