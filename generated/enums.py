@@ -75,9 +75,11 @@ class OpCode(IntEnum):
     __str__ = Enum.__str__  # "OpCode.Request", not the bare number
 
     def get_type(self) -> MessageType:
+        """The family of this op code (regular, welcome, hello, bye)."""
         return OP_TYPE[self]
 
     def get_role(self) -> MessageRole:
+        """The part this op code plays (request, response, signal)."""
         return OP_ROLE[self]
 
     def echo(self) -> "OpCode | None":
@@ -131,6 +133,7 @@ class AmpeStatus(IntEnum):
 
     @property
     def meaning(self) -> str:
+        """A one-line explanation of the status."""
         return STATUS_MEANING[self]
 
 

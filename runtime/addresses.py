@@ -64,6 +64,7 @@ class TCPClientAddress:
 
     @property
     def value(self) -> str:
+        """The address header's value, as it goes on the wire."""
         return f"{TCP_SCHEME}{ADDRESS_SEPARATOR}{self.host}{ADDRESS_SEPARATOR}{self.port}"
 
     def format(self, msg: Message) -> Message:
@@ -90,6 +91,7 @@ class TCPServerAddress:
 
     @property
     def value(self) -> str:
+        """The address header's value, as it goes on the wire."""
         return f"{TCP_SCHEME}{ADDRESS_SEPARATOR}{self.host}{ADDRESS_SEPARATOR}{self.port}"
 
     def format(self, msg: Message) -> Message:
@@ -112,6 +114,7 @@ class UDSClientAddress:
 
     @property
     def value(self) -> str:
+        """The address header's value, as it goes on the wire."""
         return f"{UDS_SCHEME}{ADDRESS_SEPARATOR}{self.path}"
 
     def format(self, msg: Message) -> Message:
@@ -132,6 +135,7 @@ class UDSServerAddress:
 
     @property
     def value(self) -> str:
+        """The address header's value, as it goes on the wire."""
         return f"{UDS_SCHEME}{ADDRESS_SEPARATOR}{self.path}"
 
     def format(self, msg: Message) -> Message:

@@ -192,9 +192,11 @@ class ChannelGroup:
     # ---- called on the engine's I/O thread
 
     def deliver(self, msg: Message | _Shutdown) -> None:
+        """Queue `msg` for the receiver (the engine's side of wait_receive)."""
         self._queue.put(msg)
         if self._on_delivery is not None:
             self._on_delivery()
 
     def over_limit(self) -> bool:
+        """True when the receiver is Options.max_queued_msgs behind."""
         return self._queue.qsize() >= self._reactor.options.max_queued_msgs

@@ -83,21 +83,25 @@ class ProtoFields:
         self.internal_b = internal_b
 
     def get_type(self) -> MessageType:
+        """The op code's family; InvalidOpCode for an invalid op code."""
         try:
             return OP_TYPE[self.op_code]
         except KeyError:
             raise InvalidOpCode(f"invalid op code {self.op_code!r}") from None
 
     def get_role(self) -> MessageRole:
+        """The op code's role; InvalidOpCode for an invalid op code."""
         try:
             return OP_ROLE[self.op_code]
         except KeyError:
             raise InvalidOpCode(f"invalid op code {self.op_code!r}") from None
 
     def is_valid(self) -> bool:
+        """True when the op code is one of the protocol's (0..9)."""
         return 0 <= self.op_code < NUM_OP_CODES
 
     def to_byte(self) -> int:
+        """The proto byte as it goes on the wire."""
         return pack_proto(self.op_code, self.origin, self.more, self.internal_a, self.internal_b)
 
     def set_byte(self, proto: int) -> None:
@@ -111,6 +115,7 @@ class ProtoFields:
         return pf
 
     def copy(self) -> ProtoFields:
+        """An independent copy."""
         pf = _new(ProtoFields)
         pf.op_code, pf.origin, pf.more = self.op_code, self.origin, self.more
         pf.internal_a, pf.internal_b = self.internal_a, self.internal_b
@@ -148,11 +153,13 @@ class BinaryHeader:
         self.message_id = message_id
 
     def reset(self) -> None:
+        """Back to a fresh Request header: everything zero."""
         self.channel_number = self.status = self.message_id = 0
         p = self.proto
         p.op_code, p.origin, p.more, p.internal_a, p.internal_b = _REQUEST, _APPLICATION, _LAST, 0, 0
 
     def copy(self) -> BinaryHeader:
+        """An independent copy (its proto fields too)."""
         bh = _new(BinaryHeader)
         bh.channel_number = self.channel_number
         bh.proto = self.proto.copy()
@@ -230,6 +237,7 @@ class TextHeaders:
         return default
 
     def clear(self) -> None:
+        """Remove everything."""
         self._buf.clear()
 
     def __bytes__(self) -> bytes:
@@ -260,6 +268,7 @@ class Body:
         self._buf += data.encode() if isinstance(data, str) else data
 
     def clear(self) -> None:
+        """Remove everything."""
         self._buf.clear()
 
     def __bytes__(self) -> bytes:
@@ -306,12 +315,15 @@ class Message:
         raise AttributeError(name)
 
     def is_from_engine(self) -> bool:
+        """True for the engine's notifications and messages it gives back."""
         return self.bhdr.proto.origin == OriginFlag.engine
 
     def is_from_application(self) -> bool:
+        """True for messages an application (this one or the peer) sent."""
         return self.bhdr.proto.origin == OriginFlag.application
 
     def has_more(self) -> bool:
+        """True when more frames with this message id follow."""
         return self.bhdr.proto.more == MoreMessagesFlag.more
 
     @property

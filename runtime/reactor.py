@@ -172,6 +172,7 @@ class Reactor:
     # ------------------------------------------------ called on app threads
 
     def create_group(self) -> ChannelGroup:
+        """Ampe.create(): a new group, unless the engine is shutting down."""
         with self._lock:
             if self.closing:
                 raise ShutdownStarted("the engine is shutting down")
@@ -180,6 +181,7 @@ class Reactor:
         return group
 
     def destroy_group(self, group: ChannelGroup) -> None:
+        """Ampe.destroy(group): close its channels on the I/O thread and wait."""
         if group.destroyed:
             return
         group.destroyed = True
@@ -196,6 +198,7 @@ class Reactor:
             done.wait(JOIN_TIMEOUT)
 
     def open_channel_number(self, group: ChannelGroup, connection: bool) -> int:
+        """A number for a channel post() is opening (with a send window for a connection)."""
         number = self.numbers.allocate(group)
         if number is None:
             raise NotAllowed("every channel number is in use")
@@ -224,6 +227,7 @@ class Reactor:
         self._wake()
 
     def resume_reading(self, group: ChannelGroup) -> None:
+        """The group's receiver has caught up: read its channels again."""
         self.call_soon(lambda: self._resume(group))
 
     def _wake(self) -> None:
