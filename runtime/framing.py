@@ -175,6 +175,6 @@ class FrameDecoder:
                 frames.append(msg)
                 pos = end
         finally:
-            if view is not data:
+            if isinstance(view, memoryview) and view is not data:
                 view.release()
         return pos

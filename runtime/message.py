@@ -189,7 +189,7 @@ class TextHeaders:
 
     __slots__ = ("_buf",)
 
-    def __init__(self, data: bytes = b"") -> None:
+    def __init__(self, data: bytes | bytearray | memoryview = b"") -> None:
         self._buf = bytearray(data)
 
     def append(self, name: str, value: str | int) -> None:
@@ -260,7 +260,7 @@ class Body:
 
     __slots__ = ("_buf",)
 
-    def __init__(self, data: bytes = b"") -> None:
+    def __init__(self, data: bytes | bytearray | memoryview = b"") -> None:
         self._buf = bytearray(data)
 
     def append(self, data: bytes | bytearray | memoryview | str) -> None:

@@ -311,7 +311,7 @@ class Reactor:
         elif op is OpCode.ByeSignal:
             self.pool.put(msg)
             self._close(ch, AmpeStatus.channel_closed)
-        elif isinstance(ch, Listener):
+        elif not isinstance(ch, Connection):  # data for a listener
             self._return(group, msg, AmpeStatus.not_allowed)
         else:
             ch.sendq.append(msg)
@@ -325,7 +325,7 @@ class Reactor:
         group.deliver(msg)
 
     def _engine_signal(self, status: AmpeStatus, channel_number: int, message_id: int) -> Message:
-        msg = self.pool.get(AllocationStrategy.always)
+        msg = self.pool.get(AllocationStrategy.poolOnly) or Message()
         bh = msg.bhdr
         bh.proto.op_code = OpCode.Signal
         bh.proto.origin = OriginFlag.engine

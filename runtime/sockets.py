@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import stat
+from typing import Any
 
 from .addresses import Address, TCPClientAddress, TCPServerAddress, UDSClientAddress, UDSServerAddress
 from .generated import ConnectFailed, InvalidAddress, ListenFailed, UDSPathNotFound
@@ -23,7 +24,7 @@ log = logging.getLogger("tofu")
 LISTEN_BACKLOG = 1024
 
 # An address already resolved: (family, sockaddr)
-Resolved = tuple[int, object]
+Resolved = tuple[int, Any]
 
 
 def needs_resolving(address: Address) -> bool:
