@@ -36,7 +36,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: PLE0604 - the generated names are listed in tofu.generated.__all__
     *_generated_all,
     "Reactor",
     "Ampe",

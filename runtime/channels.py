@@ -73,7 +73,7 @@ class SendWindow:
     waiting post blocks on a lock of its own, handed a permit by release().
     """
 
-    __slots__ = ("_lock", "_free", "_open", "_waiters")
+    __slots__ = ("_free", "_lock", "_open", "_waiters")
 
     def __init__(self, size: int) -> None:
         self._lock = threading.Lock()

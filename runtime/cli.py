@@ -173,16 +173,25 @@ def _progress(total: int, description: str, force: bool | None) -> Iterator[Call
         yield lambda n: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Column
 
     console = _make_console(force)
     if not console.is_terminal:
         yield lambda n: None
         return
+    # The count "done/total" and the time always show whole; on a narrow
+    # terminal the bar shrinks first, then the description is cut short.
+    count_width = 2 * len(str(total)) + 1
+    room = console.width - count_width - len("0:00:00") - 3
+    bar_width = max(5, min(40, room - len(description) - 1))
+    room -= bar_width + 1
+    if len(description) > room:
+        description = description[: max(1, room - 1)] + "…"
     progress = Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        BarColumn(bar_width=bar_width),
+        MofNCompleteColumn(table_column=Column(min_width=count_width, no_wrap=True)),
+        TimeElapsedColumn(table_column=Column(min_width=7, no_wrap=True)),
         console=console,
         transient=True,
     )
@@ -807,6 +816,7 @@ class _Spool:
     def _handle(self, msg: Message) -> None:
         bh = msg.bhdr
         number = bh.channel_number
+        job: _Job | None
         if msg.is_from_engine():
             self.tr.message("tofu", "spool", msg)
             if bh.status == AmpeStatus.channel_closed and number in self.by_channel:

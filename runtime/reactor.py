@@ -20,6 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Self
 
 from .addresses import (
     Address,
@@ -163,7 +164,7 @@ class Reactor:
         if self._resolver is not None:
             self._resolver.shutdown(wait=False, cancel_futures=True)
 
-    def __enter__(self) -> Reactor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -105,20 +105,20 @@ class FrameSpec:
 
     def construct_dict(self) -> dict:
         """The input of structs.Frame.build."""
-        return dict(
-            channel_number=self.channel_number,
-            proto=dict(
-                op_code=self.op_code,
-                origin=self.origin,
-                more=self.more,
-                internal_a=self.internal_a,
-                internal_b=self.internal_b,
-            ),
-            status=self.status,
-            message_id=self.message_id,
-            text_headers=self.text_headers,
-            body=self.body,
-        )
+        return {
+            "channel_number": self.channel_number,
+            "proto": {
+                "op_code": self.op_code,
+                "origin": self.origin,
+                "more": self.more,
+                "internal_a": self.internal_a,
+                "internal_b": self.internal_b,
+            },
+            "status": self.status,
+            "message_id": self.message_id,
+            "text_headers": self.text_headers,
+            "body": self.body,
+        }
 
 
 def frame_specs(body_strategy: st.SearchStrategy[bytes] = bodies, header_strategy=headers):

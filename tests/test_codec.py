@@ -85,7 +85,7 @@ def test_proto_byte_fast_and_construct_agree(byte: int) -> None:
     )
     assert codec.pack_proto(*fields) == byte
     built = structs.Proto.build(
-        dict(op_code=op_code, origin=origin, more=more, internal_a=internal_a, internal_b=internal_b)
+        {"op_code": op_code, "origin": origin, "more": more, "internal_a": internal_a, "internal_b": internal_b}
     )
     assert built == bytes([byte])
     # ProtoFields reads and writes the same byte
@@ -134,14 +134,20 @@ def test_unpack_header_agrees_with_construct_on_any_16_bytes(data: bytes) -> Non
 def test_pack_header_agrees_with_construct_build(ch: int, proto: int, status: int, mid: int, thl: int, bl: int) -> None:
     op_code, origin, more, internal_a, internal_b = codec.unpack_proto(proto)
     built = structs.BinaryHeader.build(
-        dict(
-            channel_number=ch,
-            proto=dict(op_code=op_code, origin=origin, more=more, internal_a=internal_a, internal_b=internal_b),
-            status=status,
-            message_id=mid,
-            thl=thl,
-            bl=bl,
-        )
+        {
+            "channel_number": ch,
+            "proto": {
+                "op_code": op_code,
+                "origin": origin,
+                "more": more,
+                "internal_a": internal_a,
+                "internal_b": internal_b,
+            },
+            "status": status,
+            "message_id": mid,
+            "thl": thl,
+            "bl": bl,
+        }
     )
     assert codec.pack_header(ch, proto, status, mid, thl, bl) == built
     buf = bytearray(20)

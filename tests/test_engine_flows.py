@@ -200,7 +200,7 @@ def test_request_response_signal_both_ways(pair):
 
 
 def test_more_streams_keep_their_order(pair):
-    server, client, sch, cch = pair
+    server, client, _sch, cch = pair
     mid = 777
     chunks = [bytes([i]) * (i * 997 % 65535) for i in range(1, 40)]
     for i, chunk in enumerate(chunks):
@@ -212,7 +212,7 @@ def test_more_streams_keep_their_order(pair):
 
 
 def test_largest_frame_both_ways(pair):
-    server, client, sch, cch = pair
+    server, client, _sch, cch = pair
     headers = [("h", "v" * 65530)]  # "h:" + value + CRLF = 65535 bytes
     body = os.urandom(65535)
     client.post(make(OpCode.Signal, cch, body, headers))
@@ -242,7 +242,7 @@ def test_graceful_close(pair):
 
 
 def test_bye_signal_with_frames_pending(groups):
-    server, client = groups
+    _server, client = groups
     # A plain listener that never reads: the client's frames pile up unsent.
     with plain_listener() as (lsock, port):
         header = client.post(_tcp(port).format(Message()))
@@ -274,7 +274,7 @@ def test_server_rejects_hello_with_bye_signal(groups):
 
 
 def test_channel_closed_carries_first_message_id(pair):
-    server, client, sch, cch = pair
+    server, client, sch, _cch = pair
     server.post(make(OpCode.ByeSignal, sch))
     srv_closed = recv(server)
     cli_closed, _ = recv_until(client, is_closed_signal)
@@ -319,7 +319,7 @@ def test_destroying_a_group_closes_its_channels(rtr):
     _, port = tcp_listen(server)
     cch, _ = connect(client, server, _tcp(port))
     ampe.destroy(server)
-    closed, before = recv_until(client, is_closed_signal)
+    closed, _before = recv_until(client, is_closed_signal)
     assert closed.bhdr.channel_number == cch
     with pytest.raises(tofu.ShutdownStarted):
         server.wait_receive(0)
@@ -328,7 +328,7 @@ def test_destroying_a_group_closes_its_channels(rtr):
 
 
 def test_origin_of_received_frames_is_always_application(pair):
-    server, client, sch, cch = pair
+    server, client, _sch, cch = pair
     msg = make(OpCode.Signal, cch)
     msg.bhdr.proto.origin = OriginFlag.engine  # post() resets it anyway
     client.post(msg)

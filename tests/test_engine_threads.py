@@ -80,7 +80,7 @@ def _client_session(rtr: tofu.Reactor, address, requests: int, errors: list) -> 
         assert bye.bhdr.proto.op_code == OpCode.ByeResponse
         assert is_closed_signal(recv(group))
         rtr.ampe().destroy(group)
-    except BaseException as exc:  # reported by the test thread
+    except BaseException as exc:  # noqa: BLE001 - reported by the test thread
         errors.append(exc)
 
 

@@ -59,7 +59,7 @@ def held_client():
 
 
 def test_post_waits_for_room_in_the_window(held_client):
-    rtr, client, channel, peer, release = held_client
+    _rtr, client, channel, peer, release = held_client
     poster = Poster(client, channel, WINDOW + 1)
     poster.start()
     wait_for(lambda: poster.posted == WINDOW, "the window to fill")
@@ -73,7 +73,7 @@ def test_post_waits_for_room_in_the_window(held_client):
 
 
 def test_a_closing_channel_frees_its_waiting_posts(held_client):
-    rtr, client, channel, peer, release = held_client
+    _rtr, client, channel, _peer, release = held_client
     poster = Poster(client, channel, WINDOW + 1)
     poster.start()
     wait_for(lambda: poster.posted == WINDOW, "the window to fill")

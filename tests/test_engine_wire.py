@@ -58,14 +58,18 @@ def _frames(data: bytes) -> list[Message]:
 def test_plain_socket_client_against_tofu_server(server):
     group, port = server
     with _raw_connect(port) as sock:
-        hello = bytes.fromhex(
-            "1234"  # the client's channel number, 0x1234
-            "03"  # proto: HelloRequest, application, last
-            "00"  # status
-            "0000000000000009"  # message id 9
-            "0015"  # thl = 21
-            "0003"  # bl = 3
-        ) + b"~connect_to:tcp|x|1\r\n" + b"abc"
+        hello = (
+            bytes.fromhex(
+                "1234"  # the client's channel number, 0x1234
+                "03"  # proto: HelloRequest, application, last
+                "00"  # status
+                "0000000000000009"  # message id 9
+                "0015"  # thl = 21
+                "0003"  # bl = 3
+            )
+            + b"~connect_to:tcp|x|1\r\n"
+            + b"abc"
+        )
         sock.sendall(hello)
         got = recv(group)
         assert got.bhdr.proto.op_code == OpCode.HelloRequest and got.bhdr.message_id == 9
@@ -79,7 +83,7 @@ def test_plain_socket_client_against_tofu_server(server):
         reply = read_exactly(sock, 16 + 21)
         assert reply == (
             server_channel.to_bytes(2, "big")  # the server's channel number
-            + bytes.fromhex("04" "00" "0000000000000009" "0015" "0000")
+            + bytes.fromhex("0400000000000000000900150000")
             + b"~connect_to:tcp|x|1\r\n"
         )
 
@@ -95,10 +99,12 @@ def test_tofu_client_against_plain_socket_server(rtr):
             value = f"tcp|127.0.0.1|{port}".encode()
             expected = (
                 header.channel_number.to_bytes(2, "big")
-                + bytes.fromhex("03" "00" "0000000000000001")
+                + bytes.fromhex("03000000000000000001")
                 + (len(value) + 14).to_bytes(2, "big")
                 + b"\x00\x00"
-                + b"~connect_to:" + value + b"\r\n"
+                + b"~connect_to:"
+                + value
+                + b"\r\n"
             )
             assert read_exactly(peer, len(expected)) == expected
             # The server answers; the client sees it on its own channel number.
@@ -179,7 +185,7 @@ def test_tofu_client_speaks_like_a_zig_client(rtr):
 
 
 BAD_INPUTS = {
-    "invalid op code": (bytes.fromhex("0001" "0c" "00" "0000000000000001" "0000" "0000"), AmpeStatus.invalid_op_code),
+    "invalid op code": (bytes.fromhex("00010c00000000000000000100000000"), AmpeStatus.invalid_op_code),
     "WelcomeRequest from a peer": (
         tofu.encode(make(OpCode.WelcomeRequest, 1, headers=[("~listen_on", "tcp||1")])),
         AmpeStatus.invalid_op_code,
@@ -187,7 +193,7 @@ BAD_INPUTS = {
     "ByeSignal from a peer": (tofu.encode(make(OpCode.ByeSignal, 1)), AmpeStatus.invalid_op_code),
     "garbage": (bytes(range(0xFA, 0x100)) * 40, AmpeStatus.invalid_op_code),
     "frame cut off by a disconnect": (
-        bytes.fromhex("0001" "02" "00" "0000000000000001" "0000" "ffff") + b"only part of the body",
+        bytes.fromhex("0001020000000000000000010000ffff") + b"only part of the body",
         AmpeStatus.communication_failed,
     ),
 }
@@ -199,7 +205,7 @@ def test_bad_input_closes_only_that_channel(rtr, server, name):
     data, status = BAD_INPUTS[name]
     # A healthy tofu client on the same server, before and after.
     good = rtr.ampe().create()
-    gch, sch = connect(good, group, tofu.TCPClientAddress("127.0.0.1", port))
+    gch, _sch = connect(good, group, tofu.TCPClientAddress("127.0.0.1", port))
 
     with _raw_connect(port) as bad:
         bad.sendall(tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=5)))
@@ -336,6 +342,7 @@ def test_pause_does_not_stick_when_the_receiver_drains_first():
             sock.sendall(b"".join(frames))
             received: list[Message] = []
             deadline = time.monotonic() + TIMEOUT
+
             def count() -> int:
                 return sum(m.is_from_application() for m in drained + received)
 

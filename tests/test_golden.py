@@ -49,9 +49,7 @@ def test_hello_request_with_connect_to() -> None:
         "7463707c3132372e302e302e317c3437343133",
         "0d0a",  # CRLF
     )
-    spec = FrameSpec(
-        op_code=3, channel_number=0x4EDD, message_id=1, headers=[("~connect_to", "tcp|127.0.0.1|47413")]
-    )
+    spec = FrameSpec(op_code=3, channel_number=0x4EDD, message_id=1, headers=[("~connect_to", "tcp|127.0.0.1|47413")])
     check_both_ways(spec, wire)
     # the same message, made the way an application makes it
     m = tofu.TCPClientAddress("127.0.0.1", 47413).format(tofu.Message())

@@ -211,9 +211,7 @@ def socket_traffic(port: int) -> Sent:
                     sock.sendall(b"".join(tofu.encode(m) for m in msgs))
                 expected = sum(len(_replies(m)) for m in msgs)
                 replies = _receive(sock, decoder, expected)
-                assert [r.bhdr.message_id for r in replies] == [
-                    r.bhdr.message_id for m in msgs for r in _replies(m)
-                ]
+                assert [r.bhdr.message_id for r in replies] == [r.bhdr.message_id for m in msgs for r in _replies(m)]
     finally:
         server.join(TIMEOUT)
     if errors:
