@@ -53,12 +53,14 @@ class Pool:
         if msg is None:
             return
         try:
-            msg.reset()
+            if len(self._free) < self._max:
+                msg.reset()
+                self._free.append(msg)
+            else:
+                msg.bhdr  # noqa: B018 - dropped, so no reset; still a posted message is no put
         except NotAllowed:
             return  # an emptied (posted) message: nothing to keep
         self.ran_empty = False
-        if len(self._free) < self._max:
-            self._free.append(msg)
 
     def clear(self) -> None:
         self._free.clear()

@@ -99,6 +99,26 @@ def test_smallest_pool():
         ampe.put(None)  # a no-op
 
 
+def test_a_shortage_ends_with_a_real_put_even_into_a_full_pool():
+    from tofu.pool import Pool
+
+    pool = Pool(initial=1, maximum=1)
+    kept = pool.get()
+    pool.get()  # the pool is empty now: a new message
+    pool.ran_empty = True  # what the engine sets when it finds the pool dry
+    posted = Message()
+    posted.take()  # what post() leaves with the caller
+    pool.put(posted)
+    assert pool.ran_empty and len(pool) == 0  # an emptied message is no put
+    pool.put(kept)
+    assert not pool.ran_empty and len(pool) == 1
+    pool.ran_empty = True
+    pool.put(posted)  # into a full pool: still no put
+    assert pool.ran_empty
+    pool.put(Message())  # dropped (the pool is full), but it ends the shortage
+    assert not pool.ran_empty and len(pool) == 1 and pool.get() is kept
+
+
 def test_put_resets_the_message():
     with tofu.Reactor(Options(1, 1)) as rtr:
         ampe = rtr.ampe()
