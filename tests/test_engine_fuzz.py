@@ -1,0 +1,114 @@
+"""Whatever bytes a peer sends, the engine stays up: property tests over real sockets.
+
+One engine serves the whole module. Each example connects a plain socket to
+its listener, writes a byte stream in arbitrary pieces (random bytes, or real
+frames that were cut, spliced or had bytes flipped), and closes its side. The
+engine must close that channel (the application hears channel_closed and the
+socket sees EOF), log no internal error, and keep a healthy channel beside it
+working.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+from collections.abc import Iterator
+
+import pytest
+import tofu
+from engine_support import TIMEOUT, connect, make, recv, tcp_listen, wait_for_eof
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import small_frame_specs
+from tofu import AmpeStatus, Message, OpCode
+
+
+class _Errors(logging.Handler):
+    """Collects the engine's ERROR records (an internal error is logged at ERROR)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class Engine:
+    def __init__(self, rtr: tofu.Reactor) -> None:
+        self.ampe = rtr.ampe()
+        self.server = self.ampe.create()
+        _, self.port = tcp_listen(self.server)
+        self.client = self.ampe.create()
+        self.good, _ = connect(self.client, self.server, tofu.TCPClientAddress("127.0.0.1", self.port))
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    errors = _Errors()
+    logger = logging.getLogger("tofu")
+    logger.addHandler(errors)
+    try:
+        with tofu.Reactor() as rtr:
+            yield Engine(rtr)
+        assert not errors.records, [r.getMessage() for r in errors.records]
+    finally:
+        logger.removeHandler(errors)
+
+
+def _mutated(data: bytes, flips: list[tuple[int, int]], cut: int | None, splice: bytes) -> bytes:
+    buf = bytearray(data)
+    for at, value in flips:
+        if buf:
+            buf[at % len(buf)] = value
+    if cut is not None and buf:
+        buf = buf[: cut % len(buf)]
+    return bytes(buf) + splice
+
+
+frames = st.lists(small_frame_specs, min_size=1, max_size=6).map(
+    lambda specs: b"".join(tofu.encode(spec.message()) for spec in specs)
+)
+mutated_frames = st.builds(
+    _mutated,
+    frames,
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+    st.none() | st.integers(0, 10_000),
+    st.binary(max_size=40),
+)
+streams = st.one_of(st.binary(min_size=1, max_size=3000), mutated_frames, frames)
+
+
+def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+
+def _is_our_close(msg: Message) -> bool:
+    # A peer may send a Signal with status channel_closed too; only the
+    # engine's own notification counts.
+    return msg.is_from_engine() and msg.bhdr.status == AmpeStatus.channel_closed
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=streams, cuts=st.lists(st.integers(0, 10_000), max_size=5))
+def test_any_byte_stream_closes_only_its_own_channel(engine: Engine, data: bytes, cuts: list[int]) -> None:
+    with socket.create_connection(("127.0.0.1", engine.port), timeout=TIMEOUT) as peer:
+        peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            for piece in _pieces(data, cuts):
+                peer.sendall(piece)
+            peer.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the engine already closed the channel on a bad frame
+        while not _is_our_close(msg := recv(engine.server)):
+            engine.ampe.put(msg)  # whatever frames got through reach the application
+        engine.ampe.put(msg)
+        wait_for_eof(peer)  # the engine closed the socket
+
+    # A healthy channel beside it still works.
+    engine.client.post(make(OpCode.Signal, engine.good, b"still here"))
+    while bytes((msg := recv(engine.server)).body) != b"still here":
+        engine.ampe.put(msg)
+    engine.ampe.put(msg)
