@@ -11,6 +11,7 @@ templates in codegen/templates/. Output is deterministic: same spec, same bytes.
 from __future__ import annotations
 
 import argparse
+import ast
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ OUTPUTS = {
     "structs.py.j2": "structs.py",
     "tofu.lua.j2": "tofu.lua",
 }
+# The modules whose public names the generated package re-exports.
+PACKAGE_EXPORTS = ("constants", "enums", "errors")
 
 # struct format letter and construct class of an unsigned integer, by width in bytes
 STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -137,7 +140,19 @@ def render_all(spec_path: Path = SPEC) -> dict[str, str]:
     except ValueError:
         spec_name = spec_path.name
     context = build_context(load_spec(spec_path), spec_name)
-    return {out: env.get_template(tpl).render(context) for tpl, out in OUTPUTS.items()}
+    rendered = {out: env.get_template(tpl).render(context) for tpl, out in OUTPUTS.items() if out != "__init__.py"}
+    # The package re-exports each module's public names, listed one by one so
+    # that type checkers see them (they do not follow a computed __all__).
+    context["exports"] = {module: public_names(rendered[f"{module}.py"]) for module in PACKAGE_EXPORTS}
+    return {"__init__.py": env.get_template("__init__.py.j2").render(context), **rendered}
+
+
+def public_names(source: str) -> list[str]:
+    """The literal `__all__` list of a rendered module."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    raise ValueError("the rendered module has no literal __all__")
 
 
 def stale_files(rendered: dict[str, str], out_dir: Path = OUT) -> list[str]:

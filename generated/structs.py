@@ -5,7 +5,7 @@
 Readable and symmetric (parse and build), but slow: tools and tests use these;
 the engine uses the fast codec in codec.py, and tests prove the two agree."""
 
-from construct import (
+from construct import (  # type: ignore[import-untyped]
     BitsInteger,
     BitStruct,
     Bytes,

@@ -12,6 +12,7 @@ See README.md for a quickstart and PROTOCOL.md for the wire format.
 
 import logging
 
+from . import generated
 from .addresses import (
     Address,
     TCPClientAddress,
@@ -24,8 +25,7 @@ from .addresses import (
 )
 from .framing import MAX_FRAME_SIZE, FrameDecoder, encode, encode_into
 from .generated import *
-from .generated import __all__ as _generated_all
-from .groups import ChannelGroup
+from .groups import WAIT_RECEIVE_INFINITE_TIMEOUT, WAIT_RECEIVE_SEC_TIMEOUT, ChannelGroup
 from .message import BinaryHeader, Body, Message, ProtoFields, TextHeaders
 from .options import Options
 from .pool import AllocationStrategy
@@ -36,30 +36,32 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 
-__all__ = [  # noqa: PLE0604 - the generated names are listed in tofu.generated.__all__
-    *_generated_all,
-    "Reactor",
-    "Ampe",
-    "ChannelGroup",
-    "Options",
-    "AllocationStrategy",
+__all__ = [
+    "MAX_FRAME_SIZE",
+    "WAIT_RECEIVE_INFINITE_TIMEOUT",
+    "WAIT_RECEIVE_SEC_TIMEOUT",
     "Address",
+    "AllocationStrategy",
+    "Ampe",
+    "BinaryHeader",
+    "Body",
+    "ChannelGroup",
+    "FrameDecoder",
+    "Message",
+    "Options",
+    "ProtoFields",
+    "Reactor",
     "TCPClientAddress",
     "TCPServerAddress",
+    "TextHeaders",
     "UDSClientAddress",
     "UDSServerAddress",
+    "encode",
+    "encode_into",
+    "find_free_tcp_port",
     "parse_address",
     "parse_address_value",
     "parse_url",
-    "MAX_FRAME_SIZE",
-    "FrameDecoder",
-    "encode",
-    "encode_into",
-    "BinaryHeader",
-    "Body",
-    "Message",
-    "ProtoFields",
-    "TextHeaders",
-    "find_free_tcp_port",
     "temp_uds_path",
 ]
+__all__ += generated.__all__  # the protocol's names; type checkers follow this form

@@ -96,7 +96,7 @@ SCALED_KINDS = ("oneway", "pipeline", "fanin", "idle")
 def _rss() -> int:
     """Resident set size of this process now, in bytes."""
     try:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         return int(psutil.Process().memory_info().rss)
     except ImportError:
@@ -264,9 +264,11 @@ class _TofuPeer:
 
     def diag(self) -> str:
         """A read-only snapshot of the engine's state, to tell a stall's cause."""
+        from .channels import Connection
+
         r, g = self.rtr, self.grp
         try:
-            conns = [c for c in list(r._channels.values()) if hasattr(c, "sendq")]
+            conns = [c for c in list(r._channels.values()) if isinstance(c, Connection)]
             sendq = sum(len(c.sendq) for c in conns)
             outbuf = sum(len(c.outbuf) for c in conns)
             events = sorted({c.events for c in conns})

@@ -118,7 +118,7 @@ class FrameDecoder:
         """Move bytes from `data` into the held frame; decode it once whole.
         Returns how many bytes of `data` were used."""
         pending = self._pending
-        used = 0
+        used: int = 0
         if len(pending) < HEADER_SIZE:
             used = HEADER_SIZE - len(pending)
             pending += data[:used]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import queue
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from .generated import (
     CHANNEL_ENGINE,
@@ -41,9 +41,15 @@ from .generated import (
 from .message import BinaryHeader, Message
 
 if TYPE_CHECKING:
+    from .channels import Channel
     from .reactor import Reactor
 
-__all__ = ["ChannelGroup"]
+__all__ = ["WAIT_RECEIVE_INFINITE_TIMEOUT", "WAIT_RECEIVE_SEC_TIMEOUT", "ChannelGroup"]
+
+# wait_receive() timeouts by the reference's names (waitReceive_INFINITE_TIMEOUT,
+# waitReceive_SEC_TIMEOUT), in seconds as Python counts them.
+WAIT_RECEIVE_INFINITE_TIMEOUT: None = None
+WAIT_RECEIVE_SEC_TIMEOUT: float = 1.0
 
 # Message ids are unique across the process, as in the reference.
 _message_ids = itertools.count(FIRST_MESSAGE_ID)
@@ -69,7 +75,17 @@ SHUTDOWN = _Shutdown()
 
 
 class ChannelGroup:
-    """A set of channels with one receive queue. Made by `Ampe.create()`."""
+    """A set of channels with one receive queue. Made by `Ampe.create()`.
+
+    Also a context manager: leaving `with ampe.create() as chnls:` destroys
+    the group (closing its channels), like the reference's
+    `defer tofu.DestroyChannels(ampe, chnls)`."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._reactor.destroy_group(self)
 
     def __init__(self, reactor: Reactor) -> None:
         self._reactor = reactor
@@ -82,7 +98,7 @@ class ChannelGroup:
         # Called on the I/O thread after messages were queued (used by tofu.aio).
         self._on_delivery: Callable[[], None] | None = None
         # The engine's own bookkeeping, touched only on its I/O thread.
-        self.channels: set = set()
+        self.channels: set[Channel] = set()
 
     def post(self, msg: Message) -> BinaryHeader:
         """Hand `msg` to the engine and return a copy of its binary header with

@@ -8,6 +8,7 @@ contents, and touching `msg.bhdr`, `msg.thdrs` or `msg.body` raises NotAllowed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from .generated import (
@@ -38,6 +39,8 @@ from .generated.codec import (
 )
 
 __all__ = ["BinaryHeader", "Body", "Message", "ProtoFields", "TextHeaders"]
+
+log = logging.getLogger(__name__)
 
 # Raw bit values -> enum members, by index: cheaper than calling the enum.
 OP_CODES: tuple[OpCode, ...] = tuple(OpCode)
@@ -106,7 +109,8 @@ class ProtoFields:
 
     def set_byte(self, proto: int) -> None:
         """Set every field from a proto byte; an invalid op code stays a plain int."""
-        self.op_code, self.origin, self.more, self.internal_a, self.internal_b = PROTO_FIELDS[proto & 0xFF]
+        fields = PROTO_FIELDS[proto & 0xFF]
+        self.op_code, self.origin, self.more, self.internal_a, self.internal_b = fields  # type: ignore[assignment]
 
     @classmethod
     def from_byte(cls, proto: int) -> ProtoFields:
@@ -176,6 +180,20 @@ class BinaryHeader:
             other.status,
             other.message_id,
         )
+
+    def dump(self, label: str = "") -> str:
+        """One readable line: op code, channel, message id, origin, more,
+        status. It is logged at DEBUG on the `tofu.message` logger and returned.
+
+        `label` leads the line, e.g. `bhdr.dump("received")`."""
+        p = self.proto
+        op = p.op_code.name if isinstance(p.op_code, OpCode) else f"op_code={p.op_code}"
+        line = (
+            f"{label + ' ' if label else ''}{op} chn {self.channel_number} mid {self.message_id} "
+            f"{ORIGINS[p.origin & 1].name} {MORES[p.more & 1].name} {raw_to_status(self.status).name}"
+        )
+        log.debug("%s", line)
+        return line
 
     def __repr__(self) -> str:
         return (
@@ -364,7 +382,7 @@ class Message:
         The decoder's hot path: it builds the parts directly instead of setting
         defaults in __init__ and overwriting them."""
         pf = _new(ProtoFields)
-        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = PROTO_FIELDS[proto & 0xFF]
+        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = PROTO_FIELDS[proto & 0xFF]  # type: ignore[assignment]
         bh = _new(BinaryHeader)
         bh.channel_number = channel_number
         bh.proto = pf

@@ -20,7 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Self
+from typing import Literal, Self, overload
 
 from .addresses import (
     Address,
@@ -77,6 +77,11 @@ class Ampe:
 
     def __init__(self, reactor: Reactor) -> None:
         self._reactor = reactor
+
+    @overload
+    def get(self, strategy: Literal[AllocationStrategy.always] = ...) -> Message: ...
+    @overload
+    def get(self, strategy: AllocationStrategy) -> Message | None: ...
 
     def get(self, strategy: AllocationStrategy = AllocationStrategy.always) -> Message | None:
         """A message from the pool. `poolOnly` returns None when the pool is
@@ -696,7 +701,8 @@ class Reactor:
                 self._selector.unregister(ch.sock)
                 ch.events = 0
             ch.sock.close()
-        self._starved.discard(ch)  # type: ignore[arg-type]
+        if isinstance(ch, Listener):
+            self._starved.discard(ch)
         for lst in self._starved:  # a descriptor is free again: accept again
             self._set_events(lst, READ)
         self._starved.clear()

@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import tofu
+import tofu.generated.constants
+import tofu.generated.enums
+import tofu.generated.errors
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # codegen/ is a tool in the repository, not an installed package
@@ -118,9 +122,12 @@ def test_new_limit_makes_constants_stale(tmp_path: Path, generated_copy: Path) -
     spec = modified_spec(tmp_path, "first_message_id = 1", "first_message_id = 1\nmax_test_limit = 4242")
     rendered = render_all(spec)
     baseline = render_all(unmodified_spec(tmp_path))
-    assert {n for n in changed(rendered, baseline) if n.endswith(".py")} == {"constants.py"}
+    assert {n for n in changed(rendered, baseline) if n.endswith(".py")} == {"constants.py", "__init__.py"}
     assert "MAX_TEST_LIMIT = 4242" in rendered["constants.py"]
     assert '"MAX_TEST_LIMIT",' in rendered["constants.py"]
+    exported = generator.public_names(rendered["__init__.py"])  # the package exports it too
+    assert exported == [n for m in generator.PACKAGE_EXPORTS for n in generator.public_names(rendered[f"{m}.py"])]
+    assert "MAX_TEST_LIMIT" in exported
     assert "generated/constants.py" in stale_files(rendered, generated_copy)
     # the new module really defines it
     namespace: dict[str, object] = {}
@@ -172,6 +179,17 @@ def test_inconsistent_spec_is_rejected(tmp_path: Path) -> None:
     spec = modified_spec(tmp_path, 'name = "ByeSignal"', 'name = "ByeSignal"\necho = "NoSuchOp"', "bad-echo.toml")
     with pytest.raises(SpecError, match="NoSuchOp"):
         render_all(spec)
+
+
+def test_every_generated_name_is_public_by_a_literal_list() -> None:
+    # Type checkers read a module's names from a literal __all__ (and from
+    # `__all__ += module.__all__`): the generated package lists each one.
+    init = (ROOT / "generated" / "__init__.py").read_text()
+    exported = generator.public_names(init)
+    modules = [tofu.generated.constants, tofu.generated.enums, tofu.generated.errors]
+    assert exported == [name for module in modules for name in module.__all__]
+    assert set(exported) <= set(tofu.__all__)
+    assert all(getattr(tofu, name) is getattr(tofu.generated, name) for name in exported)
 
 
 def test_generated_tables_follow_the_spec() -> None:

@@ -261,7 +261,7 @@ def test_post_forces_origin_and_status(rtr):
 def test_update_receiver_wakes_an_infinite_wait(rtr):
     group = rtr.ampe().create()
     got = []
-    t = threading.Thread(target=lambda: got.append(group.wait_receive(None)))
+    t = threading.Thread(target=lambda: got.append(group.wait_receive(tofu.WAIT_RECEIVE_INFINITE_TIMEOUT)))
     t.start()
     group.update_receiver(None)
     t.join(10)
@@ -279,6 +279,49 @@ def test_wait_receive_timeouts(rtr):
     group = rtr.ampe().create()
     assert group.wait_receive(0) is None
     assert group.wait_receive(0.01) is None
+    # The reference's timeout names, in seconds.
+    assert tofu.WAIT_RECEIVE_INFINITE_TIMEOUT is None and tofu.WAIT_RECEIVE_SEC_TIMEOUT == 1.0
+
+
+def test_a_group_as_a_context_manager_is_destroyed_on_leaving(rtr):
+    ampe = rtr.ampe()
+    client = ampe.create()
+    with ampe.create() as server:
+        from engine_support import connect, tcp_listen
+
+        _, port = tcp_listen(server)
+        cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
+    assert server.destroyed
+    closed = recv(client)  # the server's channels were closed with it
+    assert closed.is_from_engine() and closed.bhdr.status == AmpeStatus.channel_closed
+    assert closed.bhdr.channel_number == cch
+    with pytest.raises(tofu.NotAllowed):
+        server.post(make(OpCode.Signal, cch))
+    ampe.destroy(server)  # destroying it again is a no-op
+
+
+def test_adding_messages_to_the_pool():
+    with tofu.Reactor(Options(initial_pool_msgs=1, max_pool_msgs=8)) as rtr:
+        ampe = rtr.ampe()
+        for _ in range(10):
+            ampe.put(Message())  # the reference's addToPool: made outside, kept up to the maximum
+        assert len(rtr.pool) == 8
+        taken = [ampe.get(AllocationStrategy.poolOnly) for _ in range(8)]
+        assert all(isinstance(m, Message) for m in taken)
+        assert ampe.get(AllocationStrategy.poolOnly) is None
+
+
+def test_dump_is_one_readable_line_logged_at_debug(caplog):
+    msg = make(OpCode.Response, 5, mid=42, more=True)
+    msg.bhdr.proto.origin = tofu.OriginFlag.engine
+    msg.bhdr.status = AmpeStatus.channel_closed
+    with caplog.at_level("DEBUG", logger="tofu"):
+        line = msg.bhdr.dump("got")
+    assert line == "got Response chn 5 mid 42 engine more channel_closed"
+    assert [r.getMessage() for r in caplog.records] == [line]
+    msg.bhdr.proto.op_code = 12  # an invalid op code from a peer still dumps
+    assert Message().bhdr.dump() == "Request chn 0 mid 0 application last success"
+    assert msg.bhdr.dump().startswith("op_code=12 chn 5")
 
 
 # ---------------------------------------------------------------- channel numbers

@@ -1,0 +1,96 @@
+"""The package is typed (py.typed): a user's program that uses the API the
+way API.md shows type-checks under `mypy --strict`, and mistakes are caught,
+which proves the checker really sees tofu's names and types."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+USER_PROGRAM = """
+import threading
+
+import tofu
+
+
+def serve(port: int) -> None:
+    with tofu.Reactor(tofu.Options(initial_pool_msgs=16, max_pool_msgs=64)) as rtr:
+        ampe = rtr.ampe()
+        with ampe.create() as chnls:
+            msg = ampe.get(tofu.AllocationStrategy.always)
+            tofu.TCPServerAddress("127.0.0.1", port).format(msg)
+            bhdr: tofu.BinaryHeader = chnls.post(msg)
+            channel: int = bhdr.channel_number
+            resp = chnls.wait_receive(tofu.WAIT_RECEIVE_SEC_TIMEOUT * 5)
+            if resp is None:
+                return
+            op: tofu.OpCode = resp.bhdr.proto.op_code
+            status: tofu.AmpeStatus = tofu.raw_to_status(resp.bhdr.status)
+            error: tofu.AmpeError | None = tofu.raw_to_error(resp.bhdr.status)
+            raw: int = tofu.status_to_raw(status)
+            headers: list[tuple[str, str]] = list(resp.thdrs)
+            body: bytes = bytes(resp.body)
+            flags: tuple[bool, bool, bool] = (resp.is_from_engine(), resp.is_from_application(), resp.has_more())
+            line: str = resp.bhdr.dump("got")
+            ampe.put(resp)
+            maybe: tofu.Message | None = ampe.get(tofu.AllocationStrategy.poolOnly)
+            ampe.put(maybe)
+            threading.Thread(target=chnls.update_receiver, args=(None,)).start()
+            try:
+                chnls.post(tofu.Message())
+            except tofu.InvalidChannelNumber as exc:
+                print(exc.status.name, channel, op, error, raw, headers, body, flags, line)
+    path: str = tofu.temp_uds_path()
+    free: int = tofu.find_free_tcp_port()
+    print(path, free, tofu.UDSServerAddress(path), tofu.TCPClientAddress("127.0.0.1", free))
+"""
+
+MISTAKES = """
+import tofu
+
+op: str = tofu.OpCode.Request
+msg: tofu.Message = tofu.Reactor().ampe().get(tofu.AllocationStrategy.poolOnly)
+tofu.Reactor().ampe().create().wait_receive("soon")
+"""
+
+
+@pytest.fixture(scope="module")
+def checked_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package laid out as it installs (tofu/ with tofu/generated/ inside)."""
+    tree = tmp_path_factory.mktemp("typing")
+    shutil.copytree(ROOT / "runtime", tree / "tofu", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "generated", tree / "tofu" / "generated", ignore=shutil.ignore_patterns("__pycache__"))
+    return tree
+
+
+def mypy(tree: Path, source: str) -> subprocess.CompletedProcess[str]:
+    (tree / "user.py").write_text(source)
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent", "user.py"],
+        check=False,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_user_program_type_checks_strictly(checked_tree: Path) -> None:
+    result = mypy(checked_tree, USER_PROGRAM)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mistakes_are_caught(checked_tree: Path) -> None:
+    result = mypy(checked_tree, MISTAKES)
+    assert result.returncode == 1
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 3, result.stdout
+    assert 'variable has type "str"' in errors[0]  # an OpCode is not a str
+    assert '"Message | None"' in errors[1]  # poolOnly may give None
+    assert '"wait_receive"' in errors[2]  # the timeout is a number of seconds
