@@ -48,7 +48,18 @@ from .groups import SHUTDOWN, ChannelGroup
 from .message import Message
 from .options import Options
 from .pool import AllocationStrategy, Pool
-from .sockets import Resolved, finish_connect, listen, needs_resolving, resolve, start_connect, tune, unlink_uds
+from .sockets import (
+    Resolved,
+    ack_now,
+    can_ack_now,
+    finish_connect,
+    listen,
+    needs_resolving,
+    resolve,
+    start_connect,
+    tune,
+    unlink_uds,
+)
 
 __all__ = ["Ampe", "Reactor"]
 
@@ -454,6 +465,7 @@ class Reactor:
                 continue
             conn = Connection(number, group, 0, FrameDecoder(self._recycled))
             conn.sock = sock
+            conn.ack_partial = can_ack_now(sock)
             self._open_window(number)
             self._channels[number] = conn
             group.channels.add(conn)
@@ -489,6 +501,7 @@ class Reactor:
         except AmpeError as exc:
             self._close(conn, exc.status)
             return
+        conn.ack_partial = can_ack_now(conn.sock)
         if connected:
             self._connected(conn)
         else:
@@ -540,6 +553,11 @@ class Reactor:
             log.warning("channel %d: bad frame from peer: %s", conn.number, exc)
             frames = exc.frames  # type: ignore[attr-defined]
             bad = exc.status
+        if conn.ack_partial and conn.decoder.pending:
+            # The read ended inside a frame: a peer that writes a frame in
+            # pieces with Nagle on (the reference does) sends the next piece
+            # only once this one is acknowledged. Acknowledge it now.
+            ack_now(conn.sock)  # type: ignore[arg-type]
 
         group = conn.group
         if self._pool_ran_dry:

@@ -12,6 +12,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 from tofu import bench
 
@@ -92,3 +93,14 @@ def test_module_entry_point_help():
     assert r.returncode == 0
     for option in ("--quick", "--repeat", "--messages", "--json", "--workloads", "--transports"):
         assert option in r.stdout
+
+
+def test_reference_style_peer_script_runs_both_cases():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_style_peer.py"
+    r = subprocess.run(
+        [sys.executable, str(script), "--requests", "3"], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("tofu")]
+    assert len(rows) == 2 and all(_positive(float(line.split()[-2])) for line in rows)
+    assert "ratio of p50s:" in r.stdout

@@ -269,6 +269,55 @@ def test_reset_after_bye_exchange_is_a_normal_close(rtr):
         assert is_closed_signal(closed)
 
 
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+def test_a_frame_written_in_pieces_is_acknowledged_at_once(server, monkeypatch):
+    """The reference writes header, text headers and body in separate sends
+    with Nagle on: each piece waits for the ACK of the one before. The engine
+    acknowledges a read that ends inside a frame at once (PROTOCOL.md §7)."""
+    import tofu.reactor
+
+    acked: list[int] = []
+    real_ack_now = tofu.reactor.ack_now
+    monkeypatch.setattr(tofu.reactor, "ack_now", lambda sock: (acked.append(sock.fileno()), real_ack_now(sock)))
+    group, port = server
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as peer:  # Nagle on, as the reference
+        hello = tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=1))
+        peer.sendall(hello)
+        recv(group)
+        assert acked == []  # whole frames need nothing
+        request = tofu.encode(make(OpCode.Request, 1, b"body", headers=[("x-seq", "1")], mid=2))
+        pieces = [request[:16], request[16:-4], request[-4:]]  # header, text headers, body
+        for n, piece in enumerate(pieces[:-1], start=1):
+            peer.sendall(piece)
+            wait_for(lambda n=n: len(acked) >= n, f"the ACK of piece {n}")
+        peer.sendall(pieces[-1])
+        got = recv(group)
+        assert bytes(got.body) == b"body" and list(got.thdrs) == [("x-seq", "1")]
+        assert len(acked) == 2
+
+
+def test_no_ack_tuning_on_unix_sockets(rtr, monkeypatch):
+    import tofu.reactor
+
+    acked: list[object] = []
+    monkeypatch.setattr(tofu.reactor, "ack_now", acked.append)
+    group = rtr.ampe().create()
+    path = tofu.temp_uds_path()
+    group.post(tofu.UDSServerAddress(path).format(Message()))
+    assert recv(group).bhdr.status == 0
+    with socket.socket(socket.AF_UNIX) as peer:
+        peer.connect(path)
+        hello = tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=1))
+        peer.sendall(hello[:10])
+        wait_for(
+            lambda: any(getattr(c, "decoder", None) and c.decoder.pending for c in list(rtr._channels.values())),
+            "the engine to hold the partial frame",
+        )
+        peer.sendall(hello[10:])
+        assert recv(group).bhdr.proto.op_code == OpCode.HelloRequest
+    assert acked == []
+
+
 # ---------------------------------------------------------------- backpressure
 
 
