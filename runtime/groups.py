@@ -81,12 +81,6 @@ class ChannelGroup:
     the group (closing its channels), like the reference's
     `defer tofu.DestroyChannels(ampe, chnls)`."""
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._reactor.destroy_group(self)
-
     def __init__(self, reactor: Reactor) -> None:
         self._reactor = reactor
         self._queue: queue.SimpleQueue[Message | _Shutdown] = queue.SimpleQueue()
@@ -99,6 +93,12 @@ class ChannelGroup:
         self._on_delivery: Callable[[], None] | None = None
         # The engine's own bookkeeping, touched only on its I/O thread.
         self.channels: set[Channel] = set()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._reactor.destroy_group(self)
 
     def post(self, msg: Message) -> BinaryHeader:
         """Hand `msg` to the engine and return a copy of its binary header with

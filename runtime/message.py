@@ -382,7 +382,8 @@ class Message:
         The decoder's hot path: it builds the parts directly instead of setting
         defaults in __init__ and overwriting them."""
         pf = _new(ProtoFields)
-        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = PROTO_FIELDS[proto & 0xFF]  # type: ignore[assignment]
+        fields = PROTO_FIELDS[proto & 0xFF]
+        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = fields  # type: ignore[assignment]
         bh = _new(BinaryHeader)
         bh.channel_number = channel_number
         bh.proto = pf

@@ -57,7 +57,7 @@ class Pool:
                 msg.reset()
                 self._free.append(msg)
             else:
-                msg.bhdr  # noqa: B018 - dropped, so no reset; still a posted message is no put
+                msg.bhdr  # noqa: B018 - full: dropped without a reset (a posted message raises here)
         except NotAllowed:
             return  # an emptied (posted) message: nothing to keep
         self.ran_empty = False
