@@ -104,3 +104,22 @@ def test_reference_style_peer_script_runs_both_cases():
     rows = [line for line in r.stdout.splitlines() if line.startswith("tofu")]
     assert len(rows) == 2 and all(_positive(float(line.split()[-2])) for line in rows)
     assert "ratio of p50s:" in r.stdout
+
+
+def test_codec_bench_paths_round_trip():
+    """Every path the codec benchmark times encodes and decodes its frames (no timing here)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "codec_bench.py"
+    spec = importlib.util.spec_from_file_location("codec_bench", path)
+    assert spec is not None and spec.loader is not None
+    codec_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(codec_bench)
+    for msg in (codec_bench.small_message(), codec_bench.large_message()):
+        codec_bench.check_paths(msg)  # raises SystemExit when a path does not round-trip
+        for make_run in (
+            codec_bench.fast_roundtrip,
+            codec_bench.codec_fields_roundtrip,
+            codec_bench.construct_roundtrip,
+        ):
+            make_run(msg)(2)
