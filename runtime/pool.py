@@ -39,12 +39,15 @@ class Pool:
         return len(self._free)
 
     def get(self, strategy: AllocationStrategy = AllocationStrategy.always) -> Message | None:
-        try:
-            return self._free.pop()
-        except IndexError:
-            if strategy is AllocationStrategy.poolOnly:
-                return None
-            return Message()
+        free = self._free
+        if free:  # checked first: an empty pool is common, and a raised IndexError is slow
+            try:
+                return free.pop()
+            except IndexError:
+                pass  # another thread took the last one
+        if strategy is AllocationStrategy.poolOnly:
+            return None
+        return Message()
 
     def put(self, msg: Message | None) -> None:
         """Reset `msg` and keep it, or drop it when the pool is full.
