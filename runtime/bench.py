@@ -791,7 +791,7 @@ def zmq_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
 # ---------------------------------------------------------------------- floor
 
 
-def _floor_codec() -> tuple[Callable[..., bytes], Callable[..., tuple], int, int, int]:
+def _floor_codec() -> tuple[Callable[..., bytes], Callable[..., tuple[int, ...]], int, int, int]:
     from tofu.generated.codec import HEADER_SIZE, pack_header, pack_proto, unpack_header
 
     signal_proto = pack_proto(2, 0, 0)  # Signal, application, last
@@ -1312,7 +1312,11 @@ class Trial:
     wall: float = 0.0
 
 
-def _spawn(role: str, spec: dict[str, Any], events: queue.Queue, errfile: Any) -> subprocess.Popen:
+# A child's output lines, as (role, parsed JSON event or None at end of output).
+_Events = queue.Queue[tuple[str, Any]]
+
+
+def _spawn(role: str, spec: dict[str, Any], events: _Events, errfile: Any) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "tofu.bench", "--role", role, "--spec", json.dumps(spec)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     p = subprocess.Popen(
@@ -1340,7 +1344,7 @@ def _spawn(role: str, spec: dict[str, Any], events: queue.Queue, errfile: Any) -
     return p
 
 
-def _kill(p: subprocess.Popen) -> None:
+def _kill(p: subprocess.Popen[str]) -> None:
     if p.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(p.pid, signal.SIGKILL)
@@ -1354,8 +1358,8 @@ def run_trial(trial: Trial) -> Trial:
     """Run one server/client pair to completion (or to its deadline)."""
     spec = trial.spec
     deadline = time.monotonic() + spec["timeout"]
-    events: queue.Queue = queue.Queue()
-    procs: dict[str, subprocess.Popen] = {}
+    events: _Events = queue.Queue()
+    procs: dict[str, subprocess.Popen[str]] = {}
     started = time.monotonic()
     files = contextlib.ExitStack()
     errs = {r: files.enter_context(tempfile.TemporaryFile("w+")) for r in ("server", "client")}  # noqa: SIM115
@@ -1498,7 +1502,7 @@ def _mbps(t: Trial) -> float | None:
 
 def _lat(q: float) -> Callable[[Trial], float | None]:
     def f(t: Trial) -> float | None:
-        lat = t.client.get("latencies_us")
+        lat: list[float] | None = t.client.get("latencies_us")
         return _percentile(sorted(lat), q) if lat else None
 
     return f
@@ -1509,7 +1513,7 @@ def _per_idle(side: str) -> Callable[[Trial], float | None]:
         d = t.server if side == "server" else t.client
         if "rss_idle" not in d:
             return None
-        return (d["rss_idle"] - d["rss_before"]) / t.spec["idle"]
+        return float((d["rss_idle"] - d["rss_before"]) / t.spec["idle"])
 
     return f
 

@@ -1,6 +1,7 @@
-"""The package is typed (py.typed): a user's program that uses the API the
-way API.md shows type-checks under `mypy --strict`, and mistakes are caught,
-which proves the checker really sees tofu's names and types."""
+"""The package is typed (py.typed): it passes `mypy --strict` itself; a
+user's program that uses the API the way API.md shows type-checks under
+`mypy --strict`; and mistakes are caught, which proves the checker really
+sees tofu's names and types."""
 
 from __future__ import annotations
 
@@ -69,10 +70,15 @@ def checked_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tree
 
 
-def mypy(tree: Path, source: str) -> subprocess.CompletedProcess[str]:
-    (tree / "user.py").write_text(source)
+def mypy(tree: Path, source: str | None) -> subprocess.CompletedProcess[str]:
+    """mypy --strict on a user program (`source`), or on the package itself (None)."""
+    if source is None:
+        target = ["-p", "tofu"]
+    else:
+        (tree / "user.py").write_text(source)
+        target = ["--follow-imports=silent", "user.py"]
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent", "user.py"],
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *target],
         check=False,
         cwd=tree,
         capture_output=True,
@@ -94,3 +100,8 @@ def test_mistakes_are_caught(checked_tree: Path) -> None:
     assert 'variable has type "str"' in errors[0]  # an OpCode is not a str
     assert '"Message | None"' in errors[1]  # poolOnly may give None
     assert '"wait_receive"' in errors[2]  # the timeout is a number of seconds
+
+
+def test_the_package_itself_type_checks_strictly(checked_tree: Path) -> None:
+    result = mypy(checked_tree, None)
+    assert result.returncode == 0, result.stdout + result.stderr
