@@ -142,7 +142,6 @@ class Connection(Channel):
     """
 
     __slots__ = (
-        "ack_partial",
         "bye_done",
         "bye_received",
         "bye_sent",
@@ -163,7 +162,6 @@ class Connection(Channel):
         self.bye_sent = False  # a ByeRequest or ByeResponse went out: send nothing more
         self.bye_received = False  # the peer sent ByeRequest
         self.bye_done = False  # the Bye exchange is complete: a reset now is a normal close
-        self.ack_partial = False  # acknowledge a partly received frame at once (sockets.ack_now)
 
     def ended_status(self) -> AmpeStatus:
         """What the peer's end of the stream means now. Once either side has

@@ -465,7 +465,6 @@ class Reactor:
                 continue
             conn = Connection(number, group, 0, FrameDecoder(self._recycled))
             conn.sock = sock
-            conn.ack_partial = can_ack_now(sock)
             self._open_window(number)
             self._channels[number] = conn
             group.channels.add(conn)
@@ -501,7 +500,6 @@ class Reactor:
         except AmpeError as exc:
             self._close(conn, exc.status)
             return
-        conn.ack_partial = can_ack_now(conn.sock)
         if connected:
             self._connected(conn)
         else:
@@ -553,7 +551,7 @@ class Reactor:
             log.warning("channel %d: bad frame from peer: %s", conn.number, exc)
             frames = exc.frames  # type: ignore[attr-defined]
             bad = exc.status
-        if conn.ack_partial and conn.decoder.pending:
+        if conn.decoder.pending and can_ack_now(conn.sock):  # type: ignore[arg-type]
             # The read ended inside a frame: a peer that writes a frame in
             # pieces with Nagle on (the reference does) sends the next piece
             # only once this one is acknowledged. Acknowledge it now.

@@ -39,7 +39,12 @@ def recv_until(
 
 
 def is_closed_signal(msg: Message) -> bool:
-    return msg.bhdr.proto.op_code == OpCode.Signal and msg.bhdr.status == AmpeStatus.channel_closed
+    """The engine's channel_closed notification (a peer's Signal may carry that status too)."""
+    return (
+        msg.is_from_engine()
+        and msg.bhdr.proto.op_code == OpCode.Signal
+        and msg.bhdr.status == AmpeStatus.channel_closed
+    )
 
 
 def make(

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 
 import pytest
 import tofu
-from engine_support import TIMEOUT, connect, make, recv, tcp_listen, wait_for_eof
-from hypothesis import HealthCheck, given, settings
+from engine_support import TIMEOUT, connect, is_closed_signal, make, recv, tcp_listen, wait_for_eof
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import small_frame_specs
-from tofu import AmpeStatus, Message, OpCode
+from tofu import OpCode
 
 
 class _Errors(logging.Handler):
@@ -85,13 +85,7 @@ def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
-def _is_our_close(msg: Message) -> bool:
-    # A peer may send a Signal with status channel_closed too; only the
-    # engine's own notification counts.
-    return msg.is_from_engine() and msg.bhdr.status == AmpeStatus.channel_closed
-
-
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None)
 @given(data=streams, cuts=st.lists(st.integers(0, 10_000), max_size=5))
 def test_any_byte_stream_closes_only_its_own_channel(engine: Engine, data: bytes, cuts: list[int]) -> None:
     with socket.create_connection(("127.0.0.1", engine.port), timeout=TIMEOUT) as peer:
@@ -102,7 +96,7 @@ def test_any_byte_stream_closes_only_its_own_channel(engine: Engine, data: bytes
             peer.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the engine already closed the channel on a bad frame
-        while not _is_our_close(msg := recv(engine.server)):
+        while not is_closed_signal(msg := recv(engine.server)):
             engine.ampe.put(msg)  # whatever frames got through reach the application
         engine.ampe.put(msg)
         wait_for_eof(peer)  # the engine closed the socket
