@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/reference_style_peer.py --requests 200
 
 The Zig reference writes each frame with separate sends (header, text headers,
-body) and leaves Nagle's algorithm on (PROTOCOL.md §7). Nagle holds each
+body) and leaves Nagle's algorithm on (docs/protocol.md). Nagle holds each
 piece until the one before is acknowledged, so a receiver that delays its ACK
 (Linux does, up to ~40 ms) stalls every frame. tofu acknowledges a read that
 ends inside a frame at once (TCP_QUICKACK, `sockets.ack_now`).

@@ -7,7 +7,7 @@ with the Zig reference g41797/tofu.
         chnls = ampe.create()
         ...
 
-See README.md for a quickstart and PROTOCOL.md for the wire format.
+See README.md for a quickstart and docs/protocol.md for the wire format.
 """
 
 import logging

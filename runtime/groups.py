@@ -104,7 +104,7 @@ class ChannelGroup:
         """Hand `msg` to the engine and return a copy of its binary header with
         the assigned channel_number and message_id.
 
-        Checks, in this order (PROTOCOL.md §5), raising and leaving `msg` with
+        Checks, in this order (docs/protocol.md), raising and leaving `msg` with
         the caller: InvalidOpCode, InvalidMessageId, InvalidMoreUsage,
         InvalidChannelNumber, InvalidHeadersLen, WrongAddress, InvalidBodyLen;
         then InvalidChannelNumber / InvalidMessageChannelGroup when the channel

@@ -1,7 +1,7 @@
 """The message: a binary header, text headers and a body.
 
 A Message is what applications and the engine pass around. Its three parts
-map one to one onto the three parts of a frame on the wire (PROTOCOL.md §1).
+map one to one onto the three parts of a frame on the wire (docs/protocol.md).
 After `ChannelGroup.post(msg)` the object is emptied: the engine owns the
 contents, and touching `msg.bhdr`, `msg.thdrs` or `msg.body` raises NotAllowed.
 """
@@ -229,7 +229,7 @@ class TextHeaders:
             raise InvalidMessage(f"text header {name!r} cannot be encoded: {exc.reason}") from None
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        """Yield (name, value) pairs in order, parsed as PROTOCOL.md §1 says.
+        """Yield (name, value) pairs in order, parsed as docs/protocol.md says.
 
         Empty lines are skipped; a last line without CRLF still counts; spaces
         and tabs around a value are trimmed. A line with no colon, an empty

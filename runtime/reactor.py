@@ -573,7 +573,7 @@ class Reactor:
             op = bh.proto.op_code
             if op not in OP_ON_WIRE:
                 # A local-only op code from a peer: it would let the peer
-                # impersonate this engine (PROTOCOL.md §7).
+                # impersonate this engine (docs/protocol.md).
                 log.warning("channel %d: peer sent local-only op code %s", number, op)
                 bad = AmpeStatus.invalid_op_code
                 self.pool.put(msg)

@@ -67,7 +67,7 @@ def resolve(address: Address) -> Resolved:
 
 
 def tune(sock: socket.socket) -> None:
-    """Non-blocking, and no Nagle delay on TCP (PROTOCOL.md §7)."""
+    """Non-blocking, and no Nagle delay on TCP (docs/protocol.md)."""
     sock.setblocking(False)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -86,7 +86,7 @@ def ack_now(sock: socket.socket) -> None:
 
     The reference writes a frame in two or three pieces without TCP_NODELAY,
     so it holds each piece until the one before is acknowledged (Nagle), and
-    a receiver's delayed ACK adds ~40 ms per frame (PROTOCOL.md §7). The
+    a receiver's delayed ACK adds ~40 ms per frame (docs/protocol.md). The
     engine calls this when a read ended inside a frame."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)  # type: ignore[arg-type]

@@ -75,7 +75,7 @@ class FrameSpec:
 
     @property
     def proto(self) -> int:
-        """The proto byte, computed by hand from PROTOCOL.md §1 (bit 0 = LSB)."""
+        """The proto byte, computed by hand from docs/protocol.md (bit 0 = LSB)."""
         return self.op_code | self.origin << 4 | self.more << 5 | self.internal_a << 6 | self.internal_b << 7
 
     @property

@@ -1,4 +1,4 @@
-"""Addresses as message headers (PROTOCOL.md §6, API.md)."""
+"""Addresses as message headers (docs/protocol.md, docs/concepts.md)."""
 
 from __future__ import annotations
 

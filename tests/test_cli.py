@@ -27,7 +27,7 @@ import tofu
 from tofu.addresses import parse_url
 from tofu.cli import format_url, main
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 C2S = GOLDEN / "zig-client-to-server.bin"
 S2C = GOLDEN / "zig-server-to-client.bin"
 TIMEOUT = 15.0  # for any one subprocess step; the tests take far less

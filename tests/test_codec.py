@@ -48,7 +48,7 @@ def test_fast_encode_then_decode_is_identity(spec: FrameSpec) -> None:
 def test_fast_encode_matches_construct_build(spec: FrameSpec) -> None:
     fast = tofu.encode(spec.message())
     assert fast == structs.Frame.build(spec.construct_dict())
-    # and the header is the layout of PROTOCOL.md §1, packed by hand
+    # and the header is the layout of docs/protocol.md, packed by hand
     assert fast[:16] == struct.pack(
         ">HBBQHH", spec.channel_number, spec.proto, spec.status, spec.message_id, len(spec.text_headers), len(spec.body)
     )
@@ -75,7 +75,7 @@ def test_proto_byte_fast_and_construct_agree(byte: int) -> None:
     fields = codec.unpack_proto(byte)
     assert fields == construct_proto_fields(byte)
     op_code, origin, more, internal_a, internal_b = fields
-    # bit layout of PROTOCOL.md §1, bit 0 = least significant
+    # bit layout of docs/protocol.md, bit 0 = least significant
     assert (op_code, origin, more, internal_a, internal_b) == (
         byte & 0x0F,
         byte >> 4 & 1,
@@ -172,7 +172,7 @@ def test_header_constants_follow_the_protocol() -> None:
     assert structs.BinaryHeader.sizeof() == 16
 
 
-# ---------------------------------------------------------------- op codes (PROTOCOL.md §2)
+# ---------------------------------------------------------------- op codes (docs/protocol.md)
 
 # code, name, type, role, on the wire, echo
 OP_TABLE = [
@@ -227,7 +227,7 @@ def test_flag_enums() -> None:
     assert str(tofu.OpCode.HelloRequest) == "OpCode.HelloRequest"
 
 
-# ---------------------------------------------------------------- statuses and errors (PROTOCOL.md §3)
+# ---------------------------------------------------------------- statuses and errors (docs/protocol.md)
 
 STATUS_TABLE = {
     0: ("success", None),

@@ -1,5 +1,5 @@
 """Engine lifecycle, the pool, message ownership and post() validation
-(PROTOCOL.md §5, the reference's recipe book)."""
+(docs/protocol.md, the reference's recipe book)."""
 
 from __future__ import annotations
 

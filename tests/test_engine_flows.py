@@ -1,4 +1,4 @@
-"""Listen, connect, exchange and close over TCP and Unix sockets (PROTOCOL.md §6)."""
+"""Listen, connect, exchange and close over TCP and Unix sockets (docs/protocol.md)."""
 
 from __future__ import annotations
 

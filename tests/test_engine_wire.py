@@ -28,7 +28,7 @@ from engine_support import (
 )
 from tofu import AmpeStatus, Message, OpCode
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 
 
 @pytest.fixture
@@ -272,7 +272,7 @@ def test_reset_after_bye_exchange_is_a_normal_close(rtr):
 def test_a_frame_written_in_pieces_is_acknowledged_at_once(server, monkeypatch):
     """The reference writes header, text headers and body in separate sends
     with Nagle on: each piece waits for the ACK of the one before. The engine
-    acknowledges a read that ends inside a frame at once (PROTOCOL.md §7),
+    acknowledges a read that ends inside a frame at once (docs/protocol.md),
     where the system can (TCP_QUICKACK, Linux); elsewhere it never tries."""
     import tofu.reactor
 

@@ -1,4 +1,4 @@
-"""The streaming decoder and the encoder's limits (PROTOCOL.md §1).
+"""The streaming decoder and the encoder's limits (docs/protocol.md).
 
 TCP delivers a byte stream cut anywhere; the decoder must return exactly the
 frames that were sent, in order, as soon as each is complete, and keep no more

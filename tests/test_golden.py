@@ -1,5 +1,5 @@
-"""Golden vectors: frames written out byte by byte from PROTOCOL.md §1, and the
-byte streams of a real session between two Zig tofu peers (PROTOCOL.md §7).
+"""Golden vectors: frames written out byte by byte from docs/protocol.md, and the
+byte streams of a real session between two Zig tofu peers (docs/protocol.md).
 
 Each vector is checked both ways: encoding the Message gives the bytes, and
 decoding the bytes gives the fields.
@@ -15,7 +15,7 @@ from strategies import FrameSpec, assert_construct_is, assert_message_is
 from tofu.generated import structs
 
 # The repository and shared/ sit side by side (here /work/main and /work/shared; in CI the same).
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 
 
 def hexbytes(*groups: str) -> bytes:
@@ -180,7 +180,7 @@ ZIG_STREAMS = {
 
 def read_golden(name: str) -> bytes:
     path = GOLDEN / name
-    assert path.is_file(), f"golden file {path} is missing: shared/ must sit beside the repository"
+    assert path.is_file(), f"golden file {path} is missing: it belongs in tests/data/golden/"
     return path.read_bytes()
 
 

@@ -1,4 +1,4 @@
-"""Message, its parts, and text header parsing (PROTOCOL.md §1, API.md)."""
+"""Message, its parts, and text header parsing (docs/protocol.md, docs/concepts.md)."""
 
 from __future__ import annotations
 

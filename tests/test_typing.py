@@ -1,5 +1,5 @@
 """The package is typed (py.typed): it passes `mypy --strict` itself; a
-user's program that uses the API the way API.md shows type-checks under
+user's program that uses the API the way the README and docs show type-checks under
 `mypy --strict`; and mistakes are caught, which proves the checker really
 sees tofu's names and types."""
 
