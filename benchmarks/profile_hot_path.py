@@ -456,8 +456,8 @@ def micro(number: int = 200_000) -> list[tuple[str, float]]:
         g2 = ampe.create()
         q = g2._queue
         t("SimpleQueue.put + get_nowait (no waiting)", lambda: (q.put(msg), q.get_nowait()))
-        t("group.deliver + wait_receive(5.0) on a non-empty queue", lambda: (g2.deliver(msg), g2.wait_receive(5.0)))
-        t("group.deliver + wait_receive(0)", lambda: (g2.deliver(msg), g2.wait_receive(0)))
+        t("group.deliver + wait_receive(5.0) on a non-empty queue", lambda: (g2._deliver(msg), g2.wait_receive(5.0)))
+        t("group.deliver + wait_receive(0)", lambda: (g2._deliver(msg), g2.wait_receive(0)))
     finally:
         rtr.destroy()
     return out

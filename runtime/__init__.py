@@ -10,7 +10,7 @@ with the Zig reference g41797/tofu.
 See README.md for a quickstart and docs/protocol.md for the wire format.
 """
 
-import logging
+import logging as _logging
 
 from . import generated
 from .addresses import (
@@ -32,7 +32,7 @@ from .pool import AllocationStrategy
 from .reactor import Ampe, Reactor
 from .testing import find_free_tcp_port, temp_uds_path
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 

@@ -154,13 +154,13 @@ class ChannelGroup:
         if opens:
             # Welcome/HelloRequest always open a new channel, so a returned
             # request can be posted again as it is to retry.
-            bh.channel_number = reactor.open_channel_number(self, connection=op is OpCode.HelloRequest)
+            bh.channel_number = reactor._open_channel_number(self, connection=op is OpCode.HelloRequest)
         elif op is not OpCode.ByeSignal and (window := reactor.windows.get(number)) is not None:
             window.acquire()  # Options.max_unsent_msgs: wait until the channel has room
             if reactor.closing:
                 raise ShutdownStarted("the engine is shutting down")
         header = bh.copy()
-        reactor.submit(self, msg.take())
+        reactor._submit(self, msg.take())
         return header
 
     def wait_receive(self, timeout: float | None = None) -> Message | None:
@@ -183,7 +183,7 @@ class ChannelGroup:
             raise ShutdownStarted("the engine has stopped")
         if self._paused and not self._resume_requested and q.qsize() <= self._resume_at:
             self._resume_requested = True
-            self._reactor.resume_reading(self)
+            self._reactor._resume_reading(self)
         return msg  # type: ignore[return-value]
 
     def update_receiver(self, msg: Message | None = None) -> None:
@@ -207,12 +207,12 @@ class ChannelGroup:
 
     # ---- called on the engine's I/O thread
 
-    def deliver(self, msg: Message | _Shutdown) -> None:
+    def _deliver(self, msg: Message | _Shutdown) -> None:
         """Queue `msg` for the receiver (the engine's side of wait_receive)."""
         self._queue.put(msg)
         if self._on_delivery is not None:
             self._on_delivery()
 
-    def over_limit(self) -> bool:
+    def _over_limit(self) -> bool:
         """True when the receiver is Options.max_queued_msgs behind."""
         return self._queue.qsize() >= self._reactor.options.max_queued_msgs

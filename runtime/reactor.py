@@ -173,7 +173,7 @@ class Reactor:
         if threading.current_thread() is self._thread:
             self._running = False
             return
-        self.call_soon(self._stop)
+        self._call_soon(self._stop)
         self._thread.join(JOIN_TIMEOUT)
         if self._thread.is_alive():
             log.error("the tofu I/O thread did not stop within %.0f s", JOIN_TIMEOUT)
@@ -207,14 +207,14 @@ class Reactor:
                 self._groups.remove(group)
             closing = self.closing
         if closing:
-            group.deliver(SHUTDOWN)  # the engine is stopping anyway: just wake the receiver
+            group._deliver(SHUTDOWN)  # the engine is stopping anyway: just wake the receiver
             return
         done = threading.Event()
-        self.call_soon(lambda: self._destroy_group(group, done))
+        self._call_soon(lambda: self._destroy_group(group, done))
         if threading.current_thread() is not self._thread:
             done.wait(JOIN_TIMEOUT)
 
-    def open_channel_number(self, group: ChannelGroup, connection: bool) -> int:
+    def _open_channel_number(self, group: ChannelGroup, connection: bool) -> int:
         """A number for a channel post() is opening (with a send window for a connection)."""
         number = self.numbers.allocate(group)
         if number is None:
@@ -232,20 +232,20 @@ class Reactor:
         if window is not None:
             window.close()
 
-    def submit(self, group: ChannelGroup, msg: Message) -> None:
+    def _submit(self, group: ChannelGroup, msg: Message) -> None:
         """Queue a posted message for the I/O thread."""
         self._inbox.append((group, msg))
         if not self._woken:  # checked here too: most posts need no wake-up call
             self._wake()
 
-    def call_soon(self, fn: Callable[[], None]) -> None:
+    def _call_soon(self, fn: Callable[[], None]) -> None:
         """Run `fn` on the I/O thread."""
         self._inbox.append((None, fn))
         self._wake()
 
-    def resume_reading(self, group: ChannelGroup) -> None:
+    def _resume_reading(self, group: ChannelGroup) -> None:
         """The group's receiver has caught up: read its channels again."""
-        self.call_soon(lambda: self._resume(group))
+        self._call_soon(lambda: self._resume(group))
 
     def _wake(self) -> None:
         # One byte wakes the loop; posts made before it has emptied the inbox
@@ -339,7 +339,7 @@ class Reactor:
         """Give a message back to the application, marked as the engine's, with `status`."""
         msg.bhdr.proto.origin = OriginFlag.engine
         msg.bhdr.status = status
-        group.deliver(msg)
+        group._deliver(msg)
 
     def _engine_signal(self, status: AmpeStatus, channel_number: int, message_id: int) -> Message:
         msg = self.pool.get(AllocationStrategy.poolOnly) or Message()
@@ -377,9 +377,9 @@ class Reactor:
                 resolved = resolve(address)
             except AmpeError as exc:
                 status = exc.status
-                self.call_soon(lambda: fail(status))
+                self._call_soon(lambda: fail(status))
                 return
-            self.call_soon(lambda: then(resolved))
+            self._call_soon(lambda: then(resolved))
 
         if self._resolver is None:
             self._resolver = ThreadPoolExecutor(
@@ -562,7 +562,7 @@ class Reactor:
             self._pool_ran_dry = False
             if not self.pool.ran_empty:
                 self.pool.ran_empty = True
-                group.deliver(self._engine_signal(AmpeStatus.pool_empty, conn.number, 0))
+                group._deliver(self._engine_signal(AmpeStatus.pool_empty, conn.number, 0))
 
         number = conn.number
         for msg in frames:
@@ -588,13 +588,13 @@ class Reactor:
                 conn.bye_received = True
                 if conn.bye_sent:  # both sides said bye at once: the exchange is complete
                     conn.bye_done = True
-            group.deliver(msg)
+            group._deliver(msg)
 
         if bad is not None:
             self._close(conn, bad)
         elif conn.bye_done:
             self._close(conn, AmpeStatus.channel_closed)
-        elif group.over_limit():
+        elif group._over_limit():
             self._pause(group)
 
     def _flush(self, conn: Connection) -> None:
@@ -745,13 +745,13 @@ class Reactor:
         closed = self._engine_signal(AmpeStatus.channel_closed, ch.number, ch.first_mid)
         if reason is not AmpeStatus.channel_closed:
             closed.thdrs.append(CLOSE_REASON_HEADER, reason.name)
-        group.deliver(closed)
+        group._deliver(closed)
 
     def _destroy_group(self, group: ChannelGroup, done: threading.Event) -> None:
         try:
             for ch in list(group.channels):
                 self._close(ch, AmpeStatus.channel_closed, notify=False)
-            group.deliver(SHUTDOWN)
+            group._deliver(SHUTDOWN)
         finally:
             done.set()
 
@@ -767,7 +767,7 @@ class Reactor:
         with self._lock:
             groups = list(self._groups)
         for group in groups:
-            group.deliver(SHUTDOWN)
+            group._deliver(SHUTDOWN)
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

@@ -350,7 +350,7 @@ def test_destroying_a_group_while_the_engine_stops_wakes_its_receiver():
     ampe = rtr.ampe()
     group = ampe.create()
     release = threading.Event()
-    rtr.call_soon(lambda: release.wait(10))  # hold the I/O thread
+    rtr._call_soon(lambda: release.wait(10))  # hold the I/O thread
     stopper = threading.Thread(target=rtr.destroy)
     stopper.start()
     wait_for(lambda: rtr.closing, "destroy() to begin")  # the I/O thread cannot stop yet
@@ -367,7 +367,7 @@ def test_engine_threads_leave_sigint_to_the_application():
     with tofu.Reactor() as rtr:
         group = rtr.ampe().create()
         blocked = []
-        rtr.call_soon(lambda: blocked.append(signal.pthread_sigmask(signal.SIG_BLOCK, set())))
-        rtr.call_soon(lambda: group.update_receiver(None))  # the inbox is first in, first out
+        rtr._call_soon(lambda: blocked.append(signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+        rtr._call_soon(lambda: group.update_receiver(None))  # the inbox is first in, first out
         recv(group)
         assert signal.SIGINT in blocked[0] and signal.SIGTERM in blocked[0]

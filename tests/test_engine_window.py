@@ -53,7 +53,7 @@ def held_client():
         with peer:
             read_frame(peer)  # the HelloRequest: connected
             release = threading.Event()
-            rtr.call_soon(lambda: release.wait(TIMEOUT))  # the I/O thread writes nothing now
+            rtr._call_soon(lambda: release.wait(TIMEOUT))  # the I/O thread writes nothing now
             yield rtr, client, header.channel_number, peer, release
             release.set()
 
@@ -100,7 +100,7 @@ def test_shutdown_wakes_a_waiting_post():
         with peer:
             read_frame(peer)
             release = threading.Event()
-            rtr.call_soon(lambda: release.wait(TIMEOUT))
+            rtr._call_soon(lambda: release.wait(TIMEOUT))
             poster = Poster(client, header.channel_number, WINDOW + 1)
             poster.start()
             wait_for(lambda: poster.posted == WINDOW, "the window to fill")
@@ -121,7 +121,7 @@ def test_no_window_by_default():
         cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
         assert rtr.windows == {}
         release = threading.Event()
-        rtr.call_soon(lambda: release.wait(TIMEOUT))
+        rtr._call_soon(lambda: release.wait(TIMEOUT))
         for i in range(100):  # nothing is written while the I/O thread is held: no wait
             client.post(make(OpCode.Signal, cch, b"%d" % i))
         release.set()

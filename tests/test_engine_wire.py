@@ -372,13 +372,13 @@ def test_pool_empty_is_signalled_once_per_shortage():
 
 
 def test_pause_does_not_stick_when_the_receiver_drains_first():
-    """The receiver empties the queue between the engine's over_limit() check
+    """The receiver empties the queue between the engine's _over_limit() check
     and its pause: reading must go on (it would stall forever otherwise)."""
     with tofu.Reactor(tofu.Options(max_queued_msgs=8)) as rtr:
         group = rtr.ampe().create()
         _, port = tcp_listen(group)
         drained: list[Message] = []
-        real_over_limit = group.over_limit
+        real_over_limit = group._over_limit
 
         def over_limit_then_drain() -> bool:
             over = real_over_limit()
@@ -387,7 +387,7 @@ def test_pause_does_not_stick_when_the_receiver_drains_first():
                     drained.append(msg)
             return over
 
-        group.over_limit = over_limit_then_drain  # type: ignore[method-assign]
+        group._over_limit = over_limit_then_drain  # type: ignore[method-assign]
         with _raw_connect(port) as sock:
             frames = [tofu.encode(make(OpCode.Signal, 1, b"%d" % i + b"." * 60000)) for i in range(40)]
             sock.sendall(b"".join(frames))
@@ -420,7 +420,7 @@ def test_a_listener_out_of_descriptors_waits_instead_of_spinning(caplog):
         socks = []
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:
-            rtr.call_soon(lambda: release.wait(TIMEOUT))  # nothing is accepted yet
+            rtr._call_soon(lambda: release.wait(TIMEOUT))  # nothing is accepted yet
             for i in range(clients):
                 sock = _raw_connect(port)
                 sock.sendall(tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=100 + i)))
@@ -434,7 +434,7 @@ def test_a_listener_out_of_descriptors_waits_instead_of_spinning(caplog):
                 wait_for(lambda: any("cannot accept" in r.getMessage() for r in caplog.records), "EMFILE")
                 for _ in range(20):  # 20 turns of the engine's loop, still out of descriptors
                     turned = threading.Event()
-                    rtr.call_soon(turned.set)
+                    rtr._call_soon(turned.set)
                     assert turned.wait(TIMEOUT)
                 starved = [r for r in caplog.records if "cannot accept" in r.getMessage()]
                 assert len(starved) == 1, f"{len(starved)} failed accepts: the listener was retried in a loop"
