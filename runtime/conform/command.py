@@ -1,0 +1,125 @@
+"""`tofu conform`: the arguments, the run, the exit status.
+
+    tofu conform tcp://127.0.0.1:7099
+    tofu conform uds:///tmp/tofu.sock --cases 'framing,5.*' --json out.json --html out.html
+    tofu conform --list
+
+Exit status: 0 when every must case passed, 1 when one failed (or the target
+cannot be reached at all), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from .catalogue import Level, catalogue, select
+from .probe import ProbeError, TargetError, TLSOptions, parse_target
+from .report import LiveReport, catalogue_table, dump_json, summary_lines, to_html, to_json
+from .runner import Outcome, run_cases
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_DESCRIPTION = (
+    "Black-box conformance suite for a tofu peer: connects to the server under test over raw sockets and checks, "
+    "case by case, the handshake, framing, streams, close, robustness to bad input and limits. The server must "
+    "answer HelloRequest with HelloResponse, echo each Request as a Response (same message id, text headers, body "
+    "and more flag) and answer ByeRequest with ByeResponse ('tofu serve' does). Levels: must (the protocol "
+    "requires it), should (robustness the protocol leaves open), info (recorded only). Exit status 0 only when "
+    "every must case passes."
+)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0 and at most 3600")
+    return value
+
+
+def build_parser(prog: str = "tofu conform") -> argparse.ArgumentParser:
+    """The parser of the `tofu conform` arguments."""
+    p = argparse.ArgumentParser(prog=prog, description=_DESCRIPTION)
+    p.add_argument("target", nargs="?", metavar="URL", help="the server under test: tcp://HOST:PORT or uds:///PATH")
+    p.add_argument("--list", action="store_true", help="print the catalogue of cases and exit")
+    p.add_argument(
+        "--cases",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only cases whose id or group matches the glob (repeatable, or comma-separated: '1.*,close')",
+    )
+    p.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for each answer (default 5)")
+    p.add_argument(
+        "--idle", type=_seconds, default=3.0, help="seconds a silent connection is watched (info cases; default 3)"
+    )
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument("--quiet", action="store_true", help="no table, only the summary lines")
+    tls = p.add_argument_group("TLS (for tls:// targets; not implemented yet)")
+    tls.add_argument("--ca", metavar="FILE", help="CA certificate to verify the server with")
+    tls.add_argument("--cert", metavar="FILE", help="client certificate")
+    tls.add_argument("--key", metavar="FILE", help="client private key")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+    """Run `tofu conform` with `argv` (the arguments after `conform`;
+    default sys.argv[1:]); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    console = console or Console()
+    cases = select(catalogue(), args.cases)
+    if args.cases and not cases:
+        print(f"{parser.prog}: error: no case matches {', '.join(args.cases)} (see --list)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.list:
+        console.print(catalogue_table(cases))
+        return EXIT_OK
+    if not args.target:
+        print(f"{parser.prog}: error: give the URL of the server under test (or --list)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        target = parse_target(args.target, TLSOptions(args.ca, args.cert, args.key))
+    except TargetError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:  # reachable at all? else one clear line instead of every case failing
+        target.open(args.timeout).close()
+    except (OSError, ProbeError) as exc:
+        print(
+            f"{parser.prog}: cannot connect to {args.target}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr
+        )
+        return EXIT_FAILED
+
+    started, t0 = time.time(), time.monotonic()
+    title = f"tofu conform {args.target}"
+    if args.quiet:
+        results = run_cases(cases, target, args.timeout, args.idle)
+    else:
+        with LiveReport(console, title) as live:
+            results = run_cases(cases, target, args.timeout, args.idle, live.add)
+    seconds = time.monotonic() - t0
+    for line in summary_lines(results):
+        console.print(line, highlight=False)
+    if args.json:
+        args.json.write_text(dump_json(to_json(results, args.target, started, seconds)), encoding="utf-8")
+    if args.html:
+        args.html.write_text(to_html(results, args.target, started, seconds), encoding="utf-8")
+    failed = any(r.outcome is Outcome.failed and r.level is Level.must for r in results)
+    return EXIT_FAILED if failed else EXIT_OK

@@ -1,0 +1,93 @@
+"""Runs cases against a target and records a Result for each."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .catalogue import Case, Level
+from .context import CaseFailed, Context
+from .probe import Conn, ProbeError, Target
+
+__all__ = ["Outcome", "Result", "Transcript", "run_case", "run_cases"]
+
+
+class Outcome(StrEnum):
+    passed = "pass"
+    failed = "fail"
+    info = "info"  # an info case: recorded, neither passes nor fails
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """The first bytes each way on one connection, and the totals."""
+
+    sent: bytes
+    sent_total: int
+    received: bytes
+    received_total: int
+    ended: str | None  # "fin" / "reset" if the server closed
+
+    @classmethod
+    def of(cls, conn: Conn) -> Transcript:
+        return cls(bytes(conn.sent), conn.sent_total, bytes(conn.received), conn.received_total, conn.ended)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one case found. `level` is the case's, except that a failed
+    isolation check (a second connection no longer served) counts as must."""
+
+    case: Case
+    outcome: Outcome
+    level: Level
+    detail: str
+    seconds: float
+    transcripts: list[Transcript] = field(default_factory=list)
+
+
+def run_case(case: Case, target: Target, timeout: float, idle: float) -> Result:
+    """Run one case (never raises for the server's misbehaviour)."""
+    ctx = Context(target, timeout, idle)
+    start = time.monotonic()
+    level = case.level
+    failed = False
+    try:
+        detail = case.run(ctx)
+    except (CaseFailed, ProbeError) as exc:
+        failed, detail = True, str(exc)
+    except OSError as exc:
+        failed, detail = True, f"socket error: {exc.strerror or exc}"
+    if case.isolation:
+        problem = ctx.health()
+        if problem is not None:
+            failed, level = True, Level.must
+            detail = f"a second connection is not served afterwards: {problem} (the case: {detail})"
+    transcripts = [Transcript.of(c) for c in ctx.conns]
+    ctx.close_all()
+    if case.level is Level.info and not failed:
+        outcome = Outcome.info
+    elif case.level is Level.info and level is Level.info:
+        outcome, detail = Outcome.info, f"no answer to record: {detail}"
+    else:
+        outcome = Outcome.failed if failed else Outcome.passed
+    return Result(case, outcome, level, detail, time.monotonic() - start, transcripts)
+
+
+def run_cases(
+    cases: Iterable[Case],
+    target: Target,
+    timeout: float,
+    idle: float,
+    on_result: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Run `cases` in order; `on_result` sees each Result as it is made."""
+    results = []
+    for case in cases:
+        result = run_case(case, target, timeout, idle)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
