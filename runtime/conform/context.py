@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tofu import Message, TextHeaders
-from tofu.generated import CHANNEL_MAX, CHANNEL_MIN, OpCode, OriginFlag
+from tofu.generated import CHANNEL_MAX, CHANNEL_MIN, AmpeError, OpCode, OriginFlag
 
 from .probe import Conn, ProbeError, Target, frame, hello_headers
 
@@ -23,6 +23,12 @@ def check(condition: bool, message: str) -> None:
     """CaseFailed(message) unless `condition`."""
     if not condition:
         raise CaseFailed(message)
+
+
+def _difference(sent: bytes, got: bytes) -> str:
+    """Where two byte strings part, with a few bytes of each from there."""
+    at = next((i for i, (x, y) in enumerate(zip(sent, got, strict=False)) if x != y), min(len(sent), len(got)))
+    return f"{len(sent)} B sent, {len(got)} B back, first difference at byte {at}: sent {sent[at : at + 16]!r}, got {got[at : at + 16]!r}"
 
 
 def _op_name(op: int) -> str:
@@ -152,16 +158,14 @@ class Context:
         check(bh.status == 0, f"{what}: status {bh.status}")
         check(CHANNEL_MIN <= bh.channel_number <= CHANNEL_MAX, f"{what}: channel number {bh.channel_number}")
         got_body = bytes(reply.body._buf)
-        check(got_body == body, f"{what}: body of {len(got_body)} B differs from the {len(body)} B sent")
+        check(got_body == body, f"{what}: body differs: {_difference(body, got_body)}")
         got_headers = bytes(reply.thdrs._buf)
         if got_headers != headers:
-            sent = list(TextHeaders(headers))
-            back = list(TextHeaders(got_headers))
-            check(
-                sent == back,
-                f"{what}: text headers differ ({len(got_headers)} B back, {len(headers)} B sent;"
-                f" {len(back)} header(s) back, {len(sent)} sent)",
-            )
+            try:
+                same = list(TextHeaders(headers)) == list(TextHeaders(got_headers))
+            except AmpeError:
+                same = False
+            check(same, f"{what}: text headers differ: {_difference(headers, got_headers)}")
 
     def react(self, conn: Conn, questionable: bytes) -> Reaction:
         """Send `questionable` and a healthy Request in one write; see what comes back."""

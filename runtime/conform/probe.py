@@ -175,7 +175,8 @@ class Conn:
     Every send also reads, so a large send never deadlocks against a server
     that answers while it reads. Frames that arrive are queued in order;
     `sent` and `received` keep the first RECORD_LIMIT bytes of each direction
-    (and the totals) for the report."""
+    (and the totals), `last_sent` and `last_received` the latest write and
+    what arrived after it, for the report."""
 
     def __init__(self, target: Target, timeout: float) -> None:
         self.target = target
@@ -189,6 +190,8 @@ class Conn:
         self.received = bytearray()
         self.sent_total = 0
         self.received_total = 0
+        self.last_sent = bytearray()  # the latest write, and what arrived since it
+        self.last_received = bytearray()
         self.closed = False
 
     # ------------------------------------------------------------ lifecycle
@@ -242,6 +245,7 @@ class Conn:
             self.ended = "fin"
             return
         self._record(self.received, data)
+        self._record(self.last_received, data)
         self.received_total += len(data)
         if self.bad is not None:
             return
@@ -258,6 +262,9 @@ class Conn:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         view = memoryview(data)
         self._record(self.sent, view)
+        self.last_sent = bytearray()
+        self.last_received = bytearray()
+        self._record(self.last_sent, view)
         self.sent_total += len(data)
         while view:
             if self.ended is not None:

@@ -44,16 +44,17 @@ def hexdump(data: bytes, total: int, limit: int = HEX_LIMIT) -> str:
 
 
 def evidence(result: Result, limit: int = HEX_LIMIT) -> list[str]:
-    """For a failed case: the bytes sent and received on its last connection."""
+    """For a failed case, on its last connection: the latest write and what
+    came back after it (hex, cut to `limit` bytes each), and the totals."""
     if result.outcome is not Outcome.failed or not result.transcripts:
         return []
     t: Transcript = result.transcripts[-1]
     lines = [
-        f"sent: {hexdump(t.sent, t.sent_total, limit)}",
-        f"received: {hexdump(t.received, t.received_total, limit)}",
+        f"last sent: {hexdump(t.last_sent, len(t.last_sent), limit)}",
+        f"received after it: {hexdump(t.last_received, len(t.last_received), limit)}",
     ]
-    if t.ended:
-        lines.append(f"the server closed ({t.ended})")
+    end = f"; the server closed ({t.ended})" if t.ended else "; the connection was open"
+    lines.append(f"in all {t.sent_total} B sent, {t.received_total} B received{end}")
     return lines
 
 
@@ -147,6 +148,8 @@ def _transcript_json(t: Transcript) -> dict[str, Any]:
         "received_hex": t.received.hex(),
         "received_total": t.received_total,
         "server_closed": t.ended,
+        "last_sent_hex": t.last_sent.hex(),
+        "last_received_hex": t.last_received.hex(),
     }
 
 

@@ -61,10 +61,10 @@ def _silent_op(op: int) -> CaseSpec:
 
     if op >= NUM_OP_CODES:
         title = f"{name} on the wire: closed or ignored, never answered"
-    elif OP_ROLE[OpCode(op)] is MessageRole.response:
-        title = f"{name} ({int(op)}) that answers nothing: closed or ignored, never answered"
-    else:
+    elif OpCode(op) not in OP_ON_WIRE:
         title = f"local-only {name} ({int(op)}) on the wire: closed or ignored, never answered"
+    else:
+        title = f"{name} ({int(op)}) that answers nothing: closed or ignored, never answered"
     return CaseSpec(title, Level.should, run, isolation=True)
 
 

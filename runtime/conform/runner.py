@@ -22,17 +22,28 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Transcript:
-    """The first bytes each way on one connection, and the totals."""
+    """The bytes each way on one connection: the first ones, the totals, and
+    the latest write with what came back after it."""
 
     sent: bytes
     sent_total: int
     received: bytes
     received_total: int
     ended: str | None  # "fin" / "reset" if the server closed
+    last_sent: bytes = b""  # the latest write
+    last_received: bytes = b""  # what arrived after it
 
     @classmethod
     def of(cls, conn: Conn) -> Transcript:
-        return cls(bytes(conn.sent), conn.sent_total, bytes(conn.received), conn.received_total, conn.ended)
+        return cls(
+            bytes(conn.sent),
+            conn.sent_total,
+            bytes(conn.received),
+            conn.received_total,
+            conn.ended,
+            bytes(conn.last_sent),
+            bytes(conn.last_received),
+        )
 
 
 @dataclass(frozen=True)

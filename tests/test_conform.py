@@ -1,0 +1,380 @@
+"""`tofu conform`, the conformance suite: it passes against `tofu serve`
+(TCP and UDS) and against a small correct raw-socket echo server, and each
+deliberately broken server FAILS exactly the cases its fault touches, so no
+case can pass vacuously."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import tofu
+from rich.console import Console
+from tofu import FrameDecoder, OpCode
+from tofu.conform import Level, Outcome, Result, catalogue, main, parse_target, run_cases, select
+from tofu.conform.report import catalogue_markdown, to_html
+from tofu.conform.runner import Transcript
+from tofu.generated.codec import pack_header, pack_proto, unpack_header
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 10.0  # only bounds a failure
+IDLE = 0.3
+
+
+# ================================================================ tofu serve
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[dict[str, str]]:
+    """`tofu serve` on TCP and UDS, as a subprocess: {"tcp": url, "uds": url}."""
+    path = tofu.temp_uds_path()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tofu", "serve", "tcp://127.0.0.1:0", f"uds://{path}", "--grace", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    urls: dict[str, str] = {}
+    try:
+        assert proc.stdout is not None
+        while len(urls) < 2:
+            line = proc.stdout.readline()
+            assert line, "tofu serve ended before listening"
+            if m := re.match(r"listening on ((tcp|uds)://\S+)", line):
+                urls[m.group(2)] = m.group(1)
+        # drain its output so it never blocks on a full pipe
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield urls
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _failures(results: list[Result]) -> dict[str, str]:
+    return {r.case.id: r.detail for r in results if r.outcome is Outcome.failed}
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "uds"])
+def test_tofu_serve_passes_every_must_and_should_case(served: dict[str, str], scheme: str) -> None:
+    results = run_cases(catalogue(), parse_target(served[scheme]), TIMEOUT, IDLE)
+    assert len(results) == len(catalogue())
+    assert _failures(results) == {}
+    assert {r.outcome for r in results if r.case.level is Level.info} == {Outcome.info}
+
+
+def test_main_exit_status_table_json_and_html(served: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    page = tmp_path / "r.html"
+    console = Console(record=True, width=200, force_terminal=False)
+    args = [served["tcp"], "--cases", "1.*,close", "--json", str(out), "--html", str(page), "--idle", str(IDLE)]
+    assert main(args, console=console) == 0
+    text = console.export_text()
+    assert "1.1" in text and "PASS" in text and "must: 8/8 passed" in text
+    data = json.loads(out.read_text())
+    assert data["passed"] is True and data["target"] == served["tcp"]
+    assert [c["id"] for c in data["cases"]] == [c.id for c in select(catalogue(), ["1.*,close"])]
+    assert data["summary"]["must"] == {"pass": 8}
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "every must case passed" in html and 'id="case-4.2"' in html
+
+
+def test_list_usage_errors_and_unreachable_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    console = Console(record=True, width=200)
+    assert main(["--list"], console=console) == 0
+    listed = console.export_text()
+    for case in catalogue():
+        assert case.id in listed
+    assert main(["tls://127.0.0.1:1"]) == 2
+    assert "not implemented yet" in capsys.readouterr().err
+    assert main(["tcp://127.0.0.1:1", "--ca", "ca.pem"]) == 2
+    assert main([]) == 2
+    assert main(["--list", "--cases", "9.*"]) == 2
+    assert "no case matches" in capsys.readouterr().err
+    assert main(["http://x"]) == 2
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    assert main([f"tcp://127.0.0.1:{port}"]) == 1
+    assert "cannot connect" in capsys.readouterr().err
+
+
+def test_python_m_tofu_conform_runs(served: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tofu.conform", served["uds"], "--cases", "2.1", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "must: 1/1 passed" in proc.stdout
+
+
+def test_catalogue_follows_the_spec() -> None:
+    cases = catalogue()
+    ids = [c.id for c in cases]
+    assert len(ids) == len(set(ids))
+    titles = " ".join(c.title for c in cases if c.group == "robustness")
+    for op in OpCode:
+        if op not in tofu.OP_ON_WIRE:
+            assert f"local-only {op.name} ({int(op)})" in titles
+    for code in range(10, 16):
+        assert f"invalid op code {code} on the wire" in titles
+    assert all(c.level is not Level.info or not c.isolation for c in cases)
+    assert select(cases, ["framing"]) == [c for c in cases if c.group == "framing"]
+    assert [c.id for c in select(cases, ["1.1", "6.*"])] == ["1.1"] + [c.id for c in cases if c.id.startswith("6.")]
+
+
+def test_docs_table_is_the_catalogue() -> None:
+    doc = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
+    start = doc.index("<!-- cases:begin -->\n") + len("<!-- cases:begin -->\n")
+    end = doc.index("<!-- cases:end -->")
+    assert doc[start:end] == catalogue_markdown(catalogue()), "regenerate the table: see docs/conformance.md"
+
+
+# ================================================================ raw echo servers
+
+
+@dataclass
+class Faults:
+    """What a raw test server gets wrong (nothing, by default)."""
+
+    drop_headers: bool = False  # Responses come back without text headers
+    reverse_streams: bool = False  # the frames of a `more` stream come back in reverse order
+    hello_mid_off: int = 0  # the HelloResponse's message id is off by this much
+    die_on_bad_op: bool = False  # an invalid op code stops the whole server
+    stay_open_after_bye: bool = False  # no close after the ByeResponse
+    one_at_a_time: bool = False  # serves one connection at a time
+    answer_everything: bool = False  # echoes bad, local-only and response op codes as they are
+    keep_origin_and_status: bool = False  # echoes origin and status as received
+    channel_zero: bool = False  # replies carry channel number 0
+    frame_per_read: bool = False  # treats each recv() as whole frames (breaks on cuts)
+    cap_body: int | None = None  # bodies longer than this are cut
+
+
+class RawEchoServer:
+    """A threaded raw-socket echo server with optional faults."""
+
+    def __init__(self, faults: Faults, uds: bool = False) -> None:
+        self.faults = faults
+        if uds:
+            self.path = tofu.temp_uds_path()
+            self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.lsock.bind(self.path)
+            self.url = f"uds://{self.path}"
+        else:
+            self.lsock = socket.create_server(("127.0.0.1", 0))
+            self.url = f"tcp://127.0.0.1:{self.lsock.getsockname()[1]}"
+        self.lsock.listen(16)
+        self.stopped = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stopped.set()
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.lsock.close()
+        for c in list(self.conns):
+            c.close()
+        self.thread.join(TIMEOUT)
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                sock, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.conns.append(sock)
+            if self.faults.one_at_a_time:
+                self._serve(sock)
+            else:
+                threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _reply(self, proto: int, status: int, mid: int, th: bytes, body: bytes, op: int | None = None) -> bytes:
+        f = self.faults
+        op_code, origin, more, a, b = proto & 15, proto >> 4 & 1, proto >> 5 & 1, proto >> 6 & 1, proto >> 7 & 1
+        new = pack_proto(op if op is not None else op_code, origin if f.keep_origin_and_status else 0, more, a, b)
+        if f.drop_headers and op_code == OpCode.Request:
+            th = b""
+        if f.cap_body is not None:
+            body = body[: f.cap_body]
+        status = status if f.keep_origin_and_status else 0
+        return pack_header(0 if f.channel_zero else 7, new, status, mid, len(th), len(body)) + th + body
+
+    def _frames(self, sock: socket.socket) -> Iterator[tuple[int, int, int, bytes, bytes]]:
+        """(proto, status, mid, text headers, body) of each frame the peer sends."""
+        if self.faults.frame_per_read:
+            while data := sock.recv(1 << 20):
+                pos = 0
+                while len(data) - pos >= 16:
+                    _, proto, status, mid, thl, bl = unpack_header(data, pos)
+                    th = data[pos + 16 : pos + 16 + thl]
+                    yield proto, status, mid, th, data[pos + 16 + thl : pos + 16 + thl + bl]
+                    pos += 16 + thl + bl
+            return
+        decoder = FrameDecoder()
+        while data := sock.recv(1 << 20):
+            try:
+                frames = decoder.feed(data)
+            except tofu.InvalidOpCode as exc:
+                for m in exc.frames:  # type: ignore[attr-defined]
+                    yield m.bhdr.proto.to_byte(), m.bhdr.status, m.bhdr.message_id, bytes(m.thdrs), bytes(m.body)
+                yield 15, 0, 0, b"", b""  # tell the loop
+                return
+            for m in frames:
+                yield m.bhdr.proto.to_byte(), m.bhdr.status, m.bhdr.message_id, bytes(m.thdrs), bytes(m.body)
+
+    def _serve(self, sock: socket.socket) -> None:
+        f = self.faults
+        held: dict[int, list[bytes]] = {}
+        try:
+            with sock:
+                for proto, status, mid, th, body in self._frames(sock):
+                    op = proto & 15
+                    if f.answer_everything and op not in (0, 2, 3, 5):
+                        sock.sendall(pack_header(7, proto, status, mid, len(th), len(body)) + th + body)
+                        continue
+                    if op >= 10 or op not in (0, 1, 2, 3, 4, 5, 6):
+                        if op >= 10 and f.die_on_bad_op:
+                            self.close()
+                        return  # a bad or local-only op code closes the connection
+                    if op == OpCode.HelloRequest:
+                        sock.sendall(self._reply(proto, status, mid + f.hello_mid_off, th, body, OpCode.HelloResponse))
+                    elif op == OpCode.Request:
+                        out = self._reply(proto, status, mid, th, body, OpCode.Response)
+                        if f.reverse_streams and (proto >> 5 & 1 or mid in held):
+                            held.setdefault(mid, []).append(out)
+                            if not proto >> 5 & 1:
+                                sock.sendall(b"".join(reversed(held.pop(mid))))
+                        else:
+                            sock.sendall(out)
+                    elif op == OpCode.Signal:
+                        sock.sendall(self._reply(proto, status, mid, th, body))
+                    elif op == OpCode.ByeRequest:
+                        sock.sendall(self._reply(proto, status, mid, th, body, OpCode.ByeResponse))
+                        if not f.stay_open_after_bye:
+                            return
+                    elif op == OpCode.ByeResponse:
+                        return
+        except OSError:
+            return
+
+
+@pytest.fixture
+def raw_server() -> Iterator[type[RawEchoServer]]:
+    made: list[RawEchoServer] = []
+
+    class Made(RawEchoServer):
+        def __init__(self, faults: Faults, uds: bool = False) -> None:
+            super().__init__(faults, uds)
+            made.append(self)
+
+    yield Made
+    for server in made:
+        server.close()
+
+
+def _run(server: RawEchoServer, pattern: str, timeout: float = TIMEOUT) -> dict[str, Result]:
+    cases = select(catalogue(), [pattern])
+    return {r.case.id: r for r in run_cases(cases, parse_target(server.url), timeout, IDLE)}
+
+
+def test_a_correct_raw_server_passes_every_must_and_should_case(raw_server: type[RawEchoServer]) -> None:
+    results = _run(raw_server(Faults(), uds=True), "*")
+    assert _failures(list(results.values())) == {}
+
+
+# Each fault, the pattern of cases run, and the cases that must FAIL (at the
+# level given); every other case run must pass.
+BROKEN = [
+    (
+        "drop_headers",
+        Faults(drop_headers=True),
+        "2.*,3.*",
+        {"2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7", "2.8", "2.9", "3.1", "3.2"},
+    ),
+    ("reverse_streams", Faults(reverse_streams=True), "2.*,3.*", {"3.1", "3.2", "3.3"}),
+    ("hello_mid_off", Faults(hello_mid_off=1), "1.1,1.2,2.1,4.1", {"1.1", "1.2", "2.1", "4.1"}),
+    ("channel_zero", Faults(channel_zero=True), "1.*,2.1,3.1", {"1.2", "2.1", "3.1"}),
+    ("stay_open_after_bye", Faults(stay_open_after_bye=True), "4.1,4.2", {"4.2"}),
+    ("frame_per_read", Faults(frame_per_read=True), "2.*", {"2.3", "2.4", "2.8"}),  # big frames arrive in pieces
+    ("cap_body", Faults(cap_body=65000), "2.*,6.1", {"2.3", "6.1"}),
+    ("answer_everything", Faults(answer_everything=True), "5.*", {f"5.{n}" for n in range(1, 13)}),
+    ("keep_origin_and_status", Faults(keep_origin_and_status=True), "1.1,5.*", {"5.13", "5.14", "5.15"}),
+]
+
+
+@pytest.mark.parametrize(("name", "faults", "pattern", "failing"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_a_broken_server_fails_the_matching_cases(
+    raw_server: type[RawEchoServer], name: str, faults: Faults, pattern: str, failing: set[str]
+) -> None:
+    # 4.2 waits for a close that never comes: a short wait bounds that failure
+    results = _run(raw_server(faults), pattern, timeout=1.0 if name == "stay_open_after_bye" else TIMEOUT)
+    failed = {cid for cid, r in results.items() if r.outcome is Outcome.failed}
+    assert failed == failing, {cid: results[cid].detail for cid in failed ^ failing}
+    for cid in failing:
+        result = results[cid]
+        assert result.transcripts, f"{cid}: a failed case shows the bytes"
+        assert result.transcripts[-1].sent_total > 0
+
+
+def test_a_server_that_dies_on_bad_input_fails_as_must(raw_server: type[RawEchoServer]) -> None:
+    results = _run(raw_server(Faults(die_on_bad_op=True)), "5.4", timeout=2.0)
+    result = results["5.4"]
+    assert result.outcome is Outcome.failed and result.level is Level.must
+    assert "second connection is not served" in result.detail
+
+
+def test_a_server_serving_one_connection_at_a_time_fails_the_stall_case(raw_server: type[RawEchoServer]) -> None:
+    results = _run(raw_server(Faults(one_at_a_time=True)), "5.20", timeout=1.0)
+    assert results["5.20"].outcome is Outcome.failed
+    assert results["5.20"].level is Level.must
+
+
+def test_html_escapes_everything_from_the_peer() -> None:
+    case = catalogue()[0]
+    evil = "<script>alert('peer')</script> & \"quotes\""
+    transcript = Transcript(b"<sent>", 6, b"<img src=x>", 11, "fin", b"<sent>", b"<img src=x>")
+    results = [Result(case, Outcome.failed, Level.must, evil, 0.1, [transcript])]
+    page = to_html(results, "tcp://<host>:1", 0.0, 0.1)
+    assert "<script" not in page and "<img" not in page and "<host>" not in page
+    assert "&lt;script&gt;alert(&#x27;peer&#x27;)&lt;/script&gt; &amp; &quot;quotes&quot;" in page
+    assert "3c 69 6d 67" in page  # the received bytes, as hex
+
+
+def test_a_failed_case_shows_the_bytes(raw_server: type[RawEchoServer], tmp_path: Path) -> None:
+    server = raw_server(Faults(cap_body=3))
+    page, out = tmp_path / "r.html", tmp_path / "r.json"
+    console = Console(record=True, width=250, force_terminal=False)
+    status = main([server.url, "--cases", "2.1,2.2,2.5", "--html", str(page), "--json", str(out)], console=console)
+    assert status == 1
+    text = console.export_text()
+    # 2.5 sends a 5-byte body, which comes back cut to 3: the table shows that frame both ways
+    assert "must: 2/3 passed, 1 FAILED" in text
+    sent = re.search(r"last sent: ([0-9a-f ]+?) (?:\.\.\. )?\((\d+) B", text)
+    back = re.search(r"received after it: ([0-9a-f ]+?) (?:\.\.\. )?\((\d+) B", text)
+    assert sent and back, text
+    assert sent.group(1).startswith("00 01 00 00") and back.group(1).startswith("00 07 01 00")  # Request, Response
+    assert int(sent.group(2)) - int(back.group(2)) == 2
+    data = json.loads(out.read_text())
+    failed = [c for c in data["cases"] if c["result"] == "fail"]
+    assert [c["id"] for c in failed] == ["2.5"]
+    assert failed[0]["connections"][-1]["last_received_hex"].startswith(back.group(1).replace(" ", ""))
+    assert data["passed"] is False
+    html = page.read_text()
+    assert "some must cases FAILED" in html and "first difference at byte 3" in html
