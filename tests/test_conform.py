@@ -113,6 +113,7 @@ def test_list_usage_errors_and_unreachable_target(tmp_path: Path, capsys: pytest
 def test_python_m_tofu_conform_runs(served: dict[str, str]) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "tofu.conform", served["uds"], "--cases", "2.1", "--quiet"],
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
