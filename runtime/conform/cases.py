@@ -20,7 +20,7 @@ from tofu.generated import (
 from tofu.generated.codec import MAX_MESSAGE_ID
 
 from .catalogue import CaseSpec, Level
-from .context import CaseFailed, Context, check, describe
+from .context import CaseFailed, Context, check, closed_how, describe
 from .probe import frame
 
 __all__ = ["close", "fill_headers", "framing", "handshake", "streams"]
@@ -283,7 +283,7 @@ def _bye_closes(ctx: Context) -> str:
     how = conn.recv_until_end()
     check(how is not None, f"the connection is still open {ctx.timeout:g} s after the ByeResponse")
     check(not conn.frames, f"frames after the ByeResponse: {describe(conn.frames[0])}" if conn.frames else "")
-    return f"closed ({'FIN' if how == 'fin' else 'reset'})"
+    return f"closed ({closed_how(how)})"
 
 
 def _bye_after_requests(ctx: Context) -> str:

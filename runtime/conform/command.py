@@ -2,7 +2,7 @@
 
     tofu conform tcp://127.0.0.1:7099
     tofu conform uds:///tmp/tofu.sock --cases 'framing,5.*' --json out.json --html out.html
-    tofu conform --list
+    tofu conform --list [--markdown]
 
 Exit status: 0 when every must case passed, 1 when one failed (or the target
 cannot be reached at all), 2 for a usage error.
@@ -20,7 +20,7 @@ from rich.console import Console
 
 from .catalogue import Level, catalogue, select
 from .probe import ProbeError, TargetError, TLSOptions, parse_target
-from .report import LiveReport, catalogue_table, dump_json, summary_lines, to_html, to_json
+from .report import LiveReport, catalogue_markdown, catalogue_table, dump_json, summary_lines, to_html, to_json
 from .runner import Outcome, run_cases
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
@@ -54,6 +54,7 @@ def build_parser(prog: str = "tofu conform") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=_DESCRIPTION)
     p.add_argument("target", nargs="?", metavar="URL", help="the server under test: tcp://HOST:PORT or uds:///PATH")
     p.add_argument("--list", action="store_true", help="print the catalogue of cases and exit")
+    p.add_argument("--markdown", action="store_true", help="with --list: print it as a Markdown table")
     p.add_argument(
         "--cases",
         action="append",
@@ -89,7 +90,10 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         print(f"{parser.prog}: error: no case matches {', '.join(args.cases)} (see --list)", file=sys.stderr)
         return EXIT_USAGE
     if args.list:
-        console.print(catalogue_table(cases))
+        if args.markdown:
+            sys.stdout.write(catalogue_markdown(cases))
+        else:
+            console.print(catalogue_table(cases))
         return EXIT_OK
     if not args.target:
         print(f"{parser.prog}: error: give the URL of the server under test (or --list)", file=sys.stderr)

@@ -12,7 +12,7 @@ from tofu.generated import CHANNEL_MAX, CHANNEL_MIN, AmpeError, OpCode, OriginFl
 
 from .probe import Conn, ProbeError, Target, frame, hello_headers
 
-__all__ = ["CaseFailed", "Context", "Reaction", "check"]
+__all__ = ["CaseFailed", "Context", "Reaction", "check", "closed_how", "describe"]
 
 
 class CaseFailed(Exception):
@@ -23,6 +23,11 @@ def check(condition: bool, message: str) -> None:
     """CaseFailed(message) unless `condition`."""
     if not condition:
         raise CaseFailed(message)
+
+
+def closed_how(ended: str | None) -> str:
+    """ "FIN" or "reset" for a Conn.ended value."""
+    return "FIN" if ended == "fin" else str(ended)
 
 
 def _difference(sent: bytes, got: bytes) -> str:
@@ -72,7 +77,7 @@ class Reaction:
         if self.echo is not None:
             return "ignored (connection still serves)"
         if self.ended:
-            return f"closed ({self.ended})"
+            return f"closed ({closed_how(self.ended)})"
         return "stalled (no echo of the next Request, connection open)"
 
 

@@ -28,7 +28,7 @@ from tofu.generated.codec import HEADER_SIZE, INTERNAL_A_SHIFT, INTERNAL_B_SHIFT
 
 from .cases import fill_headers
 from .catalogue import CaseSpec, Level
-from .context import CaseFailed, Context, Reaction, check, describe
+from .context import CaseFailed, Context, Reaction, check, closed_how, describe
 from .probe import ProbeError, frame
 
 __all__ = ["limits", "robustness"]
@@ -114,7 +114,7 @@ def _truncated(ctx: Context) -> str:
     conn.shutdown_write()
     how = conn.recv_until_end()
     check(how is not None, f"still open {ctx.timeout:g} s after our FIN inside a frame")
-    return f"closed ({how})"
+    return f"closed ({closed_how(how)})"
 
 
 def _random(ctx: Context) -> str:
@@ -125,7 +125,7 @@ def _random(ctx: Context) -> str:
     conn.shutdown_write()
     how = conn.recv_until_end()
     check(how is not None, f"still open {ctx.timeout:g} s after 512 random bytes and our FIN")
-    return f"closed ({how})"
+    return f"closed ({closed_how(how)})"
 
 
 def _lying(ctx: Context) -> str:
@@ -137,7 +137,7 @@ def _lying(ctx: Context) -> str:
     how = conn.recv_until_end(min(ctx.timeout, ctx.idle))
     if how is None:
         return f"second connection served; the stalled one still open after {min(ctx.timeout, ctx.idle):g} s"
-    return f"second connection served; the stalled one closed ({how})"
+    return f"second connection served; the stalled one closed ({closed_how(how)})"
 
 
 def robustness() -> list[CaseSpec]:
@@ -204,8 +204,8 @@ def _silent(after_hello: bool) -> CaseSpec:
         if how is None:
             return f"still open after {ctx.idle:g} s (no idle timeout within the wait)"
         if conn.frames:
-            return f"sent {describe(conn.frames[0])}, then closed ({how}) after {time.monotonic() - start:.1f} s"
-        return f"closed ({how}) after {time.monotonic() - start:.1f} s"
+            return f"sent {describe(conn.frames[0])}, then closed ({closed_how(how)}) after {time.monotonic() - start:.1f} s"
+        return f"closed ({closed_how(how)}) after {time.monotonic() - start:.1f} s"
 
     when = "after the handshake" if after_hello else "before any HelloRequest"
     return CaseSpec(f"a silent connection {when}, for --idle seconds (recorded)", Level.info, run)
