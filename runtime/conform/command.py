@@ -5,7 +5,7 @@
     tofu conform --list [--markdown]
 
 Exit status: 0 when every must case passed, 1 when one failed (or the target
-cannot be reached at all), 2 for a usage error.
+cannot be reached at all), 2 for a usage error, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from .probe import ProbeError, TargetError, TLSOptions, parse_target
 from .report import LiveReport, catalogue_markdown, catalogue_table, dump_json, summary_lines, to_html, to_json
 from .runner import Outcome, run_cases
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 _DESCRIPTION = (
     "Black-box conformance suite for a tofu peer: connects to the server under test over raw sockets and checks, "
@@ -113,11 +114,15 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
 
     started, t0 = time.time(), time.monotonic()
     title = f"tofu conform {args.target}"
-    if args.quiet:
-        results = run_cases(cases, target, args.timeout, args.idle)
-    else:
-        with LiveReport(console, title) as live:
-            results = run_cases(cases, target, args.timeout, args.idle, live.add)
+    try:
+        if args.quiet:
+            results = run_cases(cases, target, args.timeout, args.idle)
+        else:
+            with LiveReport(console, title) as live:
+                results = run_cases(cases, target, args.timeout, args.idle, live.add, live.starting)
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     seconds = time.monotonic() - t0
     for line in summary_lines(results):
         console.print(line, highlight=False)

@@ -23,6 +23,7 @@ from typing import Self
 
 from tofu import FrameDecoder, Message, TCPClientAddress, UDSClientAddress, WrongAddress, encode, parse_url
 from tofu.generated import CONNECT_TO_HEADER, AmpeError, OpCode
+from tofu.generated.codec import pack_header, pack_proto
 
 __all__ = [
     "RECORD_LIMIT",
@@ -149,8 +150,6 @@ def frame(
 
     Well-formed frames go through `tofu.encode`; the rest are packed with the
     generated fast codec directly."""
-    from tofu.generated.codec import pack_header, pack_proto
-
     if op in OpCode._value2member_map_ and not origin and not status and not internal:
         msg = Message(OpCode(op))
         bh = msg.bhdr

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from typing import Any, Self
 
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -91,31 +90,45 @@ def _row(result: Result) -> tuple[str, str, Text, Text]:
 
 
 class LiveReport:
-    """A table that grows while the suite runs (rendered once at the end
-    when the output is not a terminal)."""
+    """The table, printed a row at a time as cases finish (so it scrolls like
+    any output and survives a pipe), with a transient line naming the case
+    running now when the output is a terminal."""
+
+    _WIDTHS = (5, 7, 6)  # case, level ("should!"), result
 
     def __init__(self, console: Console, title: str) -> None:
         self.console = console
-        self.table = Table(title=title, show_lines=False, expand=False)
-        self.table.add_column("case", no_wrap=True)
-        self.table.add_column("level", no_wrap=True)
-        self.table.add_column("result", no_wrap=True)
-        self.table.add_column("detail", overflow="fold")
-        self.live = Live(self.table, console=console, auto_refresh=False, transient=False)
+        self.title = title
+        self.status = console.status("", spinner="dots")
+
+    def _table(self, header: bool) -> Table:
+        table = Table(show_header=header, box=None, padding=(0, 1), expand=True, header_style="bold")
+        for name, width in zip(("case", "level", "result"), self._WIDTHS, strict=True):
+            table.add_column(name, width=width, no_wrap=True)
+        table.add_column("detail", ratio=1, overflow="fold")
+        return table
 
     def __enter__(self) -> Self:
-        self.live.start()
+        self.console.rule(self.title)
+        self.console.print(self._table(header=True))
+        if self.console.is_terminal:
+            self.status.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.live.stop()
-        if not self.console.is_terminal:
-            self.console.line()  # the final render ends without a newline
+        self.status.stop()
+        self.console.rule()
+
+    def starting(self, case: Case) -> None:
+        """Name the case now running (terminal only)."""
+        self.status.update(f"{case.id} {case.title}")
 
     def add(self, result: Result) -> None:
+        """Print the row of a finished case."""
         case_id, level, outcome, detail = _row(result)
-        self.table.add_row(case_id, level, outcome, Text(result.case.title + "\n", style="bold") + detail)
-        self.live.refresh()
+        table = self._table(header=False)
+        table.add_row(case_id, level, outcome, Text(result.case.title, style="bold") + Text("\n") + detail)
+        self.console.print(table)
 
 
 def catalogue_table(cases: list[Case]) -> Table:

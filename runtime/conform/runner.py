@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from .context import CaseFailed, Context
 from .probe import Conn, ProbeError, Target
 
 __all__ = ["Outcome", "Result", "Transcript", "run_case", "run_cases"]
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):
@@ -71,13 +74,18 @@ def run_case(case: Case, target: Target, timeout: float, idle: float) -> Result:
         failed, detail = True, str(exc)
     except OSError as exc:
         failed, detail = True, f"socket error: {exc.strerror or exc}"
+    except Exception as exc:  # a bug in the case itself: reported as its failure, the run goes on
+        log.exception("tofu conform: case %s raised", case.id)
+        failed, detail = True, f"the case itself failed: {type(exc).__name__}: {exc}"
+    transcripts = [Transcript.of(c) for c in ctx.conns]
+    ctx.close_all()
     if case.isolation:
-        problem = ctx.health()
+        # Twice, one after the other: a server that dies of what the case did
+        # may still be finishing the first check when it goes down.
+        problem = ctx.health() or ctx.health()
         if problem is not None:
             failed, level = True, Level.must
             detail = f"a second connection is not served afterwards: {problem} (the case: {detail})"
-    transcripts = [Transcript.of(c) for c in ctx.conns]
-    ctx.close_all()
     if case.level is Level.info and not failed:
         outcome = Outcome.info
     elif case.level is Level.info and level is Level.info:
@@ -93,10 +101,14 @@ def run_cases(
     timeout: float,
     idle: float,
     on_result: Callable[[Result], None] | None = None,
+    on_start: Callable[[Case], None] | None = None,
 ) -> list[Result]:
-    """Run `cases` in order; `on_result` sees each Result as it is made."""
+    """Run `cases` in order; `on_start` sees each case before it runs,
+    `on_result` each Result as it is made."""
     results = []
     for case in cases:
+        if on_start is not None:
+            on_start(case)
         result = run_case(case, target, timeout, idle)
         results.append(result)
         if on_result is not None:
