@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from tofu import Message, TextHeaders
 from tofu.generated import CHANNEL_MAX, CHANNEL_MIN, AmpeError, OpCode, OriginFlag
+from tofu.generated.codec import NUM_OP_CODES
 
 from .probe import Conn, ProbeError, Target, frame, hello_headers
 
@@ -37,7 +38,7 @@ def _difference(sent: bytes, got: bytes) -> str:
 
 
 def _op_name(op: int) -> str:
-    return OpCode(op).name if op in OpCode._value2member_map_ else f"op {op}"
+    return OpCode(op).name if 0 <= op < NUM_OP_CODES else f"op {op}"
 
 
 def describe(msg: Message) -> str:

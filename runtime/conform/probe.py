@@ -23,7 +23,7 @@ from typing import Self
 
 from tofu import FrameDecoder, Message, TCPClientAddress, UDSClientAddress, WrongAddress, encode, parse_url
 from tofu.generated import CONNECT_TO_HEADER, AmpeError, OpCode
-from tofu.generated.codec import pack_header, pack_proto
+from tofu.generated.codec import NUM_OP_CODES, pack_header, pack_proto
 
 __all__ = [
     "RECORD_LIMIT",
@@ -150,7 +150,7 @@ def frame(
 
     Well-formed frames go through `tofu.encode`; the rest are packed with the
     generated fast codec directly."""
-    if op in OpCode._value2member_map_ and not origin and not status and not internal:
+    if 0 <= op < NUM_OP_CODES and not origin and not status and not internal:
         msg = Message(OpCode(op))
         bh = msg.bhdr
         bh.channel_number = channel
