@@ -141,7 +141,7 @@ def test_docs_table_is_the_catalogue() -> None:
     doc = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
     start = doc.index("<!-- cases:begin -->\n") + len("<!-- cases:begin -->\n")
     end = doc.index("<!-- cases:end -->")
-    assert doc[start:end] == catalogue_markdown(catalogue()), "regenerate the table: see docs/conformance.md"
+    assert doc[start:end] == catalogue_markdown(catalogue()), "regenerate it: python -m tofu.conform --list --markdown"
 
 
 # ================================================================ raw echo servers

@@ -140,6 +140,12 @@ def _lying(ctx: Context) -> str:
     return f"second connection served; the stalled one closed ({closed_how(how)})"
 
 
+def _unparsable_headers(ctx: Context) -> str:
+    conn, _ = ctx.hello()
+    reaction = ctx.react(conn, frame(OpCode.Request, ctx.mid(), b"no colon here\r\n:empty-name\r\n", b"headers"))
+    return reaction.verdict
+
+
 def robustness() -> list[CaseSpec]:
     cases: list[CaseSpec] = []
     for op in OpCode:
@@ -169,6 +175,13 @@ def robustness() -> list[CaseSpec]:
             Level.must,
             _lying,
             isolation=True,
+        )
+    )
+    cases.append(
+        CaseSpec(
+            "a Request whose text headers do not parse (no colon, empty name; recorded)",
+            Level.info,
+            _unparsable_headers,
         )
     )
     return cases
