@@ -93,6 +93,8 @@ def test_main_exit_status_table_json_and_html(served: dict[str, str], tmp_path: 
 
 def test_list_usage_errors_and_unreachable_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     console = Console(record=True, width=200)
+    assert main(["--help"]) == 0
+    assert "--cases PATTERN" in capsys.readouterr().out
     assert main(["--list"], console=console) == 0
     listed = console.export_text()
     for case in catalogue():

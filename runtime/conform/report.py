@@ -13,6 +13,7 @@ from typing import Any, Self
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from tofu import __version__
 
 from .catalogue import GROUPS, Case, Level
 from .runner import Outcome, Result, Transcript
@@ -170,6 +171,7 @@ def to_json(results: list[Result], target: str, started: float, seconds: float) 
     """The run as a JSON-ready dict (bytes as hex, first 4 KiB of each direction)."""
     return {
         "tool": "tofu conform",
+        "version": __version__,
         "target": target,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(seconds, 3),
@@ -224,8 +226,8 @@ def to_html(results: list[Result], target: str, started: float, seconds: float) 
         + " &middot; ".join(e(line) for line in summary_lines(results))
         + "</p>",
         (
-            f"<p>started {e(data['started'])}, {seconds:.1f} s, on {e(platform.node())} "
-            f"(Python {e(platform.python_version())})</p>"
+            f"<p>started {e(data['started'])}, {seconds:.1f} s; tofu conform {e(__version__)}, "
+            f"Python {e(platform.python_version())}</p>"
         ),
     ]
     by_group: dict[str, list[Result]] = {}
