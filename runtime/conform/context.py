@@ -54,7 +54,7 @@ def describe(msg: Message) -> str:
         parts.append(f"status {bh.status}")
     if p.internal_a or p.internal_b:
         parts.append(f"internal bits {p.internal_b}{p.internal_a}")
-    parts.append(f"{len(msg.thdrs._buf)}+{len(msg.body._buf)} B")
+    parts.append(f"{len(bytes(msg.thdrs))}+{len(msg.body)} B")
     return " ".join(parts)
 
 
@@ -163,9 +163,9 @@ class Context:
         check(p.origin == OriginFlag.application, f"{what}: origin=engine")
         check(bh.status == 0, f"{what}: status {bh.status}")
         check(CHANNEL_MIN <= bh.channel_number <= CHANNEL_MAX, f"{what}: channel number {bh.channel_number}")
-        got_body = bytes(reply.body._buf)
+        got_body = bytes(reply.body)
         check(got_body == body, f"{what}: body differs: {_difference(body, got_body)}")
-        got_headers = bytes(reply.thdrs._buf)
+        got_headers = bytes(reply.thdrs)
         if got_headers != headers:
             try:
                 same = list(TextHeaders(headers)) == list(TextHeaders(got_headers))

@@ -21,7 +21,17 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from tofu import FrameDecoder, Message, TCPClientAddress, UDSClientAddress, WrongAddress, encode, parse_url
+from tofu import (
+    Body,
+    FrameDecoder,
+    Message,
+    TCPClientAddress,
+    TextHeaders,
+    UDSClientAddress,
+    WrongAddress,
+    encode,
+    parse_url,
+)
 from tofu.generated import CONNECT_TO_HEADER, AmpeError, OpCode
 from tofu.generated.codec import NUM_OP_CODES, pack_header, pack_proto
 
@@ -156,8 +166,8 @@ def frame(
         bh.channel_number = channel
         bh.message_id = message_id
         bh.proto.more = 1 if more else 0  # type: ignore[assignment]
-        msg.thdrs._buf += headers
-        msg.body._buf += body
+        msg.thdrs = TextHeaders(headers)  # as given, even headers that do not parse
+        msg.body = Body(body)
         return encode(msg)
     proto = pack_proto(op, origin, int(more), internal & 1, (internal >> 1) & 1)
     return pack_header(channel, proto, status, message_id, len(headers), len(body)) + headers + body
