@@ -110,6 +110,9 @@ def test_list_usage_errors_and_unreachable_target(tmp_path: Path, capsys: pytest
         port = s.getsockname()[1]
     assert main([f"tcp://127.0.0.1:{port}"]) == 1
     assert "cannot connect" in capsys.readouterr().err
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the backlog), never answers
+        assert main([f"tcp://127.0.0.1:{silent.getsockname()[1]}", "--timeout", "0.5"]) == 1
+    assert "no answer to a HelloRequest within 0.5 s" in capsys.readouterr().err
 
 
 def test_python_m_tofu_conform_runs(served: dict[str, str]) -> None:

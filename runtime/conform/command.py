@@ -5,7 +5,8 @@
     tofu conform --list [--markdown]
 
 Exit status: 0 when every must case passed, 1 when one failed (or the target
-cannot be reached at all), 2 for a usage error, 130 when interrupted.
+cannot be reached, or answers a HelloRequest with nothing at all: then no case
+runs), 2 for a usage error, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from tofu.generated import OpCode
 
 from .catalogue import Level, catalogue, select
-from .probe import ProbeError, TargetError, TLSOptions, parse_target
+from .probe import Conn, ProbeError, ProbeTimeout, Target, TargetError, TLSOptions, frame, hello_headers, parse_target
 from .report import LiveReport, catalogue_markdown, catalogue_table, dump_json, summary_lines, to_html, to_json
 from .runner import Outcome, run_cases
 
@@ -48,6 +50,25 @@ def _seconds(text: str) -> float:
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0 and at most 3600")
     return value
+
+
+def _preflight(target: Target, timeout: float) -> str | None:
+    """None when the target accepts a connection and answers a HelloRequest
+    with anything at all (a frame or a close); else what is wrong. Whether
+    the answer is right is for the cases to say."""
+    try:
+        conn = Conn(target, timeout)
+    except OSError as exc:
+        return f"cannot connect: {exc.strerror or exc}"
+    with conn:
+        try:
+            conn.send(frame(OpCode.HelloRequest, 1, hello_headers(target)))
+            conn.recv_frames(1)
+        except ProbeTimeout:
+            return f"no answer to a HelloRequest within {timeout:g} s (is it a tofu server?)"
+        except ProbeError:
+            pass  # closed, or bytes that are not frames: the cases will show it
+    return None
 
 
 def build_parser(prog: str = "tofu conform") -> argparse.ArgumentParser:
@@ -104,12 +125,9 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     except TargetError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    try:  # reachable at all? else one clear line instead of every case failing
-        target.open(args.timeout).close()
-    except (OSError, ProbeError) as exc:
-        print(
-            f"{parser.prog}: cannot connect to {args.target}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr
-        )
+    problem = _preflight(target, args.timeout)
+    if problem is not None:  # one clear line instead of every case failing, each after a full wait
+        print(f"{parser.prog}: {args.target}: {problem}", file=sys.stderr)
         return EXIT_FAILED
 
     started, t0 = time.time(), time.monotonic()
