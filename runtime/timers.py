@@ -1,0 +1,82 @@
+"""Deadlines for the I/O thread: a heap of timers the event loop consults.
+
+The loop asks `timeout()` how long select() may sleep, and calls `run_due()`
+after each wake-up. A timer is armed once per event that needs it (an accept,
+a connect), never per message: a timer that watches traffic (the idle
+timeout) reads a timestamp the I/O path keeps with a plain assignment, and
+re-arms itself when it fires early. Cancelling a timer only marks it; the
+heap drops it when it comes up.
+
+Everything here runs on the I/O thread; nothing takes a lock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+
+__all__ = ["Timer", "Timers"]
+
+
+class Timer:
+    """One deadline: `callback()` runs on the I/O thread at `when` (monotonic
+    seconds) unless `cancel()` was called first."""
+
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Timers:
+    """The I/O thread's deadlines, earliest first."""
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._seq = 0  # ties run in the order they were armed
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback` at monotonic time `when`."""
+        timer = Timer(when, callback)
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, timer))
+        return timer
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback` `delay` seconds from now."""
+        return self.call_at(time.monotonic() + delay, callback)
+
+    def timeout(self, now: float) -> float | None:
+        """How long the loop may sleep: None (no timer) or seconds, at least 0."""
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        if not heap:
+            return None
+        return max(heap[0][0] - now, 0.0)
+
+    def run_due(self, now: float) -> list[Timer]:
+        """Take every timer due at `now` off the heap; the caller runs them
+        (so that it can guard each one on its own)."""
+        heap = self._heap
+        due: list[Timer] = []
+        while heap and heap[0][0] <= now:
+            timer = heapq.heappop(heap)[2]
+            if not timer.cancelled:
+                timer.cancelled = True  # runs once
+                due.append(timer)
+        return due
+
+    def clear(self) -> None:
+        self._heap.clear()
