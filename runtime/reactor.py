@@ -262,11 +262,14 @@ class Reactor:
         _block_signals()
         select = self._selector.select
         timers = self._timers
+        deadlines = timers.heap  # checked inline: no call per loop when there are no timers
         monotonic = time.monotonic
         try:
             while self._running:
-                events = select(timers.timeout(monotonic()) if timers else None)
-                self._now = monotonic()
+                # self._now is from before the handlers ran: a deadline may
+                # fire that much late, which is nothing next to its seconds.
+                events = select(timers.timeout(self._now) if deadlines else None)
+                self._now = now = monotonic()
                 for key, mask in events:
                     handler, channel = key.data
                     try:
@@ -277,7 +280,7 @@ class Reactor:
                             self._close(channel, AmpeStatus.processing_failed)
                 if self._dirty:
                     self._flush_dirty()
-                if timers:
+                if deadlines and deadlines[0][0] <= now:
                     self._run_timers()
         except Exception:
             log.exception("tofu: the I/O thread failed")

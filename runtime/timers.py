@@ -37,20 +37,19 @@ class Timer:
 class Timers:
     """The I/O thread's deadlines, earliest first."""
 
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("_seq", "heap")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Timer]] = []
+        # (when, sequence, timer), earliest first; the loop may look at
+        # heap[0][0] itself to skip run_due() when nothing is due.
+        self.heap: list[tuple[float, int, Timer]] = []
         self._seq = 0  # ties run in the order they were armed
-
-    def __len__(self) -> int:
-        return len(self._heap)
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
         """Run `callback` at monotonic time `when`."""
         timer = Timer(when, callback)
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, timer))
+        heapq.heappush(self.heap, (when, self._seq, timer))
         return timer
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
@@ -59,7 +58,7 @@ class Timers:
 
     def timeout(self, now: float) -> float | None:
         """How long the loop may sleep: None (no timer) or seconds, at least 0."""
-        heap = self._heap
+        heap = self.heap
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
         if not heap:
@@ -69,7 +68,7 @@ class Timers:
     def run_due(self, now: float) -> list[Timer]:
         """Take every timer due at `now` off the heap; the caller runs them
         (so that it can guard each one on its own)."""
-        heap = self._heap
+        heap = self.heap
         due: list[Timer] = []
         while heap and heap[0][0] <= now:
             timer = heapq.heappop(heap)[2]
@@ -79,4 +78,4 @@ class Timers:
         return due
 
     def clear(self) -> None:
-        self._heap.clear()
+        self.heap.clear()
