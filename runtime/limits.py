@@ -1,9 +1,10 @@
 """Limits and timeouts of a Reactor (Options): deadlines, idle connections,
 connection counts.
 
-Reactor's methods of that job (they run on the I/O thread; Reactor binds
-them as its private methods, the Reactor is `rtr`). The deadlines live in a Timers heap (runtime/timers.py) the loop
-consults; nothing here runs per message:
+Reactor's methods of that job: they run on the I/O thread, Reactor binds
+them as its private methods (`_set_deadline`, ...), and `rtr` is the Reactor.
+The deadlines live in a Timers heap (runtime/timers.py) the loop consults;
+nothing here runs per message:
 
 - a handshake deadline (`_set_deadline`) closes a channel with a status
   unless `_handshake_done` comes first: Options.handshake_timeout for an

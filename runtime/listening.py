@@ -1,8 +1,10 @@
 """The listening side of a Reactor: open a listener, accept connections.
 
-Reactor's methods of that job (they run on the I/O thread; Reactor binds
-them as its private methods, the Reactor is `rtr`): opening a listener (WelcomeRequest -> WelcomeResponse) and accepting
-connections into the listener's group, within Options.max_connections.
+Reactor's methods of that job: they run on the I/O thread, Reactor binds
+them as its private methods (`_open_listener`, `_on_listener_event`), and
+`rtr` is the Reactor. Opening a listener (WelcomeRequest -> WelcomeResponse),
+and accepting connections into the listener's group, within
+Options.max_connections, each with its handshake deadline.
 """
 
 from __future__ import annotations
