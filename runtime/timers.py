@@ -23,31 +23,43 @@ class Timer:
     """One deadline: `callback()` runs on the I/O thread at `when` (monotonic
     seconds) unless `cancel()` was called first."""
 
-    __slots__ = ("callback", "cancelled", "when")
+    __slots__ = ("_timers", "callback", "cancelled", "when")
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+    def __init__(self, when: float, callback: Callable[[], None], timers: Timers) -> None:
         self.when = when
         self.callback = callback
         self.cancelled = False
+        self._timers = timers
 
     def cancel(self) -> None:
-        self.cancelled = True
+        """Do not run. The callback (and what it holds, e.g. a closed
+        connection) is released now; the heap entry goes when it comes up,
+        or sooner if cancelled entries pile up."""
+        if not self.cancelled:
+            self.cancelled = True
+            self.callback = _nothing
+            self._timers._cancelled_one()
+
+
+def _nothing() -> None:
+    pass
 
 
 class Timers:
     """The I/O thread's deadlines, earliest first."""
 
-    __slots__ = ("_seq", "heap")
+    __slots__ = ("_cancelled", "_seq", "heap")
 
     def __init__(self) -> None:
         # (when, sequence, timer), earliest first; the loop may look at
         # heap[0][0] itself to skip run_due() when nothing is due.
         self.heap: list[tuple[float, int, Timer]] = []
         self._seq = 0  # ties run in the order they were armed
+        self._cancelled = 0  # cancelled timers still in the heap
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
         """Run `callback` at monotonic time `when`."""
-        timer = Timer(when, callback)
+        timer = Timer(when, callback, self)
         self._seq += 1
         heapq.heappush(self.heap, (when, self._seq, timer))
         return timer
@@ -61,6 +73,7 @@ class Timers:
         heap = self.heap
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
+            self._cancelled -= 1
         if not heap:
             return None
         return max(heap[0][0] - now, 0.0)
@@ -72,10 +85,22 @@ class Timers:
         due: list[Timer] = []
         while heap and heap[0][0] <= now:
             timer = heapq.heappop(heap)[2]
-            if not timer.cancelled:
-                timer.cancelled = True  # runs once
+            if timer.cancelled:
+                self._cancelled -= 1
+            else:
+                timer.cancelled = True  # runs once; a later cancel() is a no-op
                 due.append(timer)
         return due
 
     def clear(self) -> None:
         self.heap.clear()
+        self._cancelled = 0
+
+    def _cancelled_one(self) -> None:
+        # Many connections that complete their handshake at once leave many
+        # cancelled deadlines: drop them once they are most of the heap.
+        self._cancelled += 1
+        if self._cancelled > 64 and 2 * self._cancelled > len(self.heap):
+            self.heap[:] = [entry for entry in self.heap if not entry[2].cancelled]
+            heapq.heapify(self.heap)
+            self._cancelled = 0

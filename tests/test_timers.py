@@ -36,3 +36,21 @@ def test_ties_run_in_the_order_they_were_armed():
     first = timers.call_at(1.0, lambda: None)
     second = timers.call_at(1.0, lambda: None)
     assert timers.run_due(1.0) == [first, second]
+
+
+def test_cancelled_timers_do_not_pile_up():
+    timers = Timers()
+    keep = timers.call_at(1e9, lambda: None)
+    for i in range(10_000):
+        timers.call_at(1e6 + i, lambda: None).cancel()  # e.g. handshakes completed in time
+    assert len(timers.heap) < 200
+    assert timers.run_due(1e9) == [keep]
+    assert timers.heap == []
+
+
+def test_a_cancelled_timer_lets_go_of_its_callback():
+    timers = Timers()
+    timer = timers.call_at(1.0, lambda: None)
+    callback = timer.callback
+    timer.cancel()
+    assert timer.callback is not callback
