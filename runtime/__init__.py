@@ -25,7 +25,7 @@ from .addresses import (
 )
 from .framing import MAX_FRAME_SIZE, FrameDecoder, encode, encode_into
 from .generated import *
-from .groups import WAIT_RECEIVE_INFINITE_TIMEOUT, WAIT_RECEIVE_SEC_TIMEOUT, ChannelGroup
+from .groups import WAIT_RECEIVE_INFINITE_TIMEOUT, WAIT_RECEIVE_SEC_TIMEOUT, ChannelGroup, PostTimeout
 from .message import BinaryHeader, Body, Message, ProtoFields, TextHeaders
 from .options import Options
 from .pool import AllocationStrategy
@@ -49,6 +49,7 @@ __all__ = [
     "FrameDecoder",
     "Message",
     "Options",
+    "PostTimeout",
     "ProtoFields",
     "Reactor",
     "TCPClientAddress",

@@ -19,8 +19,13 @@ from .message import Message
 
 if TYPE_CHECKING:
     from .groups import ChannelGroup
+    from .timers import Timer
 
-__all__ = ["Channel", "ChannelNumbers", "Connection", "Listener"]
+__all__ = ["QUEUED_MESSAGE_COST", "Channel", "ChannelNumbers", "Connection", "Listener"]
+
+# What a message waiting in a send queue counts for Options.max_unsent_bytes
+# beyond its encoded size: its Python objects (a small message's dominate).
+QUEUED_MESSAGE_COST = 256
 
 
 class ChannelNumbers:
@@ -81,15 +86,26 @@ class SendWindow:
         self._open = True
         self._waiters: list[threading.Lock] = []  # few: the posting threads of one channel
 
-    def acquire(self) -> None:
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Take a permit, waiting at most `timeout` seconds (None: no limit).
+        False when the time ran out first (no permit was taken)."""
         with self._lock:
             if self._free > 0 or not self._open:
                 self._free -= 1
-                return
+                return True
+            if timeout is not None and timeout <= 0:
+                return False
             waiter = threading.Lock()
             waiter.acquire()
             self._waiters.append(waiter)
-        waiter.acquire()  # until release() hands this post a permit, or close()
+        # Until release() hands this post a permit, or close(), or the time is up.
+        if waiter.acquire(timeout=-1 if timeout is None else timeout):
+            return True
+        with self._lock:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                return False
+        return True  # a permit was handed over just as the time ran out
 
     def release(self, n: int = 1) -> None:
         with self._lock:
@@ -124,12 +140,18 @@ class Channel:
 class Listener(Channel):
     """A listening socket; accepted connections join the listener's group."""
 
-    __slots__ = ("uds_inode", "uds_path")
+    __slots__ = ("open_connections", "refusing", "uds_inode", "uds_path")
 
     def __init__(self, number: int, group: ChannelGroup, first_mid: int) -> None:
         super().__init__(number, group, first_mid)
         self.uds_path: str | None = None
         self.uds_inode = 0
+        self.open_connections = 0  # accepted and not yet closed (Options.max_connections)
+        self.refusing = False  # over max_connections now: refusals were logged once
+
+    def full(self, limit: int | None) -> bool:
+        """Whether an accepted connection must be refused (Options.max_connections)."""
+        return limit is not None and self.open_connections >= limit
 
 
 class Connection(Channel):
@@ -139,6 +161,9 @@ class Connection(Channel):
     outbuf: encoded bytes not yet accepted by the kernel; inflight: the
         messages those bytes came from (returned to the application if the
         channel dies before they are written).
+    queued: what the messages in sendq will cost, in bytes (their encoded
+        size plus QUEUED_MESSAGE_COST each): with outbuf, the unsent data
+        Options.max_unsent_bytes bounds.
     """
 
     __slots__ = (
@@ -146,10 +171,17 @@ class Connection(Channel):
         "bye_received",
         "bye_sent",
         "connecting",
+        "deadline",
         "decoder",
+        "hello",
+        "idle_timer",
         "inflight",
+        "last_active",
+        "listener",
         "outbuf",
+        "queued",
         "sendq",
+        "throttled",
     )
 
     def __init__(self, number: int, group: ChannelGroup, first_mid: int, decoder: FrameDecoder) -> None:
@@ -162,6 +194,37 @@ class Connection(Channel):
         self.bye_sent = False  # a ByeRequest or ByeResponse went out: send nothing more
         self.bye_received = False  # the peer sent ByeRequest
         self.bye_done = False  # the Bye exchange is complete: a reset now is a normal close
+        self.queued = 0
+        self.throttled = False  # reading stopped: too much unsent (Options.max_unsent_bytes)
+        self.listener: Listener | None = None  # the listener that accepted it
+        # Timeouts (runtime/timers.py): `deadline` closes the channel unless
+        # the handshake completes first; `hello` is a copy of the HelloRequest
+        # this engine sent, returned to the application if the connect fails.
+        self.deadline: Timer | None = None
+        self.hello: Message | None = None
+        self.idle_timer: Timer | None = None
+        self.last_active = 0.0  # monotonic time of the last bytes read or written
+
+    def over_unsent(self, limit: int | None) -> bool:
+        """Whether to stop reading this connection (Options.max_unsent_bytes):
+        from when its unsent bytes pass `limit` until they are down to half.
+        Only accepted connections are throttled, and none that said bye (it
+        must still read the answer)."""
+        if limit is None or self.listener is None or self.bye_sent:
+            self.throttled = False
+            return False
+        unsent = len(self.outbuf) + self.queued
+        self.throttled = unsent > (limit // 2 if self.throttled else limit)
+        return self.throttled
+
+    def stop_timers(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.hello = None
 
     def ended_status(self) -> AmpeStatus:
         """What the peer's end of the stream means now. Once either side has

@@ -35,6 +35,7 @@ from .generated import (
     NullMessage,
     OpCode,
     OriginFlag,
+    SendFailed,
     ShutdownStarted,
     WrongAddress,
 )
@@ -44,7 +45,15 @@ if TYPE_CHECKING:
     from .channels import Channel
     from .reactor import Reactor
 
-__all__ = ["WAIT_RECEIVE_INFINITE_TIMEOUT", "WAIT_RECEIVE_SEC_TIMEOUT", "ChannelGroup"]
+__all__ = ["WAIT_RECEIVE_INFINITE_TIMEOUT", "WAIT_RECEIVE_SEC_TIMEOUT", "ChannelGroup", "PostTimeout"]
+
+
+class PostTimeout(SendFailed):
+    """post(msg, timeout=...) waited `timeout` seconds for room in the
+    channel's send window (Options.max_unsent_msgs) and got none: the message
+    was not posted and still belongs to the caller, who may post it again.
+    A SendFailed (status send_failed): the protocol's statuses are fixed."""
+
 
 # wait_receive() timeouts by the reference's names (waitReceive_INFINITE_TIMEOUT,
 # waitReceive_SEC_TIMEOUT), in seconds as Python counts them.
@@ -100,9 +109,13 @@ class ChannelGroup:
     def __exit__(self, *exc_info: object) -> None:
         self._reactor.destroy_group(self)
 
-    def post(self, msg: Message) -> BinaryHeader:
+    def post(self, msg: Message, timeout: float | None = None) -> BinaryHeader:
         """Hand `msg` to the engine and return a copy of its binary header with
         the assigned channel_number and message_id.
+
+        With Options.max_unsent_msgs set, post() waits while the channel's send
+        window is full: at most `timeout` seconds (None: until there is room),
+        then it raises PostTimeout and `msg` stays with the caller.
 
         Checks, in this order (docs/protocol.md), raising and leaving `msg` with
         the caller: InvalidOpCode, InvalidMessageId, InvalidMoreUsage,
@@ -156,7 +169,9 @@ class ChannelGroup:
             # request can be posted again as it is to retry.
             bh.channel_number = reactor._open_channel_number(self, connection=op is OpCode.HelloRequest)
         elif op is not OpCode.ByeSignal and (window := reactor.windows.get(number)) is not None:
-            window.acquire()  # Options.max_unsent_msgs: wait until the channel has room
+            # Options.max_unsent_msgs: wait until the channel has room.
+            if not window.acquire(timeout):
+                raise PostTimeout(f"channel {number}: no room in the send window within {timeout} s")
             if reactor.closing:
                 raise ShutdownStarted("the engine is shutting down")
         header = bh.copy()

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_INITIAL_POOL_MSGS", "DEFAULT_MAX_POOL_MSGS", "DEFAULT_MAX_QUEUED_MSGS", "Options"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_INITIAL_POOL_MSGS",
+    "DEFAULT_MAX_POOL_MSGS",
+    "DEFAULT_MAX_QUEUED_MSGS",
+    "DEFAULT_MAX_UNSENT_BYTES",
+    "Options",
+]
 
 DEFAULT_INITIAL_POOL_MSGS = 16
 DEFAULT_MAX_POOL_MSGS = 64
 DEFAULT_MAX_QUEUED_MSGS = 1024
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_MAX_UNSENT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
 class Options:
-    """How a Reactor sizes its message pool and bounds its receive queues.
+    """How a Reactor sizes its message pool, bounds its queues and times out
+    connections (docs/concepts.md, "Limits and timeouts").
 
     initial_pool_msgs: messages made up front (default 16).
     max_pool_msgs: most messages the pool keeps (default 64).
@@ -27,13 +39,47 @@ class Options:
         socket, so a sender faster than the network or the peer waits instead
         of filling memory. 0 (the default, as in the reference) is no limit.
         Do not post and receive on one thread with a window: a blocked post
-        cannot receive what would unblock the peer.
+        cannot receive what would unblock the peer. `post(msg, timeout=...)`
+        bounds the wait (it then raises tofu.PostTimeout).
+    max_unsent_bytes: flow control per accepted connection. While the bytes
+        waiting to be written to a connection (encoded, plus each queued
+        message's encoded size and 256 bytes for its bookkeeping) exceed
+        this, the engine stops reading that connection, until they drop to
+        half of it: a peer that sends requests and never reads the answers
+        cannot make the engine queue answers without bound. Other channels
+        are not affected and post() never waits for it. Connections this
+        engine opened are not throttled (only one side of a connection may
+        do it, or two engines could stop reading each other). Default 1 MiB;
+        None or 0 is no limit.
+    handshake_timeout: seconds an accepted connection has to complete its
+        handshake: its HelloRequest received and the application's
+        HelloResponse written. Past it the engine closes the connection; an
+        application that already received the HelloRequest gets
+        channel_closed with `~close_reason: accept_failed` (one that never
+        heard of the channel gets nothing). Default 10; None or 0 disables it.
+    connect_timeout: seconds a HelloRequest has to get its HelloResponse
+        (name resolution, TCP connect and the peer's answer). Past it the
+        HelloRequest comes back with status connect_failed and the channel
+        closes (channel_closed, `~close_reason: connect_failed`). Default 10;
+        None or 0 disables it.
+    idle_timeout: seconds a connection may carry no bytes in either
+        direction; past it the engine closes it (channel_closed,
+        `~close_reason: communication_failed`). Default None (never).
+    max_connections: most connections each listener holds open at once; a
+        connection past it is accepted and closed at once (the application
+        hears nothing; a warning is logged once per episode of refusals).
+        Default None (no limit).
     """
 
     initial_pool_msgs: int = DEFAULT_INITIAL_POOL_MSGS
     max_pool_msgs: int = DEFAULT_MAX_POOL_MSGS
     max_queued_msgs: int = DEFAULT_MAX_QUEUED_MSGS
     max_unsent_msgs: int = 0
+    max_unsent_bytes: int | None = DEFAULT_MAX_UNSENT_BYTES
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT
+    idle_timeout: float | None = None
+    max_connections: int | None = None
 
     def __post_init__(self) -> None:
         initial = self.initial_pool_msgs or DEFAULT_INITIAL_POOL_MSGS
@@ -46,3 +92,9 @@ class Options:
             object.__setattr__(self, "max_queued_msgs", DEFAULT_MAX_QUEUED_MSGS)
         if self.max_unsent_msgs < 0:
             object.__setattr__(self, "max_unsent_msgs", 0)
+        for name in ("max_unsent_bytes", "handshake_timeout", "connect_timeout", "idle_timeout", "max_connections"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"Options.{name} must be None or at least 0, not {value!r}")
+            if not value:
+                object.__setattr__(self, name, None)  # 0 means off, as None does

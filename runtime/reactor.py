@@ -10,31 +10,29 @@ queue. Everything that touches a socket runs on the I/O thread:
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import selectors
 import signal
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Self, overload
 
+from . import limits, listening
 from .addresses import (
     Address,
     TCPClientAddress,
-    TCPServerAddress,
     UDSClientAddress,
-    UDSServerAddress,
     parse_address,
 )
-from .channels import Channel, ChannelNumbers, Connection, Listener, SendWindow
+from .channels import QUEUED_MESSAGE_COST, Channel, ChannelNumbers, Connection, Listener, SendWindow
 from .framing import FrameDecoder, encode_into
 from .generated import (
     CLOSE_REASON_HEADER,
-    LISTEN_ON_HEADER,
+    HEADER_SIZE,
     OP_ON_WIRE,
     AmpeError,
     AmpeStatus,
@@ -53,13 +51,12 @@ from .sockets import (
     ack_now,
     can_ack_now,
     finish_connect,
-    listen,
     needs_resolving,
     resolve,
     start_connect,
-    tune,
     unlink_uds,
 )
+from .timers import Timers
 
 __all__ = ["Ampe", "Reactor"]
 
@@ -70,9 +67,8 @@ WRITE = selectors.EVENT_WRITE
 
 RECV_BUFFER_SIZE = 256 * 1024  # one buffer per engine, shared by all its connections
 SEND_BATCH = 256 * 1024  # encode at most this much ahead of what the kernel took
-ACCEPTS_PER_EVENT = 64
-_OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 JOIN_TIMEOUT = 10.0  # seconds destroy() waits for the I/O thread
+_QUEUED = HEADER_SIZE + QUEUED_MESSAGE_COST  # what a queued message counts beyond its parts
 
 
 def _block_signals() -> None:
@@ -149,6 +145,8 @@ class Reactor:
         self._rbuf = bytearray(RECV_BUFFER_SIZE)
         self._rview = memoryview(self._rbuf)
         self._pool_ran_dry = False
+        self._timers = Timers()  # deadlines: handshake, connect and idle timeouts
+        self._now = time.monotonic()  # when the loop last woke: the I/O path's clock
         self._resolver: ThreadPoolExecutor | None = None
         self._running = True
 
@@ -263,9 +261,16 @@ class Reactor:
     def _run(self) -> None:
         _block_signals()
         select = self._selector.select
+        timers = self._timers
+        deadlines = timers.heap  # checked inline: no call per loop when there are no timers
+        monotonic = time.monotonic
         try:
             while self._running:
-                for key, mask in select():
+                # self._now is from before the handlers ran: a deadline may
+                # fire that much late, which is nothing next to its seconds.
+                events = select(timers.timeout(self._now) if deadlines else None)
+                self._now = now = monotonic()
+                for key, mask in events:
                     handler, channel = key.data
                     try:
                         handler(channel, mask)
@@ -275,6 +280,8 @@ class Reactor:
                             self._close(channel, AmpeStatus.processing_failed)
                 if self._dirty:
                     self._flush_dirty()
+                if deadlines and deadlines[0][0] <= now:
+                    self._run_timers()
         except Exception:
             log.exception("tofu: the I/O thread failed")
         finally:
@@ -332,6 +339,7 @@ class Reactor:
             self._return(group, msg, AmpeStatus.not_allowed)
         else:
             ch.sendq.append(msg)
+            ch.queued += _QUEUED + len(msg.thdrs._buf) + len(msg.body._buf)
             if not ch.connecting:
                 self._dirty.add(ch)
 
@@ -387,96 +395,15 @@ class Reactor:
             )
         self._resolver.submit(work)
 
-    # ---- listeners
-
-    def _open_listener(self, group: ChannelGroup, msg: Message) -> None:
-        lst = Listener(msg.bhdr.channel_number, group, msg.bhdr.message_id)
-        self._channels[lst.number] = lst
-        group.channels.add(lst)
-
-        def fail(status: AmpeStatus) -> None:
-            msg.bhdr.proto.op_code = OpCode.WelcomeResponse
-            self._return(group, msg, status)
-            self._close(lst, status)
-
-        try:
-            address = parse_address(msg)
-            if not isinstance(address, (TCPServerAddress, UDSServerAddress)):
-                raise WrongAddress(f"a WelcomeRequest needs a {LISTEN_ON_HEADER} header")
-        except AmpeError as exc:
-            fail(exc.status)
-            return
-        self._resolve_then(address, lambda resolved: self._listen(lst, msg, address, resolved), fail)
-
-    def _listen(self, lst: Listener, msg: Message, address: Address, resolved: Resolved) -> None:
-        if lst.closed:
-            self.pool.put(msg)
-            return
-        try:
-            sock = listen(address, resolved)  # type: ignore[arg-type]
-        except AmpeError as exc:
-            msg.bhdr.proto.op_code = OpCode.WelcomeResponse
-            self._return(lst.group, msg, exc.status)
-            self._close(lst, exc.status)
-            return
-        lst.sock = sock
-        if sock.family == socket.AF_UNIX:
-            lst.uds_path = address.path  # type: ignore[union-attr]
-            lst.uds_inode = os.stat(lst.uds_path).st_ino
-            value = address.value
-        else:
-            # Tell the actual port: a listener may ask for port 0.
-            value = TCPServerAddress(address.host, sock.getsockname()[1]).value  # type: ignore[union-attr]
-        log.debug("channel %d listening on %s", lst.number, value)
-        msg.bhdr.proto.op_code = OpCode.WelcomeResponse
-        msg.thdrs.clear()
-        msg.thdrs.append(LISTEN_ON_HEADER, value)
-        self._return(lst.group, msg, AmpeStatus.success)
-        self._set_events(lst, READ)
-
-    def _on_listener_event(self, lst: Listener, mask: int) -> None:
-        group = lst.group
-        for _ in range(ACCEPTS_PER_EVENT):
-            try:
-                sock, _ = lst.sock.accept()  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in _OUT_OF_RESOURCES:
-                    # The pending connection stays in the backlog, so the
-                    # listener would be ready again at once: stop watching it
-                    # until a channel closes and gives a descriptor back.
-                    log.warning("channel %d: cannot accept (%s): waiting for a channel to close", lst.number, exc)
-                    self._set_events(lst, 0)
-                    self._starved.add(lst)
-                else:
-                    log.warning("channel %d: accept failed: %s", lst.number, exc)
-                return
-            number = self.numbers.allocate(group)
-            if number is None:
-                log.warning("channel %d: every channel number is in use; refusing a connection", lst.number)
-                sock.close()
-                continue
-            try:
-                tune(sock)
-            except OSError:
-                self.numbers.release(number)
-                sock.close()
-                continue
-            conn = Connection(number, group, 0, FrameDecoder(self._recycled))
-            conn.sock = sock
-            self._open_window(number)
-            self._channels[number] = conn
-            group.channels.add(conn)
-            self._update_events(conn)
-            log.debug("channel %d accepted on listener %d", number, lst.number)
-
     # ---- connections
 
     def _open_connection(self, group: ChannelGroup, msg: Message) -> None:
         conn = Connection(msg.bhdr.channel_number, group, msg.bhdr.message_id, FrameDecoder(self._recycled))
         conn.sendq.append(msg)  # the HelloRequest goes out first
+        conn.queued = _QUEUED + len(msg.thdrs._buf) + len(msg.body._buf)
         conn.connecting = True
+        if self._set_deadline(conn, self.options.connect_timeout, AmpeStatus.connect_failed):
+            conn.hello = msg.copy()  # returned if the deadline passes after it was sent
         self._channels[conn.number] = conn
         group.channels.add(conn)
         try:
@@ -508,6 +435,7 @@ class Reactor:
     def _connected(self, conn: Connection) -> None:
         conn.connecting = False
         log.debug("channel %d connected", conn.number)
+        self._watch_idle(conn)
         self._flush(conn)
 
     def _on_connection_event(self, conn: Connection, mask: int) -> None:
@@ -543,6 +471,7 @@ class Reactor:
                 status = AmpeStatus.communication_failed
             self._close(conn, status)
             return
+        conn.last_active = self._now
 
         bad: AmpeStatus | None = None
         try:
@@ -590,6 +519,8 @@ class Reactor:
                     conn.bye_done = True
             group._deliver(msg)
 
+        if conn.hello is not None and frames:  # the peer answered our HelloRequest
+            self._handshake_done(conn)
         if bad is not None:
             self._close(conn, bad)
         elif conn.bye_done:
@@ -606,6 +537,7 @@ class Reactor:
         sendq = conn.sendq
         inflight = conn.inflight
         while True:
+            queued, encoded = len(sendq), len(out)
             while sendq and len(out) < SEND_BATCH and not conn.bye_sent:
                 msg = sendq.popleft()
                 encode_into(out, msg)
@@ -615,10 +547,14 @@ class Reactor:
                     conn.bye_sent = True
                 elif op is OpCode.ByeResponse:
                     conn.bye_sent = conn.bye_done = True
+                elif op is OpCode.HelloResponse and conn.deadline is not None:
+                    self._handshake_done(conn)  # an accepted connection's handshake is complete
+            conn.queued -= len(out) - encoded + (queued - len(sendq)) * QUEUED_MESSAGE_COST
             if not out:
                 break
             try:
                 n = conn.sock.send(out)  # type: ignore[union-attr]
+                conn.last_active = self._now
             except (BlockingIOError, InterruptedError):
                 n = 0
             except (BrokenPipeError, ConnectionResetError):
@@ -651,13 +587,25 @@ class Reactor:
         for conn in dirty:
             self._flush(conn)
 
+    # ---- listeners (runtime/listening.py); limits and timeouts (runtime/limits.py)
+
+    _open_listener = listening.open_listener
+    _on_listener_event = listening.on_listener_event
+    _run_timers = limits.run_timers
+    _set_deadline = limits.set_deadline
+    _handshake_done = limits.handshake_done
+    _watch_idle = limits.watch_idle
+    _connection_gone = limits.connection_gone
+
     # ---- registration, backpressure, closing
 
     def _update_events(self, conn: Connection) -> None:
         if conn.connecting:
             want = WRITE
         else:
-            want = 0 if conn.group._paused else READ
+            # Stop reading while the receiver is behind, or while the peer
+            # does not read what we owe it (Options.max_unsent_bytes).
+            want = 0 if conn.group._paused or conn.over_unsent(self.options.max_unsent_bytes) else READ
             if conn.outbuf:
                 want |= WRITE
         self._set_events(conn, want)
@@ -731,6 +679,10 @@ class Reactor:
         else:
             assert isinstance(ch, Connection)
             self._dirty.discard(ch)
+            ch.stop_timers()
+            ch.queued = 0
+            if ch.listener is not None:
+                self._connection_gone(ch.listener)
             unsent = ch.inflight + list(ch.sendq)
             ch.inflight.clear()
             ch.sendq.clear()
@@ -768,6 +720,7 @@ class Reactor:
             groups = list(self._groups)
         for group in groups:
             group._deliver(SHUTDOWN)
+        self._timers.clear()
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
