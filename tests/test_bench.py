@@ -72,7 +72,7 @@ def test_quick_bench_reports_every_figure(tmp_path, capsys):
 
 
 def test_bench_runs_without_pyzmq(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "have_pyzmq", lambda: None)
+    monkeypatch.setattr(bench.command, "have_pyzmq", lambda: None)  # what run() calls
     out = tmp_path / "bench.json"
     rc = bench.main([*ARGS, "--json", str(out)])
     printed = capsys.readouterr().out
