@@ -14,11 +14,12 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -232,9 +233,11 @@ class Lines:
 
 
 @contextmanager
-def serve(*addresses: str, grace: str = "3") -> Iterator[tuple[subprocess.Popen[str], Lines, list[str]]]:
+def serve(
+    *addresses: str, grace: str = "3", verbose: bool = False
+) -> Iterator[tuple[subprocess.Popen[str], Lines, list[str]]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tofu", "serve", *addresses, "--grace", grace],
+        [sys.executable, "-m", "tofu", *(["-v"] if verbose else []), "serve", *addresses, "--grace", grace],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -574,3 +577,83 @@ def test_no_bench_subcommand_without_the_hook(
     code, _, err = run_cli(capsys, "bench")
     assert code == 2
     assert_one_line_error(err, "invalid choice: 'bench'")
+
+
+# ---------------------------------------------------------------- -v, --grace 0, what serve prints and survives
+
+
+def raw_frame(op: int, mid: int, text_headers: bytes, body: bytes = b"", channel: int = 0) -> bytes:
+    """A frame built by hand, so that it can hold what the API would refuse."""
+    return struct.pack(">HBBQHH", channel, op, 0, mid, len(text_headers), len(body)) + text_headers + body
+
+
+def read_until_eof(sock: socket.socket) -> bytes:
+    sock.settimeout(TIMEOUT)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_verbose_logs_the_engine_activity(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve("tcp://127.0.0.1:0", verbose=True) as (proc, lines, urls):
+        code, _, err = run_cli(capsys, "ping", urls[0], "-n", "1")
+        assert code == 0, err
+        number = lines.expect("channel ").split(":")[0].split()[1]
+        lines.expect(f"channel {number}: closed")
+        err = stop(proc)
+    assert proc.returncode == 0, err
+    # One -v is enough to see channels come and go (-vv adds the debug detail).
+    assert re.search(r"channel \d+ listening on tcp\|127\.0\.0\.1\|\d+", err), err
+    assert f"channel {number} accepted" in err, err
+    assert f"channel {number} closed" in err, err
+
+
+def test_serve_grace_zero_stops_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    # A client that never answers the server's ByeRequest.
+    with serve("tcp://127.0.0.1:0", grace="0") as (proc, lines, urls), tofu.Reactor() as rtr:
+        group = rtr.ampe().create()
+        group.post(parse_url(urls[0], server=False).format(tofu.Message()))
+        hello = group.wait_receive(TIMEOUT)
+        assert hello is not None and hello.bhdr.proto.op_code == tofu.OpCode.HelloResponse
+        lines.expect("channel ")
+        err = stop(proc)
+        assert proc.returncode == 0, err
+        assert lines.expect("stopping: ") == "stopping: saying bye to 1 client(s), waiting up to 0 s"
+        lines.expect("grace period over: closing 1 channel(s)")
+        lines.expect("stopped")
+    code, _, err = run_cli(capsys, "serve", "tcp://127.0.0.1:0", "--grace", "-1")
+    assert code == 2
+    assert_one_line_error(err, "-1 is not zero or a positive number of seconds")
+
+
+def test_serve_never_prints_a_peer_s_control_characters() -> None:
+    hostile = b"tcp|\x1b[2J\x1b]0;owned\x07|1\r"
+    with serve("tcp://127.0.0.1:0") as (proc, lines, urls):
+        port = int(urls[0].rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as peer:
+            peer.sendall(raw_frame(int(tofu.OpCode.HelloRequest), 1, b"~connect_to:" + hostile + b"\r\n"))
+            line = lines.expect("channel ")
+            assert line.endswith(r": connected (tcp|\x1b[2J\x1b]0;owned\x07|1\r)"), line
+            assert not any(ch in line for ch in "\x1b\x07\r")
+            reply = peer.recv(16)  # and it was still accepted
+            assert reply[2] & 0x0F == int(tofu.OpCode.HelloResponse)
+        assert stop(proc) == "" and proc.returncode == 0
+
+
+def test_serve_survives_a_malformed_hello_request(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve("tcp://127.0.0.1:0") as (proc, lines, urls):
+        port = int(urls[0].rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as bad:
+            bad.sendall(raw_frame(int(tofu.OpCode.HelloRequest), 1, b"no colon here\r\n"))
+            read_until_eof(bad)  # that one channel is closed
+        line = lines.expect("channel ")
+        # serve read it and closed the channel (an engine that checks received headers closes it first)
+        assert "HelloRequest with malformed text headers" in line or "closed" in line, line
+        # ... and everybody else is still served
+        code, out, err = run_cli(capsys, "ping", urls[0], "-n", "3")
+        assert code == 0, err
+        assert "3 replies to 3 requests, 0 with a different body" in out
+        err = stop(proc)
+        assert proc.returncode == 0, err
+        lines.expect("stopped")

@@ -31,14 +31,30 @@ log = logging.getLogger("tofu.cli")
 __all__ = ["CLIError", "build_parser", "format_url", "main"]
 
 
+class _EngineActivity(logging.Filter):
+    """With -v: INFO and above from everyone, and the engine's own activity
+    (channels listening, connecting, accepted, closed), which the engine logs
+    on the `tofu` logger at DEBUG. Per-message detail needs -vv."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO or record.name == "tofu"
+
+
 def _configure_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    """-v: the engine's activity and INFO; -vv: everything at DEBUG."""
     root = logging.getLogger()
+    handler: logging.Handler | None = None
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
         root.addHandler(handler)
-    root.setLevel(level)
+    if verbosity >= 2:
+        root.setLevel(logging.DEBUG)
+        return
+    root.setLevel(logging.INFO)
+    logging.getLogger("tofu").setLevel(logging.DEBUG)
+    if handler is not None:  # a host's own handlers (tests, an embedding program) are left alone
+        handler.addFilter(_EngineActivity())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,6 +65,16 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
     return convert
 
 
+def _seconds_or_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text} is not zero or a positive number of seconds")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -104,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tofu {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log the engine's activity (-v info, -vv debug)"
+        "-v", "--verbose", action="count", default=0, help="log the engine's activity (-v), with every detail (-vv)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -131,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ByeRequest to every client and waits for them; a second signal stops it at once.",
     )
     p.add_argument("address", nargs="+", type=_address_arg(server=True), metavar="ADDRESS", help="where to listen")
-    p.add_argument("--grace", type=_seconds, default=3.0, help="seconds to wait for clients when stopping (default 3)")
+    p.add_argument(
+        "--grace",
+        type=_seconds_or_zero,
+        default=3.0,
+        help="seconds to wait for clients when stopping; 0 stops at once (default 3)",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(

@@ -28,6 +28,15 @@ def _plural(n: int, word: str, words: str | None = None) -> str:
     return f"{n} {word if n == 1 else words or word + 's'}"
 
 
+def _printable(text: str) -> str:
+    """`text` safe for a terminal: control and format characters (an escape
+    sequence, a carriage return, a bidi override) are shown as Python escapes,
+    `\\x1b` for ESC. Everything a peer sent goes through this before it is printed."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _out(text: str = "") -> None:
     """One line of the command's own output (flushed: other programs read it)."""
     print(text, flush=True)

@@ -24,7 +24,7 @@ from .. import (
     parse_address_value,
     raw_to_status,
 )
-from .console import CLIError
+from .console import CLIError, _printable
 
 log = logging.getLogger("tofu.cli")
 
@@ -105,6 +105,6 @@ def _receive_for(group: ChannelGroup, channel: int, timeout: float) -> Message |
 
 def _headers_text(msg: Message) -> str:
     try:
-        return "  ".join(f"{n}:{v}" for n, v in msg.thdrs)
+        return _printable("  ".join(f"{n}:{v}" for n, v in msg.thdrs))
     except InvalidMessage:
         return repr(bytes(msg.thdrs))
