@@ -657,3 +657,59 @@ def test_serve_survives_a_malformed_hello_request(capsys: pytest.CaptureFixture[
         err = stop(proc)
         assert proc.returncode == 0, err
         lines.expect("stopped")
+
+
+# ---------------------------------------------------------------- ping and Ctrl-C
+
+
+def test_ping_ctrl_c_prints_the_statistics_so_far() -> None:
+    """A server that answers the first request only: ping waits for the second
+    one's reply when SIGINT comes, and reports like ping(8)."""
+    with tofu.Reactor() as rtr:
+        ampe = rtr.ampe()
+        group = ampe.create()
+        group.post(tofu.TCPServerAddress("127.0.0.1", 0).format(tofu.Message()))
+        welcome = group.wait_receive(TIMEOUT)
+        assert welcome is not None and welcome.bhdr.status == 0
+        port = welcome.thdrs.get(tofu.LISTEN_ON_HEADER).rsplit("|", 1)[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tofu", "ping", f"tcp://127.0.0.1:{port}", "-n", "1000", "--timeout", "60"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            requests = 0
+            while requests < 2:
+                msg = group.wait_receive(TIMEOUT)
+                assert msg is not None, "ping sent nothing"
+                op = msg.bhdr.proto.op_code
+                if msg.is_from_engine():
+                    continue
+                if op == tofu.OpCode.HelloRequest:
+                    msg.bhdr.proto.op_code = tofu.OpCode.HelloResponse
+                    group.post(msg)
+                elif op == tofu.OpCode.Request:
+                    requests += 1
+                    if requests == 1:
+                        msg.bhdr.proto.op_code = tofu.OpCode.Response
+                        group.post(msg)
+            proc.send_signal(signal.SIGINT)  # the second request is unanswered: ping is waiting
+            while True:  # it still says bye
+                msg = group.wait_receive(TIMEOUT)
+                assert msg is not None, "no ByeRequest after SIGINT"
+                if msg.bhdr.proto.op_code == tofu.OpCode.ByeRequest and not msg.is_from_engine():
+                    msg.bhdr.proto.op_code = tofu.OpCode.ByeResponse
+                    group.post(msg)
+                    break
+            out, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(TIMEOUT)
+    assert proc.returncode == 0, err
+    assert err == ""
+    assert "interrupted after 2 requests" in out
+    assert "1 reply to 2 requests, 0 with a different body" in out
+    lo, median, p99, hi = (float(x) for x in PING_STATS.search(out).groups())  # type: ignore[union-attr]
+    assert 0 < lo == median == p99 == hi

@@ -58,40 +58,54 @@ def _cmd_ping(args: argparse.Namespace) -> int:
 
         rtts: list[float] = []
         mismatched = 0
-        with _progress(count, f"ping {url}", args.progress) as advance:
-            for _ in range(count):
-                req = ampe.get(AllocationStrategy.always)
-                assert req is not None
-                req.bhdr.channel_number = channel
-                req.body.append(payload)
-                t0 = time.perf_counter()
-                mid = group.post(req).message_id
-                while True:
-                    got = _receive_for(group, channel, timeout)
-                    if got is None:
-                        raise CLIError(f"no reply from {url} within {timeout:g} s (after {len(rtts)} of {count})")
-                    if got.is_from_engine():
-                        status = _status_text(got.bhdr.status)
-                        ampe.put(got)
-                        raise CLIError(f"connection to {url} lost after {len(rtts)} of {count} replies: {status}")
-                    if got.bhdr.proto.op_code == OpCode.Response and got.bhdr.message_id == mid:
-                        rtts.append(time.perf_counter() - t0)
-                        if got.body != payload:
-                            mismatched += 1
-                        ampe.put(got)
-                        break
-                    ampe.put(got)  # anything else (a Signal, an old reply) is not ours
-                advance(1)
+        sent = 0
+        interrupted = False
+        try:
+            with _progress(count, f"ping {url}", args.progress) as advance:
+                for _ in range(count):
+                    req = ampe.get(AllocationStrategy.always)
+                    assert req is not None
+                    req.bhdr.channel_number = channel
+                    req.body.append(payload)
+                    sent += 1  # counted first: Ctrl-C may come while post() hands it over
+                    t0 = time.perf_counter()
+                    mid = group.post(req).message_id
+                    got = _reply_to(ampe, group, channel, mid, timeout, url, f"after {len(rtts)} of {count}")
+                    rtts.append(time.perf_counter() - t0)
+                    if got.body != payload:
+                        mismatched += 1
+                    ampe.put(got)
+                    advance(1)
+        except KeyboardInterrupt:  # Ctrl-C: like ping(8), say what was measured so far
+            interrupted = True
+            _out(f"interrupted after {_plural(sent, 'request')}")
 
-        _say_bye(ampe, group, channel, timeout)
+        _say_bye(ampe, group, channel, min(timeout, 1.0) if interrupted else timeout)
 
+    _out(f"{_plural(len(rtts), 'reply', 'replies')} to {_plural(sent, 'request')}, {mismatched} with a different body")
+    if not rtts:
+        return EXIT_FAILURE
     ms = sorted(t * 1000 for t in rtts)
     p99 = ms[max(math.ceil(0.99 * len(ms)) - 1, 0)]
-    _out(f"{_plural(len(ms), 'reply', 'replies')} to {_plural(count, 'request')}, {mismatched} with a different body")
     _out(
         f"round trip: min {ms[0]:.3f} ms, median {statistics.median(ms):.3f} ms, p99 {p99:.3f} ms, max {ms[-1]:.3f} ms"
     )
     return EXIT_OK if mismatched == 0 else EXIT_FAILURE
+
+
+def _reply_to(ampe: Ampe, group: ChannelGroup, channel: int, mid: int, timeout: float, url: str, where: str) -> Message:
+    """The Response to request `mid`; anything else on the channel (a Signal, an old reply) is dropped."""
+    while True:
+        got = _receive_for(group, channel, timeout)
+        if got is None:
+            raise CLIError(f"no reply from {url} within {timeout:g} s ({where})")
+        if got.is_from_engine():
+            status = _status_text(got.bhdr.status)
+            ampe.put(got)
+            raise CLIError(f"connection to {url} lost {where} replies: {status}")
+        if got.bhdr.proto.op_code == OpCode.Response and got.bhdr.message_id == mid:
+            return got
+        ampe.put(got)
 
 
 def _say_bye(ampe: Ampe, group: ChannelGroup, channel: int, timeout: float) -> None:
