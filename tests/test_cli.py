@@ -713,3 +713,17 @@ def test_ping_ctrl_c_prints_the_statistics_so_far() -> None:
     assert "1 reply to 2 requests, 0 with a different body" in out
     lo, median, p99, hi = (float(x) for x in PING_STATS.search(out).groups())  # type: ignore[union-attr]
     assert 0 < lo == median == p99 == hi
+
+
+# ---------------------------------------------------------------- demo order
+
+
+def test_demo_transcript_reads_in_causal_order(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "demo", "--pages", "6", "--pages-per-chunk", "2", "--jobs", "2")
+    assert code == 0, err
+    lines = out.splitlines()
+    for job in (1001, 1002):
+        done = next(i for i, line in enumerate(lines) if f"R: job {job} done" in line)
+        progress = [i for i, line in enumerate(lines) if re.search(rf"rip -> spool\s+Signal\s+\d+\s+{job}\s", line)]
+        assert len(progress) == 3 and max(progress) < done, lines
+        assert re.search(rf"rip -> spool\s+ByeRequest\s+\d+\s+{job}\s", lines[done + 1]), lines[done + 1]

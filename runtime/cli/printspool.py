@@ -109,8 +109,12 @@ class _Spool:
             elif bh.status not in (AmpeStatus.pool_empty, AmpeStatus.channel_closed):
                 raise CLIError(f"demo: spool got {bh.proto.op_code.name} back: {_status_text(bh.status)}")
             return
-        self.tr.message("rip", "spool", msg)
         op = bh.proto.op_code
+        if op == OpCode.ByeRequest:
+            # Narrated here, where the ByeRequest arrives, rather than where R sends it: every
+            # Progress Signal sent before it has been printed by now, so the transcript reads in order.
+            self.tr.narrate("R", f"job {bh.message_id} done: ByeRequest with the final status instead of a Response")
+        self.tr.message("rip", "spool", msg)
         if op == OpCode.HelloRequest:
             pdl = msg.thdrs.get("PDL")
             job = next((j for j in self.waiting if j.pdl == pdl), None)
@@ -229,7 +233,6 @@ class _RipWorker:
             progress.thdrs.append("Progress", f"[{first}:{last}]")
             self.group.post(progress)
             if not msg.has_more():
-                self.tr.narrate("R", f"job {job} done: ByeRequest with the final status instead of a Response")
                 bye = Message(OpCode.ByeRequest)
                 bye.bhdr.channel_number = number
                 bye.bhdr.message_id = job
