@@ -727,3 +727,157 @@ def test_demo_transcript_reads_in_causal_order(capsys: pytest.CaptureFixture[str
         progress = [i for i, line in enumerate(lines) if re.search(rf"rip -> spool\s+Signal\s+\d+\s+{job}\s", line)]
         assert len(progress) == 3 and max(progress) < done, lines
         assert re.search(rf"rip -> spool\s+ByeRequest\s+\d+\s+{job}\s", lines[done + 1]), lines[done + 1]
+
+
+# ---------------------------------------------------------------- decode: pcap and pcapng captures
+
+
+def _tcp(sport: int, dport: int, seq: int, payload: bytes, syn: bool = False) -> bytes:
+    flags = 0x02 if syn else 0x18  # SYN, or PSH|ACK
+    return struct.pack(">HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 65535, 0, 0) + payload
+
+
+def _ipv4(src: str, dst: str, tcp: bytes) -> bytes:
+    header = struct.pack(
+        ">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, socket.inet_aton(src), socket.inet_aton(dst)
+    )
+    return header + tcp
+
+
+def _ipv6(src: str, dst: str, tcp: bytes) -> bytes:
+    v6 = socket.AF_INET6
+    return (
+        struct.pack(">IHBB16s16s", 6 << 28, len(tcp), 6, 64, socket.inet_pton(v6, src), socket.inet_pton(v6, dst)) + tcp
+    )
+
+
+def _ethernet(ip: bytes) -> bytes:
+    return (
+        b"\x00\x00\x00\x00\x00\x01"
+        + b"\x00\x00\x00\x00\x00\x02"
+        + (b"\x08\x00" if ip[0] >> 4 == 4 else b"\x86\xdd")
+        + ip
+    )
+
+
+def _pcap(linktype: int, frames: list[bytes]) -> bytes:
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
+    for n, frame in enumerate(frames):
+        out += struct.pack("<IIII", 1_700_000_000, n, len(frame), len(frame)) + frame
+    return out
+
+
+def _pcapng(linktype: int, frames: list[bytes], bo: str = ">") -> bytes:
+    def block(btype: int, body: bytes) -> bytes:
+        body += b"\x00" * (-len(body) % 4)
+        return struct.pack(bo + "II", btype, len(body) + 12) + body + struct.pack(bo + "I", len(body) + 12)
+
+    out = block(0x0A0D0D0A, struct.pack(bo + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    out += block(1, struct.pack(bo + "HHI", linktype, 0, 65535))
+    for n, frame in enumerate(frames):
+        out += block(6, struct.pack(bo + "IIIII", 0, 0, n, len(frame), len(frame)) + frame)
+    return out
+
+
+CLIENT, SERVER = ("127.0.0.1", 40001), ("127.0.0.1", 7099)
+
+
+def _golden_session(
+    ip: Callable[[str, str, bytes], bytes], client: tuple[str, int], server: tuple[str, int]
+) -> list[bytes]:
+    """The Zig golden session as IP packets: each direction cut into segments,
+    one out of order, one sent twice, one overlapping two others; sequence
+    numbers that wrap around 2**32."""
+    c2s, s2c = C2S.read_bytes(), S2C.read_bytes()
+    c_isn, s_isn = 0xFFFFFFF0, 1000
+
+    def seg(src: tuple[str, int], dst: tuple[str, int], isn: int, data: bytes, a: int, b: int) -> bytes:
+        return ip(src[0], dst[0], _tcp(src[1], dst[1], (isn + 1 + a) & 0xFFFFFFFF, data[a:b]))
+
+    def c(a: int, b: int) -> bytes:
+        return seg(client, server, c_isn, c2s, a, b)
+
+    def s(a: int, b: int) -> bytes:
+        return seg(server, client, s_isn, s2c, a, b)
+
+    return [
+        ip(client[0], server[0], _tcp(client[1], server[1], c_isn, b"", syn=True)),
+        ip(server[0], client[0], _tcp(server[1], client[1], s_isn, b"", syn=True)),
+        c(0, 20),
+        c(49, 100),  # out of order: before 20..49
+        c(20, 49),
+        c(20, 49),  # retransmitted
+        s(0, 30),
+        c(40, 60),  # overlaps what is already there
+        s(30, 155),
+        c(100, 155),
+    ]
+
+
+def _stream_section(out: str, label: str) -> list[str]:
+    """The frame lines of one direction, without the direction label."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("stream ") and line.endswith("segments"))
+    lines = lines[start:]
+    body = [line.replace(f", {label}", "") for line in lines if not line.startswith("stream ")]
+    return body
+
+
+def _raw_decode(capsys: pytest.CaptureFixture[str], path: Path) -> list[str]:
+    code, out, _ = run_cli(capsys, "decode", str(path))
+    assert code == 0
+    return out.splitlines()[:-1]  # without the summary
+
+
+@pytest.mark.parametrize(
+    ("kind", "make"),
+    [
+        ("pcap", lambda: _pcap(1, [_ethernet(p) for p in _golden_session(_ipv4, CLIENT, SERVER)])),
+        ("pcapng", lambda: _pcapng(101, _golden_session(_ipv4, CLIENT, SERVER))),  # raw IP, big-endian
+        (
+            "pcapng",
+            lambda: _pcapng(1, [_ethernet(p) for p in _golden_session(_ipv6, ("::1", 40001), ("::1", 7099))], "<"),
+        ),
+    ],
+)
+def test_decode_reassembles_each_direction_of_a_capture(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str, make: Callable[[], bytes]
+) -> None:
+    f = tmp_path / f"session.{kind}"
+    f.write_bytes(make())
+    code, out, err = run_cli(capsys, "decode", str(f))
+    assert code == 0, err
+    v6 = "[::1]" in out
+    client = "[::1]:40001" if v6 else "127.0.0.1:40001"
+    server = "[::1]:7099" if v6 else "127.0.0.1:7099"
+    c2s, s2c = f"{client} -> {server}", f"{server} -> {client}"
+    assert out.startswith(f"{f}: {kind} capture, 10 packets, 2 TCP direction(s) with data")
+    assert f"stream 1: {c2s}: 155 bytes in 6 segments" in out
+    assert f"stream 2: {s2c}: 155 bytes in 2 segments" in out
+    assert f"stream 1: {c2s}: 5 frame(s), 155 byte(s)" in out
+    assert f"stream 2: {s2c}: 5 frame(s), 155 byte(s)" in out
+    assert "invalid op code" not in out + err
+    # Each direction decodes exactly as the raw stream it carried, every frame labelled.
+    first, second = out.split(f"\nstream 2: {s2c}: 155 bytes")
+    assert f"frame 1 at offset 0 (49 bytes), {c2s}" in first
+    assert _stream_section(first, c2s) == _raw_decode(capsys, C2S)
+    assert _stream_section("stream 2: x: 155 bytes in 2 segments" + second, s2c) == _raw_decode(capsys, S2C)
+
+
+def test_decode_capture_with_a_missing_segment(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    packets = _golden_session(_ipv4, CLIENT, SERVER)
+    del packets[4:6]  # bytes 20..49 of the client's direction were never captured
+    f = tmp_path / "holes.pcap"
+    f.write_bytes(_pcap(101, packets))
+    code, out, _ = run_cli(capsys, "decode", str(f))
+    assert code == 1
+    assert "127.0.0.1:40001 -> 127.0.0.1:7099: the capture misses bytes at offset 20: decoded up to there" in out
+    assert "127.0.0.1:7099 -> 127.0.0.1:40001: 5 frame(s), 155 byte(s)" in out  # the other direction is whole
+
+
+def test_decode_damaged_capture_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    f = tmp_path / "cut.pcap"
+    f.write_bytes(_pcap(1, [_ethernet(p) for p in _golden_session(_ipv4, CLIENT, SERVER)])[:-10])
+    code, _, err = run_cli(capsys, "decode", str(f))
+    assert code == 1
+    assert_one_line_error(err, "cut.pcap: pcap: the packet at offset", "is cut short")

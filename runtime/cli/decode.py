@@ -15,7 +15,8 @@ from .. import (
     TextHeaders,
     raw_to_status,
 )
-from .console import EXIT_FAILURE, EXIT_OK, CLIError, _out, _progress
+from .capture import CaptureError, capture_format, read_capture
+from .console import EXIT_FAILURE, EXIT_OK, CLIError, _out, _plural, _printable, _progress
 
 log = logging.getLogger("tofu.cli")
 
@@ -77,10 +78,56 @@ def _preview(body: bytes, limit: int) -> str:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    from ..generated import structs  # construct: slow, readable; only this command needs it
-
     name = "<stdin>" if args.file == "-" else args.file
     data = _read_input(args.file, args.hex)
+    fmt = capture_format(data)
+    if fmt is None:  # a raw byte stream: one direction of one connection
+        frames, problems = _decode_stream(data, name, args, "")
+        _out(
+            f"{frames} frame(s), {len(data)} byte(s)"
+            + (f", {problems} with malformed text headers" if problems else "")
+        )
+        return EXIT_OK if not problems else EXIT_FAILURE
+    try:
+        cap = read_capture(data)
+    except CaptureError as exc:
+        raise CLIError(f"{name}: {exc}") from None
+    skipped = f", {cap.skipped} not TCP or not decodable" if cap.skipped else ""
+    _out(
+        f"{name}: {fmt} capture, {_plural(cap.packets, 'packet')}{skipped}, {len(cap.streams)} TCP direction(s) with data"
+    )
+    errors: list[str] = []
+    damaged = 0
+    for no, stream in enumerate(cap.streams, 1):
+        label = _printable(stream.label)
+        _out()
+        _out(f"stream {no}: {label}: {_plural(len(stream.data), 'byte')} in {_plural(stream.segments, 'segment')}")
+        if stream.gap is not None:
+            damaged += 1
+            _out(f"stream {no}: {label}: the capture misses bytes at offset {stream.gap}: decoded up to there")
+        try:
+            frames, problems = _decode_stream(stream.data, f"{name}: {label}", args, label)
+        except _DecodeError as exc:
+            errors.append(str(exc))
+            _out(f"stream {no}: {label}: cannot be read further: {exc}")
+            continue
+        damaged += problems > 0
+        _out(
+            f"stream {no}: {label}: {frames} frame(s), {len(stream.data)} byte(s)"
+            + (f", {problems} with malformed text headers" if problems else "")
+        )
+    if errors:
+        more = f" (and {_plural(len(errors) - 1, 'other stream')})" if len(errors) > 1 else ""
+        raise _DecodeError(errors[0] + more)
+    return EXIT_OK if not damaged else EXIT_FAILURE
+
+
+def _decode_stream(data: bytes, name: str, args: argparse.Namespace, label: str) -> tuple[int, int]:
+    """Print every frame of one direction's bytes; return (frames, frames with malformed text headers).
+
+    Raises _DecodeError where the stream breaks."""
+    from ..generated import structs  # construct: slow, readable; only this command needs it
+
     total = len(data)
     offset = 0
     frame_no = 0
@@ -112,19 +159,19 @@ def _cmd_decode(args: argparse.Namespace) -> int:
                     f"only {left} bytes left"
                 )
             frame = structs.Frame.parse(data[offset : offset + size])
-            problems += _print_frame(frame_no, offset, size, data[offset + 2], data[offset + 3], frame, args.body_bytes)
+            where = f"frame {frame_no} at offset {offset} ({size} bytes)" + (f", {label}" if label else "")
+            problems += _print_frame(where, data[offset + 2], data[offset + 3], frame, args.body_bytes)
             offset += size
             advance(size)
-    _out(f"{frame_no} frame(s), {total} byte(s)" + (f", {problems} with malformed text headers" if problems else ""))
-    return EXIT_OK if not problems else EXIT_FAILURE
+    return frame_no, problems
 
 
-def _print_frame(no: int, offset: int, size: int, proto_byte: int, status_raw: int, frame: Any, body_bytes: int) -> int:
+def _print_frame(where: str, proto_byte: int, status_raw: int, frame: Any, body_bytes: int) -> int:
     """Print one frame parsed by the construct definitions; return 1 if its text headers are malformed."""
     p = frame.proto
     status = raw_to_status(status_raw)
     status_name = status.name if status_raw <= int(AmpeStatus.unknown_error) else f"reads as {status.name}"
-    _out(f"frame {no} at offset {offset} ({size} bytes)")
+    _out(where)
     _out(f"  channel_number  {frame.channel_number}")
     _out(
         f"  proto           0x{proto_byte:02x}: op_code {p.op_code} ({int(p.op_code.intvalue)}), "
@@ -145,7 +192,7 @@ def _print_frame(no: int, offset: int, size: int, proto_byte: int, status_raw: i
         else:
             _out(f"  text headers    {len(pairs)}")
             for n, v in pairs:
-                _out(f"    {n}: {v}")
+                _out(f"    {_printable(n)}: {_printable(v)}")
     else:
         _out("  text headers    none")
     if frame.bl:
