@@ -25,7 +25,7 @@ Figures are the median over --repeat runs; throughput is measured at the
 receiver from the first message after the warm-up to the last one.
 
 This module imports only the standard library at import time; pyzmq, rich and
-psutil are used when installed (`pip install tofu[bench]`).
+psutil are used when installed (`pip install 'tofu-messaging[bench]'`).
 """
 
 from .command import add_arguments, main, run

@@ -23,6 +23,14 @@ ROLES: dict[tuple[str, str], Callable[[dict[str, Any], ParentLink], dict[str, An
 }
 
 
+def _preload(impl: str) -> None:
+    """Import what the implementation needs, while the server starts."""
+    if impl == "tofu":
+        import tofu  # noqa: F401
+    elif impl == "pyzmq":
+        import zmq  # noqa: F401
+
+
 def child_main(role: str, spec: dict[str, Any]) -> int:
     """Entry point of a server or client process."""
     _die_with_parent()
@@ -33,6 +41,9 @@ def child_main(role: str, spec: dict[str, Any]) -> int:
     raise_nofile_limit()
     chan = ParentLink(role)
     try:
+        if role == "client":  # started with the server: get ready, then wait for the server to be
+            _preload(spec["impl"])
+            chan.wait_go()
         result = ROLES[(spec["impl"], role)](spec, chan)
     except Exception as exc:  # noqa: BLE001 - any failure is reported to the parent, then the child ends
         import traceback

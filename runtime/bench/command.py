@@ -14,7 +14,8 @@ from typing import Any
 from ._process import raise_nofile_limit
 from .child import child_main
 from .metrics import TARGETS, figures
-from .report import _warnings, render
+from .plot import PlotError, check_plot_target, write_plot
+from .report import WIDTH, _warnings, render, say
 from .trials import _address, plan, run_trial
 from .workloads import IMPLS, TRANSPORTS, WORKLOADS
 from .zmq_peer import have_pyzmq
@@ -55,8 +56,15 @@ def _tofu_options(text: str) -> dict[str, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `tofu bench` (also used by `python -m tofu.bench`)."""
-    parser.add_argument("--quick", action="store_true", help="a short run: few messages per workload")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is reported (default 3)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run: few messages per workload, one run each (under a minute)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="runs per figure; the median is reported (default 3, 1 with --quick)",
+    )
     parser.add_argument(
         "--messages",
         type=int,
@@ -98,6 +106,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "so that both senders wait instead of queueing without bound; '' runs tofu's own defaults",
     )
     parser.add_argument("--json", metavar="FILE", help="write the raw figures and every run as JSON")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="draw the figures, tofu, pyzmq and the floor side by side, to FILE (.svg or .png; needs matplotlib)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -110,11 +123,18 @@ def run(args: argparse.Namespace) -> int:
     notes = []
     if "pyzmq" in impls and zmq_version is None:
         impls.remove("pyzmq")
-        notes.append("pyzmq is absent (pip install 'tofu[bench]'): only tofu and floor run")
+        notes.append("pyzmq is absent (pip install 'tofu-messaging[bench]'): only tofu and floor run")
     args.impl_list = impls
     args.tofu_options_dict = _tofu_options(args.tofu_options)
     if args.tofu_options_dict:
         notes.append(f"tofu runs with Options({args.tofu_options})")
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.plot:
+        try:
+            check_plot_target(args.plot)
+        except PlotError as exc:
+            raise SystemExit(str(exc)) from None
     if args.repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     raise_nofile_limit()
@@ -124,11 +144,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
 
-        console = Console(width=None if sys.stdout.isatty() else 160)
+        console = Console(width=WIDTH if not sys.stdout.isatty() else min(WIDTH, Console().width))
     except ImportError:
         pass
     for note in notes:
-        (console.print if console else print)(note)
+        say(console, note)
 
     import tofu  # the parent needs it only for ports and paths
 
@@ -204,7 +224,14 @@ def run(args: argparse.Namespace) -> int:
     figs = figures(trials, impls)
     render(figs, impls, meta, errors, console)
     for w in warnings:
-        (console.print if console else print)(f"warning: {w}")
+        say(console, f"warning: {w}")
+    if args.plot:
+        try:
+            write_plot(figs, impls, args.plot, title=f"tofu bench, median of {args.repeat} run(s), loopback")
+        except PlotError as exc:
+            say(console, f"error {exc}")
+        else:
+            say(console, f"plot written to {args.plot}")
     if args.json:
         doc = {
             "meta": meta,

@@ -16,6 +16,9 @@ def _ratio(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}x"
 
 
+WIDTH = 100  # the bench's output fits in this many columns
+
+
 def _table_rows(figs: dict[str, dict[str, Any]], impls: list[str], peak: bool) -> list[list[str]]:
     fmts = {m.key: m.fmt for m in METRICS}
     rows = []
@@ -23,51 +26,75 @@ def _table_rows(figs: dict[str, dict[str, Any]], impls: list[str], peak: bool) -
         if fig["metric"].startswith("peak_rss") != peak:
             continue
         fmt = fmts[fig["metric"]]
-        row = [fig["title"], fig["unit"], fig["transport"]]
+        row = [f"{fig['title']} ({fig['unit']})", fig["transport"]]
         row += [_fmt(fig.get(i), fmt) for i in impls]
-        row += [_ratio(fig.get("tofu/pyzmq")), _ratio(fig.get("tofu/floor"))]
-        tg = []
-        for c in fig["targets"]:
-            mark = "?" if c["ok"] is None else ("ok" if c["ok"] else "MISS")
-            tg.append(f"{c['target']} {mark}")
-        row.append(", ".join(tg))
+        if not peak:
+            row += [_ratio(fig.get("tofu/pyzmq")), _ratio(fig.get("tofu/floor"))]
         rows.append(row)
     return rows
+
+
+def _target_lines(figs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(mark, text) of every target check: mark is ok, MISS or ? (not measured)."""
+    out = []
+    for fig in figs.values():
+        for c in fig["targets"]:
+            mark = "?" if c["ok"] is None else ("ok" if c["ok"] else "MISS")
+            against = c["target"].split()[-1]
+            got = fig.get(f"tofu/{against}") if against in ("pyzmq", "floor") else fig.get("tofu")
+            got_text = (
+                "not measured"
+                if got is None
+                else (f"{got:.2f}x" if against in ("pyzmq", "floor") else f"{got:,.0f} {fig['unit']}")
+            )
+            out.append((mark, f"{fig['title']}, {fig['transport']}: tofu {c['target']} (measured {got_text})"))
+    return out
+
+
+def say(console: Any, text: str, style: str | None = None) -> None:
+    """One line of text as it is: never read as rich markup (`[bench]` stays `[bench]`)."""
+    if console is None:
+        print(text)
+    else:
+        console.print(text, style=style, markup=False, highlight=False, soft_wrap=False)
 
 
 def render(
     figs: dict[str, dict[str, Any]], impls: list[str], meta: dict[str, Any], errors: list[str], console: Any
 ) -> None:
-    head = ["figure", "unit", "via"] + impls + ["tofu/pyzmq", "tofu/floor", "target"]
+    """The figures as tables (within WIDTH columns), the targets, then the errors."""
+    head = ["figure", "via"] + impls + ["tofu/pyzmq", "tofu/floor"]
     rows = _table_rows(figs, impls, peak=False)
-    peak_rows = [r[: 3 + len(impls)] for r in _table_rows(figs, impls, peak=True)]
+    peak_rows = _table_rows(figs, impls, peak=True)
+    peak_head = ["peak RSS of each side", "via"] + impls
     title = (
-        f"tofu bench — median of {meta['repeat']} run(s); loopback; "
-        f"{meta['cpus']} CPUs, load {meta['loadavg_before']:.1f}→{meta['loadavg_after']:.1f}; "
+        f"tofu bench: median of {meta['repeat']} run(s) over loopback; {meta['cpus']} CPUs, "
+        f"load {meta['loadavg_before']:.1f}→{meta['loadavg_after']:.1f}; "
         f"{meta['python']}; {meta['pyzmq'] or 'pyzmq absent'}"
     )
+    targets = _target_lines(figs)
     if console is not None:
+        from rich import box
         from rich.table import Table
+        from rich.text import Text
 
-        t = Table(title=title, show_lines=False)
-        for i, h in enumerate(head):
-            t.add_column(h, justify="left" if i < 3 or h == "target" else "right")
-        for r in rows:
-            style = "red" if "MISS" in r[-1] else ("green" if r[-1].endswith("ok") else None)
-            t.add_row(*r, style=style)
-        console.print(t)
-        if peak_rows:
-            t2 = Table(title="peak RSS of each side (MiB)")
-            for i, h in enumerate(head[: 3 + len(impls)]):
-                t2.add_column(h, justify="left" if i < 3 else "right")
-            for r in peak_rows:
-                t2.add_row(*r)
-            console.print(t2)
+        console.print(Text(title), width=min(WIDTH, console.width))
+        for hd, table_rows in ((head, rows), (peak_head, peak_rows)):
+            if not table_rows:
+                continue
+            t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, padding=(0, 1))
+            for i, h in enumerate(hd):
+                t.add_column(h, justify="left" if i < 2 else "right", no_wrap=i > 0)
+            for r in table_rows:
+                t.add_row(*(Text(c) for c in r))
+            console.print(t, width=min(WIDTH, console.width))
+        for mark, text in targets:
+            say(console, f"target {mark:<4} {text}", "red" if mark == "MISS" else "green" if mark == "ok" else None)
         for e in errors:
-            console.print(f"[red]error[/red] {e}", markup=True, highlight=False)
+            say(console, f"error {e}", "red")
         return
     print(title)
-    for table, hd in ((rows, head), (peak_rows, head[: 3 + len(impls)])):
+    for table, hd in ((rows, head), (peak_rows, peak_head)):
         if not table:
             continue
         widths = [max(len(str(x)) for x in col) for col in zip(hd, *table)]
@@ -75,6 +102,8 @@ def render(
         for r in table:
             print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
         print()
+    for mark, text in targets:
+        print(f"target {mark:<4} {text}")
     for e in errors:
         print("error", e)
 

@@ -76,6 +76,13 @@ def _kill(p: subprocess.Popen[str]) -> None:
         p.wait(5)
 
 
+def _go(p: subprocess.Popen[str]) -> None:
+    """Let a child waiting in ParentLink.wait_go() go on."""
+    assert p.stdin is not None
+    p.stdin.write("go\n")
+    p.stdin.flush()
+
+
 def run_trial(trial: Trial) -> Trial:
     """Run one server/client pair to completion (or to its deadline)."""
     spec = trial.spec
@@ -88,19 +95,24 @@ def run_trial(trial: Trial) -> Trial:
     results: dict[str, dict[str, Any]] = {}
     ended: set[str] = set()
     try:
+        # Both processes start at once (an interpreter takes a good part of a
+        # second to start on a loaded machine); the client waits for a `go`
+        # from the parent, sent when the server says it is ready.
         procs["server"] = _spawn("server", spec, events, errs["server"])
-        while True:
-            role, ev = events.get(timeout=max(0.01, deadline - time.monotonic()))
-            if ev is None or ev["ev"] == "error":
-                raise BenchError(f"server failed before it was ready: {ev and ev.get('message')}")
-            if ev["ev"] == "ready":
-                break
         procs["client"] = _spawn("client", spec, events, errs["client"])
+        ready = False
         while len(ended) < 2:
             try:
                 role, ev = events.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 raise BenchError("trial timed out") from None
+            if not ready and role == "server":
+                if ev is None or ev["ev"] == "error":
+                    raise BenchError(f"server failed before it was ready: {ev and ev.get('message')}")
+                if ev["ev"] == "ready":
+                    ready = True
+                    _go(procs["client"])
+                    continue
             if ev is None:
                 ended.add(role)
                 if role not in results:
@@ -112,10 +124,7 @@ def run_trial(trial: Trial) -> Trial:
             if kind == "result":
                 results.setdefault(role, {}).update({k: v for k, v in ev.items() if k != "ev"})
             elif kind == "sync":
-                peer = procs["client" if role == "server" else "server"]
-                assert peer.stdin is not None
-                peer.stdin.write("go\n")
-                peer.stdin.flush()
+                _go(procs["client" if role == "server" else "server"])
         for p in procs.values():
             p.wait(max(0.1, deadline - time.monotonic()))
     except (BenchError, queue.Empty, subprocess.TimeoutExpired, OSError) as exc:
