@@ -881,3 +881,31 @@ def test_decode_damaged_capture_is_one_line(capsys: pytest.CaptureFixture[str], 
     code, _, err = run_cli(capsys, "decode", str(f))
     assert code == 1
     assert_one_line_error(err, "cut.pcap: pcap: the packet at offset", "is cut short")
+
+
+# ---------------------------------------------------------------- examples/echo_server.py
+
+
+def test_echo_server_example_says_what_it_prints() -> None:
+    script = Path(__file__).resolve().parents[1] / "examples" / "echo_server.py"
+    shown = subprocess.run(
+        [sys.executable, str(script), "--help"], check=False, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert shown.returncode == 0, shown.stderr
+    described = " ".join(shown.stdout.split())
+    # the whole description, not its first line cut mid-sentence
+    assert "answers every Request with a Response carrying the same headers and body, and accepts" in described
+    assert "by default it waits for its clients as long as it takes; Ctrl-C stops it" in described
+    for promise in ("`listening on ADDRESS`", "`channel N connected`", "`channel N closed`", "`echo server done: N"):
+        assert promise in described
+    assert "stop after this long with no client (default: wait)" in described
+
+    ran = subprocess.run(
+        [sys.executable, str(script), "--idle", "0.1"], check=False, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    address = re.fullmatch(r"listening on (tcp\|127\.0\.0\.1\|(\d+))", lines[0])
+    assert address is not None and address.group(2) != "0", lines  # port 0: the engine's real port
+    assert lines[1] == f"connect a client with: python examples/echo_client.py '{address.group(1)}'"
+    assert lines[2:] == ["nobody connected for 0.1 s: stopping", "echo server done: 0 request(s) answered"]
