@@ -98,7 +98,11 @@ def main() -> int:
     parser.add_argument("address", nargs="?", default="tcp://127.0.0.1:0", help="where to listen (default %(default)s)")
     parser.add_argument("--clients", type=int, default=1, help="stop after this many clients (default 1)")
     parser.add_argument(
-        "--idle", type=float, default=None, metavar="SECONDS", help="stop after this long with no client (default: wait)"
+        "--idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long with no client (default: wait)",
     )
     args = parser.parse_args()
     try:
