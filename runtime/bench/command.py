@@ -31,6 +31,8 @@ def _split(value: str, allowed: tuple[str, ...] | list[str], what: str) -> list[
     return items
 
 
+IDLE_CONNECTIONS = 1000
+QUICK_IDLE_CONNECTIONS = 250
 PYZMQ_SNDHWM = 1000  # zmq.SNDHWM's default: pyzmq blocks a sender past this many queued messages
 
 
@@ -80,7 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transports", default="tcp,uds", help="comma-separated: tcp,uds (default both)")
     parser.add_argument("--impls", default="tofu,pyzmq,floor", help="comma-separated: tofu,pyzmq,floor")
     parser.add_argument("--clients", type=int, default=100, help="fan-in: client connections (default 100)")
-    parser.add_argument("--idle", type=int, default=1000, help="idle connections in the memory workload (default 1000)")
+    parser.add_argument(
+        "--idle",
+        type=int,
+        default=None,
+        help=f"idle connections in the memory workload (default {IDLE_CONNECTIONS}, {QUICK_IDLE_CONNECTIONS} with --quick)",
+    )
     parser.add_argument(
         "--window", type=int, default=64, help="outstanding requests in the pipeline workload (default 64)"
     )
@@ -130,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         notes.append(f"tofu runs with Options({args.tofu_options})")
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
+    if args.idle is None:
+        args.idle = QUICK_IDLE_CONNECTIONS if args.quick else IDLE_CONNECTIONS
     if args.plot:
         try:
             check_plot_target(args.plot)

@@ -25,9 +25,9 @@ WORKLOADS: dict[str, Workload] = {
     for w in (
         Workload("oneway-64", "oneway", 64, 200_000, 20_000, 20_000, 2_000, "one-way 64 B"),
         Workload("oneway-1k", "oneway", 1024, 100_000, 10_000, 10_000, 1_000, "one-way 1 KiB"),
-        Workload("oneway-64k", "oneway", 65535, 12_000, 1_500, 1_000, 150, "one-way 65535 B"),
+        Workload("oneway-64k", "oneway", 65535, 12_000, 600, 1_000, 60, "one-way 65535 B"),
         Workload("rtt", "rtt", 64, 10_000, 1_000, 1_000, 200, "round trip 64 B, 1 outstanding"),
-        Workload("pipeline", "pipeline", 64, 100_000, 10_000, 10_000, 1_000, "request/response 64 B, 64 outstanding"),
+        Workload("pipeline", "pipeline", 64, 100_000, 5_000, 10_000, 500, "request/response 64 B, 64 outstanding"),
         Workload("fanin", "fanin", 64, 200_000, 20_000, 20_000, 2_000, "fan-in 64 B"),
         Workload("idle", "idle", 64, 50_000, 5_000, 5_000, 1_000, "idle connections + one active"),
     )
