@@ -1,18 +1,26 @@
 """An echo server: answers every Request with a Response carrying the same
-headers and body.
+headers and body, and accepts every client (HelloRequest -> HelloResponse,
+ByeRequest -> ByeResponse).
 
-    python examples/echo_server.py                        # tcp://127.0.0.1:<free port>
+    python examples/echo_server.py                        # TCP on 127.0.0.1, a free port
     python examples/echo_server.py uds:///tmp/echo.sock --clients 3
+    python examples/echo_server.py --idle 60              # give up after 60 s without a client
 
-It prints `listening on ADDRESS`, serves until --clients clients have come
-and gone (default 1), and exits 0. With nobody connected for --idle seconds
-(default 5) it stops too, so running it alone never hangs.
+It listens on port 0 unless told otherwise: the engine picks a free port and
+reports it. It prints `listening on ADDRESS` with the address it really
+listens on, in the protocol's form (e.g. `tcp|127.0.0.1|40123`), then the
+command that connects a client to it, then `channel N connected` and
+`channel N closed` for each client, and `echo server done: N request(s)
+answered` at the end. It exits 0 once --clients clients (default 1) have come
+and gone, or after --idle seconds with no client connected (by default it
+waits for its clients as long as it takes; Ctrl-C stops it).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import tofu
 from tofu.addresses import parse_url
@@ -32,8 +40,9 @@ def listen(ampe: tofu.Ampe, group: tofu.ChannelGroup, address: tofu.Address) -> 
     return actual
 
 
-def serve(address: tofu.Address, clients: int = 1, idle: float = 5.0, ready=None) -> int:
-    """Echo until `clients` connections have closed (or `idle` seconds with none open).
+def serve(address: tofu.Address, clients: int = 1, idle: float | None = None, ready=None) -> int:
+    """Echo until `clients` connections have closed (or `idle` seconds with none
+    open; None waits as long as it takes).
 
     `ready(actual_address)` is called once the listener is up. Returns the
     number of requests answered."""
@@ -43,20 +52,26 @@ def serve(address: tofu.Address, clients: int = 1, idle: float = 5.0, ready=None
         group = ampe.create()
         actual = listen(ampe, group, address)
         print(f"listening on {actual}", flush=True)
+        print(f"connect a client with: python examples/echo_client.py '{actual}'", flush=True)
         if ready is not None:
             ready(actual)
         open_channels: set[int] = set()
         finished = 0
+        idle_since = time.monotonic()  # when the last client left (or the server started)
         while finished < clients:
-            msg = group.wait_receive(None if open_channels else idle)
+            # Short waits keep Ctrl-C responsive: Python handles it between waits.
+            msg = group.wait_receive(1.0)
             if msg is None:
-                print(f"nobody connected for {idle:g} s: stopping")
-                break
+                if idle is not None and not open_channels and time.monotonic() - idle_since >= idle:
+                    print(f"nobody connected for {idle:g} s: stopping")
+                    break
+                continue
             ch = msg.bhdr.channel_number
             if msg.is_from_engine():  # the engine tells us something
                 if msg.bhdr.status == tofu.AmpeStatus.channel_closed and ch in open_channels:
                     open_channels.discard(ch)
                     finished += 1
+                    idle_since = time.monotonic()
                     print(f"channel {ch} closed")
                 ampe.put(msg)
                 continue
@@ -79,13 +94,22 @@ def serve(address: tofu.Address, clients: int = 1, idle: float = 5.0, ready=None
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("address", nargs="?", help="where to listen (default tcp://127.0.0.1:<free port>)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("address", nargs="?", default="tcp://127.0.0.1:0", help="where to listen (default %(default)s)")
     parser.add_argument("--clients", type=int, default=1, help="stop after this many clients (default 1)")
-    parser.add_argument("--idle", type=float, default=5.0, help="stop after this long with no client (default 5)")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long with no client (default: wait)",
+    )
     args = parser.parse_args()
-    text = args.address or f"tcp://127.0.0.1:{tofu.find_free_tcp_port()}"
-    serve(parse_url(text, server=True), args.clients, args.idle)
+    try:
+        serve(parse_url(args.address, server=True), args.clients, args.idle)
+    except KeyboardInterrupt:
+        print("interrupted")
+        return 130
     return 0
 
 

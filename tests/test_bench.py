@@ -8,12 +8,14 @@ carry the expected keys.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from tofu import bench
 
 ARGS = [
@@ -69,10 +71,11 @@ def test_quick_bench_reports_every_figure(tmp_path, capsys):
         assert _positive(t["client"]["rss_peak"])
 
     assert "one-way 64 B" in printed and "tofu/floor" in printed
+    assert max(len(line) for line in printed.splitlines()) <= 100, printed
 
 
 def test_bench_runs_without_pyzmq(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "have_pyzmq", lambda: None)
+    monkeypatch.setattr(bench.command, "have_pyzmq", lambda: None)  # what run() calls
     out = tmp_path / "bench.json"
     rc = bench.main([*ARGS, "--json", str(out)])
     printed = capsys.readouterr().out
@@ -80,7 +83,7 @@ def test_bench_runs_without_pyzmq(tmp_path, capsys, monkeypatch):
     doc = json.loads(out.read_text())
     assert doc["meta"]["impls"] == ["tofu", "floor"]
     assert any("pyzmq is absent" in n for n in doc["meta"]["notes"])
-    assert "pyzmq is absent" in printed
+    assert "pyzmq is absent (pip install 'tofu-messaging[bench]')" in printed  # not eaten as markup
     fig = doc["figures"]["oneway_64_msgs/tcp"]
     assert _positive(fig["tofu"]) and _positive(fig["floor"])
     assert "pyzmq" not in fig["runs"]
@@ -123,3 +126,61 @@ def test_codec_bench_paths_round_trip():
             codec_bench.construct_roundtrip,
         ):
             make_run(msg)(2)
+
+
+def test_printed_text_is_never_markup():
+    from rich.console import Console
+    from tofu.bench.report import say
+
+    console = Console(record=True, width=100, file=io.StringIO())
+    say(console, "warning: w [bench] [red]x[/red] [/]")
+    assert console.export_text().rstrip("\n") == "warning: w [bench] [red]x[/red] [/]"
+
+
+def _fake_figures() -> dict[str, dict[str, object]]:
+    figs: dict[str, dict[str, object]] = {}
+    for key, title, unit, higher, base in (
+        ("oneway_64_msgs", "one-way 64 B", "msg/s", True, 50_000.0),
+        ("rtt_p50_us", "round trip p50", "µs", False, 100.0),
+        ("peak_rss_server_mib[rtt]", "peak RSS server, rtt", "MiB", False, 20.0),
+    ):
+        for n, transport in enumerate(("tcp", "uds")):
+            figs[f"{key}/{transport}"] = {
+                "metric": key,
+                "title": title,
+                "unit": unit,
+                "transport": transport,
+                "higher_is_better": higher,
+                "tofu": base * (1 + n),
+                "pyzmq": base * 2,
+                "floor": None if key.startswith("rtt") and transport == "uds" else base * 5,  # a missing figure
+                "targets": [],
+            }
+    return figs
+
+
+@pytest.mark.parametrize("suffix", [".svg", ".png"])
+def test_plot_draws_every_figure_side_by_side(tmp_path, suffix):
+    from tofu.bench.plot import write_plot
+
+    out = tmp_path / f"bench{suffix}"
+    assert write_plot(_fake_figures(), ["tofu", "pyzmq", "floor"], str(out)) == 2  # peak RSS is left out
+    data = out.read_bytes()
+    if suffix == ".svg":
+        text = data.decode()
+        assert "<svg" in text and "one-way 64 B" in text and "round trip p50" in text
+        assert all(impl in text for impl in ("tofu", "pyzmq", "floor"))  # the legend
+    else:
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_plot_errors_are_clear(tmp_path, monkeypatch):
+    from tofu.bench.plot import PlotError, check_plot_target
+
+    with pytest.raises(PlotError, match=r"must end in \.svg or \.png"):
+        check_plot_target(str(tmp_path / "bench.pdf"))
+    with pytest.raises(SystemExit, match=r"must end in \.svg or \.png"):  # before any trial runs
+        bench.main([*ARGS, "--plot", str(tmp_path / "bench.txt")])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were not installed
+    with pytest.raises(PlotError, match=r"pip install 'tofu-messaging\[plot\]'"):
+        check_plot_target(str(tmp_path / "bench.svg"))

@@ -14,11 +14,12 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -232,9 +233,11 @@ class Lines:
 
 
 @contextmanager
-def serve(*addresses: str, grace: str = "3") -> Iterator[tuple[subprocess.Popen[str], Lines, list[str]]]:
+def serve(
+    *addresses: str, grace: str = "3", verbose: bool = False
+) -> Iterator[tuple[subprocess.Popen[str], Lines, list[str]]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tofu", "serve", *addresses, "--grace", grace],
+        [sys.executable, "-m", "tofu", *(["-v"] if verbose else []), "serve", *addresses, "--grace", grace],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -574,3 +577,335 @@ def test_no_bench_subcommand_without_the_hook(
     code, _, err = run_cli(capsys, "bench")
     assert code == 2
     assert_one_line_error(err, "invalid choice: 'bench'")
+
+
+# ---------------------------------------------------------------- -v, --grace 0, what serve prints and survives
+
+
+def raw_frame(op: int, mid: int, text_headers: bytes, body: bytes = b"", channel: int = 0) -> bytes:
+    """A frame built by hand, so that it can hold what the API would refuse."""
+    return struct.pack(">HBBQHH", channel, op, 0, mid, len(text_headers), len(body)) + text_headers + body
+
+
+def read_until_eof(sock: socket.socket) -> bytes:
+    sock.settimeout(TIMEOUT)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_verbose_logs_the_engine_activity(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve("tcp://127.0.0.1:0", verbose=True) as (proc, lines, urls):
+        code, _, err = run_cli(capsys, "ping", urls[0], "-n", "1")
+        assert code == 0, err
+        number = lines.expect("channel ").split(":")[0].split()[1]
+        lines.expect(f"channel {number}: closed")
+        err = stop(proc)
+    assert proc.returncode == 0, err
+    # One -v is enough to see channels come and go (-vv adds the debug detail).
+    assert re.search(r"channel \d+ listening on tcp\|127\.0\.0\.1\|\d+", err), err
+    assert f"channel {number} accepted" in err, err
+    assert f"channel {number} closed" in err, err
+
+
+def test_serve_grace_zero_stops_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    # A client that never answers the server's ByeRequest.
+    with serve("tcp://127.0.0.1:0", grace="0") as (proc, lines, urls), tofu.Reactor() as rtr:
+        group = rtr.ampe().create()
+        group.post(parse_url(urls[0], server=False).format(tofu.Message()))
+        hello = group.wait_receive(TIMEOUT)
+        assert hello is not None and hello.bhdr.proto.op_code == tofu.OpCode.HelloResponse
+        lines.expect("channel ")
+        err = stop(proc)
+        assert proc.returncode == 0, err
+        assert lines.expect("stopping: ") == "stopping: saying bye to 1 client(s), waiting up to 0 s"
+        lines.expect("grace period over: closing 1 channel(s)")
+        lines.expect("stopped")
+    code, _, err = run_cli(capsys, "serve", "tcp://127.0.0.1:0", "--grace", "-1")
+    assert code == 2
+    assert_one_line_error(err, "-1 is not zero or a positive number of seconds")
+
+
+def test_serve_never_prints_a_peer_s_control_characters() -> None:
+    hostile = b"tcp|\x1b[2J\x1b]0;owned\x07|1\r"
+    with serve("tcp://127.0.0.1:0") as (proc, lines, urls):
+        port = int(urls[0].rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as peer:
+            peer.sendall(raw_frame(int(tofu.OpCode.HelloRequest), 1, b"~connect_to:" + hostile + b"\r\n"))
+            line = lines.expect("channel ")
+            assert line.endswith(r": connected (tcp|\x1b[2J\x1b]0;owned\x07|1\r)"), line
+            assert not any(ch in line for ch in "\x1b\x07\r")
+            reply = peer.recv(16)  # and it was still accepted
+            assert reply[2] & 0x0F == int(tofu.OpCode.HelloResponse)
+        assert stop(proc) == "" and proc.returncode == 0
+
+
+def test_serve_survives_a_malformed_hello_request(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve("tcp://127.0.0.1:0") as (proc, lines, urls):
+        port = int(urls[0].rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as bad:
+            bad.sendall(raw_frame(int(tofu.OpCode.HelloRequest), 1, b"no colon here\r\n"))
+            read_until_eof(bad)  # that one channel is closed
+        line = lines.expect("channel ")
+        # serve read it and closed the channel (an engine that checks received headers closes it first)
+        assert "HelloRequest with malformed text headers" in line or "closed" in line, line
+        # ... and everybody else is still served
+        code, out, err = run_cli(capsys, "ping", urls[0], "-n", "3")
+        assert code == 0, err
+        assert "3 replies to 3 requests, 0 with a different body" in out
+        err = stop(proc)
+        assert proc.returncode == 0, err
+        lines.expect("stopped")
+
+
+# ---------------------------------------------------------------- ping and Ctrl-C
+
+
+def test_ping_ctrl_c_prints_the_statistics_so_far() -> None:
+    """A server that answers the first request only: ping waits for the second
+    one's reply when SIGINT comes, and reports like ping(8)."""
+    with tofu.Reactor() as rtr:
+        ampe = rtr.ampe()
+        group = ampe.create()
+        group.post(tofu.TCPServerAddress("127.0.0.1", 0).format(tofu.Message()))
+        welcome = group.wait_receive(TIMEOUT)
+        assert welcome is not None and welcome.bhdr.status == 0
+        port = welcome.thdrs.get(tofu.LISTEN_ON_HEADER).rsplit("|", 1)[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tofu", "ping", f"tcp://127.0.0.1:{port}", "-n", "1000", "--timeout", "60"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            requests = 0
+            while requests < 2:
+                msg = group.wait_receive(TIMEOUT)
+                assert msg is not None, "ping sent nothing"
+                op = msg.bhdr.proto.op_code
+                if msg.is_from_engine():
+                    continue
+                if op == tofu.OpCode.HelloRequest:
+                    msg.bhdr.proto.op_code = tofu.OpCode.HelloResponse
+                    group.post(msg)
+                elif op == tofu.OpCode.Request:
+                    requests += 1
+                    if requests == 1:
+                        msg.bhdr.proto.op_code = tofu.OpCode.Response
+                        group.post(msg)
+            proc.send_signal(signal.SIGINT)  # the second request is unanswered: ping is waiting
+            while True:  # it still says bye
+                msg = group.wait_receive(TIMEOUT)
+                assert msg is not None, "no ByeRequest after SIGINT"
+                if msg.bhdr.proto.op_code == tofu.OpCode.ByeRequest and not msg.is_from_engine():
+                    msg.bhdr.proto.op_code = tofu.OpCode.ByeResponse
+                    group.post(msg)
+                    break
+            out, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(TIMEOUT)
+    assert proc.returncode == 0, err
+    assert err == ""
+    assert "interrupted after 2 requests" in out
+    assert "1 reply to 2 requests, 0 with a different body" in out
+    lo, median, p99, hi = (float(x) for x in PING_STATS.search(out).groups())  # type: ignore[union-attr]
+    assert 0 < lo == median == p99 == hi
+
+
+# ---------------------------------------------------------------- demo order
+
+
+def test_demo_transcript_reads_in_causal_order(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "demo", "--pages", "6", "--pages-per-chunk", "2", "--jobs", "2")
+    assert code == 0, err
+    lines = out.splitlines()
+    for job in (1001, 1002):
+        done = next(i for i, line in enumerate(lines) if f"R: job {job} done" in line)
+        progress = [i for i, line in enumerate(lines) if re.search(rf"rip -> spool\s+Signal\s+\d+\s+{job}\s", line)]
+        assert len(progress) == 3 and max(progress) < done, lines
+        assert re.search(rf"rip -> spool\s+ByeRequest\s+\d+\s+{job}\s", lines[done + 1]), lines[done + 1]
+
+
+# ---------------------------------------------------------------- decode: pcap and pcapng captures
+
+
+def _tcp(sport: int, dport: int, seq: int, payload: bytes, syn: bool = False) -> bytes:
+    flags = 0x02 if syn else 0x18  # SYN, or PSH|ACK
+    return struct.pack(">HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 65535, 0, 0) + payload
+
+
+def _ipv4(src: str, dst: str, tcp: bytes) -> bytes:
+    header = struct.pack(
+        ">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, socket.inet_aton(src), socket.inet_aton(dst)
+    )
+    return header + tcp
+
+
+def _ipv6(src: str, dst: str, tcp: bytes) -> bytes:
+    v6 = socket.AF_INET6
+    return (
+        struct.pack(">IHBB16s16s", 6 << 28, len(tcp), 6, 64, socket.inet_pton(v6, src), socket.inet_pton(v6, dst)) + tcp
+    )
+
+
+def _ethernet(ip: bytes) -> bytes:
+    return (
+        b"\x00\x00\x00\x00\x00\x01"
+        + b"\x00\x00\x00\x00\x00\x02"
+        + (b"\x08\x00" if ip[0] >> 4 == 4 else b"\x86\xdd")
+        + ip
+    )
+
+
+def _pcap(linktype: int, frames: list[bytes]) -> bytes:
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
+    for n, frame in enumerate(frames):
+        out += struct.pack("<IIII", 1_700_000_000, n, len(frame), len(frame)) + frame
+    return out
+
+
+def _pcapng(linktype: int, frames: list[bytes], bo: str = ">") -> bytes:
+    def block(btype: int, body: bytes) -> bytes:
+        body += b"\x00" * (-len(body) % 4)
+        return struct.pack(bo + "II", btype, len(body) + 12) + body + struct.pack(bo + "I", len(body) + 12)
+
+    out = block(0x0A0D0D0A, struct.pack(bo + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    out += block(1, struct.pack(bo + "HHI", linktype, 0, 65535))
+    for n, frame in enumerate(frames):
+        out += block(6, struct.pack(bo + "IIIII", 0, 0, n, len(frame), len(frame)) + frame)
+    return out
+
+
+CLIENT, SERVER = ("127.0.0.1", 40001), ("127.0.0.1", 7099)
+
+
+def _golden_session(
+    ip: Callable[[str, str, bytes], bytes], client: tuple[str, int], server: tuple[str, int]
+) -> list[bytes]:
+    """The Zig golden session as IP packets: each direction cut into segments,
+    one out of order, one sent twice, one overlapping two others; sequence
+    numbers that wrap around 2**32."""
+    c2s, s2c = C2S.read_bytes(), S2C.read_bytes()
+    c_isn, s_isn = 0xFFFFFFF0, 1000
+
+    def seg(src: tuple[str, int], dst: tuple[str, int], isn: int, data: bytes, a: int, b: int) -> bytes:
+        return ip(src[0], dst[0], _tcp(src[1], dst[1], (isn + 1 + a) & 0xFFFFFFFF, data[a:b]))
+
+    def c(a: int, b: int) -> bytes:
+        return seg(client, server, c_isn, c2s, a, b)
+
+    def s(a: int, b: int) -> bytes:
+        return seg(server, client, s_isn, s2c, a, b)
+
+    return [
+        ip(client[0], server[0], _tcp(client[1], server[1], c_isn, b"", syn=True)),
+        ip(server[0], client[0], _tcp(server[1], client[1], s_isn, b"", syn=True)),
+        c(0, 20),
+        c(49, 100),  # out of order: before 20..49
+        c(20, 49),
+        c(20, 49),  # retransmitted
+        s(0, 30),
+        c(40, 60),  # overlaps what is already there
+        s(30, 155),
+        c(100, 155),
+    ]
+
+
+def _stream_section(out: str, label: str) -> list[str]:
+    """The frame lines of one direction, without the direction label."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("stream ") and line.endswith("segments"))
+    lines = lines[start:]
+    body = [line.replace(f", {label}", "") for line in lines if not line.startswith("stream ")]
+    return body
+
+
+def _raw_decode(capsys: pytest.CaptureFixture[str], path: Path) -> list[str]:
+    code, out, _ = run_cli(capsys, "decode", str(path))
+    assert code == 0
+    return out.splitlines()[:-1]  # without the summary
+
+
+@pytest.mark.parametrize(
+    ("kind", "make"),
+    [
+        ("pcap", lambda: _pcap(1, [_ethernet(p) for p in _golden_session(_ipv4, CLIENT, SERVER)])),
+        ("pcapng", lambda: _pcapng(101, _golden_session(_ipv4, CLIENT, SERVER))),  # raw IP, big-endian
+        (
+            "pcapng",
+            lambda: _pcapng(1, [_ethernet(p) for p in _golden_session(_ipv6, ("::1", 40001), ("::1", 7099))], "<"),
+        ),
+    ],
+)
+def test_decode_reassembles_each_direction_of_a_capture(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str, make: Callable[[], bytes]
+) -> None:
+    f = tmp_path / f"session.{kind}"
+    f.write_bytes(make())
+    code, out, err = run_cli(capsys, "decode", str(f))
+    assert code == 0, err
+    v6 = "[::1]" in out
+    client = "[::1]:40001" if v6 else "127.0.0.1:40001"
+    server = "[::1]:7099" if v6 else "127.0.0.1:7099"
+    c2s, s2c = f"{client} -> {server}", f"{server} -> {client}"
+    assert out.startswith(f"{f}: {kind} capture, 10 packets, 2 TCP direction(s) with data")
+    assert f"stream 1: {c2s}: 155 bytes in 6 segments" in out
+    assert f"stream 2: {s2c}: 155 bytes in 2 segments" in out
+    assert f"stream 1: {c2s}: 5 frame(s), 155 byte(s)" in out
+    assert f"stream 2: {s2c}: 5 frame(s), 155 byte(s)" in out
+    assert "invalid op code" not in out + err
+    # Each direction decodes exactly as the raw stream it carried, every frame labelled.
+    first, second = out.split(f"\nstream 2: {s2c}: 155 bytes")
+    assert f"frame 1 at offset 0 (49 bytes), {c2s}" in first
+    assert _stream_section(first, c2s) == _raw_decode(capsys, C2S)
+    assert _stream_section("stream 2: x: 155 bytes in 2 segments" + second, s2c) == _raw_decode(capsys, S2C)
+
+
+def test_decode_capture_with_a_missing_segment(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    packets = _golden_session(_ipv4, CLIENT, SERVER)
+    del packets[4:6]  # bytes 20..49 of the client's direction were never captured
+    f = tmp_path / "holes.pcap"
+    f.write_bytes(_pcap(101, packets))
+    code, out, _ = run_cli(capsys, "decode", str(f))
+    assert code == 1
+    assert "127.0.0.1:40001 -> 127.0.0.1:7099: the capture misses bytes at offset 20: decoded up to there" in out
+    assert "127.0.0.1:7099 -> 127.0.0.1:40001: 5 frame(s), 155 byte(s)" in out  # the other direction is whole
+
+
+def test_decode_damaged_capture_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    f = tmp_path / "cut.pcap"
+    f.write_bytes(_pcap(1, [_ethernet(p) for p in _golden_session(_ipv4, CLIENT, SERVER)])[:-10])
+    code, _, err = run_cli(capsys, "decode", str(f))
+    assert code == 1
+    assert_one_line_error(err, "cut.pcap: pcap: the packet at offset", "is cut short")
+
+
+# ---------------------------------------------------------------- examples/echo_server.py
+
+
+def test_echo_server_example_says_what_it_prints() -> None:
+    script = Path(__file__).resolve().parents[1] / "examples" / "echo_server.py"
+    shown = subprocess.run(
+        [sys.executable, str(script), "--help"], check=False, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert shown.returncode == 0, shown.stderr
+    described = " ".join(shown.stdout.split())
+    # the whole description, not its first line cut mid-sentence
+    assert "answers every Request with a Response carrying the same headers and body, and accepts" in described
+    assert "by default it waits for its clients as long as it takes; Ctrl-C stops it" in described
+    for promise in ("`listening on ADDRESS`", "`channel N connected`", "`channel N closed`", "`echo server done: N"):
+        assert promise in described
+    assert "stop after this long with no client (default: wait)" in described
+
+    ran = subprocess.run(
+        [sys.executable, str(script), "--idle", "0.1"], check=False, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    address = re.fullmatch(r"listening on (tcp\|127\.0\.0\.1\|(\d+))", lines[0])
+    assert address is not None and address.group(2) != "0", lines  # port 0: the engine's real port
+    assert lines[1] == f"connect a client with: python examples/echo_client.py '{address.group(1)}'"
+    assert lines[2:] == ["nobody connected for 0.1 s: stopping", "echo server done: 0 request(s) answered"]

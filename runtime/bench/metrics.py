@@ -1,0 +1,181 @@
+"""The figures: what each trial measures, the targets, the medians over runs."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .trials import Trial
+from .workloads import TRANSPORTS, WORKLOADS
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    title: str
+    unit: str
+    workload: str
+    higher_is_better: bool
+    extract: Callable[[Trial], float | None]
+    fmt: str = "{:,.0f}"
+
+
+def _rate(t: Trial, seconds_key: str = "seconds", side: str = "server") -> float | None:
+    s = (t.server if side == "server" else t.client).get(seconds_key)
+    return t.spec["count"] / s if s else None
+
+
+def _e2e_rate(t: Trial) -> float | None:
+    """Messages per second from the sender's first measured send to the
+    receiver's last receive (CLOCK_MONOTONIC is shared by every process)."""
+    a, b = t.client.get("t_first"), t.server.get("t_last")
+    return t.spec["count"] / (b - a) if a is not None and b is not None and b > a else None
+
+
+def _mbps(t: Trial) -> float | None:
+    r = _rate(t)
+    return r * t.spec["size"] / 1e6 if r else None
+
+
+def _lat(q: float) -> Callable[[Trial], float | None]:
+    def f(t: Trial) -> float | None:
+        lat: list[float] | None = t.client.get("latencies_us")
+        return _percentile(sorted(lat), q) if lat else None
+
+    return f
+
+
+def _per_idle(side: str) -> Callable[[Trial], float | None]:
+    def f(t: Trial) -> float | None:
+        d = t.server if side == "server" else t.client
+        if "rss_idle" not in d:
+            return None
+        return float((d["rss_idle"] - d["rss_before"]) / t.spec["idle"])
+
+    return f
+
+
+def _peak(side: str) -> Callable[[Trial], float | None]:
+    def f(t: Trial) -> float | None:
+        v = (t.server if side == "server" else t.client).get("rss_peak")
+        return v / 2**20 if v else None
+
+    return f
+
+
+METRICS: list[Metric] = [
+    Metric("oneway_64_msgs", "one-way 64 B", "msg/s", "oneway-64", True, _rate),
+    Metric("oneway_1k_msgs", "one-way 1 KiB", "msg/s", "oneway-1k", True, _rate),
+    Metric("oneway_64k_msgs", "one-way 65535 B", "msg/s", "oneway-64k", True, _rate),
+    Metric("oneway_64k_mbps", "one-way 65535 B", "MB/s", "oneway-64k", True, _mbps, "{:,.1f}"),
+    Metric("oneway_64_e2e_msgs", "one-way 64 B, send→receive", "msg/s", "oneway-64", True, _e2e_rate),
+    Metric("oneway_1k_e2e_msgs", "one-way 1 KiB, send→receive", "msg/s", "oneway-1k", True, _e2e_rate),
+    Metric(
+        "oneway_64k_e2e_mbps",
+        "one-way 65535 B, send→receive",
+        "MB/s",
+        "oneway-64k",
+        True,
+        lambda t: r * t.spec["size"] / 1e6 if (r := _e2e_rate(t)) else None,
+        "{:,.1f}",
+    ),
+    Metric("rtt_p50_us", "round trip p50", "µs", "rtt", False, _lat(0.50), "{:,.1f}"),
+    Metric("rtt_p99_us", "round trip p99", "µs", "rtt", False, _lat(0.99), "{:,.1f}"),
+    Metric("pipeline_msgs", "req/resp, 64 outstanding", "msg/s", "pipeline", True, lambda t: _rate(t, side="client")),
+    Metric("fanin_msgs", "fan-in, 64 B, all clients", "msg/s", "fanin", True, _rate),
+    Metric("fanin_e2e_msgs", "fan-in, send→receive", "msg/s", "fanin", True, _e2e_rate),
+    Metric("idle_rss_server_b", "RSS per idle conn, server", "B", "idle", False, _per_idle("server")),
+    Metric("idle_rss_client_b", "RSS per idle conn, client", "B", "idle", False, _per_idle("client")),
+    Metric(
+        "idle_active_alone_msgs", "active channel, alone", "msg/s", "idle", True, lambda t: _rate(t, "seconds_alone")
+    ),
+    Metric(
+        "idle_active_with_idle_msgs",
+        "active channel, beside idle",
+        "msg/s",
+        "idle",
+        True,
+        lambda t: _rate(t, "seconds_with_idle"),
+    ),
+]
+for _w in WORKLOADS:
+    METRICS.append(
+        Metric(f"peak_rss_server_mib[{_w}]", f"peak RSS server, {_w}", "MiB", _w, False, _peak("server"), "{:,.1f}")
+    )
+    METRICS.append(
+        Metric(f"peak_rss_client_mib[{_w}]", f"peak RSS client, {_w}", "MiB", _w, False, _peak("client"), "{:,.1f}")
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    metric: str
+    against: str  # "pyzmq" | "floor" | "absolute"
+    op: str  # ">=" | "<="
+    value: float
+    text: str
+
+
+TARGETS = [
+    Target("oneway_64_msgs", "pyzmq", ">=", 0.5, "≥0.5x pyzmq"),
+    Target("oneway_64_msgs", "floor", ">=", 0.5, "≥0.5x floor"),
+    Target("rtt_p50_us", "pyzmq", "<=", 1.5, "≤1.5x pyzmq"),
+    Target("oneway_64k_mbps", "pyzmq", ">=", 0.7, "≥0.7x pyzmq"),
+    Target("idle_rss_server_b", "absolute", "<", 10240, "<10 KiB"),
+]
+
+
+def figures(trials: list[Trial], impls: list[str]) -> dict[str, dict[str, Any]]:
+    """Median of every metric per (metric, transport) and implementation, with ratios."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in METRICS:
+        for transport in TRANSPORTS:
+            runs: dict[str, list[float]] = {}
+            for t in trials:
+                if t.workload.name != m.workload or t.transport != transport or t.error:
+                    continue
+                v = m.extract(t)
+                if v is not None:
+                    runs.setdefault(t.impl, []).append(v)
+            if not runs:
+                continue
+            fig: dict[str, Any] = {
+                "metric": m.key,
+                "title": m.title,
+                "unit": m.unit,
+                "transport": transport,
+                "higher_is_better": m.higher_is_better,
+                "runs": runs,
+            }
+            for impl in impls:
+                fig[impl] = statistics.median(runs[impl]) if impl in runs else None
+            for other in ("pyzmq", "floor"):
+                a, b = fig.get("tofu"), fig.get(other)
+                fig[f"tofu/{other}"] = a / b if a is not None and b else None
+            checks = []
+            for tg in TARGETS:
+                if tg.metric != m.key:
+                    continue
+                if tg.against == "absolute":
+                    v = fig.get("tofu")
+                else:
+                    v = fig.get(f"tofu/{tg.against}")
+                ok = (
+                    None
+                    if v is None
+                    else (v >= tg.value if tg.op == ">=" else v <= tg.value if tg.op == "<=" else v < tg.value)
+                )
+                checks.append({"target": tg.text, "ok": ok})
+            fig["targets"] = checks
+            out[f"{m.key}/{transport}"] = fig
+    return out
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of sorted values, nearest-rank."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, round(q * len(sorted_values) + 0.5) - 1))
+    return sorted_values[k]

@@ -1,0 +1,132 @@
+"""The bench's output: the tables and the warnings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .metrics import METRICS
+from .trials import Trial
+
+
+def _fmt(v: float | None, fmt: str) -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def _ratio(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}x"
+
+
+WIDTH = 100  # the bench's output fits in this many columns
+
+
+def _table_rows(figs: dict[str, dict[str, Any]], impls: list[str], peak: bool) -> list[list[str]]:
+    fmts = {m.key: m.fmt for m in METRICS}
+    rows = []
+    for fig in figs.values():
+        if fig["metric"].startswith("peak_rss") != peak:
+            continue
+        fmt = fmts[fig["metric"]]
+        row = [f"{fig['title']} ({fig['unit']})", fig["transport"]]
+        row += [_fmt(fig.get(i), fmt) for i in impls]
+        if not peak:
+            row += [_ratio(fig.get("tofu/pyzmq")), _ratio(fig.get("tofu/floor"))]
+        rows.append(row)
+    return rows
+
+
+def _target_lines(figs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(mark, text) of every target check: mark is ok, MISS or ? (not measured)."""
+    out = []
+    for fig in figs.values():
+        for c in fig["targets"]:
+            mark = "?" if c["ok"] is None else ("ok" if c["ok"] else "MISS")
+            against = c["target"].split()[-1]
+            got = fig.get(f"tofu/{against}") if against in ("pyzmq", "floor") else fig.get("tofu")
+            got_text = (
+                "not measured"
+                if got is None
+                else (f"{got:.2f}x" if against in ("pyzmq", "floor") else f"{got:,.0f} {fig['unit']}")
+            )
+            out.append((mark, f"{fig['title']}, {fig['transport']}: tofu {c['target']} (measured {got_text})"))
+    return out
+
+
+def say(console: Any, text: str, style: str | None = None) -> None:
+    """One line of text as it is: never read as rich markup (`[bench]` stays `[bench]`)."""
+    if console is None:
+        print(text)
+    else:
+        console.print(text, style=style, markup=False, highlight=False, soft_wrap=False)
+
+
+def render(
+    figs: dict[str, dict[str, Any]], impls: list[str], meta: dict[str, Any], errors: list[str], console: Any
+) -> None:
+    """The figures as tables (within WIDTH columns), the targets, then the errors."""
+    head = ["figure", "via"] + impls + ["tofu/pyzmq", "tofu/floor"]
+    rows = _table_rows(figs, impls, peak=False)
+    peak_rows = _table_rows(figs, impls, peak=True)
+    peak_head = ["peak RSS of each side", "via"] + impls
+    title = (
+        f"tofu bench: median of {meta['repeat']} run(s) over loopback; {meta['cpus']} CPUs, "
+        f"load {meta['loadavg_before']:.1f}→{meta['loadavg_after']:.1f}; "
+        f"{meta['python']}; {meta['pyzmq'] or 'pyzmq absent'}"
+    )
+    targets = _target_lines(figs)
+    if console is not None:
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        console.print(Text(title), width=min(WIDTH, console.width))
+        for hd, table_rows in ((head, rows), (peak_head, peak_rows)):
+            if not table_rows:
+                continue
+            t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, padding=(0, 1))
+            for i, h in enumerate(hd):
+                t.add_column(h, justify="left" if i < 2 else "right", no_wrap=i > 0)
+            for r in table_rows:
+                t.add_row(*(Text(c) for c in r))
+            console.print(t, width=min(WIDTH, console.width))
+        for mark, text in targets:
+            say(console, f"target {mark:<4} {text}", "red" if mark == "MISS" else "green" if mark == "ok" else None)
+        for e in errors:
+            say(console, f"error {e}", "red")
+        return
+    print(title)
+    for table, hd in ((rows, head), (peak_rows, peak_head)):
+        if not table:
+            continue
+        widths = [max(len(str(x)) for x in col) for col in zip(hd, *table)]
+        print("  ".join(h.ljust(w) for h, w in zip(hd, widths)))
+        for r in table:
+            print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+        print()
+    for mark, text in targets:
+        print(f"target {mark:<4} {text}")
+    for e in errors:
+        print("error", e)
+
+
+def _warnings(trials: list[Trial]) -> list[str]:
+    """What went wrong without failing a trial: a Bye exchange that did not
+    finish, messages a side did not expect, and how often the engine warned
+    that its pool ran empty."""
+    out = []
+    pool_empty: dict[str, list[int]] = {}
+    for t in trials:
+        for side in ("server", "client"):
+            r = t.server if side == "server" else t.client
+            where = f"{t.workload.name} {t.transport} {t.impl} run {t.run + 1} {side}"
+            if r.get("clean_close") is False:
+                out.append(f"{where}: channels did not close within {t.spec['close_timeout']:.0f} s after Bye")
+            if r.get("unexpected"):
+                out.append(f"{where}: {r['unexpected']} unexpected message(s)")
+            if r.get("pool_empty"):
+                pool_empty.setdefault(t.workload.name, []).append(r["pool_empty"])
+    for w, counts in pool_empty.items():
+        out.append(
+            f"{w}: tofu sent the application {min(counts)}-{max(counts)} pool_empty warnings per process and run "
+            "(the pool, Options.max_pool_msgs, is smaller than one I/O batch)"
+        )
+    return out

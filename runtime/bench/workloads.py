@@ -1,0 +1,40 @@
+"""The workloads of `tofu bench`, the implementations and transports they run on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMPLS = ("tofu", "pyzmq", "floor")
+TRANSPORTS = ("tcp", "uds")
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    kind: str  # oneway | rtt | pipeline | fanin | idle
+    size: int  # body bytes
+    count: int  # measured messages (full run)
+    quick_count: int
+    warmup: int
+    quick_warmup: int
+    title: str
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload("oneway-64", "oneway", 64, 200_000, 20_000, 20_000, 2_000, "one-way 64 B"),
+        Workload("oneway-1k", "oneway", 1024, 100_000, 10_000, 10_000, 1_000, "one-way 1 KiB"),
+        Workload("oneway-64k", "oneway", 65535, 12_000, 600, 1_000, 60, "one-way 65535 B"),
+        Workload("rtt", "rtt", 64, 10_000, 1_000, 1_000, 200, "round trip 64 B, 1 outstanding"),
+        Workload("pipeline", "pipeline", 64, 100_000, 5_000, 10_000, 500, "request/response 64 B, 64 outstanding"),
+        Workload("fanin", "fanin", 64, 200_000, 20_000, 20_000, 2_000, "fan-in 64 B"),
+        Workload("idle", "idle", 64, 50_000, 5_000, 5_000, 1_000, "idle connections + one active"),
+    )
+}
+
+# Throughput workloads run this many times more messages for the faster
+# implementations, so that every measured window lasts about as long (about a
+# second in a full run). Round trips (rtt) use the same count for all.
+IMPL_SCALE = {"tofu": 1, "pyzmq": 4, "floor": 10}
+SCALED_KINDS = ("oneway", "pipeline", "fanin", "idle")

@@ -1,0 +1,110 @@
+"""What every command does with the engine: addresses as URLs, a reactor that leaves
+SIGINT/SIGTERM to the main thread, listening, waiting for one channel's messages."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .. import (
+    LISTEN_ON_HEADER,
+    Address,
+    AllocationStrategy,
+    Ampe,
+    ChannelGroup,
+    InvalidMessage,
+    Message,
+    Reactor,
+    TCPClientAddress,
+    TCPServerAddress,
+    parse_address_value,
+    raw_to_status,
+)
+from .console import CLIError, _printable
+
+log = logging.getLogger("tofu.cli")
+
+
+def format_url(address: Address) -> str:
+    """`address` as a URL that `parse_url` reads back: tcp://HOST:PORT or uds:///PATH."""
+    if isinstance(address, (TCPClientAddress, TCPServerAddress)):
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        return f"tcp://{host}:{address.port}"
+    return f"uds://{address.path}"
+
+
+def _status_text(raw: int) -> str:
+    status = raw_to_status(raw)
+    return f"{status.name} ({status.meaning})"
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _signals_to_main_thread() -> Iterator[None]:
+    """Threads started inside this block (the engine's I/O thread among them)
+    block SIGINT and SIGTERM, so the kernel delivers those to the main thread.
+
+    CPython runs signal handlers in the main thread, but a signal the kernel
+    hands to another thread does not interrupt the main thread's blocking
+    wait_receive(): the handler would run only when that wait ends by itself.
+    Threads inherit the signal mask of the thread that starts them."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _reactor() -> Reactor:
+    """A Reactor whose I/O thread leaves SIGINT and SIGTERM to the main thread."""
+    with _signals_to_main_thread():
+        return Reactor()
+
+
+def _listen(ampe: Ampe, group: ChannelGroup, address: Address, timeout: float = 10.0) -> tuple[int, str]:
+    """Open a listener; return its channel number and the URL it really listens on."""
+    msg = ampe.get(AllocationStrategy.always)
+    assert msg is not None
+    address.format(msg)
+    bhdr = group.post(msg)
+    resp = _receive_for(group, bhdr.channel_number, timeout)
+    if resp is None:
+        raise CLIError(f"no WelcomeResponse for {format_url(address)} within {timeout:g} s")
+    try:
+        if resp.bhdr.status != 0:
+            raise CLIError(f"cannot listen on {format_url(address)}: {_status_text(resp.bhdr.status)}")
+        value = resp.thdrs.get(LISTEN_ON_HEADER)
+        actual = parse_address_value(value, server=True) if value else address
+    finally:
+        ampe.put(resp)
+    return bhdr.channel_number, format_url(actual)
+
+
+def _receive_for(group: ChannelGroup, channel: int, timeout: float) -> Message | None:
+    """The next message of `channel`; others are dropped (used before anything else runs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        msg = group.wait_receive(remaining)
+        if msg is None:
+            return None
+        if msg.bhdr.channel_number == channel:
+            return msg
+
+
+def _headers_text(msg: Message) -> str:
+    try:
+        return _printable("  ".join(f"{n}:{v}" for n, v in msg.thdrs))
+    except InvalidMessage:
+        return repr(bytes(msg.thdrs))
