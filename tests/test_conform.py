@@ -127,6 +127,18 @@ def test_python_m_tofu_conform_runs(served: dict[str, str]) -> None:
     assert "must: 1/1 passed" in proc.stdout
 
 
+def test_the_tofu_command_runs_conform(served: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`tofu conform` is the same suite as `python -m tofu.conform`, with the same arguments."""
+    from tofu.cli import main as tofu_main
+
+    assert tofu_main(["conform", served["tcp"], "--cases", "2.1,4.1", "--quiet"]) == 0
+    assert "must: 2/2 passed" in capsys.readouterr().out
+    assert tofu_main(["conform", "--list", "--markdown", "--cases", "1.*"]) == 0
+    listed = capsys.readouterr().out
+    assert "| 1.1 |" in listed and "| 2.1 |" not in listed
+    assert tofu_main(["conform", "ftp://nowhere"]) == 2
+
+
 def test_catalogue_follows_the_spec() -> None:
     cases = catalogue()
     ids = [c.id for c in cases]

@@ -18,6 +18,7 @@ from .. import (
     __version__,
     parse_url,
 )
+from ..conform import command as conform_command
 from .console import CLIError
 from .decode import _cmd_decode
 from .demo import _cmd_demo
@@ -179,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body-bytes", type=_int_range(0, MAX_BODY_LEN), default=64, help="body bytes to show (default 64)")
     _progress_flags(p)
     p.set_defaults(func=_cmd_decode)
+
+    p = sub.add_parser(
+        "conform",
+        help="check a tofu server against the conformance suite",
+        description=conform_command.DESCRIPTION,
+    )
+    conform_command.add_arguments(p)
+    p.set_defaults(func=conform_command.run)
 
     bench, problem = _bench_module()
     if bench is not None:

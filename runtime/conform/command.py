@@ -25,14 +25,14 @@ from .probe import Conn, ProbeError, ProbeTimeout, Target, TargetError, TLSOptio
 from .report import LiveReport, catalogue_markdown, catalogue_table, dump_json, summary_lines, to_html, to_json
 from .runner import Outcome, run_cases
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["DESCRIPTION", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "add_arguments", "build_parser", "main", "run"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-_DESCRIPTION = (
+DESCRIPTION = (
     "Black-box conformance suite for a tofu peer: connects to the server under test over raw sockets and checks, "
     "case by case, the handshake, framing, streams, close, robustness to bad input and limits. The server must "
     "answer HelloRequest with HelloResponse, echo each Request as a Response (same message id, text headers, body "
@@ -73,7 +73,13 @@ def _preflight(target: Target, timeout: float) -> str | None:
 
 def build_parser(prog: str = "tofu conform") -> argparse.ArgumentParser:
     """The parser of the `tofu conform` arguments."""
-    p = argparse.ArgumentParser(prog=prog, description=_DESCRIPTION)
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the `tofu conform` arguments to `p` (the `tofu` command's subparser, or a parser of its own)."""
     p.add_argument("target", nargs="?", metavar="URL", help="the server under test: tcp://HOST:PORT or uds:///PATH")
     p.add_argument("--list", action="store_true", help="print the catalogue of cases and exit")
     p.add_argument("--markdown", action="store_true", help="with --list: print it as a Markdown table")
@@ -95,7 +101,6 @@ def build_parser(prog: str = "tofu conform") -> argparse.ArgumentParser:
     tls.add_argument("--ca", metavar="FILE", help="CA certificate to verify the server with")
     tls.add_argument("--cert", metavar="FILE", help="client certificate")
     tls.add_argument("--key", metavar="FILE", help="client private key")
-    return p
 
 
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
@@ -106,10 +111,16 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    return run(args, console)
+
+
+def run(args: argparse.Namespace, console: Console | None = None) -> int:
+    """Run the suite as the parsed `args` say; return the exit status."""
+    prog = "tofu conform"
     console = console or Console()
     cases = select(catalogue(), args.cases)
     if args.cases and not cases:
-        print(f"{parser.prog}: error: no case matches {', '.join(args.cases)} (see --list)", file=sys.stderr)
+        print(f"{prog}: error: no case matches {', '.join(args.cases)} (see --list)", file=sys.stderr)
         return EXIT_USAGE
     if args.list:
         if args.markdown:
@@ -118,16 +129,16 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
             console.print(catalogue_table(cases))
         return EXIT_OK
     if not args.target:
-        print(f"{parser.prog}: error: give the URL of the server under test (or --list)", file=sys.stderr)
+        print(f"{prog}: error: give the URL of the server under test (or --list)", file=sys.stderr)
         return EXIT_USAGE
     try:
         target = parse_target(args.target, TLSOptions(args.ca, args.cert, args.key))
     except TargetError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     problem = _preflight(target, args.timeout)
     if problem is not None:  # one clear line instead of every case failing, each after a full wait
-        print(f"{parser.prog}: {args.target}: {problem}", file=sys.stderr)
+        print(f"{prog}: {args.target}: {problem}", file=sys.stderr)
         return EXIT_FAILED
 
     started, t0 = time.time(), time.monotonic()
@@ -139,7 +150,7 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
             with LiveReport(console, title) as live:
                 results = run_cases(cases, target, args.timeout, args.idle, live.add, live.starting)
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     seconds = time.monotonic() - t0
     for line in summary_lines(results):
