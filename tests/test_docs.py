@@ -107,7 +107,7 @@ def commands(block: Block) -> list[tuple[int, list[str]]]:
 
 def tofu_args(words: list[str]) -> list[str] | None:
     """The arguments of a `tofu` command line, or None when the line runs something else."""
-    separators = ("&&", "||", ";", "|")
+    separators = ("&&", "||", ";", "|", "&")  # "&": a command sent to the background
     for i, word in enumerate(words):
         if i and words[i - 1] not in separators:
             continue  # not the start of a command
