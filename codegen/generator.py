@@ -123,6 +123,7 @@ def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
         "limits": spec["limits"],
         "addresses": spec["addresses"],
         "engine_headers": spec["engine_headers"],
+        "address_headers": spec.get("address_headers", {}),
     }
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .framing import FrameDecoder
 from .generated import CHANNEL_MAX, CHANNEL_MIN, AmpeStatus
 from .message import Message
+from .transport import NOT_CONNECTED, PlainTransport, Transport
 
 if TYPE_CHECKING:
     from .groups import ChannelGroup
@@ -124,12 +126,14 @@ class Channel:
 class Listener(Channel):
     """A listening socket; accepted connections join the listener's group."""
 
-    __slots__ = ("uds_inode", "uds_path")
+    __slots__ = ("uds_inode", "uds_path", "wrap")
 
     def __init__(self, number: int, group: ChannelGroup, first_mid: int) -> None:
         super().__init__(number, group, first_mid)
         self.uds_path: str | None = None
         self.uds_inode = 0
+        # What to do with an accepted socket: its transport, or None to refuse it.
+        self.wrap: Callable[[socket.socket], Transport | None] = PlainTransport
 
 
 class Connection(Channel):
@@ -139,6 +143,8 @@ class Connection(Channel):
     outbuf: encoded bytes not yet accepted by the kernel; inflight: the
         messages those bytes came from (returned to the application if the
         channel dies before they are written).
+    transport: how bytes cross the socket (plain or TLS, runtime/transport.py);
+        NOT_CONNECTED until a connecting socket exists.
     """
 
     __slots__ = (
@@ -150,6 +156,7 @@ class Connection(Channel):
         "inflight",
         "outbuf",
         "sendq",
+        "transport",
     )
 
     def __init__(self, number: int, group: ChannelGroup, first_mid: int, decoder: FrameDecoder) -> None:
@@ -159,6 +166,7 @@ class Connection(Channel):
         self.outbuf = bytearray()
         self.inflight: list[Message] = []
         self.connecting = False
+        self.transport: Transport = NOT_CONNECTED
         self.bye_sent = False  # a ByeRequest or ByeResponse went out: send nothing more
         self.bye_received = False  # the peer sent ByeRequest
         self.bye_done = False  # the Bye exchange is complete: a reset now is a normal close

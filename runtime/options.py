@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 __all__ = ["DEFAULT_INITIAL_POOL_MSGS", "DEFAULT_MAX_POOL_MSGS", "DEFAULT_MAX_QUEUED_MSGS", "Options"]
@@ -28,12 +29,21 @@ class Options:
         of filling memory. 0 (the default, as in the reference) is no limit.
         Do not post and receive on one thread with a window: a blocked post
         cannot receive what would unblock the peer.
+    tls_server_context: the ssl.SSLContext of TLS listeners (tls:// and
+        TLSServerAddress): their certificate, and the CAs of the client
+        certificates they require, if any. See tofu.server_tls_context().
+    tls_client_context: the ssl.SSLContext of TLS connects (TLSClientAddress):
+        the CAs to trust and the client's own certificate, if any. See
+        tofu.client_tls_context(). Without the matching context a TLS
+        listen or connect fails (listen_failed / connect_failed).
     """
 
     initial_pool_msgs: int = DEFAULT_INITIAL_POOL_MSGS
     max_pool_msgs: int = DEFAULT_MAX_POOL_MSGS
     max_queued_msgs: int = DEFAULT_MAX_QUEUED_MSGS
     max_unsent_msgs: int = 0
+    tls_server_context: ssl.SSLContext | None = None
+    tls_client_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         initial = self.initial_pool_msgs or DEFAULT_INITIAL_POOL_MSGS

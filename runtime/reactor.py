@@ -20,19 +20,23 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, Self, overload
+from typing import Self
 
 from .addresses import (
     Address,
     TCPClientAddress,
     TCPServerAddress,
+    TLSClientAddress,
+    TLSServerAddress,
     UDSClientAddress,
     UDSServerAddress,
     parse_address,
 )
+from .ampe import Ampe
 from .channels import Channel, ChannelNumbers, Connection, Listener, SendWindow
 from .framing import FrameDecoder, encode_into
 from .generated import (
+    CLOSE_DETAIL_HEADER,
     CLOSE_REASON_HEADER,
     LISTEN_ON_HEADER,
     OP_ON_WIRE,
@@ -45,6 +49,7 @@ from .generated import (
     WrongAddress,
 )
 from .groups import SHUTDOWN, ChannelGroup
+from .identity import PEER_HEADER_PREFIX, stamp_identity
 from .message import Message
 from .options import Options
 from .pool import AllocationStrategy, Pool
@@ -60,6 +65,7 @@ from .sockets import (
     tune,
     unlink_uds,
 )
+from .transport import HandshakeFailed, accept_wrapper, check_listen, client_transport, connected_transport
 
 __all__ = ["Ampe", "Reactor"]
 
@@ -81,38 +87,6 @@ def _block_signals() -> None:
     main thread blocked in wait_receive() is interrupted as it should be."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-
-
-class Ampe:
-    """The engine's interface: channel groups and the message pool."""
-
-    def __init__(self, reactor: Reactor) -> None:
-        self._reactor = reactor
-
-    @overload
-    def get(self, strategy: Literal[AllocationStrategy.always] = ...) -> Message: ...
-    @overload
-    def get(self, strategy: AllocationStrategy) -> Message | None: ...
-
-    def get(self, strategy: AllocationStrategy = AllocationStrategy.always) -> Message | None:
-        """A message from the pool. `poolOnly` returns None when the pool is
-        empty; `always` makes a new message then."""
-        if self._reactor.closing:
-            raise ShutdownStarted("the engine is shutting down")
-        return self._reactor.pool.get(strategy)
-
-    def put(self, msg: Message | None) -> None:
-        """Give a message back to the pool (None, or a posted message, is a no-op)."""
-        self._reactor.pool.put(msg)
-
-    def create(self) -> ChannelGroup:
-        """A new channel group."""
-        return self._reactor.create_group()
-
-    def destroy(self, group: ChannelGroup) -> None:
-        """Close every channel of `group` and retire it. Messages still queued
-        for it are dropped; a receiver blocked on it gets ShutdownStarted."""
-        self._reactor.destroy_group(group)
 
 
 class Reactor:
@@ -394,17 +368,18 @@ class Reactor:
         self._channels[lst.number] = lst
         group.channels.add(lst)
 
-        def fail(status: AmpeStatus) -> None:
+        def fail(status: AmpeStatus, detail: str = "") -> None:
             msg.bhdr.proto.op_code = OpCode.WelcomeResponse
             self._return(group, msg, status)
-            self._close(lst, status)
+            self._close(lst, status, detail=detail)
 
         try:
             address = parse_address(msg)
-            if not isinstance(address, (TCPServerAddress, UDSServerAddress)):
+            if not isinstance(address, (TCPServerAddress, TLSServerAddress, UDSServerAddress)):
                 raise WrongAddress(f"a WelcomeRequest needs a {LISTEN_ON_HEADER} header")
+            check_listen(address, self.options)
         except AmpeError as exc:
-            fail(exc.status)
+            fail(exc.status, str(exc))
             return
         self._resolve_then(address, lambda resolved: self._listen(lst, msg, address, resolved), fail)
 
@@ -420,13 +395,14 @@ class Reactor:
             self._close(lst, exc.status)
             return
         lst.sock = sock
+        lst.wrap = accept_wrapper(address, self.options)
         if sock.family == socket.AF_UNIX:
             lst.uds_path = address.path  # type: ignore[union-attr]
             lst.uds_inode = os.stat(lst.uds_path).st_ino
             value = address.value
         else:
             # Tell the actual port: a listener may ask for port 0.
-            value = TCPServerAddress(address.host, sock.getsockname()[1]).value  # type: ignore[union-attr]
+            value = type(address)(address.host, sock.getsockname()[1]).value  # type: ignore[call-arg,union-attr]
         log.debug("channel %d listening on %s", lst.number, value)
         msg.bhdr.proto.op_code = OpCode.WelcomeResponse
         msg.thdrs.clear()
@@ -452,6 +428,10 @@ class Reactor:
                 else:
                     log.warning("channel %d: accept failed: %s", lst.number, exc)
                 return
+            transport = lst.wrap(sock)
+            if transport is None:  # refused (logged)
+                sock.close()
+                continue
             number = self.numbers.allocate(group)
             if number is None:
                 log.warning("channel %d: every channel number is in use; refusing a connection", lst.number)
@@ -464,7 +444,7 @@ class Reactor:
                 sock.close()
                 continue
             conn = Connection(number, group, 0, FrameDecoder(self._recycled))
-            conn.sock = sock
+            conn.sock, conn.transport = sock, transport
             self._open_window(number)
             self._channels[number] = conn
             group.channels.add(conn)
@@ -481,10 +461,11 @@ class Reactor:
         group.channels.add(conn)
         try:
             address = parse_address(msg)
-            if not isinstance(address, (TCPClientAddress, UDSClientAddress)):
+            if not isinstance(address, (TCPClientAddress, TLSClientAddress, UDSClientAddress)):
                 raise WrongAddress("a HelloRequest needs a ~connect_to header")
+            conn.transport = client_transport(address, self.options, msg)
         except AmpeError as exc:
-            self._close(conn, exc.status)
+            self._close(conn, exc.status, detail=str(exc))
             return
         self._resolve_then(
             address,
@@ -500,6 +481,7 @@ class Reactor:
         except AmpeError as exc:
             self._close(conn, exc.status)
             return
+        conn.transport = connected_transport(conn.transport, conn.sock)
         if connected:
             self._connected(conn)
         else:
@@ -521,13 +503,16 @@ class Reactor:
             return
         if mask & READ:
             self._read(conn)
-        if mask & WRITE and not conn.closed:
+        if (mask & WRITE or conn.transport.flush_after_read) and not conn.closed:
             self._flush(conn)
 
     def _read(self, conn: Connection) -> None:
         try:
-            n = conn.sock.recv_into(self._rbuf)  # type: ignore[union-attr]
+            n = conn.transport.recv_into(self._rbuf)
         except (BlockingIOError, InterruptedError):
+            return
+        except HandshakeFailed as exc:
+            self._handshake_failed(conn, exc)
             return
         except ConnectionResetError:
             self._close(conn, conn.ended_status())
@@ -580,6 +565,9 @@ class Reactor:
                 continue
             bh.proto.origin = OriginFlag.application
             bh.channel_number = number
+            hello = op is OpCode.HelloRequest or op is OpCode.HelloResponse
+            if hello or PEER_HEADER_PREFIX in msg.thdrs._buf:  # only the engine names the peer
+                stamp_identity(msg, conn.transport.identity if hello else ())
             if not conn.first_mid:
                 conn.first_mid = bh.message_id
             if op is OpCode.ByeResponse:
@@ -596,6 +584,19 @@ class Reactor:
             self._close(conn, AmpeStatus.channel_closed)
         elif group._over_limit():
             self._pause(group)
+
+    def _handshake_failed(self, conn: Connection, exc: HandshakeFailed) -> None:
+        """A listener drops the connection, logged, unseen by the application;
+        a client's channel closes with connect_failed and the reason, and its
+        HelloRequest comes back even if it had already gone out."""
+        if exc.server_side:
+            log.warning("channel %d: dropped an incoming connection: %s", conn.number, exc)
+            self._close(conn, AmpeStatus.connect_failed, notify=False)
+            return
+        log.info("channel %d: connect failed: %s", conn.number, exc)
+        if exc.hello is not None and not any(m.bhdr.proto.op_code is OpCode.HelloRequest for m in conn.inflight):
+            self._return(conn.group, exc.hello, AmpeStatus.connect_failed)
+        self._close(conn, AmpeStatus.connect_failed, detail=str(exc))
 
     def _flush(self, conn: Connection) -> None:
         """Encode what is queued and write as much as the kernel takes, in as
@@ -618,7 +619,7 @@ class Reactor:
             if not out:
                 break
             try:
-                n = conn.sock.send(out)  # type: ignore[union-attr]
+                n = conn.transport.send(out)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except (BrokenPipeError, ConnectionResetError):
@@ -657,8 +658,9 @@ class Reactor:
         if conn.connecting:
             want = WRITE
         else:
-            want = 0 if conn.group._paused else READ
-            if conn.outbuf:
+            ready = conn.transport.ready  # a TLS handshake reads on while the group is paused
+            want = 0 if conn.group._paused and ready else READ
+            if (conn.outbuf and ready) or conn.transport.wants_write:
                 want |= WRITE
         self._set_events(conn, want)
 
@@ -698,11 +700,11 @@ class Reactor:
             if isinstance(ch, Connection) and not ch.connecting:
                 self._update_events(ch)
 
-    def _close(self, ch: Channel, reason: AmpeStatus, notify: bool = True) -> None:
+    def _close(self, ch: Channel, reason: AmpeStatus, notify: bool = True, detail: str = "") -> None:
         """Close a channel: give back its unsent messages with `reason` as their
         status, then a channel_closed Signal (unless `notify` is False); when
         the close was not a normal one, the Signal names `reason` in its
-        `~close_reason` header."""
+        `~close_reason` header, and `detail` (words) in `~close_detail`."""
         if ch.closed:
             return
         ch.closed = True
@@ -745,6 +747,8 @@ class Reactor:
         closed = self._engine_signal(AmpeStatus.channel_closed, ch.number, ch.first_mid)
         if reason is not AmpeStatus.channel_closed:
             closed.thdrs.append(CLOSE_REASON_HEADER, reason.name)
+        if detail:
+            closed.thdrs.append(CLOSE_DETAIL_HEADER, detail)
         group._deliver(closed)
 
     def _destroy_group(self, group: ChannelGroup, done: threading.Event) -> None:
