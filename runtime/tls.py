@@ -51,8 +51,13 @@ def client_tls_context(ca: str | None = None, cert: str | None = None, key: str 
     return ctx
 
 
+def _escape(value: str) -> str:
+    """A value as RFC 4514 writes it inside a list: backslash, comma and plus escaped."""
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("+", "\\+")
+
+
 def _rdn_text(rdns: Any) -> str:
-    return ",".join("+".join(f"{_SHORT.get(k, k)}={v}" for k, v in rdn) for rdn in rdns)
+    return ",".join("+".join(f"{_SHORT.get(k, k)}={_escape(v)}" for k, v in rdn) for rdn in rdns)
 
 
 _SHORT = {
@@ -70,10 +75,11 @@ _SAN_KIND = {"IP Address": "IP"}
 def describe_certificate(cert: dict[str, Any]) -> tuple[str, str]:
     """(subject, subject alternative names) of a verified peer certificate as
     `SSLObject.getpeercert()` gives it: ``CN=name,O=org`` and
-    ``DNS:name,IP:127.0.0.1`` ("" when absent). Commas, CR and LF inside a
-    value are dropped so the text fits one header."""
+    ``DNS:name,IP:127.0.0.1`` ("" when absent). A comma or plus sign inside
+    a value is escaped with a backslash (RFC 4514); CR and LF are dropped so
+    the text fits one header."""
     subject = _rdn_text(cert.get("subject", ()))
-    san = ",".join(f"{_SAN_KIND.get(kind, kind)}:{value}" for kind, value in cert.get("subjectAltName", ()))
+    san = ",".join(f"{_SAN_KIND.get(kind, kind)}:{_escape(value)}" for kind, value in cert.get("subjectAltName", ()))
     return _clean(subject), _clean(san)
 
 
