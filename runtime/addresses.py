@@ -229,12 +229,7 @@ class UDSServerAddress:
 
 
 Address = (
-    TCPClientAddress
-    | TCPServerAddress
-    | TLSClientAddress
-    | TLSServerAddress
-    | UDSClientAddress
-    | UDSServerAddress
+    TCPClientAddress | TCPServerAddress | TLSClientAddress | TLSServerAddress | UDSClientAddress | UDSServerAddress
 )
 
 

@@ -45,9 +45,7 @@ def sessions(
 
 
 def test_handshake_then_data_both_ways(pems: Pems) -> None:
-    server, client = sessions(
-        tofu.server_tls_context(pems.server), tofu.client_tls_context(ca=pems.ca_pem)
-    )
+    server, client = sessions(tofu.server_tls_context(pems.server), tofu.client_tls_context(ca=pems.ca_pem))
     assert not client.handshake_done and client.version() is None
     pump(client, server)
     assert client.handshake_done and server.handshake_done
@@ -61,9 +59,7 @@ def test_handshake_then_data_both_ways(pems: Pems) -> None:
 
 
 def test_client_sees_server_identity(pems: Pems) -> None:
-    server, client = sessions(
-        tofu.server_tls_context(pems.server), tofu.client_tls_context(ca=pems.ca_pem)
-    )
+    server, client = sessions(tofu.server_tls_context(pems.server), tofu.client_tls_context(ca=pems.ca_pem))
     pump(client, server)
     cert = client.peer_certificate()
     assert cert is not None
@@ -91,9 +87,7 @@ def test_unknown_ca_is_an_error_value(pems: Pems, tmp_path: Path) -> None:
     other = trustme.CA()
     other_pem = tmp_path / "other-ca.pem"
     other.cert_pem.write_to_path(str(other_pem))
-    server, client = sessions(
-        tofu.server_tls_context(pems.server), tofu.client_tls_context(ca=str(other_pem))
-    )
+    server, client = sessions(tofu.server_tls_context(pems.server), tofu.client_tls_context(ca=str(other_pem)))
     pump(client, server)
     assert not client.handshake_done
     assert client.error is not None and "certificate verify failed" in client.error
