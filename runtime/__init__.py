@@ -34,7 +34,7 @@ from .options import Options
 from .pool import AllocationStrategy
 from .reactor import Reactor
 from .testing import find_free_tcp_port, temp_uds_path
-from .tls import client_tls_context, server_tls_context
+from .tls_contexts import client_tls_context, server_tls_context
 from .transport import peer_credentials
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())

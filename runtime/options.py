@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl  # imported only by applications that use TLS
 
 __all__ = ["DEFAULT_INITIAL_POOL_MSGS", "DEFAULT_MAX_POOL_MSGS", "DEFAULT_MAX_QUEUED_MSGS", "Options"]
 

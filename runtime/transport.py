@@ -27,13 +27,16 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .addresses import Address, TLSClientAddress, TLSServerAddress, UDSServerAddress
 from .generated import ConnectFailed, ListenFailed
 from .identity import Identity, credentials_identity, tls_identity
 from .message import Message
 from .options import Options
-from .tls import TLSSession, describe_certificate
+
+if TYPE_CHECKING:
+    from .tls import TLSSession  # imported when a TLS address is used: plain TCP never loads OpenSSL
 
 __all__ = [
     "NOT_CONNECTED",
@@ -192,6 +195,8 @@ class TLSTransport:
             raise TLSFailed(f"TLS: {session.error}")
         just_ready = session.handshake_done and not was_ready
         if just_ready:
+            from .tls import describe_certificate
+
             cert = session.peer_certificate()
             self.identity = tls_identity(*describe_certificate(cert)) if cert else ()
         self.flush_after_read = just_ready or bool(self._out)
@@ -280,6 +285,8 @@ def client_transport(address: Address, options: Options, hello: Message) -> Tran
     context = options.tls_client_context
     if context is None:
         raise ConnectFailed(f"{address.value}: a TLS connect needs Options.tls_client_context")
+    from .tls import TLSSession
+
     session = TLSSession(context, server_side=False, server_hostname=address.server_hostname or address.host)
     return TLSTransport(session, hello.copy())
 
@@ -296,6 +303,8 @@ def accept_wrapper(address: Address, options: Options) -> Callable[[socket.socke
     """What a listener on `address` does with each accepted socket: its
     transport, or None when the peer is refused (logged here)."""
     if isinstance(address, TLSServerAddress):
+        from .tls import TLSSession
+
         context = options.tls_server_context
         assert context is not None  # check_listen has said so
 
