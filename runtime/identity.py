@@ -12,12 +12,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .generated import PEER_GID_HEADER, PEER_PID_HEADER, PEER_SAN_HEADER, PEER_SUBJECT_HEADER, PEER_UID_HEADER
+from .generated import (
+    PEER_GID_HEADER,
+    PEER_PID_HEADER,
+    PEER_SAN_HEADER,
+    PEER_SUBJECT_HEADER,
+    PEER_UID_HEADER,
+    OpCode,
+)
 from .message import Message
 
-__all__ = ["PEER_HEADER_PREFIX", "Identity", "credentials_identity", "stamp_identity", "tls_identity"]
+__all__ = [
+    "HELLO_OPS",
+    "PEER_HEADER_MARK",
+    "PEER_HEADER_PREFIX",
+    "Identity",
+    "credentials_identity",
+    "stamp_identity",
+    "tls_identity",
+]
 
 PEER_HEADER_PREFIX = b"~peer_"  # every engine identity header starts so
+# A frame whose headers lack this byte has no ~peer_ header: a memchr, the
+# cheap test the engine makes on every frame before calling stamp_identity.
+PEER_HEADER_MARK = ord("~")
+HELLO_OPS = frozenset((OpCode.HelloRequest, OpCode.HelloResponse))  # the frames that get the identity
 
 Identity = tuple[tuple[str, str], ...]  # (header name, value) pairs
 

@@ -49,7 +49,7 @@ from .generated import (
     WrongAddress,
 )
 from .groups import SHUTDOWN, ChannelGroup
-from .identity import PEER_HEADER_PREFIX, stamp_identity
+from .identity import HELLO_OPS, PEER_HEADER_MARK, stamp_identity
 from .message import Message
 from .options import Options
 from .pool import AllocationStrategy, Pool
@@ -565,9 +565,8 @@ class Reactor:
                 continue
             bh.proto.origin = OriginFlag.application
             bh.channel_number = number
-            hello = op is OpCode.HelloRequest or op is OpCode.HelloResponse
-            if hello or PEER_HEADER_PREFIX in msg.thdrs._buf:  # only the engine names the peer
-                stamp_identity(msg, conn.transport.identity if hello else ())
+            if op in HELLO_OPS or PEER_HEADER_MARK in msg.thdrs._buf:  # only the engine names the peer
+                stamp_identity(msg, conn.transport.identity if op in HELLO_OPS else ())
             if not conn.first_mid:
                 conn.first_mid = bh.message_id
             if op is OpCode.ByeResponse:
