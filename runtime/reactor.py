@@ -615,7 +615,7 @@ class Reactor:
                     conn.bye_sent = True
                 elif op is OpCode.ByeResponse:
                     conn.bye_sent = conn.bye_done = True
-            if not out:
+            if not out and not conn.transport.wants_write:  # (TLS may hold ciphertext of its own)
                 break
             try:
                 n = conn.transport.send(out)
@@ -629,7 +629,7 @@ class Reactor:
                 self._close(conn, AmpeStatus.send_failed)
                 return
             del out[:n]
-            if out:
+            if out or conn.transport.wants_write:
                 break  # the kernel's buffer is full: wait until writable
             window = self.windows.get(conn.number)
             if window is not None:  # give back the permits of what was written
@@ -638,7 +638,7 @@ class Reactor:
             for msg in inflight:
                 put(msg)
             inflight.clear()
-        if not out:
+        if not out and not conn.transport.wants_write:
             if conn.bye_done:
                 self._close(conn, AmpeStatus.channel_closed)
                 return
