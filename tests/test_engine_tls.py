@@ -302,22 +302,24 @@ def test_everything_before_a_bye_response_reaches_a_slow_reader(pems: Pems) -> N
     with tofu.Reactor(options) as rtr, rtr.ampe().create() as server:
         _, port = tls_listen(server)
         ctx = ssl.create_default_context(cafile=pems.ca_pem)
-        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
-            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-                hello = make(OpCode.HelloRequest, channel=1, mid=1, headers=[(tofu.CONNECT_TO_HEADER, "tls|x|1")])
-                tls.sendall(tofu.encode(hello) + tofu.encode(make(OpCode.ByeRequest, channel=1, mid=2)))
-                req = recv(server)
-                assert req.bhdr.proto.op_code == OpCode.HelloRequest
-                channel = req.bhdr.channel_number
-                bye = recv(server)
-                assert bye.bhdr.proto.op_code == OpCode.ByeRequest
-                for i in range(bodies):  # the reader is not reading: the socket fills up
-                    server.post(make(OpCode.Signal, channel, bytes([i]) * 60000, mid=100 + i))
-                bye.bhdr.proto.op_code = OpCode.ByeResponse
-                server.post(bye)
-                stream = bytearray()
-                while chunk := tls.recv(65536):
-                    stream += chunk
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            hello = make(OpCode.HelloRequest, channel=1, mid=1, headers=[(tofu.CONNECT_TO_HEADER, "tls|x|1")])
+            tls.sendall(tofu.encode(hello) + tofu.encode(make(OpCode.ByeRequest, channel=1, mid=2)))
+            req = recv(server)
+            assert req.bhdr.proto.op_code == OpCode.HelloRequest
+            channel = req.bhdr.channel_number
+            bye = recv(server)
+            assert bye.bhdr.proto.op_code == OpCode.ByeRequest
+            for i in range(bodies):  # the reader is not reading: the socket fills up
+                server.post(make(OpCode.Signal, channel, bytes([i]) * 60000, mid=100 + i))
+            bye.bhdr.proto.op_code = OpCode.ByeResponse
+            server.post(bye)
+            stream = bytearray()
+            while chunk := tls.recv(65536):
+                stream += chunk
         frames = tofu.FrameDecoder().feed(stream)
         assert [f.bhdr.proto.op_code for f in frames] == [OpCode.Signal] * bodies + [OpCode.ByeResponse]
         assert all(bytes(f.body) == bytes([i]) * 60000 for i, f in enumerate(frames[:-1]))
