@@ -178,9 +178,9 @@ class TLSTransport:
                 raise self._failed(f"connection lost ({exc.strerror or exc})") from None
             raise
         if not data:
-            if self._establishing:
+            if not session.handshake_done:
                 raise self._failed("the peer closed the connection (is it a TLS peer?)")
-            return 0
+            return 0  # after the handshake, an end like any other (peer_disconnected...)
         plaintext = session.receive(data)
         self._out += session.outgoing()
         try:

@@ -325,3 +325,18 @@ def test_everything_before_a_bye_response_reaches_a_slow_reader(pems: Pems) -> N
         assert all(bytes(f.body) == bytes([i]) * 60000 for i, f in enumerate(frames[:-1]))
         closed, _ = recv_until(server, is_closed_signal)
         assert closed.bhdr.channel_number == channel and closed.thdrs.get(tofu.CLOSE_REASON_HEADER) is None
+
+
+def test_a_listener_that_rejects_the_hello_is_no_tls_failure(engine: tofu.Reactor) -> None:
+    """Once the handshake is done, closing the channel is the application's
+    ordinary answer: the client sees what it would see over plain TCP."""
+    ampe = engine.ampe()
+    with ampe.create() as server, ampe.create() as client:
+        _, port = tls_listen(server)
+        hello = client.post(tofu.TLSClientAddress("127.0.0.1", port).format(Message()))
+        req = recv(server)
+        server.post(make(OpCode.ByeSignal, req.bhdr.channel_number))
+        closed, _ = recv_until(client, is_closed_signal)
+        assert closed.bhdr.channel_number == hello.channel_number
+        assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == "peer_disconnected"
+        assert closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER) is None
