@@ -97,11 +97,16 @@ def test_python_block_is_a_program_that_runs(block: Block, tmp_path: Path) -> No
 def commands(block: Block) -> list[tuple[int, list[str]]]:
     """(line, words) of each command in a shell block, comments and `$ ` prompts removed."""
     out = []
+    pending, first = "", 0
     for n, line in enumerate(block.text.splitlines(), start=block.line + 1):
         line = line.strip().removeprefix("$ ")
+        if line.endswith("\\"):  # continued on the next line, as the shell reads it
+            pending, first = pending + line[:-1] + " ", first or n
+            continue
+        line, start, pending, first = pending + line, first or n, "", 0
         words = shlex.split(line, comments=True) if line else []
         if words:
-            out.append((n, words))
+            out.append((start, words))
     return out
 
 

@@ -52,7 +52,8 @@ def _tofu_options(text: str) -> dict[str, int]:
             out[key.strip()] = int(value)
         except ValueError:
             raise SystemExit(f"--tofu-options: {item!r}: {value!r} is not an integer") from None
-    tofu.Options(**out)
+    checked: dict[str, Any] = dict(out)
+    tofu.Options(**checked)  # refuses what Options refuses
     return out
 
 
