@@ -59,6 +59,8 @@ def _check_path(path: str) -> None:
         raise WrongAddress("empty Unix domain socket path")
     if ADDRESS_SEPARATOR in path or "\r" in path or "\n" in path:
         raise WrongAddress(f"Unix domain socket path {path!r} contains '|', CR or LF")
+    if "\0" in path:  # the kernel's abstract names: no file to set a mode on or to clean up
+        raise WrongAddress(f"Unix domain socket path {path!r} contains a NUL byte (abstract names are not supported)")
 
 
 @dataclass(frozen=True)

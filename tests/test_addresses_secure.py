@@ -94,3 +94,15 @@ def test_bad_uds_option_headers(name: str, value: str) -> None:
     msg.thdrs.append(name, value)
     with pytest.raises(WrongAddress):
         tofu.parse_address(msg)
+
+
+@pytest.mark.parametrize("path", ["\0abstract", "/tmp/a\0b"])
+def test_a_uds_path_with_a_nul_byte_is_refused_where_it_is_made(path: str) -> None:
+    """An abstract socket name has no file: its mode cannot be set nor its
+    stale file removed, so it is refused as an address, before the engine
+    would be left with a WelcomeRequest it cannot answer."""
+    for cls in (tofu.UDSServerAddress, tofu.UDSClientAddress):
+        with pytest.raises(tofu.WrongAddress, match="NUL byte"):
+            cls(path)
+    with pytest.raises(tofu.WrongAddress, match="NUL byte"):
+        tofu.parse_address_value("uds|" + path, server=True)
