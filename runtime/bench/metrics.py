@@ -20,11 +20,14 @@ class Metric:
     higher_is_better: bool
     extract: Callable[[Trial], float | None]
     fmt: str = "{:,.0f}"
+    base: str | None = None  # the same figure with 1 server process (fan-in with N processes)
 
 
 def _rate(t: Trial, seconds_key: str = "seconds", side: str = "server") -> float | None:
-    s = (t.server if side == "server" else t.client).get(seconds_key)
-    return t.spec["count"] / s if s else None
+    d = t.server if side == "server" else t.client
+    s = d.get(seconds_key)
+    # With several server processes, each counts its own share: "measured" is their sum.
+    return d.get("measured", t.spec["count"]) / s if s else None
 
 
 def _e2e_rate(t: Trial) -> float | None:
@@ -86,6 +89,31 @@ METRICS: list[Metric] = [
     Metric("pipeline_msgs", "req/resp, 64 outstanding", "msg/s", "pipeline", True, lambda t: _rate(t, side="client")),
     Metric("fanin_msgs", "fan-in, 64 B, all clients", "msg/s", "fanin", True, _rate),
     Metric("fanin_e2e_msgs", "fan-in, send→receive", "msg/s", "fanin", True, _e2e_rate),
+    *(
+        m
+        for w in WORKLOADS.values()
+        if w.kind == "fanin" and w.procs > 1
+        for m in (
+            Metric(
+                f"fanin{w.procs}_msgs",
+                f"fan-in, {w.procs} server procs",
+                "msg/s",
+                w.name,
+                True,
+                _rate,
+                base="fanin_msgs",
+            ),
+            Metric(
+                f"fanin{w.procs}_e2e_msgs",
+                f"fan-in, {w.procs} procs, send→receive",
+                "msg/s",
+                w.name,
+                True,
+                _e2e_rate,
+                base="fanin_e2e_msgs",
+            ),
+        )
+    ),
     Metric("idle_rss_server_b", "RSS per idle conn, server", "B", "idle", False, _per_idle("server")),
     Metric("idle_rss_client_b", "RSS per idle conn, client", "B", "idle", False, _per_idle("client")),
     Metric(
@@ -154,6 +182,10 @@ def figures(trials: list[Trial], impls: list[str]) -> dict[str, dict[str, Any]]:
             for other in ("pyzmq", "floor"):
                 a, b = fig.get("tofu"), fig.get(other)
                 fig[f"tofu/{other}"] = a / b if a is not None and b else None
+            if m.base is not None:  # N server processes against 1
+                one = out.get(f"{m.base}/{transport}", {}).get("tofu")
+                fig["base"] = m.base
+                fig["tofu/1 process"] = fig["tofu"] / one if fig.get("tofu") is not None and one else None
             checks = []
             for tg in TARGETS:
                 if tg.metric != m.key:

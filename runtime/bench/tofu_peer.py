@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ._diagnostics import engine_snapshot
 from ._process import BenchError, ParentLink, _peak_rss, _settled_rss
+
+
+def spec_procs(spec: dict[str, Any]) -> int:
+    """Server processes sharing the port in this trial (1: the usual pair of processes)."""
+    return int(spec.get("procs", 1))
 
 
 class _TofuPeer:
@@ -36,8 +42,8 @@ class _TofuPeer:
 
     def server_address(self) -> Any:
         a = self.spec["address"]
-        if a[0] == "tcp":
-            return self.tofu.TCPServerAddress(a[1], a[2])
+        if a[0] == "tcp":  # several server processes share the port
+            return self.tofu.TCPServerAddress(a[1], a[2], reuse_port=spec_procs(self.spec) > 1)
         return self.tofu.UDSServerAddress(a[1])
 
     def client_address(self) -> Any:
@@ -183,6 +189,60 @@ def _tofu_receive_count(peer: _TofuPeer, warmup: int, n: int) -> tuple[float, fl
             put(m)
 
 
+def _tofu_receive_shared(peer: _TofuPeer, spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
+    """One of several server processes sharing the port (fan-in): receive data
+    Signals until the parent says every client process has finished.
+
+    This server cannot know in advance how many messages it gets: the kernel
+    spreads the connections over the servers. Every client connects all its
+    channels before any data flows, so at the first data message `accepted` is
+    this server's share of the connections, and of the warm-up (the clients
+    send round-robin over their channels). Times are CLOCK_MONOTONIC, shared
+    by every process, so the parent can join the servers' windows."""
+    tofu = peer.tofu
+    Signal = tofu.OpCode.Signal
+    receiver_update = tofu.AmpeStatus.receiver_update
+    get = peer.grp.wait_receive
+    put = peer.ampe.put
+    mono = time.monotonic
+    done = threading.Event()
+
+    def wait_for_the_end() -> None:
+        chan.wait_go()
+        done.set()
+        peer.grp.update_receiver(None)  # wakes wait_receive
+
+    threading.Thread(target=wait_for_the_end, name="bench-end", daemon=True).start()
+    count = 0
+    warm = -1  # this server's share of the warm-up, known at the first data message
+    t0 = t_last = 0.0
+    while True:
+        m = get(peer.step_timeout)
+        if m is None:
+            if count:
+                continue  # its share has arrived; the others may still be receiving
+            raise BenchError(f"tofu: no data for {peer.step_timeout:.0f} s [{peer.diag()}]")
+        bh = m.bhdr
+        if bh.proto.op_code is Signal and not bh.status:
+            put(m)
+            count += 1
+            t_last = mono()
+            if warm < 0:
+                warm = max(1, round(spec["warmup"] * peer.accepted / spec["clients_total"]))
+            if count == warm:
+                t0 = t_last
+        elif bh.status == receiver_update:
+            put(m)
+            if done.is_set():
+                break
+        elif not peer.control(m):
+            peer.unexpected += 1
+            put(m)
+    if count <= warm:
+        raise BenchError(f"tofu: this server received {count} messages, not more than its warm-up ({warm})")
+    return {"t0": t0, "t_last": t_last, "received": count, "warm": warm, "accepted": peer.accepted}
+
+
 def _tofu_send(peer: _TofuPeer, chans: list[int], total: int, payload: bytes, first: int = 0) -> None:
     """Post `total` Signals round-robin over `chans`, starting with chans[first % len]."""
     if first % len(chans):
@@ -218,7 +278,9 @@ def tofu_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
         peer.listen()
         chan.emit("ready")
         result: dict[str, Any] = {}
-        if kind in ("oneway", "fanin"):
+        if kind == "fanin" and spec_procs(spec) > 1:
+            result.update(_tofu_receive_shared(peer, spec, chan))
+        elif kind in ("oneway", "fanin"):
             t0, t1 = _tofu_receive_count(peer, spec["warmup"], spec["count"])
             result["t_last"] = time.monotonic()
             result["seconds"] = t1 - t0
@@ -275,7 +337,14 @@ def tofu_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
     peer = _TofuPeer(spec)
     result: dict[str, Any] = {}
     try:
-        if kind in ("oneway", "fanin"):
+        if kind == "fanin" and spec_procs(spec) > 1:  # one of several client processes
+            chans = peer.connect(spec["clients"])
+            chan.sync("connected")  # the parent says go when every client process is connected
+            chan.wait_go()
+            _tofu_send(peer, chans, warmup, payload)
+            result["t_first"] = time.monotonic()
+            _tofu_send(peer, chans, n, payload, first=warmup)
+        elif kind in ("oneway", "fanin"):
             chans = peer.connect(1 if kind == "oneway" else spec["clients"])
             _tofu_send(peer, chans, warmup, payload)
             result["t_first"] = time.monotonic()
