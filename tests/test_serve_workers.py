@@ -256,3 +256,18 @@ def test_one_worker_is_todays_serve() -> None:
         if proc.poll() is None:
             proc.kill()
         proc.wait(TIMEOUT)
+
+
+def test_the_more_than_one_core_program_in_the_docs_runs(tmp_path: Path) -> None:
+    """docs/concepts.md's multi-process program, run as a script (spawn needs an importable main module)."""
+    text = (ROOT / "docs" / "concepts.md").read_text(encoding="utf-8")
+    section = text.split("## More than one core", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match, "the section has no python block"
+    script = tmp_path / "more_than_one_core.py"
+    script.write_text(match.group(1), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.fullmatch(r"8 connections served by 2 processes: \{\d+: \d+, \d+: \d+\}\n", result.stdout), result.stdout
