@@ -37,6 +37,28 @@ def _e2e_rate(t: Trial) -> float | None:
     return t.spec["count"] / (b - a) if a is not None and b is not None and b > a else None
 
 
+def _cpu_us(side: str) -> Callable[[Trial], float | None]:
+    """CPU time (every thread of the side's processes) per message, µs: reported by tofu only."""
+
+    def f(t: Trial) -> float | None:
+        d = t.server if side == "server" else t.client
+        cpu = d.get("cpu_seconds")
+        n = d.get("measured", t.spec["count"]) if side == "server" else t.spec["count"]
+        return cpu / n * 1e6 if cpu is not None and n else None
+
+    return f
+
+
+def _cores(t: Trial) -> float | None:
+    """CPU seconds of every server and client process per second of the send→receive
+    window: how many cores the trial kept busy (tofu only)."""
+    a, b = t.client.get("t_first"), t.server.get("t_last")
+    cs, cc = t.server.get("cpu_seconds"), t.client.get("cpu_seconds")
+    if a is None or b is None or b <= a or cs is None or cc is None:
+        return None
+    return float((cs + cc) / (b - a))
+
+
 def _mbps(t: Trial) -> float | None:
     r = _rate(t)
     return r * t.spec["size"] / 1e6 if r else None
@@ -89,6 +111,9 @@ METRICS: list[Metric] = [
     Metric("pipeline_msgs", "req/resp, 64 outstanding", "msg/s", "pipeline", True, lambda t: _rate(t, side="client")),
     Metric("fanin_msgs", "fan-in, 64 B, all clients", "msg/s", "fanin", True, _rate),
     Metric("fanin_e2e_msgs", "fan-in, send→receive", "msg/s", "fanin", True, _e2e_rate),
+    Metric("fanin_server_cpu_us", "fan-in, server CPU per msg", "µs", "fanin", False, _cpu_us("server"), "{:,.1f}"),
+    Metric("fanin_client_cpu_us", "fan-in, client CPU per msg", "µs", "fanin", False, _cpu_us("client"), "{:,.1f}"),
+    Metric("fanin_cores", "fan-in, cores busy", "cores", "fanin", True, _cores, "{:,.2f}"),
     *(
         m
         for w in WORKLOADS.values()
@@ -111,6 +136,36 @@ METRICS: list[Metric] = [
                 True,
                 _e2e_rate,
                 base="fanin_e2e_msgs",
+            ),
+            Metric(
+                f"fanin{w.procs}_server_cpu_us",
+                f"fan-in, {w.procs} procs, server CPU/msg",
+                "µs",
+                w.name,
+                False,
+                _cpu_us("server"),
+                "{:,.1f}",
+                base="fanin_server_cpu_us",
+            ),
+            Metric(
+                f"fanin{w.procs}_client_cpu_us",
+                f"fan-in, {w.procs} procs, client CPU/msg",
+                "µs",
+                w.name,
+                False,
+                _cpu_us("client"),
+                "{:,.1f}",
+                base="fanin_client_cpu_us",
+            ),
+            Metric(
+                f"fanin{w.procs}_cores",
+                f"fan-in, {w.procs} procs, cores busy",
+                "cores",
+                w.name,
+                True,
+                _cores,
+                "{:,.2f}",
+                base="fanin_cores",
             ),
         )
     ),

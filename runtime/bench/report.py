@@ -59,9 +59,10 @@ def _scaling_lines(figs: dict[str, dict[str, Any]]) -> list[str]:
             continue
         base = figs.get(f"{fig['base']}/{fig['transport']}", {}).get("tofu")
         ratio = fig["tofu/1 process"]
+        fmt = {"µs": "{:,.1f}", "cores": "{:,.2f}"}.get(fig["unit"], "{:,.0f}")
         out.append(
-            f"{fig['title']}, {fig['transport']}: tofu {_fmt(fig.get('tofu'), '{:,.0f}')} {fig['unit']} "
-            f"against {_fmt(base, '{:,.0f}')} with 1 process: {_ratio(ratio)}"
+            f"{fig['title']}, {fig['transport']}: tofu {_fmt(fig.get('tofu'), fmt)} {fig['unit']} "
+            f"against {_fmt(base, fmt)} with 1 process: {_ratio(ratio)}"
         )
     return out
 

@@ -143,18 +143,20 @@ def _join_servers(rs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "seconds": t_last - t0,
         "measured": sum(r["received"] - r["warm"] for r in rs),
+        "cpu_seconds": sum(r["cpu_seconds"] for r in rs),
         "t_last": t_last,
         "rss_peak": max(r["rss_peak"] for r in rs),
         "clean_close": all(r.get("clean_close", True) for r in rs),
         "unexpected": sum(r.get("unexpected", 0) for r in rs),
         "pool_empty": sum(r.get("pool_empty", 0) for r in rs),
-        "processes": [{k: r[k] for k in ("received", "warm", "accepted") if k in r} for r in rs],
+        "processes": [{k: r[k] for k in ("received", "warm", "accepted", "cpu_seconds") if k in r} for r in rs],
     }
 
 
 def _join_clients(rs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "t_first": min(r["t_first"] for r in rs),
+        "cpu_seconds": sum(r["cpu_seconds"] for r in rs),
         "rss_peak": max(r["rss_peak"] for r in rs),
         "clean_close": all(r.get("clean_close", True) for r in rs),
         "unexpected": sum(r.get("unexpected", 0) for r in rs),

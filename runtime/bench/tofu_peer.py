@@ -34,6 +34,7 @@ class _TofuPeer:
         self.unexpected = 0
         self.pool_empty = 0
         self.step_timeout = float(spec["step_timeout"])
+        self.cpu_window = [0.0, 0.0]  # process CPU seconds at the start and the end of a measured window
         # The parent sends SIGUSR1 before it kills a failed trial: say what the engine was doing.
         signal.signal(signal.SIGUSR1, lambda *_: print(f"[SIGUSR1] {self.diag()}", file=sys.stderr, flush=True))
 
@@ -182,7 +183,9 @@ def _tofu_receive_count(peer: _TofuPeer, warmup: int, n: int) -> tuple[float, fl
             put(m)
             if count == warmup:
                 t0 = perf()
+                peer.cpu_window[0] = time.process_time()  # this process's CPU time, every thread
             elif count == target:
+                peer.cpu_window[1] = time.process_time()
                 return t0, perf()
         elif not peer.control(m):
             peer.unexpected += 1
@@ -215,7 +218,7 @@ def _tofu_receive_shared(peer: _TofuPeer, spec: dict[str, Any], chan: ParentLink
     threading.Thread(target=wait_for_the_end, name="bench-end", daemon=True).start()
     count = 0
     warm = -1  # this server's share of the warm-up, known at the first data message
-    t0 = t_last = 0.0
+    t0 = t_last = cpu0 = 0.0
     while True:
         m = get(peer.step_timeout)
         if m is None:
@@ -231,6 +234,7 @@ def _tofu_receive_shared(peer: _TofuPeer, spec: dict[str, Any], chan: ParentLink
                 warm = max(1, round(spec["warmup"] * peer.accepted / spec["clients_total"]))
             if count == warm:
                 t0 = t_last
+                cpu0 = time.process_time()
         elif bh.status == receiver_update:
             put(m)
             if done.is_set():
@@ -240,7 +244,8 @@ def _tofu_receive_shared(peer: _TofuPeer, spec: dict[str, Any], chan: ParentLink
             put(m)
     if count <= warm:
         raise BenchError(f"tofu: this server received {count} messages, not more than its warm-up ({warm})")
-    return {"t0": t0, "t_last": t_last, "received": count, "warm": warm, "accepted": peer.accepted}
+    cpu = time.process_time() - cpu0  # to the end: what follows the last message is little more than waiting
+    return {"t0": t0, "t_last": t_last, "received": count, "warm": warm, "accepted": peer.accepted, "cpu_seconds": cpu}
 
 
 def _tofu_send(peer: _TofuPeer, chans: list[int], total: int, payload: bytes, first: int = 0) -> None:
@@ -284,6 +289,7 @@ def tofu_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
             t0, t1 = _tofu_receive_count(peer, spec["warmup"], spec["count"])
             result["t_last"] = time.monotonic()
             result["seconds"] = t1 - t0
+            result["cpu_seconds"] = peer.cpu_window[1] - peer.cpu_window[0]
         elif kind in ("rtt", "pipeline"):
             _tofu_echo(peer)
         elif kind == "idle":
@@ -336,6 +342,7 @@ def tofu_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
     warmup, n = spec["warmup"], spec["count"]
     peer = _TofuPeer(spec)
     result: dict[str, Any] = {}
+    cpu0 = 0.0
     try:
         if kind == "fanin" and spec_procs(spec) > 1:  # one of several client processes
             chans = peer.connect(spec["clients"])
@@ -343,11 +350,13 @@ def tofu_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
             chan.wait_go()
             _tofu_send(peer, chans, warmup, payload)
             result["t_first"] = time.monotonic()
+            cpu0 = time.process_time()
             _tofu_send(peer, chans, n, payload, first=warmup)
         elif kind in ("oneway", "fanin"):
             chans = peer.connect(1 if kind == "oneway" else spec["clients"])
             _tofu_send(peer, chans, warmup, payload)
             result["t_first"] = time.monotonic()
+            cpu0 = time.process_time()
             _tofu_send(peer, chans, n, payload, first=warmup)
         elif kind == "rtt":
             chans = peer.connect(1)
@@ -370,6 +379,8 @@ def tofu_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
             raise BenchError(f"unknown workload kind {kind}")
         result["rss_peak"] = _peak_rss()
         result["clean_close"] = peer.bye(chans, spec["close_timeout"])
+        if kind in ("oneway", "fanin"):  # the sends, and the engine writing them out until the Byes are answered
+            result["cpu_seconds"] = time.process_time() - cpu0
         result.update(peer.stats())
         return result
     finally:

@@ -49,7 +49,7 @@ log = logging.getLogger("tofu.cli")
 
 _LISTENING = "listening on "
 # How a worker ends when a second signal reaches it after its graceful stop began.
-_FORCED = (0, -signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM)
+_FORCED = (-signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM)
 _SERVED = re.compile(r"served (\d+) request\(s\) on (\d+) connection\(s\)")
 
 
