@@ -10,6 +10,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -181,7 +182,8 @@ def test_a_worker_that_dies_stops_the_others_and_the_exit_status_is_1() -> None:
         lines = out.rest()
     for pid in (pids[0], pids[2]):
         assert f"worker {pid}: stopped" in lines
-    assert lines[-1] == "stopped: a worker failed"
+    assert lines[-1] == "stopped"
+    assert err == f"tofu serve: worker {pids[1]} was killed by signal 9\n"
 
 
 def test_workers_stop_when_the_parent_is_killed() -> None:
@@ -271,3 +273,22 @@ def test_the_more_than_one_core_program_in_the_docs_runs(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.fullmatch(r"8 connections served by 2 processes: \{\d+: \d+, \d+: \d+\}\n", result.stdout), result.stdout
+
+
+def test_a_port_taken_without_reuse_port_fails_at_start_with_status_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "tofu", "serve", f"tcp://127.0.0.1:{port}", "--workers", "2"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result
+    assert "listening on" not in result.stdout
+    assert f"cannot listen on tcp://127.0.0.1:{port}" in result.stderr
+    assert re.search(r"^tofu serve: worker \d+ exited with status 1$", result.stderr, re.MULTILINE), result.stderr

@@ -22,7 +22,8 @@ This process (the parent) only supervises:
 - Each worker's stdin is a pipe from the parent: if the parent dies without
   stopping them, the workers see end of file and stop gracefully.
 
-Exit status: 0 when every worker ended with 0; 1 otherwise.
+Exit status: 0 when every worker ended with 0; 1 otherwise, with the first
+failure on stderr (`tofu serve: worker PID exited with status 1`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 
 from .. import TCPServerAddress, parse_url
 from ._signals import _SignalWatcher
-from .console import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CLIError, _out
+from .console import EXIT_OK, EXIT_USAGE, CLIError, _out
 from .session import format_url
 
 log = logging.getLogger("tofu.cli")
@@ -77,7 +78,7 @@ class _Supervisor:
         self.workers: list[_Worker] = []
         self.stopping = False
         self.signals = 0  # SIGINT / SIGTERM received (and forwarded)
-        self.failed = False
+        self.failure: str | None = None  # the first worker that failed, and how
 
     # ------------------------------------------------------------ processes
 
@@ -136,8 +137,8 @@ class _Supervisor:
         if self.signals > 1 and status in _FORCED:
             _out(f"worker {worker.pid} stopped at once")
         elif status != 0 or not self.stopping:
-            self.failed = True
             how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+            self.failure = self.failure or f"worker {worker.pid} {how}"
             _out(f"worker {worker.pid} {how}" + ("" if self.stopping else ": stopping the others"))
             if not self.stopping:
                 self.stopping = True
@@ -209,10 +210,9 @@ def _serve_with_workers(args: argparse.Namespace) -> int:
             f"served {sum(r for r, _ in served)} request(s) on {sum(c for _, c in served)} connection(s) "
             f"in {len(sup.workers)} worker(s)"
         )
-    if sup.failed:
-        _out("stopped: a worker failed")
-        return EXIT_FAILURE
     _out("stopped")
+    if sup.failure is not None:
+        raise CLIError(sup.failure)  # one line on stderr, exit status 1
     return EXIT_OK
 
 
