@@ -20,6 +20,7 @@ from .. import (
     raw_to_status,
 )
 from ._signals import _SignalWatcher
+from ._tls import peer_text, serve_options
 from .console import EXIT_OK, CLIError, _out, _printable
 from .session import _listen, _reactor
 
@@ -45,9 +46,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if group_ref:
             group_ref[0].update_receiver(None)  # wakes wait_receive in the main thread
 
+    options = serve_options(args, args.address)  # TLS flags checked before anything starts
     watcher = _SignalWatcher(on_signal)
     try:
-        with _reactor() as rtr:
+        with _reactor(options) as rtr:
             ampe = rtr.ampe()
             group = ampe.create()
             group_ref.append(group)
@@ -162,7 +164,7 @@ class _EchoServer:
             self.total_clients += 1
             self.clients[number] = 0
             peer = next((v for n, v in headers if n == CONNECT_TO_HEADER), "?")
-            _out(f"channel {number}: connected ({_printable(peer)})")
+            _out(f"channel {number}: connected ({_printable(peer)}){peer_text(headers)}")
             self._reply(msg, OpCode.HelloResponse)
             if self.state.stop:  # too late to join: accepted, and asked to leave at once
                 bye = Message(OpCode.ByeRequest)
