@@ -156,7 +156,7 @@ def figures(trials: list[Trial], impls: list[str]) -> dict[str, dict[str, Any]]:
                 fig[f"tofu/{other}"] = a / b if a is not None and b else None
             checks = []
             for tg in TARGETS:
-                if tg.metric != m.key:
+                if tg.metric != m.key or transport == "tls":  # the targets are for plaintext
                     continue
                 if tg.against == "absolute":
                     v = fig.get("tofu")
@@ -170,6 +170,10 @@ def figures(trials: list[Trial], impls: list[str]) -> dict[str, dict[str, Any]]:
                 checks.append({"target": tg.text, "ok": ok})
             fig["targets"] = checks
             out[f"{m.key}/{transport}"] = fig
+    for key, fig in out.items():  # what TLS costs tofu: its tls figure over its plaintext tcp one
+        if fig["transport"] == "tls":
+            plain = out.get(key.removesuffix("/tls") + "/tcp", {}).get("tofu")
+            fig["tls/tcp"] = fig["tofu"] / plain if fig.get("tofu") is not None and plain else None
     return out
 
 

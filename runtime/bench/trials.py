@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._process import PREFIX, BenchError
-from .workloads import IMPL_SCALE, SCALED_KINDS, WORKLOADS, Workload
+from .workloads import IMPL_SCALE, SCALED_KINDS, TLS_IMPLS, WORKLOADS, Workload
 
 
 @dataclass
@@ -164,8 +164,8 @@ def run_trial(trial: Trial) -> Trial:
 def _address(transport: str) -> list[Any]:
     import tofu
 
-    if transport == "tcp":
-        return ["tcp", "127.0.0.1", tofu.find_free_tcp_port()]
+    if transport in ("tcp", "tls"):
+        return [transport, "127.0.0.1", tofu.find_free_tcp_port()]
     return ["uds", tofu.temp_uds_path("tofu-bench")]
 
 
@@ -180,6 +180,8 @@ def plan(args: argparse.Namespace) -> list[Trial]:
         for transport in args.transport_list:
             for run_no in range(args.repeat):
                 for impl in args.impl_list:
+                    if transport == "tls" and impl not in TLS_IMPLS:
+                        continue
                     scale = IMPL_SCALE[impl] if w.kind in SCALED_KINDS and not args.messages else 1
                     spec = {
                         "impl": impl,
@@ -196,5 +198,7 @@ def plan(args: argparse.Namespace) -> list[Trial]:
                         "tofu_options": args.tofu_options_dict,
                         "close_timeout": 10.0,
                     }
+                    if transport == "tls":
+                        spec["tls"] = getattr(args, "tls_files", None)
                     trials.append(Trial(w, impl, transport, run_no, spec))
     return trials

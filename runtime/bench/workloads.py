@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 IMPLS = ("tofu", "pyzmq", "floor")
-TRANSPORTS = ("tcp", "uds")
+TRANSPORTS = ("tcp", "uds", "tls")
+# tls is tofu over TLS on loopback TCP; pyzmq and the plain-socket floor have
+# no TLS, so they do not run on it (their tls figures read "n/a").
+TLS_IMPLS = ("tofu",)
 
 
 @dataclass(frozen=True)
