@@ -351,6 +351,10 @@ class Conn:
                 except (BrokenPipeError, ConnectionResetError):
                     self.ended = self.ended or "reset"
                     continue
+                except ssl.SSLError as exc:  # TLS: the session ended (an alert came, or we read its end)
+                    self.ended = self.ended or "reset"
+                    self.tls_error = self.tls_error or _ssl_words(exc)
+                    continue
                 view = view[n:]
 
     def _pending(self) -> bool:
