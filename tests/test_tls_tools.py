@@ -183,6 +183,8 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(capsys: pytest.Captur
         code, out, err = ping(capsys, url, "--ca", pems.ca_pem, "-n", "3", "--timeout", "5")
         assert code == 1
         one_line(err, f"tofu ping: cannot connect to {url}", "connect_failed", "certificate required")
+        dropped = lines.expect("warning: ")  # the engine dropped it unseen: serve says so
+        assert "dropped an incoming connection: TLS handshake failed" in dropped and "certificate" in dropped
         # ... and still serves a client with one, whose subject it names.
         code, out, err = ping(capsys, url, "--ca", pems.ca_pem, "--cert", pems.client, "-n", "3")
         assert code == 0, err
@@ -212,6 +214,7 @@ def test_plaintext_ping_against_tls_serve_fails_cleanly(capsys: pytest.CaptureFi
         assert code == 1
         assert out == ""
         one_line(err, f"tofu ping: {plain} closed the connection without a HelloResponse")
+        assert "dropped an incoming connection: TLS handshake failed" in lines.expect("warning: ")
         code, out, err = ping(capsys, url, "--ca", pems.ca_pem, "-n", "2")  # still serving
         assert code == 0, err
         stopped_cleanly(proc, lines)

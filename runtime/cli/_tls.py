@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from .. import (
     client_tls_context,
     server_tls_context,
 )
-from .console import EXIT_USAGE, CLIError, _printable
+from .console import EXIT_USAGE, CLIError, _out, _printable
 
 if TYPE_CHECKING:
     import ssl
@@ -117,3 +118,29 @@ def peer_text(headers: Sequence[tuple[str, str]]) -> str:
     "" otherwise."""
     subject = next((v for n, v in headers if n == PEER_SUBJECT_HEADER), None)
     return "" if subject is None else f", peer certificate {_printable(subject)}"
+
+
+class _EngineWarnings(logging.Handler):
+    """The engine's warnings as serve's own output lines ("warning: ...")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _out(f"warning: {_printable(record.getMessage())}")
+        except Exception:  # noqa: BLE001 (output gone: logging must never raise)
+            self.handleError(record)
+
+
+def show_engine_warnings(options: Options | None, verbose: int) -> logging.Handler | None:
+    """With TLS and without -v (which logs them already): print the engine's
+    warnings, so a client whose TLS handshake failed (the application never
+    hears of it) shows as one line, e.g. "warning: channel 2: dropped an
+    incoming connection: TLS handshake failed: peer did not return a
+    certificate". Returns the handler to remove (logging.getLogger("tofu"))."""
+    if options is None or options.tls_server_context is None or verbose:
+        return None
+    handler = _EngineWarnings()
+    logging.getLogger("tofu").addHandler(handler)
+    return handler

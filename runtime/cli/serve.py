@@ -20,7 +20,7 @@ from .. import (
     raw_to_status,
 )
 from ._signals import _SignalWatcher
-from ._tls import peer_text, serve_options
+from ._tls import peer_text, serve_options, show_engine_warnings
 from .console import EXIT_OK, CLIError, _out, _printable
 from .session import _listen, _reactor
 
@@ -47,6 +47,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             group_ref[0].update_receiver(None)  # wakes wait_receive in the main thread
 
     options = serve_options(args, args.address)  # TLS flags checked before anything starts
+    warnings = show_engine_warnings(options, args.verbose)
     watcher = _SignalWatcher(on_signal)
     try:
         with _reactor(options) as rtr:
@@ -65,6 +66,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         watcher.close()
+        if warnings is not None:
+            logging.getLogger("tofu").removeHandler(warnings)
 
 
 def _serve_loop(ampe: Ampe, group: ChannelGroup, listeners: dict[int, str], state: _ServeState, grace: float) -> None:
