@@ -75,7 +75,10 @@ def _tls_files(transports: list[str], notes: list[str]) -> dict[str, str] | None
         transports.remove("tls")
         notes.append("trustme is absent (pip install 'tofu-messaging[bench]'): no tls trials")
         return None
-    notes.append("tls: tofu over TLS (trustme certificates, the server's only); pyzmq and the floor have no TLS (n/a)")
+    notes.append(
+        "tls: tofu over TLS, and the floor over blocking ssl sockets (one-connection workloads); "
+        "trustme certificates, the server's only; pyzmq has no TLS (n/a)"
+    )
     return files
 
 
@@ -105,8 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--transports",
         default="tcp,uds",
-        help="comma-separated: tcp,uds,tls (default tcp,uds); tls is tofu over TLS on loopback TCP "
-        "(certificates made with trustme; pyzmq and the floor have no TLS)",
+        help="comma-separated: tcp,uds,tls (default tcp,uds); tls is TLS on loopback TCP for tofu and the "
+        "floor (certificates made with trustme; pyzmq has no TLS)",
     )
     parser.add_argument("--impls", default="tofu,pyzmq,floor", help="comma-separated: tofu,pyzmq,floor")
     parser.add_argument("--clients", type=int, default=100, help="fan-in: client connections (default 100)")

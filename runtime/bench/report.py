@@ -39,20 +39,22 @@ def _table_rows(figs: dict[str, dict[str, Any]], impls: list[str], peak: bool) -
 
 
 def _tls_rows(figs: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """TLS against plaintext TCP, tofu only: figure, tcp, tls, tls/tcp."""
+    """TLS against plaintext TCP: figure, tofu's tcp, tls and tls/tcp, the floor's tls/tcp."""
     fmts = {m.key: m.fmt for m in METRICS}
     rows = []
     for key, fig in figs.items():
         if fig["transport"] != "tls" or fig["metric"].startswith("peak_rss"):
             continue
         fmt = fmts[fig["metric"]]
-        plain = figs.get(key.removesuffix("/tls") + "/tcp", {}).get("tofu")
+        tcp = figs.get(key.removesuffix("/tls") + "/tcp", {})
+        floor_tls, floor_tcp = fig.get("floor"), tcp.get("floor")
         rows.append(
             [
                 f"{fig['title']} ({fig['unit']})",
-                _fmt(plain, fmt),
+                _fmt(tcp.get("tofu"), fmt),
                 _fmt(fig.get("tofu"), fmt),
                 _ratio(fig.get("tls/tcp")),
+                _ratio(floor_tls / floor_tcp if floor_tls is not None and floor_tcp else None),
             ]
         )
     return rows
@@ -92,7 +94,7 @@ def render(
     peak_rows = _table_rows(figs, impls, peak=True)
     peak_head = ["peak RSS of each side", "via"] + impls
     tls_rows = _tls_rows(figs)
-    tls_head = ["tofu: TLS against plaintext", "tcp", "tls", "tls/tcp"]
+    tls_head = ["TLS against plaintext", "tofu tcp", "tofu tls", "tofu tls/tcp", "floor tls/tcp"]
     title = (
         f"tofu bench: median of {meta['repeat']} run(s) over loopback; {meta['cpus']} CPUs, "
         f"load {meta['loadavg_before']:.1f}→{meta['loadavg_after']:.1f}; "

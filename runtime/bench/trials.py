@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._process import PREFIX, BenchError
-from .workloads import IMPL_SCALE, SCALED_KINDS, TLS_IMPLS, WORKLOADS, Workload
+from .workloads import IMPL_SCALE, SCALED_KINDS, TLS_FLOOR_KINDS, TLS_IMPLS, WORKLOADS, Workload
 
 
 @dataclass
@@ -180,7 +180,9 @@ def plan(args: argparse.Namespace) -> list[Trial]:
         for transport in args.transport_list:
             for run_no in range(args.repeat):
                 for impl in args.impl_list:
-                    if transport == "tls" and impl not in TLS_IMPLS:
+                    if transport == "tls" and (
+                        impl not in TLS_IMPLS or (impl == "floor" and w.kind not in TLS_FLOOR_KINDS)
+                    ):
                         continue
                     scale = IMPL_SCALE[impl] if w.kind in SCALED_KINDS and not args.messages else 1
                     spec = {

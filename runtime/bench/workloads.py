@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 IMPLS = ("tofu", "pyzmq", "floor")
 TRANSPORTS = ("tcp", "uds", "tls")
-# tls is tofu over TLS on loopback TCP; pyzmq and the plain-socket floor have
-# no TLS, so they do not run on it (their tls figures read "n/a").
-TLS_IMPLS = ("tofu",)
+# tls is TLS on loopback TCP: tofu, and the floor's blocking loops over an
+# ssl.SSLSocket for the one-connection workloads (TLS_FLOOR_KINDS); pyzmq has
+# no TLS, so it does not run on it (its tls figures read "n/a").
+TLS_IMPLS = ("tofu", "floor")
+TLS_FLOOR_KINDS = ("oneway", "rtt", "pipeline")
 
 
 @dataclass(frozen=True)
