@@ -284,7 +284,7 @@ def test_serve_tls_with_workers_passes_the_certificate_to_every_worker(
 ) -> None:
     """`--workers N` starts N processes: each must get the TLS files, or the
     connections the kernel hands to the others would fail."""
-    with serve("tls://127.0.0.1:0", "--cert", pems.server, "--workers", "2") as (proc, lines, url):
+    with serve("tls://127.0.0.1:0", "--cert", pems.server, "--workers", "2") as (_, _lines, url):
         url = url.split(" ", 1)[0]  # "tls://127.0.0.1:PORT (2 workers)"
         for _ in range(8):  # the kernel spreads connections over both workers
             code, out, err = ping(capsys, url, "--ca", pems.ca_pem, "-n", "2")
