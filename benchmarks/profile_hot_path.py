@@ -363,7 +363,7 @@ def micro(number: int = 200_000) -> list[tuple[str, float]]:
         grp = ampe.create()
         ch = rtr.numbers.allocate(grp)  # an owned number, so post() validates as for an open channel
         sink: list = []
-        rtr.submit = lambda g, m: sink.append(m)  # this Reactor instance only: post() stops at the hand-over
+        rtr._submit = lambda g, m: sink.append(m)  # this Reactor instance only: post() stops at the hand-over
 
         def build():
             m = ampe.get(A)
@@ -393,7 +393,7 @@ def micro(number: int = 200_000) -> list[tuple[str, float]]:
         t("  numbers.owner(ch)", lambda: rtr.numbers.owner(ch))
         t("  Pool.put = reset + append (after a get)", lambda: pool.put(pool.get(A)))
         t("  Message.reset()", msg.reset)
-        rtr.__dict__.pop("submit", None)
+        rtr.__dict__.pop("_submit", None)
 
         # _wake when the loop is already awake (the common case under load) vs a wake-up byte.
         rtr._woken = True
