@@ -213,8 +213,8 @@ def test_validation_order(rtr, build, error):
     group = rtr.ampe().create()
     msg = Message()
     msg.bhdr.proto.more = tofu.MoreMessagesFlag.more
-    msg.thdrs._buf += b"x" * 70000
-    msg.body.append(b"y" * 70000)
+    msg.thdrs._buf += b"x" * 70000  # past append's own checks
+    msg.body._buf += b"y" * 70000
     build(msg)
     with pytest.raises(error):
         group.post(msg)
@@ -224,8 +224,8 @@ def test_validation_order(rtr, build, error):
 def test_headers_length_checked_before_address_and_body(rtr):
     group = rtr.ampe().create()
     hello = make(OpCode.HelloRequest)
-    hello.thdrs._buf += b"x" * 70000
-    hello.body.append(b"y" * 70000)
+    hello.thdrs._buf += b"x" * 70000  # past append's own checks
+    hello.body._buf += b"y" * 70000
     with pytest.raises(tofu.InvalidHeadersLen):
         group.post(hello)
     hello.thdrs.clear()
