@@ -96,7 +96,8 @@ def text_headers_problem(data: bytes | bytearray) -> str | None:
             crlf = data.rfind(b"\r\n", 0, exc.start)
             start = 0 if crlf < 0 else crlf + 2
     else:
-        start = _GOOD_LINES(data).end()  # complete good lines, up to the first bad one
+        good = _GOOD_LINES(data)  # complete good lines, up to the first bad one (always matches)
+        start = good.end() if good is not None else 0
     end = data.find(b"\r\n", start)
     raw = bytes(data[start : end if end >= 0 else len(data)])
     shown = f"{raw[:80]!r}{'...' if len(raw) > 80 else ''}"
