@@ -35,7 +35,6 @@ from .framing import FrameDecoder, encode_into
 from .generated import (
     CLOSE_REASON_HEADER,
     LISTEN_ON_HEADER,
-    OP_ON_WIRE,
     AmpeError,
     AmpeStatus,
     NotAllowed,
@@ -463,7 +462,7 @@ class Reactor:
                 self.numbers.release(number)
                 sock.close()
                 continue
-            conn = Connection(number, group, 0, FrameDecoder(self._recycled))
+            conn = Connection(number, group, 0, FrameDecoder(self._recycled), accepted=True)
             conn.sock = sock
             self._open_window(number)
             self._channels[number] = conn
@@ -569,16 +568,15 @@ class Reactor:
             if bad is not None or conn.bye_done:
                 self.pool.put(msg)  # nothing after a bad frame or a ByeResponse counts
                 continue
-            bh = msg.bhdr
-            op = bh.proto.op_code
-            if op not in OP_ON_WIRE:
-                # A local-only op code from a peer: it would let the peer
-                # impersonate this engine (docs/protocol.md).
-                log.warning("channel %d: peer sent local-only op code %s", number, op)
-                bad = AmpeStatus.invalid_op_code
+            try:
+                conn.inbound.admit(msg)  # the rules of runtime/inbound.py; normalises the frame
+            except AmpeError as exc:
+                log.warning("channel %d: bad frame from peer: %s", number, exc)
+                bad = exc.status
                 self.pool.put(msg)
                 continue
-            bh.proto.origin = OriginFlag.application
+            bh = msg.bhdr
+            op = bh.proto.op_code
             bh.channel_number = number
             if not conn.first_mid:
                 conn.first_mid = bh.message_id
