@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from enum import Enum
+from typing import Literal, overload
 
 from .generated import NotAllowed
 from .message import Message
+from .options import Options
 
-__all__ = ["AllocationStrategy", "Pool"]
+__all__ = ["AllocationStrategy", "Pool", "pool_capacity"]
 
 
 class AllocationStrategy(Enum):
@@ -21,24 +24,42 @@ class AllocationStrategy(Enum):
 class Pool:
     """A bounded stack of reset messages, safe to use from any thread.
 
+    It keeps at most `maximum` messages, and counts the messages it has made
+    (up front, and whenever it was empty) minus those it dropped because it was
+    full: `in_use()` is about how many are out of the pool, in the application
+    or in the engine. The engine reports a shortage (`pool_empty`) once, with
+    `begin_shortage()`; it ends when at most half of `maximum` are in use again.
+
     deque.append/pop are atomic in CPython, so no lock is taken per message;
     two threads putting at once may leave the pool a message or two over its
-    maximum, which is harmless.
+    maximum, which is harmless. The count takes a lock, only when a message is
+    made or dropped.
     """
 
-    __slots__ = ("_free", "_max", "ran_empty")
+    __slots__ = ("_free", "_lock", "_made", "_max", "_short")
 
     def __init__(self, initial: int, maximum: int) -> None:
         self._free: deque[Message] = deque(Message() for _ in range(initial))
         self._max = maximum
-        # Set when a get found the pool empty; cleared by the next put. The
-        # engine uses it to warn the application once per shortage.
-        self.ran_empty = False
+        self._made = initial
+        self._short = False  # a shortage was reported and has not ended
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._free)
 
+    @property
+    def maximum(self) -> int:
+        """The most messages the pool keeps."""
+        return self._max
+
+    @overload
+    def get(self, strategy: Literal[AllocationStrategy.always] = ...) -> Message: ...
+    @overload
+    def get(self, strategy: AllocationStrategy) -> Message | None: ...
+
     def get(self, strategy: AllocationStrategy = AllocationStrategy.always) -> Message | None:
+        """A message from the pool; when it is empty, None (`poolOnly`) or a new one (`always`)."""
         free = self._free
         if free:  # checked first: an empty pool is common, and a raised IndexError is slow
             try:
@@ -47,7 +68,29 @@ class Pool:
                 pass  # another thread took the last one
         if strategy is AllocationStrategy.poolOnly:
             return None
+        with self._lock:
+            self._made += 1
         return Message()
+
+    def made_one(self) -> bool:
+        """Count a message the caller made because get(poolOnly) found the pool
+        empty. True when all `maximum` messages are in use and no shortage is
+        being reported: the caller may then look closer (see begin_shortage)."""
+        with self._lock:
+            self._made += 1
+            return self._made > self._max and not self._short
+
+    def in_use(self) -> int:
+        """About how many of the pool's messages are out of it."""
+        return self._made - len(self._free)
+
+    def begin_shortage(self) -> bool:
+        """Mark a shortage as reported; True unless one already was."""
+        with self._lock:
+            if self._short:
+                return False
+            self._short = True
+            return True
 
     def put(self, msg: Message | None) -> None:
         """Reset `msg` and keep it, or drop it when the pool is full.
@@ -55,15 +98,27 @@ class Pool:
         None and messages already handed to post() are ignored."""
         if msg is None:
             return
+        free = self._free
         try:
-            if len(self._free) < self._max:
+            if len(free) < self._max:
                 msg.reset()
-                self._free.append(msg)
+                free.append(msg)
             else:
                 msg.bhdr  # noqa: B018 - full: dropped without a reset (a posted message raises here)
+                with self._lock:
+                    self._made -= 1
         except NotAllowed:
             return  # an emptied (posted) message: nothing to keep
-        self.ran_empty = False
+        if self._short and self._made - len(free) <= self._max // 2:
+            self._short = False  # half of them are back: the shortage is over
 
     def clear(self) -> None:
         self._free.clear()
+
+
+def pool_capacity(options: Options) -> int:
+    """How many messages an engine's pool keeps: Options.max_pool_msgs, and
+    never fewer than the engine itself may hold for one channel group and one
+    connection (a full receive queue and a full send window), so ordinary
+    traffic reuses its messages instead of making new ones."""
+    return max(options.max_pool_msgs, options.max_queued_msgs + options.max_unsent_msgs)

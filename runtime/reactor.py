@@ -46,7 +46,7 @@ from .generated import (
 from .groups import SHUTDOWN, ChannelGroup
 from .message import Message
 from .options import Options
-from .pool import AllocationStrategy, Pool
+from .pool import AllocationStrategy, Pool, pool_capacity
 from .sockets import (
     Resolved,
     ack_now,
@@ -122,7 +122,7 @@ class Reactor:
 
     def __init__(self, options: Options | None = None) -> None:
         self.options = options if options is not None else Options()
-        self.pool = Pool(self.options.initial_pool_msgs, self.options.max_pool_msgs)
+        self.pool = Pool(self.options.initial_pool_msgs, pool_capacity(self.options))
         self.numbers = ChannelNumbers()
         # Send windows (Options.max_unsent_msgs): channel number -> permits to
         # post. post() takes one per message, the I/O thread gives it back once
@@ -341,7 +341,7 @@ class Reactor:
         group._deliver(msg)
 
     def _engine_signal(self, status: AmpeStatus, channel_number: int, message_id: int) -> Message:
-        msg = self.pool.get(AllocationStrategy.poolOnly) or Message()
+        msg = self.pool.get(AllocationStrategy.always)
         bh = msg.bhdr
         bh.proto.op_code = OpCode.Signal
         bh.proto.origin = OriginFlag.engine
@@ -352,11 +352,26 @@ class Reactor:
 
     def _recycled(self) -> Message | None:
         """A pooled message for an incoming frame, or None (the decoder then
-        makes one) when the pool is empty: the application hears of it."""
+        makes one) when the pool is empty; the application hears of a
+        shortage (see Pool), once."""
         msg = self.pool.get(AllocationStrategy.poolOnly)
-        if msg is None:
+        if msg is None and self.pool.made_one():
             self._pool_ran_dry = True
         return msg
+
+    def _pool_short(self, decoded: int) -> bool:
+        """A shortage to report (docs/concepts.md): the pool is empty with all
+        its messages in use, and the application holds more than the pool
+        keeps, beyond those the engine holds (the `decoded` frames of this
+        read, receive queues, then messages posted and not yet written: those
+        are counted only when the others are not enough)."""
+        pool = self.pool
+        held = pool.in_use() - decoded - sum(group.pending() for group in list(self._groups))
+        if held <= pool.maximum:
+            return False
+        held -= len(self._inbox)
+        held -= sum(len(c.sendq) + len(c.inflight) for c in self._channels.values() if isinstance(c, Connection))
+        return held > pool.maximum and pool.begin_shortage()
 
     def _resolve_then(
         self, address: Address, then: Callable[[Resolved], None], fail: Callable[[AmpeStatus], None]
@@ -559,8 +574,7 @@ class Reactor:
         group = conn.group
         if self._pool_ran_dry:
             self._pool_ran_dry = False
-            if not self.pool.ran_empty:
-                self.pool.ran_empty = True
+            if self._pool_short(len(frames)):
                 group._deliver(self._engine_signal(AmpeStatus.pool_empty, conn.number, 0))
 
         number = conn.number

@@ -469,18 +469,6 @@ def test_slow_consumer_keeps_memory_bounded():
             assert received == total
 
 
-def test_pool_empty_is_signalled_once_per_shortage():
-    with tofu.Reactor(tofu.Options(1, 1)) as small:
-        g = small.ampe().create()
-        _, p = tcp_listen(g)
-        with _raw_connect(p) as sock:
-            sock.sendall(b"".join(tofu.encode(make(OpCode.Signal, 1, b"%d" % i)) for i in range(20)))
-            got = [recv(g, skip_pool_empty=False) for _ in range(21)]
-        warnings = [m for m in got if m.bhdr.status == AmpeStatus.pool_empty]
-        assert len(warnings) == 1 and warnings[0].is_from_engine()
-        assert warnings[0].bhdr.proto.op_code == OpCode.Signal
-
-
 def test_pause_does_not_stick_when_the_receiver_drains_first():
     """The receiver empties the queue between the engine's _over_limit() check
     and its pause: reading must go on (it would stall forever otherwise)."""
