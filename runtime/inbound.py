@@ -3,7 +3,7 @@
 A connection runs each frame its peer sends through `Inbound.admit` before the
 application sees it. A frame that breaks a rule raises the AmpeError named
 below; the engine then closes that channel, and its `channel_closed` Signal
-names the status in `~close_reason` (docs/protocol.md, "Checks on receipt").
+names the status in `~close_reason` (docs/concepts.md, "What a peer may send").
 In this order:
 
 1. Only Request, Response, Signal, HelloRequest, HelloResponse, ByeRequest and

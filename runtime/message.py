@@ -67,7 +67,7 @@ PROTO_FIELDS: tuple[tuple[OpCode | int, OriginFlag, MoreMessagesFlag, int, int],
 _new = object.__new__  # an instance without running __init__ (slots set right after)
 _REQUEST, _APPLICATION, _LAST = OpCode.Request, OriginFlag.application, MoreMessagesFlag.last
 
-# Text headers, well formed (docs/protocol.md): lines separated by CRLF; an
+# Text headers, well formed (docs/concepts.md, "Messages"): lines separated by CRLF; an
 # empty line is skipped; a last line needs no CRLF; every other line is
 # NAME ":" VALUE, NAME without ':', NAME and VALUE each not empty once the
 # spaces and tabs around it are trimmed (a reader trims them); no NUL anywhere, no CR or LF but in
