@@ -453,7 +453,7 @@ class Message:
         return m
 
     @classmethod
-    def from_wire(
+    def _from_wire(
         cls,
         channel_number: int,
         proto: int,
@@ -484,7 +484,7 @@ class Message:
         m.body = bd
         return m
 
-    def take(self) -> Message:
+    def _take(self) -> Message:
         """Move the contents into a new Message and leave this one empty."""
         m = Message.__new__(Message)
         m.bhdr, m.thdrs, m.body = self.bhdr, self.thdrs, self.body

@@ -96,22 +96,22 @@ class Ampe:
     def get(self, strategy: AllocationStrategy = AllocationStrategy.always) -> Message | None:
         """A message from the pool. `poolOnly` returns None when the pool is
         empty; `always` makes a new message then."""
-        if self._reactor.closing:
+        if self._reactor._closing:
             raise ShutdownStarted("the engine is shutting down")
-        return self._reactor.pool.get(strategy)
+        return self._reactor._pool.get(strategy)
 
     def put(self, msg: Message | None) -> None:
         """Give a message back to the pool (None, or a posted message, is a no-op)."""
-        self._reactor.pool.put(msg)
+        self._reactor._pool.put(msg)
 
     def create(self) -> ChannelGroup:
         """A new channel group."""
-        return self._reactor.create_group()
+        return self._reactor._new_group()
 
     def destroy(self, group: ChannelGroup) -> None:
         """Close every channel of `group` and retire it. Messages still queued
         for it are dropped; a receiver blocked on it gets ShutdownStarted."""
-        self._reactor.destroy_group(group)
+        self._reactor._retire_group(group)
 
 
 class Reactor:
@@ -121,14 +121,14 @@ class Reactor:
     """
 
     def __init__(self, options: Options | None = None) -> None:
-        self.options = options if options is not None else Options()
-        self.pool = Pool(self.options.initial_pool_msgs, pool_capacity(self.options))
-        self.numbers = ChannelNumbers()
+        self._options = options if options is not None else Options()
+        self._pool = Pool(self._options.initial_pool_msgs, pool_capacity(self._options))
+        self._numbers = ChannelNumbers()
         # Send windows (Options.max_unsent_msgs): channel number -> permits to
         # post. post() takes one per message, the I/O thread gives it back once
         # the message is written; closing a channel wakes every waiting post.
-        self.windows: dict[int, SendWindow] = {}
-        self.closing = False
+        self._windows: dict[int, SendWindow] = {}
+        self._closing = False
         self._groups: list[ChannelGroup] = []
         self._lock = threading.Lock()  # guards _groups and destroy()
 
@@ -159,16 +159,16 @@ class Reactor:
 
     def ampe(self) -> Ampe:
         """The engine's interface."""
-        if self.closing:
+        if self._closing:
             raise ShutdownStarted("the engine is shutting down")
         return self._ampe
 
     def destroy(self) -> None:
         """Close every channel, stop the I/O thread and wait for it. Idempotent."""
         with self._lock:
-            if self.closing:
+            if self._closing:
                 return
-            self.closing = True
+            self._closing = True
         if threading.current_thread() is self._thread:
             self._running = False
             return
@@ -187,24 +187,24 @@ class Reactor:
 
     # ------------------------------------------------ called on app threads
 
-    def create_group(self) -> ChannelGroup:
+    def _new_group(self) -> ChannelGroup:
         """Ampe.create(): a new group, unless the engine is shutting down."""
         with self._lock:
-            if self.closing:
+            if self._closing:
                 raise ShutdownStarted("the engine is shutting down")
             group = ChannelGroup(self)
             self._groups.append(group)
         return group
 
-    def destroy_group(self, group: ChannelGroup) -> None:
+    def _retire_group(self, group: ChannelGroup) -> None:
         """Ampe.destroy(group): close its channels on the I/O thread and wait."""
-        if group.destroyed:
+        if group._destroyed:
             return
-        group.destroyed = True
+        group._destroyed = True
         with self._lock:
             if group in self._groups:
                 self._groups.remove(group)
-            closing = self.closing
+            closing = self._closing
         if closing:
             group._deliver(SHUTDOWN)  # the engine is stopping anyway: just wake the receiver
             return
@@ -215,7 +215,7 @@ class Reactor:
 
     def _open_channel_number(self, group: ChannelGroup, connection: bool) -> int:
         """A number for a channel post() is opening (with a send window for a connection)."""
-        number = self.numbers.allocate(group)
+        number = self._numbers.allocate(group)
         if number is None:
             raise NotAllowed("every channel number is in use")
         if connection:
@@ -223,11 +223,11 @@ class Reactor:
         return number
 
     def _open_window(self, number: int) -> None:
-        if self.options.max_unsent_msgs:
-            self.windows[number] = SendWindow(self.options.max_unsent_msgs)
+        if self._options.max_unsent_msgs:
+            self._windows[number] = SendWindow(self._options.max_unsent_msgs)
 
     def _close_window(self, number: int) -> None:
-        window = self.windows.pop(number, None)
+        window = self._windows.pop(number, None)
         if window is not None:
             window.close()
 
@@ -308,11 +308,11 @@ class Reactor:
 
     def _on_posted(self, group: ChannelGroup, msg: Message) -> None:
         op = msg.bhdr.proto.op_code
-        if group.destroyed:
+        if group._destroyed:
             if op is OpCode.HelloRequest or op is OpCode.WelcomeRequest:
-                self.numbers.release(msg.bhdr.channel_number)
+                self._numbers.release(msg.bhdr.channel_number)
                 self._close_window(msg.bhdr.channel_number)
-            self.pool.put(msg)
+            self._pool.put(msg)
             return
         if op is OpCode.HelloRequest:
             self._open_connection(group, msg)
@@ -325,7 +325,7 @@ class Reactor:
             # It was open when posted and has closed since.
             self._return(group, msg, AmpeStatus.channel_closed)
         elif op is OpCode.ByeSignal:
-            self.pool.put(msg)
+            self._pool.put(msg)
             self._close(ch, AmpeStatus.channel_closed)
         elif not isinstance(ch, Connection):  # data for a listener
             self._return(group, msg, AmpeStatus.not_allowed)
@@ -341,7 +341,7 @@ class Reactor:
         group._deliver(msg)
 
     def _engine_signal(self, status: AmpeStatus, channel_number: int, message_id: int) -> Message:
-        msg = self.pool.get(AllocationStrategy.always)
+        msg = self._pool.get(AllocationStrategy.always)
         bh = msg.bhdr
         bh.proto.op_code = OpCode.Signal
         bh.proto.origin = OriginFlag.engine
@@ -354,8 +354,8 @@ class Reactor:
         """A pooled message for an incoming frame, or None (the decoder then
         makes one) when the pool is empty; the application hears of a
         shortage (see Pool), once."""
-        msg = self.pool.get(AllocationStrategy.poolOnly)
-        if msg is None and self.pool.made_one():
+        msg = self._pool.get(AllocationStrategy.poolOnly)
+        if msg is None and self._pool.made_one():
             self._pool_ran_dry = True
         return msg
 
@@ -365,7 +365,7 @@ class Reactor:
         keeps, beyond those the engine holds (the `decoded` frames of this
         read, receive queues, then messages posted and not yet written: those
         are counted only when the others are not enough)."""
-        pool = self.pool
+        pool = self._pool
         held = pool.in_use() - decoded - sum(group.pending() for group in list(self._groups))
         if held <= pool.maximum:
             return False
@@ -406,7 +406,7 @@ class Reactor:
     def _open_listener(self, group: ChannelGroup, msg: Message) -> None:
         lst = Listener(msg.bhdr.channel_number, group, msg.bhdr.message_id)
         self._channels[lst.number] = lst
-        group.channels.add(lst)
+        group._channels.add(lst)
 
         def fail(status: AmpeStatus) -> None:
             msg.bhdr.proto.op_code = OpCode.WelcomeResponse
@@ -424,7 +424,7 @@ class Reactor:
 
     def _listen(self, lst: Listener, msg: Message, address: Address, resolved: Resolved) -> None:
         if lst.closed:
-            self.pool.put(msg)
+            self._pool.put(msg)
             return
         try:
             sock = listen(address, resolved)  # type: ignore[arg-type]
@@ -466,7 +466,7 @@ class Reactor:
                 else:
                     log.warning("channel %d: accept failed: %s", lst.number, exc)
                 return
-            number = self.numbers.allocate(group)
+            number = self._numbers.allocate(group)
             if number is None:
                 log.warning("channel %d: every channel number is in use; refusing a connection", lst.number)
                 sock.close()
@@ -474,14 +474,14 @@ class Reactor:
             try:
                 tune(sock)
             except OSError:
-                self.numbers.release(number)
+                self._numbers.release(number)
                 sock.close()
                 continue
             conn = Connection(number, group, 0, FrameDecoder(self._recycled), accepted=True)
             conn.sock = sock
             self._open_window(number)
             self._channels[number] = conn
-            group.channels.add(conn)
+            group._channels.add(conn)
             self._update_events(conn)
             log.debug("channel %d accepted on listener %d", number, lst.number)
 
@@ -492,7 +492,7 @@ class Reactor:
         conn.sendq.append(msg)  # the HelloRequest goes out first
         conn.connecting = True
         self._channels[conn.number] = conn
-        group.channels.add(conn)
+        group._channels.add(conn)
         try:
             address = parse_address(msg)
             if not isinstance(address, (TCPClientAddress, UDSClientAddress)):
@@ -580,14 +580,14 @@ class Reactor:
         number = conn.number
         for msg in frames:
             if bad is not None or conn.bye_done:
-                self.pool.put(msg)  # nothing after a bad frame or a ByeResponse counts
+                self._pool.put(msg)  # nothing after a bad frame or a ByeResponse counts
                 continue
             try:
                 conn.inbound.admit(msg)  # the rules of runtime/inbound.py; normalises the frame
             except AmpeError as exc:
                 log.warning("channel %d: bad frame from peer: %s", number, exc)
                 bad = exc.status
-                self.pool.put(msg)
+                self._pool.put(msg)
                 continue
             bh = msg.bhdr
             op = bh.proto.op_code
@@ -643,10 +643,10 @@ class Reactor:
             del out[:n]
             if out:
                 break  # the kernel's buffer is full: wait until writable
-            window = self.windows.get(conn.number)
+            window = self._windows.get(conn.number)
             if window is not None:  # give back the permits of what was written
                 window.release(sum(msg.bhdr.proto.op_code is not OpCode.HelloRequest for msg in inflight))
-            put = self.pool.put
+            put = self._pool.put
             for msg in inflight:
                 put(msg)
             inflight.clear()
@@ -698,7 +698,7 @@ class Reactor:
             group._paused = False
             return
         log.debug("pausing reads: a channel group holds %d messages", group.pending())
-        for ch in group.channels:
+        for ch in group._channels:
             if isinstance(ch, Connection) and not ch.connecting:
                 self._update_events(ch)
 
@@ -706,7 +706,7 @@ class Reactor:
         if not group._paused:
             return
         group._paused = False
-        for ch in group.channels:
+        for ch in group._channels:
             if isinstance(ch, Connection) and not ch.connecting:
                 self._update_events(ch)
 
@@ -720,10 +720,10 @@ class Reactor:
         ch.closed = True
         if self._channels.get(ch.number) is ch:
             del self._channels[ch.number]
-        self.numbers.release(ch.number)
+        self._numbers.release(ch.number)
         self._close_window(ch.number)
         group = ch.group
-        group.channels.discard(ch)
+        group._channels.discard(ch)
         if ch.sock is not None:
             if ch.events:
                 self._selector.unregister(ch.sock)
@@ -748,9 +748,9 @@ class Reactor:
             ch.sendq.clear()
             ch.outbuf = bytearray()
 
-        if not notify or group.destroyed:
+        if not notify or group._destroyed:
             for msg in unsent:
-                self.pool.put(msg)
+                self._pool.put(msg)
             return
         for msg in unsent:
             self._return(group, msg, reason)
@@ -761,7 +761,7 @@ class Reactor:
 
     def _destroy_group(self, group: ChannelGroup, done: threading.Event) -> None:
         try:
-            for ch in list(group.channels):
+            for ch in list(group._channels):
                 self._close(ch, AmpeStatus.channel_closed, notify=False)
             group._deliver(SHUTDOWN)
         finally:
@@ -769,12 +769,12 @@ class Reactor:
 
     def _shutdown_on_thread(self) -> None:
         """Last act of the I/O thread: close everything, wake every receiver."""
-        self.closing = True
+        self._closing = True
         for ch in list(self._channels.values()):
             self._close(ch, AmpeStatus.shutdown_started)
         while self._inbox:
             group, item = self._inbox.popleft()
-            if group is not None and not group.destroyed:
+            if group is not None and not group._destroyed:
                 self._return(group, item, AmpeStatus.shutdown_started)  # type: ignore[arg-type]
         with self._lock:
             groups = list(self._groups)
@@ -783,4 +783,4 @@ class Reactor:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
-        self.pool.clear()
+        self._pool.clear()

@@ -137,7 +137,7 @@ def test_a_shortage_is_reported_once_and_ends_when_half_are_back():
     assert pool.begin_shortage()
     assert not pool.begin_shortage()  # reported once
     posted = Message()
-    posted.take()  # what post() leaves with the caller: no put
+    posted._take()  # what post() leaves with the caller: no put
     pool.put(posted)
     assert pool.in_use() == 5
     pool.put(out[0])
@@ -338,7 +338,7 @@ def test_a_group_as_a_context_manager_is_destroyed_on_leaving(rtr):
 
         _, port = tcp_listen(server)
         cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
-    assert server.destroyed
+    assert server._destroyed
     closed = recv(client)  # the server's channels were closed with it
     assert closed.is_from_engine() and closed.bhdr.status == AmpeStatus.channel_closed
     assert closed.bhdr.channel_number == cch
@@ -399,7 +399,7 @@ def test_destroying_a_group_while_the_engine_stops_wakes_its_receiver():
     rtr._call_soon(lambda: release.wait(10))  # hold the I/O thread
     stopper = threading.Thread(target=rtr.destroy)
     stopper.start()
-    wait_for(lambda: rtr.closing, "destroy() to begin")  # the I/O thread cannot stop yet
+    wait_for(lambda: rtr._closing, "destroy() to begin")  # the I/O thread cannot stop yet
     ampe.destroy(group)
     release.set()
     stopper.join(10)

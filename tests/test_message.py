@@ -71,7 +71,7 @@ def full_message() -> tofu.Message:
 def test_take_moves_the_contents_and_empties_the_original() -> None:
     m = full_message()
     bhdr, thdrs, body = m.bhdr, m.thdrs, m.body
-    moved = m.take()
+    moved = m._take()
     assert moved.bhdr is bhdr and moved.thdrs is thdrs and moved.body is body
     assert not moved.is_posted
     assert m.is_posted
@@ -81,7 +81,7 @@ def test_take_moves_the_contents_and_empties_the_original() -> None:
     with pytest.raises(tofu.NotAllowed):
         m.has_more()
     with pytest.raises(tofu.NotAllowed):
-        m.take()
+        m._take()
     with pytest.raises(tofu.NotAllowed):
         m.copy()
     assert "posted" in repr(m)
@@ -129,7 +129,7 @@ def test_copy_is_deep() -> None:
 def test_copy_and_take_preserve_any_frame(spec: FrameSpec) -> None:
     m = spec.message()
     assert_message_is(m.copy(), spec)
-    assert_message_is(m.take(), spec)
+    assert_message_is(m._take(), spec)
 
 
 def test_binary_header_copy_and_equality() -> None:
