@@ -307,30 +307,38 @@ class TextHeaders:
                 raise InvalidMessage(problem)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        """Yield (name, value) pairs in order, parsed as docs/protocol.md says.
+        """Yield (name, value) pairs in order, parsed as docs/concepts.md says.
 
         Empty lines are skipped; a last line without CRLF still counts; spaces
-        and tabs around a name and a value are trimmed. Headers that are not well formed
-        (see check()) raise InvalidMessage, naming the first bad line, before
-        any pair is yielded: a part is valid or not as a whole."""
-        buf = self._buf
-        if not buf:
-            return
-        problem = text_headers_problem(buf)
-        if problem is not None:
-            raise InvalidMessage(problem)
-        for raw in bytes(buf).split(b"\r\n"):
-            if raw:
-                name, _, value = raw.partition(b":")
-                yield name.strip(b" \t").decode(_ENCODING), value.strip(b" \t").decode(_ENCODING)
+        and tabs around a name and a value are trimmed. Headers that are not
+        well formed (see check()) raise InvalidMessage, naming the first bad
+        line, before any pair is yielded: a part is valid or not as a whole."""
+        return iter(self._pairs())
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first header called `name`, or `default`.
         Raises InvalidMessage as iterating does."""
-        for n, v in self:
+        for n, v in self._pairs():
             if n == name:
                 return v
         return default
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        buf = self._buf
+        if not buf:
+            return []
+        try:
+            text = buf.decode(_ENCODING)  # checks UTF-8 on the way
+        except UnicodeDecodeError:
+            text = ""
+        if not text or _WELL_FORMED(buf) is None:
+            raise InvalidMessage(text_headers_problem(buf) or "text headers are malformed")
+        pairs = []
+        for line in text.split("\r\n"):
+            if line:
+                name, _, value = line.partition(":")
+                pairs.append((name.strip(" \t"), value.strip(" \t")))
+        return pairs
 
     def clear(self) -> None:
         """Remove everything."""
