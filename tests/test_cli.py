@@ -361,6 +361,29 @@ def test_serve_logs_why_a_client_vanished() -> None:
         assert stop(proc) == "" and proc.returncode == 0
 
 
+def test_serve_survives_a_hello_request_it_cannot_read(capsys: pytest.CaptureFixture[str]) -> None:
+    """A peer's HelloRequest with a header line without a colon once killed
+    `tofu serve`; now the engine closes that channel and serving goes on."""
+    with serve("tcp://127.0.0.1:0") as (proc, _lines, urls):
+        port = int(urls[0].rsplit(":", 1)[1])
+        bad_headers = b"~connect_to:tcp|127.0.0.1|1\r\nno colon here\r\n"
+        frame = tofu.generated.codec.pack_header(1, int(tofu.OpCode.HelloRequest), 0, 1, len(bad_headers), 0)
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as peer:
+            peer.sendall(frame + bad_headers)
+            peer.settimeout(TIMEOUT)
+            try:
+                assert peer.recv(1024) == b""  # closed by the engine, nothing sent
+            except ConnectionResetError:
+                pass
+        code, out, err = run_cli(capsys, "ping", urls[0], "-n", "3")
+        assert code == 0, err
+        assert "3 replies to 3 requests" in out
+        assert proc.poll() is None
+        err = stop(proc)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+
+
 def test_serve_on_a_taken_port_fails_with_one_line() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
