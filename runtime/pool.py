@@ -82,7 +82,7 @@ class Pool:
 
     def in_use(self) -> int:
         """About how many of the pool's messages are out of it."""
-        return self._made - len(self._free)
+        return max(self._made - len(self._free), 0)
 
     def begin_shortage(self) -> bool:
         """Mark a shortage as reported; True unless one already was."""
@@ -105,8 +105,8 @@ class Pool:
                 free.append(msg)
             else:
                 msg.bhdr  # noqa: B018 - full: dropped without a reset (a posted message raises here)
-                with self._lock:
-                    self._made -= 1
+                with self._lock:  # never below what the pool holds (it may hold messages made elsewhere)
+                    self._made = max(self._made - 1, len(free))
         except NotAllowed:
             return  # an emptied (posted) message: nothing to keep
         if self._short and self._made - len(free) <= self._max // 2:

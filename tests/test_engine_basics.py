@@ -417,3 +417,17 @@ def test_engine_threads_leave_sigint_to_the_application():
         rtr._call_soon(lambda: group.update_receiver(None))  # the inbox is first in, first out
         recv(group)
         assert signal.SIGINT in blocked[0] and signal.SIGTERM in blocked[0]
+
+
+def test_messages_made_elsewhere_do_not_hide_a_later_shortage():
+    from tofu.pool import Pool
+
+    pool = Pool(initial=2, maximum=4)
+    for _ in range(100):
+        pool.put(Message())  # the application's own messages: 2 more kept, the rest dropped
+    assert len(pool) == 4 and pool.in_use() == 0
+    out = [pool.get() for _ in range(4)]
+    assert pool.in_use() == 4
+    assert pool.made_one()  # the next one the engine makes is past the maximum: a shortage
+    assert len(out) == 4
+
