@@ -430,4 +430,3 @@ def test_messages_made_elsewhere_do_not_hide_a_later_shortage():
     assert pool.in_use() == 4
     assert pool.made_one()  # the next one the engine makes is past the maximum: a shortage
     assert len(out) == 4
-
