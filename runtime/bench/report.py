@@ -175,6 +175,6 @@ def _warnings(trials: list[Trial]) -> list[str]:
     for w, counts in pool_empty.items():
         out.append(
             f"{w}: tofu sent the application {min(counts)}-{max(counts)} pool_empty warnings per process and run "
-            "(the pool, Options.max_pool_msgs, is smaller than one I/O batch)"
+            "(the benchmark's application held more messages than the pool keeps: see docs/concepts.md)"
         )
     return out
