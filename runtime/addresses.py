@@ -160,7 +160,7 @@ def parse_address_value(value: str, server: bool, reuse_port: bool = False) -> A
         host, port_text = parts[1], parts[2]
         if not (port_text.isascii() and port_text.isdigit()):  # ASCII only: int() fails on '²', accepts '٣'
             raise WrongAddress(f"address {value!r}: port {port_text!r} is not a number")
-        port = int(port_text)
+        port = int(port_text) if len(port_text) <= 5 else 65536  # int() raises ValueError past 4300 digits
         if server:
             return TCPServerAddress(host, port, reuse_port)
         return TCPClientAddress(host, port)
@@ -243,7 +243,7 @@ def _parse_tcp_url(text: str, rest: str, server: bool) -> Address:
             raise WrongAddress(f"address {text!r}: write an IPv6 host in brackets, tcp://[HOST]:PORT")
     if not (port_text.isascii() and port_text.isdigit()):
         raise WrongAddress(f"address {text!r}: port {port_text!r} is not a number")
-    port = int(port_text)
+    port = int(port_text) if len(port_text) <= 5 else 65536  # int() raises ValueError past 4300 digits
     if port > 65535:
         raise WrongAddress(f"address {text!r}: port {port} is not in 0..65535")
     if server:
