@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import GOLDEN, main  # noqa: E402
+from _harness import GOLDEN, main
 
 try:
     import atheris
@@ -34,7 +34,7 @@ try:
 except ImportError:  # replaying without atheris
     import tofu
 
-from tofu import AmpeError, Message, WrongAddress, parse_address, parse_address_value, parse_url  # noqa: E402
+from tofu import AmpeError, Message, WrongAddress, parse_address, parse_address_value, parse_url
 
 
 def _round_trip(address: tofu.Address) -> None:
@@ -66,7 +66,7 @@ def test_one_input(data: bytes) -> None:
             again = parse_url(address.value, server)
             assert again == address or address.value != address.value.strip(), (text, address, again)
     msg = Message()
-    msg.thdrs._buf[:] = data  # noqa: SLF001 -- as the decoder fills a received frame
+    msg.thdrs._buf[:] = data
     try:
         parse_address(msg)
     except AmpeError:

@@ -23,7 +23,7 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import GOLDEN, main  # noqa: E402
+from _harness import GOLDEN, main
 
 try:
     import atheris
@@ -35,7 +35,7 @@ try:
 except ImportError:  # replaying without atheris
     import tofu
 
-from tofu import MAX_FRAME_SIZE, AmpeError, FrameDecoder, InvalidOpCode, Message  # noqa: E402
+from tofu import MAX_FRAME_SIZE, AmpeError, FrameDecoder, InvalidOpCode, Message
 
 _HEADER = 16
 

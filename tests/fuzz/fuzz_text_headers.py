@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import GOLDEN, main  # noqa: E402
+from _harness import GOLDEN, main
 
 try:
     import atheris
@@ -32,7 +32,7 @@ try:
 except ImportError:  # replaying without atheris
     import tofu
 
-from tofu import InvalidMessage, TextHeaders  # noqa: E402
+from tofu import InvalidMessage, TextHeaders
 
 _ABSENT = object()
 
