@@ -30,7 +30,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 Action = Literal["cut", "half_close", "reset"]
 _LINGER_0 = struct.pack("ii", 1, 0)
@@ -194,7 +194,7 @@ class FaultProxy:
             thread.join(10)
             assert not thread.is_alive(), f"proxy thread {thread.name} did not stop"
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -147,8 +147,10 @@ class EngineModel(RuleBasedStateMachine):
         """Account for one received message; return it if the caller is waiting for its kind."""
         bh = msg.bhdr
         op = bh.proto.op_code
-        self._log(f"{g.name} got {op.name} ch={bh.channel_number} {tofu.raw_to_status(bh.status).name} "
-                  f"{'engine' if msg.is_from_engine() else 'app'} {msg.thdrs.get(_TOKEN)}")
+        self._log(
+            f"{g.name} got {op.name} ch={bh.channel_number} {tofu.raw_to_status(bh.status).name} "
+            f"{'engine' if msg.is_from_engine() else 'app'} {msg.thdrs.get(_TOKEN)}"
+        )
         if msg.is_from_engine() and bh.status == AmpeStatus.pool_empty:
             return None
         if msg.is_from_engine() and bh.status == AmpeStatus.receiver_update:
@@ -428,7 +430,9 @@ class EngineModel(RuleBasedStateMachine):
                     f"{p.token} ({p.side} of a gracefully closed channel) was neither delivered nor returned"
                 )
         for (link_id, side), tokens in self.order.items():
-            posted_order = [t for t in self.posted if id(self.posted[t].link) == link_id and self.posted[t].side == side]
+            posted_order = [
+                t for t in self.posted if id(self.posted[t].link) == link_id and self.posted[t].side == side
+            ]
             delivered_rank = [posted_order.index(t) for t in tokens]
             assert delivered_rank == sorted(delivered_rank), f"out of order from the {side}: {tokens}"
 

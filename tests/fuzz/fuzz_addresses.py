@@ -82,8 +82,15 @@ def seeds() -> list[bytes]:
                 found.append(value.encode("utf-8", "surrogateescape"))
             if msg.thdrs:
                 found.append(bytes(msg.thdrs))
-    forms = [b"tcp://127.0.0.1:7099", b"tcp://[::1]:7099", b"tcp://:0", b"uds:///tmp/x.sock", b"uds|/tmp/x",
-             b"tcp|localhost|80", b"~listen_on:tcp|0.0.0.0|0\r\n~reuse_port:1\r\n"]
+    forms = [
+        b"tcp://127.0.0.1:7099",
+        b"tcp://[::1]:7099",
+        b"tcp://:0",
+        b"uds:///tmp/x.sock",
+        b"uds|/tmp/x",
+        b"tcp|localhost|80",
+        b"~listen_on:tcp|0.0.0.0|0\r\n~reuse_port:1\r\n",
+    ]
     return [*found, *forms]
 
 
