@@ -17,19 +17,20 @@ Invariants:
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import GOLDEN, main
 
-try:
+if __name__ == "__main__" and importlib.util.find_spec("atheris"):  # instrument for coverage, not when imported
     import atheris
 
-    with atheris.instrument_imports():
+    with atheris.instrument_imports(include=["tofu"]):
         import tofu
         import tofu.message
-except ImportError:  # replaying without atheris
+else:
     import tofu
 
 from tofu import InvalidMessage, TextHeaders
