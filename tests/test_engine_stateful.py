@@ -45,6 +45,9 @@ from tofu import AmpeStatus, Message, MoreMessagesFlag, OpCode
 _TOKEN = "x-token"  # the header naming each posted message uniquely
 _tokens = itertools.count(1)
 _mids = itertools.count(1_000_000_000)
+# The client engine runs with tiny limits: its pool runs dry (pool_empty warnings)
+# and its groups hit the receive bound (the engine stops reading, then resumes).
+_TIGHT = tofu.Options(initial_pool_msgs=1, max_pool_msgs=2, max_queued_msgs=4)
 
 
 class _Errors(logging.Handler):
@@ -111,7 +114,7 @@ class EngineModel(RuleBasedStateMachine):
         self.errors = _Errors()
         logging.getLogger("tofu").addHandler(self.errors)
         self.server_rtr = tofu.Reactor()
-        self.client_rtr = tofu.Reactor()
+        self.client_rtr = tofu.Reactor(_TIGHT)
         self.generation = 0
         self.groups: list[Group] = []
         self.client_groups = [self._group("client") for _ in range(2)]
@@ -371,9 +374,21 @@ class EngineModel(RuleBasedStateMachine):
     def destroy_client_engine(self) -> None:
         self._log("destroy the client engine")
         self.client_rtr.destroy()
-        self._abort_links_of([g for g in self.groups if g.engine == "client" and g.alive])
+        dying = [g for g in self.groups if g.engine == "client" and g.alive]
+        for g in dying:
+            # What the engine queued before it stopped is still there to read, up to the end.
+            while True:
+                try:
+                    msg = g.group.wait_receive(TIMEOUT)
+                except tofu.ShutdownStarted:
+                    break
+                assert msg is not None, f"{g.name}: no ShutdownStarted within {TIMEOUT} s of destroy()"
+                self._handle(g, msg)
+            assert not g.open_channels, f"{g.name}: no channel_closed for {sorted(g.open_channels)} at destroy()"
+            assert g.updates_seen == g.updates_sent, f"{g.name}: a receiver_update was lost at destroy()"
+        self._abort_links_of(dying)
         self.generation += 1
-        self.client_rtr = tofu.Reactor()
+        self.client_rtr = tofu.Reactor(_TIGHT)
         self.client_groups = [self._group("client") for _ in range(2)]
 
     def _on(self, op: OpCode, channel: int) -> Message:
