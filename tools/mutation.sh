@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Mutation testing: does the suite fail when the code is wrong?
+#
+#   pip install -e '.[test,dev]'
+#   tools/mutation.sh                    # framing message addresses groups pool
+#   tools/mutation.sh groups pool        # only these modules of runtime/
+#
+# mutmut 3 imports the mutated code by the path it lives at, so the package is
+# staged as it installs (src/tofu with tofu/generated inside) in .mutation/,
+# with the tests; mutmut runs there. For each module it prints the score
+# (killed / all mutants) and the names of the survivors; `cd .mutation &&
+# mutmut show NAME` shows one. MUTATION_STAGE=DIR stages elsewhere. Survivors that are equivalent to the original
+# (no test can tell them apart) are listed with the reason in docs/mutation.md.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+python=$(command -v "${PYTHON:-python}")
+stage=${MUTATION_STAGE:-$root/.mutation}
+if [ $# -eq 0 ]; then
+    set -- framing message addresses groups pool
+fi
+
+only=""
+for module in "$@"; do
+    test -f "$root/runtime/$module.py" || { echo "no runtime/$module.py" >&2; exit 2; }
+    only+="\"src/tofu/$module.py\", "
+done
+
+rm -rf "$stage"
+mkdir -p "$stage/src"
+cp -r "$root/runtime" "$stage/src/tofu"
+cp -r "$root/generated" "$stage/src/tofu/generated"
+cp -r "$root/tests" "$stage/tests"
+find "$stage" -name __pycache__ -prune -exec rm -rf {} +
+
+# Tests that need the repository around them (the generator, the examples,
+# mypy on runtime/, tshark, the benchmark tools) are left out: they test
+# those, not the engine's behaviour.
+cat > "$stage/pyproject.toml" <<TOML
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+
+[tool.mutmut]
+source_paths = ["src"]
+only_mutate = [$only]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
+pytest_add_cli_args_test_selection = [
+    "tests",
+    "--ignore=tests/test_typing.py",
+    "--ignore=tests/test_codegen.py",
+    "--ignore=tests/test_examples.py",
+    "--ignore=tests/test_wireshark.py",
+    "--ignore=tests/test_bench.py",
+    "--ignore=tests/test_readme.py",
+]
+TOML
+
+cd "$stage"
+echo "mutmut run: progress in $stage/run.log"
+"$python" -m mutmut run > run.log 2>&1 || true
+"$python" -m mutmut results --all true > results.txt || true
+"$python" - "$@" <<'PY'
+import re, sys
+counts = {}
+survivors = {}
+for line in open("results.txt"):
+    m = re.match(r"\s*tofu\.(\w+)\.(\S+): (.+)", line)
+    if not m:
+        continue
+    module, name, status = m.group(1), m.group(2), m.group(3).strip()
+    c = counts.setdefault(module, {})
+    c[status] = c.get(status, 0) + 1
+    if status != "killed":
+        survivors.setdefault(module, []).append(f"tofu.{module}.{name}: {status}")
+print(f"{'module':12} {'mutants':>8} {'killed':>8} {'score':>7}  other")
+for module in sys.argv[1:]:
+    c = counts.get(module, {})
+    total = sum(c.values())
+    killed = c.get("killed", 0)
+    other = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k != "killed")
+    score = f"{100 * killed / total:.1f}%" if total else "-"
+    print(f"{module:12} {total:8} {killed:8} {score:>7}  {other}")
+for module in sys.argv[1:]:
+    for line in survivors.get(module, []):
+        print("  " + line)
+PY
