@@ -141,6 +141,39 @@ def test_binary_header_copy_and_equality() -> None:
     assert "channel_closed" in repr(m.bhdr)
 
 
+def test_proto_fields_defaults() -> None:
+    p = tofu.ProtoFields()
+    assert p.op_code is tofu.OpCode.Request
+    assert p.origin is tofu.OriginFlag.application
+    assert p.more is tofu.MoreMessagesFlag.last
+    assert (p.internal_a, p.internal_b) == (0, 0)
+    assert p.to_byte() == 0
+    given_fields = tofu.ProtoFields(tofu.OpCode.Signal, tofu.OriginFlag.engine, tofu.MoreMessagesFlag.more, 1, 1)
+    assert given_fields.origin is tofu.OriginFlag.engine and given_fields.more is tofu.MoreMessagesFlag.more
+    assert given_fields == tofu.ProtoFields.from_byte(given_fields.to_byte())
+
+
+def test_text_headers_truth_and_equality() -> None:
+    empty, one, same, other = tofu.TextHeaders(), tofu.TextHeaders(), tofu.TextHeaders(), tofu.TextHeaders()
+    assert not empty
+    for h, value in ((one, "1"), (same, "1"), (other, "2")):
+        h.append("a", value)
+    assert one and bool(one) is True
+    assert one == same
+    assert one != other and one != empty
+    assert tofu.TextHeaders(b"a:1\r\n") == one  # equal by their bytes
+    assert one.__eq__(b"a:1\r\n") is NotImplemented  # only another TextHeaders compares
+    assert one != b"a:1\r\n"
+
+
+def test_body_equality() -> None:
+    body = tofu.Body(b"x")
+    assert body == tofu.Body(b"x")
+    assert body != tofu.Body(b"y") and body != tofu.Body()
+    assert body == b"x" and body == bytearray(b"x") and body != b"y"
+    assert body.__eq__("x") is NotImplemented
+
+
 def test_proto_fields_are_assignable_enums() -> None:
     p = tofu.ProtoFields()
     p.op_code = tofu.OpCode.ByeRequest
