@@ -34,7 +34,8 @@ find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 
 # Tests that need the repository around them (the generator, the examples,
 # mypy on runtime/, tshark, the benchmark tools) are left out: they test
-# those, not the engine's behaviour.
+# those, not the engine's behaviour. So are the CLI tests that run `tofu` in
+# a subprocess: it imports the installed package, never the mutant.
 cat > "$stage/pyproject.toml" <<TOML
 [tool.pytest.ini_options]
 testpaths = ["tests"]
@@ -51,6 +52,13 @@ pytest_add_cli_args_test_selection = [
     "--ignore=tests/test_wireshark.py",
     "--ignore=tests/test_bench.py",
     "--ignore=tests/test_readme.py",
+    "--deselect=tests/test_cli.py::test_python_dash_m_and_console_script",
+    "--deselect=tests/test_cli.py::test_ping_interrupted_is_one_line_and_exit_130",
+    "--deselect=tests/test_cli.py::test_serve_announces_real_port_answers_ping_and_stops_on_sigint",
+    "--deselect=tests/test_cli.py::test_serve_on_tcp_and_uds_and_sigterm",
+    "--deselect=tests/test_cli.py::test_serve_stops_gracefully_with_a_connected_client",
+    "--deselect=tests/test_cli.py::test_serve_logs_why_a_client_vanished",
+    "--deselect=tests/test_cli.py::test_serve_on_a_taken_port_fails_with_one_line",
 ]
 TOML
 
