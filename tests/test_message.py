@@ -218,26 +218,26 @@ def test_duplicate_names_are_kept_and_get_returns_the_first() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("name", "value", "says"),
     [
-        ("", "v"),
-        (" \t", "v"),
-        ("n", ""),
-        ("n", " \t "),  # nothing left once a reader trims it
-        ("a:b", "v"),
-        (":", "v"),
-        ("a\rb", "v"),
-        ("a\nb", "v"),
-        ("n", "a\rb"),
-        ("n", "a\nb"),
-        ("n", "v\r\n"),
-        ("n", "v\r\nother:header"),
+        ("", "v", "^text header name is empty$"),
+        (" \t", "v", "^text header name is empty$"),
+        ("n", "", "^text header 'n' has an empty value$"),
+        ("n", " \t ", "^text header 'n' has an empty value$"),  # nothing left once a reader trims it
+        ("a:b", "v", "^text header name 'a:b' contains ':', CR or LF$"),
+        (":", "v", "^text header name ':' contains ':', CR or LF$"),
+        ("a\rb", "v", "^text header name 'a\\\\rb' contains ':', CR or LF$"),
+        ("a\nb", "v", "^text header name 'a\\\\nb' contains ':', CR or LF$"),
+        ("n", "a\rb", "^text header 'n' value contains CR or LF$"),
+        ("n", "a\nb", "^text header 'n' value contains CR or LF$"),
+        ("n", "v\r\n", "^text header 'n' value contains CR or LF$"),
+        ("n", "v\r\nother:header", "^text header 'n' value contains CR or LF$"),
     ],
 )
-def test_append_rejects_what_would_break_the_line_format(name: str, value: str) -> None:
+def test_append_rejects_what_would_break_the_line_format(name: str, value: str, says: str) -> None:
     t = tofu.TextHeaders()
     t.append("keep", "me")
-    with pytest.raises(tofu.InvalidMessage):
+    with pytest.raises(tofu.InvalidMessage, match=says):
         t.append(name, value)
     assert list(t) == [("keep", "me")]  # nothing half-appended
 
@@ -277,21 +277,22 @@ def test_parsing_received_headers(raw: bytes, expected: list[tuple[str, str]]) -
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "says"),
     [
-        b"nocolon\r\n",
-        b"a:1\r\nnocolon",
-        b":value\r\n",  # empty name
-        b"name:\r\n",  # empty value
-        b"name: \t \r\n",  # empty once trimmed
-        b"a:1\r\n \r\n",  # a blank-looking line is not empty: no colon
+        (b"nocolon\r\n", "line b'nocolon' has no colon"),
+        (b"a:1\r\nnocolon", "line b'nocolon' has no colon"),
+        (b":value\r\n", "line b':value' has an empty name"),
+        (b"name:\r\n", "line b'name:' has an empty value"),
+        (b"name: \t \r\n", "line b'name: \\t ' has an empty value"),  # empty once trimmed
+        (b"a:1\r\n \r\n", "line b' ' has no colon"),  # a blank-looking line is not empty: no colon
     ],
 )
-def test_malformed_received_headers_raise_on_iteration(raw: bytes) -> None:
+def test_malformed_received_headers_raise_on_iteration(raw: bytes, says: str) -> None:
     t = tofu.TextHeaders(raw)  # taking the bytes never fails: a peer's bytes are kept as received
     assert bytes(t) == raw
-    with pytest.raises(tofu.InvalidMessage):
+    with pytest.raises(tofu.InvalidMessage) as info:
         list(t)
+    assert str(info.value) == "text header " + says
 
 
 def test_malformed_received_headers_in_a_frame() -> None:
