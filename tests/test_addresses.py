@@ -215,6 +215,29 @@ def test_parse_url_port_65535_is_the_last(server: bool) -> None:
         parse_url("tcp://h:65536", server)
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty address: use tcp://HOST:PORT or uds:///PATH"),
+        ("  ", "empty address: use tcp://HOST:PORT or uds:///PATH"),
+        ("tcp://h:1X", "address 'tcp://h:1X': port '1X' is not a number"),
+        ("tcp://h:1/X", "address 'tcp://h:1/X': a tcp:// address has no path"),
+        ("tcp://h:1X/", "address 'tcp://h:1X/': port '1X' is not a number"),
+        ("uds://", "address 'uds://' has no socket path: use uds:///PATH"),
+    ],
+)
+def test_parse_url_says_what_is_wrong(text: str, reason: str) -> None:
+    with pytest.raises(tofu.WrongAddress) as info:
+        parse_url(text, True)
+    assert str(info.value) == reason
+
+
+def test_parse_url_needs_a_string() -> None:
+    with pytest.raises(tofu.WrongAddress) as info:
+        parse_url(7099, True)  # type: ignore[arg-type]
+    assert str(info.value) == "address 7099 is not a string"
+
+
 @pytest.mark.parametrize("text", ["tcp://[a]b]:1", "tcp://[::1]]:1"])
 def test_parse_url_an_ipv6_host_ends_at_its_first_bracket(text: str) -> None:
     with pytest.raises(tofu.WrongAddress, match=re.escape(f"address {text!r}: write an IPv6 host as [HOST]:PORT")):

@@ -121,6 +121,7 @@ def test_a_shortage_ends_with_a_real_put_even_into_a_full_pool():
     from tofu.pool import Pool
 
     pool = Pool(initial=1, maximum=1)
+    assert pool.ran_empty is False
     kept = pool.get()
     pool.get()  # the pool is empty now: a new message
     pool.ran_empty = True  # what the engine sets when it finds the pool dry
@@ -129,7 +130,7 @@ def test_a_shortage_ends_with_a_real_put_even_into_a_full_pool():
     pool.put(posted)
     assert pool.ran_empty and len(pool) == 0  # an emptied message is no put
     pool.put(kept)
-    assert not pool.ran_empty and len(pool) == 1
+    assert pool.ran_empty is False and len(pool) == 1
     pool.ran_empty = True
     pool.put(posted)  # into a full pool: still no put
     assert pool.ran_empty

@@ -153,6 +153,36 @@ def test_proto_fields_defaults() -> None:
     assert given_fields == tofu.ProtoFields.from_byte(given_fields.to_byte())
 
 
+def test_reprs_name_the_fields() -> None:
+    p = tofu.ProtoFields(tofu.OpCode.Signal, tofu.OriginFlag.engine, tofu.MoreMessagesFlag.more)
+    assert repr(p) == "ProtoFields(Signal, engine, more)"
+    assert repr(tofu.ProtoFields.from_byte(12)) == "ProtoFields(12, application, last)"  # an invalid op code
+    msg = tofu.Message(tofu.OpCode.Signal)
+    msg.body.append(b"abc")
+    assert repr(msg).startswith("Message(BinaryHeader(channel_number=0, proto=ProtoFields(Signal, application, last)")
+    assert repr(msg).endswith(", thdrs=0B, body=3B)")
+    msg.take()
+    assert repr(msg) == "Message(<posted>)"
+
+
+def test_binary_header_keeps_the_proto_fields_it_is_given() -> None:
+    p = tofu.ProtoFields(tofu.OpCode.Signal)
+    bh = tofu.BinaryHeader(7, p, 3, 9)
+    assert bh.proto is p
+    assert (bh.channel_number, bh.status, bh.message_id) == (7, 3, 9)
+
+
+def test_a_posted_message_says_why_its_parts_are_gone() -> None:
+    msg = tofu.Message()
+    msg.take()
+    with pytest.raises(tofu.NotAllowed) as info:
+        msg.body  # noqa: B018
+    assert str(info.value) == "this message was posted: it belongs to the engine now"
+    with pytest.raises(AttributeError) as missing:
+        msg.no_such_part  # noqa: B018
+    assert str(missing.value) == "no_such_part"
+
+
 def test_text_headers_truth_and_equality() -> None:
     empty, one, same, other = tofu.TextHeaders(), tofu.TextHeaders(), tofu.TextHeaders(), tofu.TextHeaders()
     assert not empty
