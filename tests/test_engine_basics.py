@@ -38,10 +38,10 @@ def test_destroy_is_idempotent_and_forbids_further_use():
     with pytest.raises(tofu.ShutdownStarted):
         rtr.ampe()
     msg = make(OpCode.HelloRequest, headers=[("~connect_to", "tcp|127.0.0.1|1")])
-    with pytest.raises(tofu.ShutdownStarted, match="the engine is shutting down"):
+    with pytest.raises(tofu.ShutdownStarted, match="^the engine is shutting down$"):
         group.post(msg)
     assert not msg.is_posted  # a refused post leaves the message with the caller
-    with pytest.raises(tofu.ShutdownStarted, match="the engine has stopped"):
+    with pytest.raises(tofu.ShutdownStarted, match="^the engine has stopped$"):
         group.wait_receive(0)
 
 
@@ -53,7 +53,7 @@ def test_every_wait_receive_after_the_stop_raises(timeout):
     group = rtr.ampe().create()
     rtr.destroy()
     for _ in range(3):
-        with pytest.raises(tofu.ShutdownStarted, match="the engine has stopped"):
+        with pytest.raises(tofu.ShutdownStarted, match="^the engine has stopped$"):
             group.wait_receive(0)
     group.update_receiver(None)  # a wake-up after the stop changes nothing
     with pytest.raises(tofu.ShutdownStarted):
@@ -327,13 +327,36 @@ def test_update_receiver_wakes_an_infinite_wait(rtr):
     assert not t.is_alive()
     (msg,) = got
     assert msg.bhdr.status == AmpeStatus.receiver_update and msg.is_from_engine()
-    assert msg.bhdr.proto.op_code == OpCode.Signal and not msg.has_more()  # an empty Signal
+    assert msg.bhdr.proto.op_code == OpCode.Signal  # an empty Signal
+    assert msg.bhdr.proto.more is tofu.MoreMessagesFlag.last
     assert bytes(msg.thdrs) == b"" and bytes(msg.body) == b""
-    data = make(OpCode.Signal, body=b"new work")
+    data = make(OpCode.Signal, body=b"new work", more=True)
     group.update_receiver(data)
     assert data.is_posted
     again = recv(group)
     assert again.bhdr.status == AmpeStatus.receiver_update and bytes(again.body) == b"new work"
+    assert again.is_from_engine() and again.bhdr.proto.more is tofu.MoreMessagesFlag.last
+
+
+def test_the_receive_queue_is_over_its_limit_at_max_queued_msgs():
+    with tofu.Reactor(Options(max_queued_msgs=4)) as small:
+        group = small.ampe().create()
+        for _ in range(3):
+            group.update_receiver(None)
+        assert not group._over_limit()
+        group.update_receiver(None)
+        assert group._over_limit()  # 4 queued: reading pauses now, not at 5
+
+
+def test_a_posted_bye_signal_carries_the_abort_trigger(rtr):
+    server, client = rtr.ampe().create(), rtr.ampe().create()
+    from engine_support import connect, tcp_listen
+
+    _, port = tcp_listen(server)
+    cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
+    header = client.post(make(OpCode.ByeSignal, cch))
+    assert header.proto.internal_a == 1  # the engine's trigger for an abort
+    assert header.proto.op_code is OpCode.ByeSignal
 
 
 def test_wait_receive_timeouts(rtr):
