@@ -9,7 +9,8 @@
 # staged as it installs (src/tofu with tofu/generated inside) in .mutation/,
 # with the tests; mutmut runs there. For each module it prints the score
 # (killed / all mutants) and the names of the survivors; `cd .mutation &&
-# mutmut show NAME` shows one. MUTATION_STAGE=DIR stages elsewhere. Survivors that are equivalent to the original
+# mutmut show NAME` shows one. MUTATION_STAGE=DIR stages elsewhere;
+# MUTANTS="NAME ..." runs only those mutants. Survivors that are equivalent to the original
 # (no test can tell them apart) are listed with the reason in docs/mutation.md.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,10 +65,13 @@ TOML
 
 cd "$stage"
 echo "mutmut run: progress in $stage/run.log"
-"$python" -m mutmut run > run.log 2>&1 || true
+# MUTANTS="name ..." runs only those mutants (e.g. the survivors of an
+# earlier run, after adding tests); the score then counts only them.
+# shellcheck disable=SC2086
+"$python" -m mutmut run ${MUTANTS:-} > run.log 2>&1 || true
 "$python" -m mutmut results --all true > results.txt || true
 "$python" - "$@" <<'PY'
-import re, sys
+import os, re, sys
 counts = {}
 survivors = {}
 for line in open("results.txt"):
@@ -75,6 +79,8 @@ for line in open("results.txt"):
     if not m:
         continue
     module, name, status = m.group(1), m.group(2), m.group(3).strip()
+    if status == "not checked" and os.environ.get("MUTANTS"):
+        continue  # not asked for this time
     c = counts.setdefault(module, {})
     c[status] = c.get(status, 0) + 1
     if status != "killed":
