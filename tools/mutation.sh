@@ -83,14 +83,14 @@ for line in open("results.txt"):
         continue  # not asked for this time
     c = counts.setdefault(module, {})
     c[status] = c.get(status, 0) + 1
-    if status != "killed":
+    if status not in ("killed", "timeout"):  # a mutant that hangs the suite is caught too
         survivors.setdefault(module, []).append(f"tofu.{module}.{name}: {status}")
-print(f"{'module':12} {'mutants':>8} {'killed':>8} {'score':>7}  other")
+print(f"{'module':12} {'mutants':>8} {'killed':>8} {'score':>7}  other (killed counts timeouts)")
 for module in sys.argv[1:]:
     c = counts.get(module, {})
     total = sum(c.values())
-    killed = c.get("killed", 0)
-    other = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k != "killed")
+    killed = c.get("killed", 0) + c.get("timeout", 0)
+    other = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k not in ("killed", "timeout"))
     score = f"{100 * killed / total:.1f}%" if total else "-"
     print(f"{module:12} {total:8} {killed:8} {score:>7}  {other}")
 for module in sys.argv[1:]:
