@@ -284,9 +284,11 @@ def test_parts_of_exactly_65535_bytes_are_posted(rtr):
 def test_post_refuses_none_and_posts_to_a_destroyed_group(rtr):
     ampe = rtr.ampe()
     group = ampe.create()
+    assert group.destroyed is False
     with pytest.raises(tofu.NullMessage, match="^post\\(\\) needs a message$"):
         group.post(None)
     ampe.destroy(group)
+    assert group.destroyed is True
     msg = tofu.TCPServerAddress("127.0.0.1", 0).format(Message())
     with pytest.raises(tofu.NotAllowed, match="^this channel group was destroyed$"):
         group.post(msg)
