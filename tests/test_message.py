@@ -163,6 +163,8 @@ def test_reprs_name_the_fields() -> None:
     assert repr(msg).endswith(", thdrs=0B, body=3B)")
     msg.take()
     assert repr(msg) == "Message(<posted>)"
+    assert repr(tofu.TextHeaders(b"a:1\r\n")) == "TextHeaders(b'a:1\\r\\n')"
+    assert repr(tofu.Body(b"abc")) == "Body(3 bytes)"
 
 
 def test_binary_header_keeps_the_proto_fields_it_is_given() -> None:
