@@ -417,26 +417,28 @@ def test_pause_does_not_stick_when_the_receiver_drains_first():
         assert numbers == list(range(frames_total))
 
 
-def test_the_receiver_asks_to_resume_once_at_half_the_limit():
+@pytest.mark.parametrize(("limit", "resume_at"), [(8, 4), (3, 1), (2, 1)])
+def test_the_receiver_asks_to_resume_once_at_half_the_limit(limit: int, resume_at: int):
     """While reading is paused, the receive that brings the queue down to
-    max_queued_msgs // 2 asks the engine to resume, once; a receiver that
-    was never paused asks nothing (a request costs the I/O thread a wake-up)."""
-    with tofu.Reactor(tofu.Options(max_queued_msgs=8)) as rtr:
+    max_queued_msgs // 2 (at least 1) asks the engine to resume, once; a
+    receiver that was never paused asks nothing (a request costs the I/O
+    thread a wake-up)."""
+    with tofu.Reactor(tofu.Options(max_queued_msgs=limit)) as rtr:
         group = rtr.ampe().create()
         asked: list[int] = []
         # Stands in for the engine: records the queue length at each request.
         group._reactor = types.SimpleNamespace(_resume_reading=lambda g: asked.append(g.pending()))
-        for _ in range(7):
+        for _ in range(limit):
             group.update_receiver(None)
-        for _ in range(7):  # not paused: no request
+        for _ in range(limit):  # not paused: no request
             assert group.wait_receive(0) is not None
         assert asked == []
-        for _ in range(7):
+        for _ in range(limit):
             group.update_receiver(None)
         group._paused = True  # as the I/O thread leaves it when over the limit
         while group.wait_receive(0) is not None:
             pass
-        assert asked == [4]  # at 8 // 2 left, not before nor again
+        assert asked == [resume_at]  # not before, nor again
 
 
 def test_a_listener_out_of_descriptors_waits_instead_of_spinning(caplog):

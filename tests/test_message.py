@@ -367,6 +367,6 @@ def test_non_utf8_header_bytes_round_trip() -> None:
 
 def test_append_of_an_unencodable_value_is_an_invalid_message():
     msg = tofu.Message()
-    with pytest.raises(tofu.InvalidMessage):
+    with pytest.raises(tofu.InvalidMessage, match="^text header 'name' cannot be encoded: surrogates not allowed$"):
         msg.thdrs.append("name", "\ud800")
     assert bytes(msg.thdrs) == b""
