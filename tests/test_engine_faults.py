@@ -111,7 +111,11 @@ def _run(net: Net, proxy: FaultProxy, work: Workload, graceful: bool, arm: Calla
     if arm is not None:
         arm()
     for seq, body in enumerate(work.bodies):
-        net.client.post(make(OpCode.Request, cch, body, [("seq", str(seq))]))
+        try:
+            net.client.post(make(OpCode.Request, cch, body, [("seq", str(seq))]))
+        except tofu.InvalidChannelNumber:
+            assert not graceful, f"the channel closed while request {seq} was being posted"
+            break  # a fault broke the connection before the rest were posted: they never left
     out = Outcome()
     deadline = time.monotonic() + TIMEOUT
     while out.server_closed is None:

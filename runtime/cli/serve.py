@@ -107,8 +107,6 @@ def _serve_here(args: argparse.Namespace) -> int:
                 number, url = _listen(ampe, group, address)
                 listeners[number] = url
                 _out(f"listening on {url}")
-            if state.stop:
-                return EXIT_OK
             _serve_loop(ampe, group, listeners, state, args.grace)
         _out("stopped")
         return EXIT_OK
