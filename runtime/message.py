@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from .generated import (
     OP_ROLE,
     OP_TYPE,
+    AmpeStatus,
     InvalidMessage,
     InvalidOpCode,
     MessageRole,
@@ -59,7 +60,6 @@ PROTO_FIELDS: tuple[tuple[OpCode | int, OriginFlag, MoreMessagesFlag, int, int],
     for b in range(256)
 )
 
-_new = object.__new__  # an instance without running __init__ (slots set right after)
 _REQUEST, _APPLICATION, _LAST = OpCode.Request, OriginFlag.application, MoreMessagesFlag.last
 
 _ENCODING = "utf-8"
@@ -114,16 +114,13 @@ class ProtoFields:
 
     @classmethod
     def from_byte(cls, proto: int) -> ProtoFields:
-        pf = cls.__new__(cls)
+        pf = cls()
         pf.set_byte(proto)
         return pf
 
     def copy(self) -> ProtoFields:
         """An independent copy."""
-        pf = _new(ProtoFields)
-        pf.op_code, pf.origin, pf.more = self.op_code, self.origin, self.more
-        pf.internal_a, pf.internal_b = self.internal_a, self.internal_b
-        return pf
+        return ProtoFields(self.op_code, self.origin, self.more, self.internal_a, self.internal_b)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProtoFields):
@@ -148,12 +145,13 @@ class BinaryHeader:
         self,
         channel_number: int = 0,
         proto: ProtoFields | None = None,
-        status: int = 0,
+        status: AmpeStatus | int = 0,
         message_id: int = 0,
     ) -> None:
         self.channel_number = channel_number
         self.proto = proto if proto is not None else ProtoFields()
-        self.status = status
+        # Not plain `int`: a status the engine sets stays its AmpeStatus member.
+        self.status: AmpeStatus | int = status
         self.message_id = message_id
 
     def reset(self) -> None:
@@ -164,12 +162,7 @@ class BinaryHeader:
 
     def copy(self) -> BinaryHeader:
         """An independent copy (its proto fields too)."""
-        bh = _new(BinaryHeader)
-        bh.channel_number = self.channel_number
-        bh.proto = self.proto.copy()
-        bh.status = self.status
-        bh.message_id = self.message_id
-        return bh
+        return BinaryHeader(self.channel_number, self.proto.copy(), self.status, self.message_id)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BinaryHeader):
@@ -306,31 +299,71 @@ class Body:
         return f"Body({len(self._buf)} bytes)"
 
 
-_PARTS = frozenset(("bhdr", "thdrs", "body"))
+_POSTED = "this message was posted: it belongs to the engine now"
 
 
 class Message:
     """A tofu message: `bhdr` (BinaryHeader), `thdrs` (TextHeaders), `body` (Body)."""
 
-    __slots__ = ("bhdr", "body", "thdrs")
+    # The parts live in private slots behind properties: after post() (take())
+    # they are None and reading a part raises NotAllowed. Plain slots and
+    # properties, no __getattr__: the same code compiles with mypyc, and
+    # attribute reads stay on CPython's fast path.
+    __slots__ = ("_bhdr", "_body", "_thdrs")
 
-    def __init__(self, op_code: OpCode = OpCode.Request) -> None:
-        # Built slot by slot: a Message is made for every message the pool lacks.
-        pf = _new(ProtoFields)
-        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, _APPLICATION, _LAST, 0, 0
-        bh = _new(BinaryHeader)
-        bh.channel_number, bh.proto, bh.status, bh.message_id = 0, pf, 0, 0
-        th = _new(TextHeaders)
-        th._buf = bytearray()
-        body = _new(Body)
-        body._buf = bytearray()
-        self.bhdr, self.thdrs, self.body = bh, th, body
+    def __init__(
+        self, op_code: OpCode = OpCode.Request, *, _parts: tuple[BinaryHeader, TextHeaders, Body] | None = None
+    ) -> None:
+        # `_parts` is private: take(), copy() and from_wire() hand over parts
+        # they built, instead of making defaults to throw away.
+        self._bhdr: BinaryHeader | None
+        self._thdrs: TextHeaders | None
+        self._body: Body | None
+        if _parts is None:
+            self._bhdr = BinaryHeader(0, ProtoFields(op_code, _APPLICATION, _LAST, 0, 0), 0, 0)
+            self._thdrs = TextHeaders()
+            self._body = Body()
+        else:
+            self._bhdr, self._thdrs, self._body = _parts
 
-    def __getattr__(self, name: str) -> object:
-        # Only reached when a part is missing, i.e. after post() moved it out.
-        if name in _PARTS:
-            raise NotAllowed("this message was posted: it belongs to the engine now")
-        raise AttributeError(name)
+    @property
+    def bhdr(self) -> BinaryHeader:
+        """The binary header; NotAllowed once posted."""
+        bh = self._bhdr
+        if bh is None:
+            raise NotAllowed(_POSTED)
+        return bh
+
+    @bhdr.setter
+    def bhdr(self, value: BinaryHeader) -> None:
+        self.bhdr  # noqa: B018 - NotAllowed once posted
+        self._bhdr = value
+
+    @property
+    def thdrs(self) -> TextHeaders:
+        """The text headers; NotAllowed once posted."""
+        th = self._thdrs
+        if th is None:
+            raise NotAllowed(_POSTED)
+        return th
+
+    @thdrs.setter
+    def thdrs(self, value: TextHeaders) -> None:
+        self.bhdr  # noqa: B018 - NotAllowed once posted
+        self._thdrs = value
+
+    @property
+    def body(self) -> Body:
+        """The body; NotAllowed once posted."""
+        bd = self._body
+        if bd is None:
+            raise NotAllowed(_POSTED)
+        return bd
+
+    @body.setter
+    def body(self, value: Body) -> None:
+        self.bhdr  # noqa: B018 - NotAllowed once posted
+        self._body = value
 
     def is_from_engine(self) -> bool:
         """True for the engine's notifications and messages it gives back."""
@@ -347,11 +380,7 @@ class Message:
     @property
     def is_posted(self) -> bool:
         """True once post() took this object's contents."""
-        try:
-            self.bhdr  # noqa: B018
-        except NotAllowed:
-            return True
-        return False
+        return self._bhdr is None
 
     def reset(self) -> None:
         """Back to a fresh Request with no headers and no body."""
@@ -361,11 +390,7 @@ class Message:
 
     def copy(self) -> Message:
         """A deep copy."""
-        m = Message.__new__(Message)
-        m.bhdr = self.bhdr.copy()
-        m.thdrs = TextHeaders(self.thdrs._buf)
-        m.body = Body(self.body._buf)
-        return m
+        return Message(_parts=(self.bhdr.copy(), TextHeaders(self.thdrs._buf), Body(self.body._buf)))
 
     @classmethod
     def from_wire(
@@ -379,31 +404,16 @@ class Message:
     ) -> Message:
         """A Message of one decoded frame's fields and parts (copied).
 
-        The decoder's hot path: it builds the parts directly instead of setting
-        defaults in __init__ and overwriting them."""
-        pf = _new(ProtoFields)
-        fields = PROTO_FIELDS[proto & 0xFF]
-        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = fields  # type: ignore[assignment]
-        bh = _new(BinaryHeader)
-        bh.channel_number = channel_number
-        bh.proto = pf
-        bh.status = status
-        bh.message_id = message_id
-        th = _new(TextHeaders)
-        th._buf = bytearray(thdrs)
-        bd = _new(Body)
-        bd._buf = bytearray(body)
-        m = _new(cls)
-        m.bhdr = bh
-        m.thdrs = th
-        m.body = bd
-        return m
+        The decoder's path when the pool has no message to recycle."""
+        op_code, origin, more, internal_a, internal_b = PROTO_FIELDS[proto & 0xFF]
+        pf = ProtoFields(op_code, origin, more, internal_a, internal_b)  # type: ignore[arg-type]
+        bh = BinaryHeader(channel_number, pf, status, message_id)
+        return cls(_parts=(bh, TextHeaders(thdrs), Body(body)))
 
     def take(self) -> Message:
         """Move the contents into a new Message and leave this one empty."""
-        m = Message.__new__(Message)
-        m.bhdr, m.thdrs, m.body = self.bhdr, self.thdrs, self.body
-        del self.bhdr, self.thdrs, self.body
+        m = Message(_parts=(self.bhdr, self.thdrs, self.body))
+        self._bhdr = self._thdrs = self._body = None
         return m
 
     def __repr__(self) -> str:

@@ -151,8 +151,8 @@ class Reactor:
         self._running = True
 
         self._ampe = Ampe(self)
-        self._thread = threading.Thread(target=self._run, name="tofu-reactor", daemon=True)
-        self._thread.start()
+        self._loop_thread = threading.Thread(target=self._run, name="tofu-reactor", daemon=True)
+        self._loop_thread.start()
 
     # ------------------------------------------------------------------ public
 
@@ -168,12 +168,12 @@ class Reactor:
             if self.closing:
                 return
             self.closing = True
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._loop_thread:
             self._running = False
             return
         self._call_soon(self._stop)
-        self._thread.join(JOIN_TIMEOUT)
-        if self._thread.is_alive():
+        self._loop_thread.join(JOIN_TIMEOUT)
+        if self._loop_thread.is_alive():
             log.error("the tofu I/O thread did not stop within %.0f s", JOIN_TIMEOUT)
         if self._resolver is not None:
             self._resolver.shutdown(wait=False, cancel_futures=True)
@@ -209,7 +209,7 @@ class Reactor:
             return
         done = threading.Event()
         self._call_soon(lambda: self._destroy_group(group, done))
-        if threading.current_thread() is not self._thread:
+        if threading.current_thread() is not self._loop_thread:
             done.wait(JOIN_TIMEOUT)
 
     def _open_channel_number(self, group: ChannelGroup, connection: bool) -> int:

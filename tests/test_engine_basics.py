@@ -19,7 +19,7 @@ def test_create_and_destroy():
         ampe = rtr.ampe()
         group = ampe.create()
         ampe.destroy(group)
-        thread = rtr._thread
+        thread = rtr._loop_thread
         assert thread.is_alive()
     assert not thread.is_alive()
 
