@@ -4,8 +4,11 @@ The spec (spec/tofu.toml) is read with the standard library's tomllib, checked
 for consistency, reshaped into a small context and rendered through the jinja2
 templates in codegen/templates/. Output is deterministic: same spec, same bytes.
 
-    python -m codegen           rewrite generated/ from the spec
-    python -m codegen --check   exit 1, naming the stale files, if generated/ differs
+The same spec also renders docs/protocol.md, the protocol's reference page,
+so the page cannot drift from the code.
+
+    python -m codegen           rewrite generated/ and docs/protocol.md from the spec
+    python -m codegen --check   exit 1, naming the stale files, if any of them differs
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import jinja2
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec" / "tofu.toml"
 OUT = ROOT / "generated"
+DOCS = ROOT / "docs"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 # template name -> file written under generated/
@@ -32,6 +36,10 @@ OUTPUTS = {
     "codec.py.j2": "codec.py",
     "structs.py.j2": "structs.py",
     "tofu.lua.j2": "tofu.lua",
+}
+# template name -> file written under docs/
+DOC_OUTPUTS = {
+    "protocol.md.j2": "protocol.md",
 }
 # The modules whose public names the generated package re-exports.
 PACKAGE_EXPORTS = ("constants", "enums", "errors")
@@ -52,6 +60,16 @@ class SpecError(ValueError):
 def load_spec(path: Path = SPEC) -> dict[str, Any]:
     with open(path, "rb") as f:
         return tomllib.load(f)
+
+
+def _split_docs(table: dict[str, Any], section: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A `[section]` table's values and its `[section.doc]` meanings, apart."""
+    values = {name: value for name, value in table.items() if name != "doc"}
+    docs = dict(table.get("doc", {}))
+    unknown = sorted(docs.keys() - values.keys())
+    if unknown:
+        raise SpecError(f"[{section}.doc] describes {', '.join(unknown)}, which [{section}] does not declare")
+    return values, docs
 
 
 def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
@@ -105,6 +123,12 @@ def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
         if "error" not in status:
             raise SpecError(f"status {status['name']} has no error class")
 
+    limits, limit_docs = _split_docs(spec["limits"], "limits")
+    engine_headers, engine_header_docs = _split_docs(spec["engine_headers"], "engine_headers")
+    addresses = dict(spec["addresses"])
+    _, address_docs = _split_docs({k: v for k, v in addresses.items() if k != "schemes"}, "addresses")
+    addresses.pop("doc", None)
+
     return {
         "spec_name": spec_name,
         "protocol": spec["protocol"],
@@ -120,31 +144,64 @@ def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
         "op_field": op_field,
         "statuses": statuses,
         "unknown_status": statuses[-1],
-        "limits": spec["limits"],
-        "addresses": spec["addresses"],
-        "engine_headers": spec["engine_headers"],
+        "limits": limits,
+        "limit_docs": limit_docs,
+        "addresses": addresses,
+        "address_docs": address_docs,
+        "engine_headers": engine_headers,
+        "engine_header_docs": engine_header_docs,
     }
 
 
-def render_all(spec_path: Path = SPEC) -> dict[str, str]:
-    """Return {file name under generated/: text} for the given spec."""
-    env = jinja2.Environment(
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
+
+
+def _context(spec_path: Path) -> dict[str, Any]:
     try:
         spec_name = spec_path.resolve().relative_to(ROOT).as_posix()
     except ValueError:
         spec_name = spec_path.name
-    context = build_context(load_spec(spec_path), spec_name)
+    return build_context(load_spec(spec_path), spec_name)
+
+
+def render_all(spec_path: Path = SPEC) -> dict[str, str]:
+    """Return {file name under generated/: text} for the given spec."""
+    env = _environment()
+    context = _context(spec_path)
     rendered = {out: env.get_template(tpl).render(context) for tpl, out in OUTPUTS.items() if out != "__init__.py"}
     # The package re-exports each module's public names, listed one by one so
     # that type checkers see them (they do not follow a computed __all__).
     context["exports"] = {module: public_names(rendered[f"{module}.py"]) for module in PACKAGE_EXPORTS}
     return {"__init__.py": env.get_template("__init__.py.j2").render(context), **rendered}
+
+
+def render_docs(spec_path: Path = SPEC) -> dict[str, str]:
+    """Return {file name under docs/: text} for the given spec.
+
+    A reference page explains every name it lists: a limit, engine header,
+    address header or op code without a meaning in the spec is a SpecError."""
+    context = _context(spec_path)
+    missing = (
+        [f"[limits.doc] {name}" for name in context["limits"] if name not in context["limit_docs"]]
+        + [f"[engine_headers.doc] {n}" for n in context["engine_headers"] if n not in context["engine_header_docs"]]
+        + [
+            f"[addresses.doc] {n}"
+            for n in ("connect_to", "listen_on", "reuse_port")
+            if n not in context["address_docs"]
+        ]
+        + [f"doc of op code {op['name']}" for op in context["op_codes"] if not op.get("doc")]
+    )
+    if missing:
+        raise SpecError("docs/protocol.md needs a meaning for each of: " + ", ".join(missing))
+    env = _environment()
+    return {out: env.get_template(tpl).render(context) for tpl, out in DOC_OUTPUTS.items()}
 
 
 def public_names(source: str) -> list[str]:
@@ -155,30 +212,35 @@ def public_names(source: str) -> list[str]:
     raise ValueError("the rendered module has no literal __all__")
 
 
-def stale_files(rendered: dict[str, str], out_dir: Path = OUT) -> list[str]:
+def stale_files(rendered: dict[str, str], out_dir: Path = OUT, label: str = "generated") -> list[str]:
+    """The files of `rendered` that `out_dir` lacks or holds otherwise, as `label/name`."""
     stale = []
     for name, text in rendered.items():
         path = out_dir / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            stale.append(f"generated/{name}")
+            stale.append(f"{label}/{name}")
     return stale
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if generated/ is stale, naming the files")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if generated/ or docs/protocol.md is stale, naming the files"
+    )
     parser.add_argument("--spec", type=Path, default=SPEC, help="spec file (default: spec/tofu.toml)")
     args = parser.parse_args(argv)
 
-    rendered = render_all(args.spec)
-    stale = stale_files(rendered)
+    outputs = [(render_all(args.spec), OUT, "generated"), (render_docs(args.spec), DOCS, "docs")]
+    stale = [path for rendered, out_dir, label in outputs for path in stale_files(rendered, out_dir, label)]
     if args.check:
         if stale:
             print("stale generated files (run `python -m codegen`): " + ", ".join(stale))
             return 1
         return 0
-    OUT.mkdir(exist_ok=True)
-    for name, text in rendered.items():
-        (OUT / name).write_text(text, encoding="utf-8")
-    print(f"wrote {len(rendered)} files to generated/ ({len(stale)} changed)")
+    for rendered, out_dir, _ in outputs:
+        out_dir.mkdir(exist_ok=True)
+        for name, text in rendered.items():
+            (out_dir / name).write_text(text, encoding="utf-8")
+    written = ", ".join(f"{len(rendered)} to {label}/" for rendered, _, label in outputs)
+    print(f"wrote {written} ({len(stale)} changed)")
     return 0

@@ -55,7 +55,6 @@ async def client(agroup: tofu.aio.AsyncChannelGroup, port: int, count: int) -> i
 
 
 async def main() -> int:
-    port = tofu.find_free_tcp_port()
     ticks = 0
 
     async def ticker() -> None:
@@ -68,9 +67,10 @@ async def main() -> int:
         ampe = rtr.ampe()
         srv_group = ampe.create()
         async with tofu.aio.wrap(srv_group) as srv, tofu.aio.wrap(ampe.create()) as cli:
-            srv.post(tofu.TCPServerAddress("127.0.0.1", port).format(tofu.Message()))
+            srv.post(tofu.TCPServerAddress("127.0.0.1", 0).format(tofu.Message()))
             welcome = await srv.receive(timeout=5.0)
             assert welcome is not None and welcome.bhdr.status == 0, "listen failed"
+            port = tofu.TCPServerAddress.from_message(welcome).port  # port 0: the engine picked a free one
             tick_task = asyncio.create_task(ticker())
             server_task = asyncio.create_task(server(srv))
             ok = await client(cli, port, 100)

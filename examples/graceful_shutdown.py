@@ -87,16 +87,16 @@ def stop_on_signals(group: tofu.ChannelGroup, stopping: threading.Event) -> tupl
 
 def main() -> int:
     stopping = threading.Event()
-    port = tofu.find_free_tcp_port()
     farewells: list[str] = []
     with tofu.Reactor() as rtr:
         ampe = rtr.ampe()
         group = ampe.create()
         wakeup = stop_on_signals(group, stopping)  # noqa: F841 (kept alive on purpose)
 
-        group.post(tofu.TCPServerAddress("127.0.0.1", port).format(tofu.Message()))
+        group.post(tofu.TCPServerAddress("127.0.0.1", 0).format(tofu.Message()))
         resp = group.wait_receive(5.0)
         assert resp is not None and resp.bhdr.status == 0, "listen failed"
+        port = tofu.TCPServerAddress.from_message(resp).port  # port 0: the engine picked a free one
         listener = resp.bhdr.channel_number
 
         threads = [threading.Thread(target=client, args=(i, port, farewells)) for i in range(1, CLIENTS + 1)]

@@ -100,13 +100,13 @@ def client(ampe: tofu.Ampe, group: tofu.ChannelGroup, port: int, result: list[st
 
 
 def main() -> int:
-    port = tofu.find_free_tcp_port()
     with tofu.Reactor() as srv_rtr, tofu.Reactor() as cli_rtr:
         srv_ampe = srv_rtr.ampe()
         srv = srv_ampe.create()
-        srv.post(tofu.TCPServerAddress("127.0.0.1", port).format(tofu.Message()))
+        srv.post(tofu.TCPServerAddress("127.0.0.1", 0).format(tofu.Message()))
         resp = srv.wait_receive(5.0)
         assert resp is not None and resp.bhdr.status == 0, "listen failed"
+        port = tofu.TCPServerAddress.from_message(resp).port  # port 0: the engine picked a free one
         result: list[str] = []
         cli_ampe = cli_rtr.ampe()
         t = threading.Thread(target=client, args=(cli_ampe, cli_ampe.create(), port, result))

@@ -52,15 +52,15 @@ def client(name: str, how: str, port: int) -> None:
 
 
 def main() -> int:
-    port = tofu.find_free_tcp_port()
     clients: dict[int, str] = {}  # channel number -> client name: valid until channel_closed
     seen: list[str] = []
     with tofu.Reactor() as rtr:
         ampe = rtr.ampe()
         group = ampe.create()
-        group.post(tofu.TCPServerAddress("127.0.0.1", port).format(tofu.Message()))
+        group.post(tofu.TCPServerAddress("127.0.0.1", 0).format(tofu.Message()))
         resp = group.wait_receive(5.0)
         assert resp is not None and resp.bhdr.status == 0, "listen failed"
+        port = tofu.TCPServerAddress.from_message(resp).port  # port 0: the engine picked a free one
         listener = resp.bhdr.channel_number
 
         threads = [threading.Thread(target=client, args=(n, how, port)) for n, how in CLIENTS.items()]

@@ -42,18 +42,21 @@ def client(address: tofu.Address, answers: list[str]) -> None:
 
 
 def main() -> int:
-    port = tofu.find_free_tcp_port()
     path = tofu.temp_uds_path()
     answers: list[str] = []
     with tofu.Reactor() as rtr:
         ampe = rtr.ampe()
         group = ampe.create()
-        for address in (tofu.TCPServerAddress("127.0.0.1", port), tofu.UDSServerAddress(path)):
+        for address in (tofu.TCPServerAddress("127.0.0.1", 0), tofu.UDSServerAddress(path)):
             group.post(address.format(tofu.Message()))
-        for _ in range(2):  # both WelcomeResponses
+        port = 0
+        for _ in range(2):  # both WelcomeResponses, in whichever order the engine answers
             resp = group.wait_receive(5.0)
             assert resp is not None and resp.bhdr.status == 0, "listen failed"
-            print(f"listening on {resp.thdrs.get(tofu.LISTEN_ON_HEADER)} (channel {resp.bhdr.channel_number})")
+            listening = tofu.parse_address(resp)  # whichever kind it is; from_message reads one kind
+            if isinstance(listening, tofu.TCPServerAddress):
+                port = listening.port  # port 0 asked for: the engine picked a free one
+            print(f"listening on {listening.value} (channel {resp.bhdr.channel_number})")
 
         threads = [
             threading.Thread(target=client, args=(tofu.TCPClientAddress("127.0.0.1", port), answers)),

@@ -51,15 +51,15 @@ def server(ampe: tofu.Ampe, group: tofu.ChannelGroup) -> None:
 
 
 def main() -> int:
-    port = tofu.find_free_tcp_port()
     with tofu.Reactor() as rtr:
         ampe = rtr.ampe()
         srv_group, cli_group = ampe.create(), ampe.create()  # two peers; could be two processes
 
-        welcome = tofu.TCPServerAddress("127.0.0.1", port).format(ampe.get(tofu.AllocationStrategy.always))
+        welcome = tofu.TCPServerAddress("127.0.0.1", 0).format(ampe.get(tofu.AllocationStrategy.always))
         srv_group.post(welcome)
         resp = srv_group.wait_receive(5.0)
         assert resp is not None and resp.bhdr.status == 0, "listen failed"
+        port = tofu.TCPServerAddress.from_message(resp).port  # port 0: the engine picked a free one
         ampe.put(resp)
         t = threading.Thread(target=server, args=(ampe, srv_group))
         t.start()

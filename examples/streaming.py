@@ -82,14 +82,14 @@ def server(ampe: tofu.Ampe, group: tofu.ChannelGroup) -> None:
 
 
 def main() -> int:
-    port = tofu.find_free_tcp_port()
     payload = os.urandom(300_000)
     with tofu.Reactor() as rtr:
         ampe = rtr.ampe()
         srv, cli = ampe.create(), ampe.create()
-        srv.post(tofu.TCPServerAddress("127.0.0.1", port).format(tofu.Message()))
+        srv.post(tofu.TCPServerAddress("127.0.0.1", 0).format(tofu.Message()))
         resp = srv.wait_receive(5.0)
         assert resp is not None and resp.bhdr.status == 0, "listen failed"
+        port = tofu.TCPServerAddress.from_message(resp).port  # port 0: the engine picked a free one
         t = threading.Thread(target=server, args=(ampe, srv))
         t.start()
 

@@ -2,12 +2,17 @@
 
 `TCPServerAddress("127.0.0.1", 7099).format(msg)` makes `msg` a WelcomeRequest
 with `~listen_on:tcp|127.0.0.1|7099`; the client addresses make a HelloRequest
-with `~connect_to`. `parse_address(msg)` reads such a message back.
+with `~connect_to`. `parse_address(msg)` reads such a message back, whatever
+its kind; `TCPServerAddress.from_message(welcome)` (and the same classmethod
+on the other three classes) reads one kind, typed:
+
+    port = tofu.TCPServerAddress.from_message(welcome).port
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .generated import (
     ADDRESS_SEPARATOR,
@@ -73,6 +78,17 @@ class TCPClientAddress:
         msg.thdrs.append(CONNECT_TO_HEADER, self.value)
         return msg
 
+    @classmethod
+    def from_message(cls, msg: Message) -> TCPClientAddress:
+        """The TCP address in `msg`'s `~connect_to` header.
+
+        Reads a HelloRequest: yours, one the engine gave back (with status
+        `connect_failed`, say), or one a server received (the address its
+        client dialled). Raises WrongAddress, saying why, when `msg` is None,
+        has no `~connect_to` header, or holds a Unix domain socket there. The
+        status is not looked at: check `msg.bhdr.status` for that."""
+        return _from_message(cls, msg, CONNECT_TO_HEADER)
+
 
 @dataclass(frozen=True)
 class TCPServerAddress:
@@ -102,6 +118,18 @@ class TCPServerAddress:
             msg.thdrs.append(REUSE_PORT_HEADER, "1")
         return msg
 
+    @classmethod
+    def from_message(cls, msg: Message) -> TCPServerAddress:
+        """The TCP address in `msg`'s `~listen_on` header.
+
+        Reads a WelcomeRequest, or the WelcomeResponse that answers it: the
+        address actually bound, with the real port when port 0 was asked for.
+        Raises WrongAddress, saying why, when `msg` is None, has no
+        `~listen_on` header, or holds a Unix domain socket there. The status
+        is not looked at: a WelcomeResponse with `listen_failed` carries the
+        address that was asked for, so check `msg.bhdr.status` first."""
+        return _from_message(cls, msg, LISTEN_ON_HEADER)
+
 
 @dataclass(frozen=True)
 class UDSClientAddress:
@@ -122,6 +150,17 @@ class UDSClientAddress:
         _prepare(msg, OpCode.HelloRequest)
         msg.thdrs.append(CONNECT_TO_HEADER, self.value)
         return msg
+
+    @classmethod
+    def from_message(cls, msg: Message) -> UDSClientAddress:
+        """The Unix domain socket in `msg`'s `~connect_to` header.
+
+        Reads a HelloRequest: yours, one the engine gave back (with status
+        `uds_path_not_found`, say), or one a server received. Raises
+        WrongAddress, saying why, when `msg` is None, has no `~connect_to`
+        header, or holds a TCP address there. The status is not looked at:
+        check `msg.bhdr.status` for that."""
+        return _from_message(cls, msg, CONNECT_TO_HEADER)
 
 
 @dataclass(frozen=True)
@@ -144,8 +183,50 @@ class UDSServerAddress:
         msg.thdrs.append(LISTEN_ON_HEADER, self.value)
         return msg
 
+    @classmethod
+    def from_message(cls, msg: Message) -> UDSServerAddress:
+        """The Unix domain socket in `msg`'s `~listen_on` header.
+
+        Reads a WelcomeRequest or the WelcomeResponse that answers it. Raises
+        WrongAddress, saying why, when `msg` is None, has no `~listen_on`
+        header, or holds a TCP address there. The status is not looked at:
+        check `msg.bhdr.status` to know whether the listener is up."""
+        return _from_message(cls, msg, LISTEN_ON_HEADER)
+
 
 Address = TCPClientAddress | TCPServerAddress | UDSClientAddress | UDSServerAddress
+
+_A = TypeVar("_A", TCPClientAddress, TCPServerAddress, UDSClientAddress, UDSServerAddress)
+
+# what a user calls each kind of address, in error messages
+_KIND = {
+    TCPClientAddress: "a TCP address to connect to",
+    TCPServerAddress: "a TCP address to listen on",
+    UDSClientAddress: "a Unix domain socket to connect to",
+    UDSServerAddress: "a Unix domain socket to listen on",
+}
+
+
+def _from_message(kind: type[_A], msg: Message, header: str) -> _A:
+    """The `kind` address in `msg`'s first `header` header (the from_message classmethods)."""
+    reader = f"{kind.__name__}.from_message"
+    if msg is None:
+        raise WrongAddress(f"{reader}: no message (did wait_receive time out?)")
+    reuse_port = False
+    value: str | None = None
+    for name, text in msg.thdrs:
+        if name == REUSE_PORT_HEADER:
+            reuse_port = text == "1"
+        elif value is None and name == header:
+            value = text
+    op = msg.bhdr.proto.op_code
+    if value is None:
+        wanted = "a WelcomeRequest or WelcomeResponse" if header == LISTEN_ON_HEADER else "a HelloRequest"
+        raise WrongAddress(f"{reader}: this {op.name} has no {header} header (it reads {wanted})")
+    address = parse_address_value(value, server=header == LISTEN_ON_HEADER, reuse_port=reuse_port)
+    if not isinstance(address, kind):
+        raise WrongAddress(f"{reader}: {header}:{value} is {_KIND[type(address)]}, not {_KIND[kind]}")
+    return address
 
 
 def parse_address_value(value: str, server: bool, reuse_port: bool = False) -> Address:

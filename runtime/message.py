@@ -114,6 +114,7 @@ class ProtoFields:
 
     @classmethod
     def from_byte(cls, proto: int) -> ProtoFields:
+        """The fields of a proto byte as it comes off the wire (see `set_byte`)."""
         pf = cls()
         pf.set_byte(proto)
         return pf

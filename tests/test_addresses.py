@@ -9,6 +9,8 @@ import tofu
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+TIMEOUT = 10.0  # seconds any engine answer may take before the test fails
+
 
 def formatted(addr) -> tofu.Message:
     return addr.format(tofu.Message())
@@ -187,3 +189,103 @@ def test_missing_address_header_raises_wrong_address(headers) -> None:
 def test_bad_address_objects_raise_wrong_address(make) -> None:
     with pytest.raises(tofu.WrongAddress):
         make()
+
+
+# ---------------------------------------------------------------- from_message: the typed accessor
+
+
+@pytest.mark.parametrize("addr", ADDRESSES, ids=repr)
+def test_from_message_reads_back_what_format_wrote(addr) -> None:
+    back = type(addr).from_message(formatted(addr))
+    assert back == addr and type(back) is type(addr)
+
+
+def test_from_message_on_a_tcp_listener_gives_the_real_port(rtr: tofu.Reactor) -> None:
+    """Port 0 asked for, the WelcomeResponse's address is the bound port: a
+    client connecting to it reaches the listener, and the HelloRequest the
+    server receives tells the address the client dialled."""
+    server, client = rtr.ampe().create(), rtr.ampe().create()
+    server.post(tofu.TCPServerAddress("127.0.0.1", 0).format(tofu.Message()))
+    welcome = server.wait_receive(TIMEOUT)
+    assert welcome is not None and welcome.bhdr.proto.op_code == tofu.OpCode.WelcomeResponse
+    assert welcome.bhdr.status == 0
+    listening = tofu.TCPServerAddress.from_message(welcome)
+    assert type(listening) is tofu.TCPServerAddress and listening.host == "127.0.0.1"
+    assert 0 < listening.port <= 65535
+
+    dialled = tofu.TCPClientAddress("127.0.0.1", listening.port)
+    client.post(dialled.format(tofu.Message()))
+    hello = server.wait_receive(TIMEOUT)
+    assert hello is not None and hello.bhdr.proto.op_code == tofu.OpCode.HelloRequest, hello
+    assert tofu.TCPClientAddress.from_message(hello) == dialled
+
+
+def test_from_message_on_a_uds_listener(rtr: tofu.Reactor) -> None:
+    path = tofu.temp_uds_path()
+    server, client = rtr.ampe().create(), rtr.ampe().create()
+    server.post(tofu.UDSServerAddress(path).format(tofu.Message()))
+    welcome = server.wait_receive(TIMEOUT)
+    assert welcome is not None and welcome.bhdr.status == 0, welcome
+    assert tofu.UDSServerAddress.from_message(welcome) == tofu.UDSServerAddress(path)
+    with pytest.raises(tofu.WrongAddress, match="Unix domain socket to listen on, not a TCP address to listen on"):
+        tofu.TCPServerAddress.from_message(welcome)
+
+    client.post(tofu.UDSClientAddress(path).format(tofu.Message()))
+    hello = server.wait_receive(TIMEOUT)
+    assert hello is not None and hello.bhdr.proto.op_code == tofu.OpCode.HelloRequest, hello
+    assert tofu.UDSClientAddress.from_message(hello) == tofu.UDSClientAddress(path)
+    with pytest.raises(tofu.WrongAddress, match="Unix domain socket to connect to, not a TCP address to connect to"):
+        tofu.TCPClientAddress.from_message(hello)
+
+
+def test_from_message_on_a_failed_connect_names_the_address(rtr: tofu.Reactor) -> None:
+    """The HelloRequest the engine gives back says where it could not connect."""
+    group = rtr.ampe().create()
+    path = tofu.temp_uds_path()  # nothing listens there
+    group.post(tofu.UDSClientAddress(path).format(tofu.Message()))
+    back = group.wait_receive(TIMEOUT)
+    assert back is not None and back.is_from_engine() and back.bhdr.status != 0, back
+    assert tofu.UDSClientAddress.from_message(back).path == path
+
+
+@pytest.mark.parametrize(
+    ("reader", "addr", "reason"),
+    [
+        # the other kind of address in the right header
+        (tofu.TCPServerAddress, tofu.UDSServerAddress("/x.sock"), "is a Unix domain socket to listen on, not a TCP"),
+        (tofu.UDSServerAddress, tofu.TCPServerAddress("h", 1), "is a TCP address to listen on, not a Unix domain"),
+        (tofu.TCPClientAddress, tofu.UDSClientAddress("/tmp/x.sock"), "is a Unix domain socket to connect to, not"),
+        (tofu.UDSClientAddress, tofu.TCPClientAddress("h", 1), "is a TCP address to connect to, not a Unix domain"),
+        # a listening address is not a connecting one, and the other way round
+        (tofu.TCPServerAddress, tofu.TCPClientAddress("h", 1), "this HelloRequest has no ~listen_on header"),
+        (tofu.UDSServerAddress, tofu.UDSClientAddress("/p"), "this HelloRequest has no ~listen_on header"),
+        (tofu.TCPClientAddress, tofu.TCPServerAddress("h", 1), "this WelcomeRequest has no ~connect_to header"),
+        (tofu.UDSClientAddress, tofu.UDSServerAddress("/p"), "this WelcomeRequest has no ~connect_to header"),
+    ],
+)
+def test_from_message_rejects_other_kinds(reader, addr, reason: str) -> None:
+    with pytest.raises(tofu.WrongAddress, match=reason) as info:
+        reader.from_message(formatted(addr))
+    assert info.value.status is tofu.AmpeStatus.wrong_address
+    assert str(info.value).startswith(f"{reader.__name__}.from_message: ")
+
+
+@pytest.mark.parametrize(
+    "reader", [tofu.TCPClientAddress, tofu.TCPServerAddress, tofu.UDSClientAddress, tofu.UDSServerAddress]
+)
+def test_from_message_without_an_address(reader) -> None:
+    request = tofu.Message(tofu.OpCode.Request)
+    request.thdrs.append("x-seq", "1")
+    with pytest.raises(tofu.WrongAddress, match="this Request has no ~"):
+        reader.from_message(request)
+    with pytest.raises(tofu.WrongAddress, match=r"no message \(did wait_receive time out\?\)"):
+        reader.from_message(None)
+
+
+def test_from_message_rejects_a_malformed_value_and_keeps_reuse_port() -> None:
+    welcome = tofu.Message(tofu.OpCode.WelcomeResponse)
+    welcome.thdrs.append("~listen_on", "tcp|h|notaport")
+    with pytest.raises(tofu.WrongAddress, match="not a number"):
+        tofu.TCPServerAddress.from_message(welcome)
+    shared = tofu.TCPServerAddress("127.0.0.1", 5000, reuse_port=True)
+    assert tofu.TCPServerAddress.from_message(formatted(shared)).reuse_port is True

@@ -32,6 +32,8 @@ def serve(port: int) -> None:
             if resp is None:
                 return
             op: tofu.OpCode = resp.bhdr.proto.op_code
+            bound: int = tofu.TCPServerAddress.from_message(resp).port
+            uds: str = tofu.UDSClientAddress.from_message(resp).path
             status: tofu.AmpeStatus = tofu.raw_to_status(resp.bhdr.status)
             error: tofu.AmpeError | None = tofu.raw_to_error(resp.bhdr.status)
             raw: int = tofu.status_to_raw(status)
@@ -46,7 +48,7 @@ def serve(port: int) -> None:
             try:
                 chnls.post(tofu.Message())
             except tofu.InvalidChannelNumber as exc:
-                print(exc.status.name, channel, op, error, raw, headers, body, flags, line)
+                print(exc.status.name, channel, op, error, raw, headers, body, flags, line, bound, uds)
     path: str = tofu.temp_uds_path()
     free: int = tofu.find_free_tcp_port()
     print(path, free, tofu.UDSServerAddress(path), tofu.TCPClientAddress("127.0.0.1", free))

@@ -3,8 +3,10 @@
 dumpcap captures tofu frames exchanged on loopback, then tshark decodes the
 capture with the dissector and every frame it shows must be the frame that was
 sent: op code, flags, channel, status, message id, lengths, each text header
-and every byte of the body. tshark and dumpcap are required (CI installs them):
-without them this test fails, it is never skipped.
+and every byte of the body. tshark and dumpcap are required (.ci/run installs
+them): without them these tests fail, they are never skipped. They carry the
+`tshark` marker, so an environment without Wireshark runs the rest of the suite
+with `pytest -m "not tshark"` (the README's command), and says so.
 
 The traffic comes from two generators with one contract (listen on
 127.0.0.1:port, return the frames put on the wire): two tofu engines talking,
@@ -31,6 +33,8 @@ from tofu import AmpeStatus, Message, MoreMessagesFlag, OpCode
 
 ROOT = Path(__file__).resolve().parent.parent
 DISSECTOR = ROOT / "generated" / "tofu.lua"
+
+pytestmark = pytest.mark.tshark
 
 TIMEOUT = 30.0  # seconds: the longest any single step may take
 
