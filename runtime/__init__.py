@@ -32,11 +32,20 @@ from .pool import AllocationStrategy
 from .reactor import Ampe, Reactor
 from .testing import find_free_tcp_port, temp_uds_path
 
+from ._build import is_compiled as _is_compiled
+
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
+
+COMPILED: bool = _is_compiled()
+"""True when this is the compiled build: the per-message modules compiled
+with mypyc (`pip install .` with a C compiler and the Python headers);
+False for pure Python (no compiler, TOFU_PURE=1, or an editable install).
+Both behave the same; the compiled one is faster."""
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "COMPILED",
     "MAX_FRAME_SIZE",
     "WAIT_RECEIVE_INFINITE_TIMEOUT",
     "WAIT_RECEIVE_SEC_TIMEOUT",

@@ -589,13 +589,29 @@ class Reactor:
 
     # ---- listeners (runtime/listening.py); limits and timeouts (runtime/limits.py)
 
-    _open_listener = listening.open_listener
-    _on_listener_event = listening.on_listener_event
-    _run_timers = limits.run_timers
-    _set_deadline = limits.set_deadline
-    _handshake_done = limits.handshake_done
-    _watch_idle = limits.watch_idle
-    _connection_gone = limits.connection_gone
+    # Methods that call the module functions (not class attributes bound to
+    # them): a class compiled with mypyc does not bind plain functions.
+
+    def _open_listener(self, group: ChannelGroup, msg: Message) -> None:
+        listening.open_listener(self, group, msg)
+
+    def _on_listener_event(self, lst: Listener, mask: int) -> None:
+        listening.on_listener_event(self, lst, mask)
+
+    def _run_timers(self) -> None:
+        limits.run_timers(self)
+
+    def _set_deadline(self, conn: Connection, seconds: float | None, status: AmpeStatus) -> bool:
+        return limits.set_deadline(self, conn, seconds, status)
+
+    def _handshake_done(self, conn: Connection) -> None:
+        limits.handshake_done(self, conn)
+
+    def _watch_idle(self, conn: Connection) -> None:
+        limits.watch_idle(self, conn)
+
+    def _connection_gone(self, lst: Listener) -> None:
+        limits.connection_gone(self, lst)
 
     # ---- registration, backpressure, closing
 
