@@ -47,11 +47,29 @@ log = logging.getLogger(__name__)
 OP_CODES: tuple[OpCode, ...] = tuple(OpCode)
 ORIGINS: tuple[OriginFlag, ...] = tuple(OriginFlag)
 MORES: tuple[MoreMessagesFlag, ...] = tuple(MoreMessagesFlag)
+
+
+def _op_field(b: int) -> OpCode | int:
+    """The op code of a proto byte: its member, or a plain int when invalid.
+    (Two returns, not a conditional expression: that would type as int, and
+    compiled code would then store every op code as a plain int.)"""
+    code = b & OP_CODE_MASK
+    if code < NUM_OP_CODES:
+        return OP_CODES[code]
+    return code
+
+
+def _op_name(op_code: OpCode | int, prefix: str) -> str:
+    """An op code's name, or `prefix` and its number for an invalid one."""
+    name = getattr(op_code, "name", None)  # not isinstance(): op_code is typed OpCode, so
+    return name if isinstance(name, str) else f"{prefix}{int(op_code)}"  # compiled code would drop the else
+
+
 # Every proto byte -> (op_code, origin, more, internal_a, internal_b), decoded
 # once: the per-frame cost is one tuple lookup. An invalid op code stays an int.
 PROTO_FIELDS: tuple[tuple[OpCode | int, OriginFlag, MoreMessagesFlag, int, int], ...] = tuple(
     (
-        OP_CODES[b & OP_CODE_MASK] if b & OP_CODE_MASK < NUM_OP_CODES else b & OP_CODE_MASK,
+        _op_field(b),
         ORIGINS[(b >> ORIGIN_SHIFT) & ORIGIN_MASK],
         MORES[(b >> MORE_SHIFT) & MORE_MASK],
         (b >> INTERNAL_A_SHIFT) & INTERNAL_A_MASK,
@@ -129,7 +147,7 @@ class ProtoFields:
         return self.to_byte() == other.to_byte()
 
     def __repr__(self) -> str:
-        op = self.op_code.name if isinstance(self.op_code, OpCode) else self.op_code
+        op = _op_name(self.op_code, "")
         return f"ProtoFields({op}, {ORIGINS[self.origin & 1].name}, {MORES[self.more & 1].name})"
 
 
@@ -181,7 +199,7 @@ class BinaryHeader:
 
         `label` leads the line, e.g. `bhdr.dump("received")`."""
         p = self.proto
-        op = p.op_code.name if isinstance(p.op_code, OpCode) else f"op_code={p.op_code}"
+        op = _op_name(p.op_code, "op_code=")
         line = (
             f"{label + ' ' if label else ''}{op} chn {self.channel_number} mid {self.message_id} "
             f"{ORIGINS[p.origin & 1].name} {MORES[p.more & 1].name} {raw_to_status(self.status).name}"
