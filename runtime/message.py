@@ -319,15 +319,20 @@ class Body:
 
 
 _POSTED = "this message was posted: it belongs to the engine now"
+# What a posted Message's private slots hold: never a live message's parts.
+_NO_BHDR = BinaryHeader()
+_NO_THDRS = TextHeaders()
+_NO_BODY = Body()
 
 
 class Message:
     """A tofu message: `bhdr` (BinaryHeader), `thdrs` (TextHeaders), `body` (Body)."""
 
     # The parts live in private slots behind properties: after post() (take())
-    # they are None and reading a part raises NotAllowed. Plain slots and
-    # properties, no __getattr__: the same code compiles with mypyc, and
-    # attribute reads stay on CPython's fast path.
+    # the slots hold the _NO_* placeholders and reading a part raises
+    # NotAllowed. Plain slots and properties, no __getattr__: the same code
+    # compiles with mypyc, and attribute reads stay on CPython's fast path.
+    # The engine's per-message code (framing) reads the slots directly.
     __slots__ = ("_bhdr", "_body", "_thdrs")
 
     def __init__(
@@ -335,9 +340,9 @@ class Message:
     ) -> None:
         # `_parts` is private: take(), copy() and from_wire() hand over parts
         # they built, instead of making defaults to throw away.
-        self._bhdr: BinaryHeader | None
-        self._thdrs: TextHeaders | None
-        self._body: Body | None
+        self._bhdr: BinaryHeader
+        self._thdrs: TextHeaders
+        self._body: Body
         if _parts is None:
             self._bhdr = BinaryHeader(0, ProtoFields(op_code, _APPLICATION, _LAST, 0, 0), 0, 0)
             self._thdrs = TextHeaders()
@@ -349,7 +354,7 @@ class Message:
     def bhdr(self) -> BinaryHeader:
         """The binary header; NotAllowed once posted."""
         bh = self._bhdr
-        if bh is None:
+        if bh is _NO_BHDR:
             raise NotAllowed(_POSTED)
         return bh
 
@@ -362,7 +367,7 @@ class Message:
     def thdrs(self) -> TextHeaders:
         """The text headers; NotAllowed once posted."""
         th = self._thdrs
-        if th is None:
+        if th is _NO_THDRS:
             raise NotAllowed(_POSTED)
         return th
 
@@ -375,7 +380,7 @@ class Message:
     def body(self) -> Body:
         """The body; NotAllowed once posted."""
         bd = self._body
-        if bd is None:
+        if bd is _NO_BODY:
             raise NotAllowed(_POSTED)
         return bd
 
@@ -399,7 +404,7 @@ class Message:
     @property
     def is_posted(self) -> bool:
         """True once post() took this object's contents."""
-        return self._bhdr is None
+        return self._bhdr is _NO_BHDR
 
     def reset(self) -> None:
         """Back to a fresh Request with no headers and no body."""
@@ -432,7 +437,7 @@ class Message:
     def take(self) -> Message:
         """Move the contents into a new Message and leave this one empty."""
         m = Message(_parts=(self.bhdr, self.thdrs, self.body))
-        self._bhdr = self._thdrs = self._body = None
+        self._bhdr, self._thdrs, self._body = _NO_BHDR, _NO_THDRS, _NO_BODY
         return m
 
     def __repr__(self) -> str:
