@@ -49,17 +49,18 @@ ORIGINS: tuple[OriginFlag, ...] = tuple(OriginFlag)
 MORES: tuple[MoreMessagesFlag, ...] = tuple(MoreMessagesFlag)
 
 
-def _op_field(b: int) -> OpCode | int:
+def _op_field(b: int) -> OpCode:
     """The op code of a proto byte: its member, or a plain int when invalid.
-    (Two returns, not a conditional expression: that would type as int, and
-    compiled code would then store every op code as a plain int.)"""
+
+    Typed OpCode, not `OpCode | int`: compiled code holds a value typed with
+    int in it as a plain int, and every op code would lose its member."""
     code = b & OP_CODE_MASK
     if code < NUM_OP_CODES:
         return OP_CODES[code]
-    return code
+    return code  # type: ignore[return-value]
 
 
-def _op_name(op_code: OpCode | int, prefix: str) -> str:
+def _op_name(op_code: OpCode, prefix: str) -> str:
     """An op code's name, or `prefix` and its number for an invalid one."""
     name = getattr(op_code, "name", None)  # not isinstance(): op_code is typed OpCode, so
     return name if isinstance(name, str) else f"{prefix}{int(op_code)}"  # compiled code would drop the else
@@ -67,7 +68,7 @@ def _op_name(op_code: OpCode | int, prefix: str) -> str:
 
 # Every proto byte -> (op_code, origin, more, internal_a, internal_b), decoded
 # once: the per-frame cost is one tuple lookup. An invalid op code stays an int.
-PROTO_FIELDS: tuple[tuple[OpCode | int, OriginFlag, MoreMessagesFlag, int, int], ...] = tuple(
+PROTO_FIELDS: tuple[tuple[OpCode, OriginFlag, MoreMessagesFlag, int, int], ...] = tuple(
     (
         _op_field(b),
         ORIGINS[(b >> ORIGIN_SHIFT) & ORIGIN_MASK],
@@ -128,7 +129,7 @@ class ProtoFields:
     def set_byte(self, proto: int) -> None:
         """Set every field from a proto byte; an invalid op code stays a plain int."""
         fields = PROTO_FIELDS[proto & 0xFF]
-        self.op_code, self.origin, self.more, self.internal_a, self.internal_b = fields  # type: ignore[assignment]
+        self.op_code, self.origin, self.more, self.internal_a, self.internal_b = fields
 
     @classmethod
     def from_byte(cls, proto: int) -> ProtoFields:
@@ -430,7 +431,7 @@ class Message:
 
         The decoder's path when the pool has no message to recycle."""
         op_code, origin, more, internal_a, internal_b = PROTO_FIELDS[proto & 0xFF]
-        pf = ProtoFields(op_code, origin, more, internal_a, internal_b)  # type: ignore[arg-type]
+        pf = ProtoFields(op_code, origin, more, internal_a, internal_b)
         bh = BinaryHeader(channel_number, pf, status, message_id)
         return cls(_parts=(bh, TextHeaders(thdrs), Body(body)))
 
