@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -378,20 +379,28 @@ def test_pause_does_not_stick_when_the_receiver_drains_first():
         group = rtr.ampe().create()
         _, port = tcp_listen(group)
         drained: list[Message] = []
-        real_over_limit = group._over_limit
+        played = threading.Event()
 
-        def over_limit_then_drain() -> bool:
-            over = real_over_limit()
-            if over and not drained:  # the receiver wins the race, once
-                while (msg := group.wait_receive(0)) is not None:
-                    drained.append(msg)
-            return over
+        class DrainingQueue(queue.SimpleQueue):  # type: ignore[type-arg]
+            """The engine's over-limit check reads qsize(): the first time it
+            sees the limit, the receiver drains the queue before the engine
+            can pause (a queue, not a patched method: compiled classes take
+            no patches)."""
 
-        group._over_limit = over_limit_then_drain  # type: ignore[method-assign]
+            def qsize(self) -> int:
+                size = super().qsize()
+                if size >= 8 and not drained:  # the receiver wins the race, once
+                    while (msg := group.wait_receive(0)) is not None:
+                        drained.append(msg)
+                    played.set()
+                return size
+
+        group._queue = DrainingQueue()  # empty, as the group's own queue is here
         with _raw_connect(port) as sock:
             frames = [tofu.encode(make(OpCode.Signal, 1, b"%d" % i + b"." * 60000)) for i in range(40)]
             sock.sendall(b"".join(frames))
             received: list[Message] = []
+            played.wait(TIMEOUT)  # receive nothing before: the queue must reach the limit
             deadline = time.monotonic() + TIMEOUT
 
             def count() -> int:
