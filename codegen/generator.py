@@ -128,6 +128,7 @@ def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
     addresses = dict(spec["addresses"])
     _, address_docs = _split_docs({k: v for k, v in addresses.items() if k != "schemes"}, "addresses")
     addresses.pop("doc", None)
+    address_headers, address_header_docs = _split_docs(spec.get("address_headers", {}), "address_headers")
 
     return {
         "spec_name": spec_name,
@@ -150,6 +151,8 @@ def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
         "address_docs": address_docs,
         "engine_headers": engine_headers,
         "engine_header_docs": engine_header_docs,
+        "address_headers": address_headers,
+        "address_header_docs": address_header_docs,
     }
 
 
@@ -196,6 +199,7 @@ def render_docs(spec_path: Path = SPEC) -> dict[str, str]:
             for n in ("connect_to", "listen_on", "reuse_port")
             if n not in context["address_docs"]
         ]
+        + [f"[address_headers.doc] {n}" for n in context["address_headers"] if n not in context["address_header_docs"]]
         + [f"doc of op code {op['name']}" for op in context["op_codes"] if not op.get("doc")]
     )
     if missing:

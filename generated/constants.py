@@ -12,11 +12,21 @@ __all__ = [
     "CHANNEL_MAX",
     "FIRST_MESSAGE_ID",
     "CLOSE_REASON_HEADER",
+    "CLOSE_DETAIL_HEADER",
+    "PEER_SUBJECT_HEADER",
+    "PEER_SAN_HEADER",
+    "PEER_PID_HEADER",
+    "PEER_UID_HEADER",
+    "PEER_GID_HEADER",
     "ADDRESS_SEPARATOR",
     "CONNECT_TO_HEADER",
     "LISTEN_ON_HEADER",
     "REUSE_PORT_HEADER",
+    "SERVER_NAME_HEADER",
+    "UDS_MODE_HEADER",
+    "ALLOW_UIDS_HEADER",
     "TCP_SCHEME",
+    "TLS_SCHEME",
     "UDS_SCHEME",
 ]
 
@@ -31,10 +41,20 @@ CHANNEL_MAX = 65534
 FIRST_MESSAGE_ID = 1
 
 CLOSE_REASON_HEADER = "~close_reason"  # written by the engine
+CLOSE_DETAIL_HEADER = "~close_detail"  # written by the engine
+PEER_SUBJECT_HEADER = "~peer_subject"  # written by the engine
+PEER_SAN_HEADER = "~peer_san"  # written by the engine
+PEER_PID_HEADER = "~peer_pid"  # written by the engine
+PEER_UID_HEADER = "~peer_uid"  # written by the engine
+PEER_GID_HEADER = "~peer_gid"  # written by the engine
 
 ADDRESS_SEPARATOR = "|"
 CONNECT_TO_HEADER = "~connect_to"  # header of a HelloRequest
 LISTEN_ON_HEADER = "~listen_on"  # header of a WelcomeRequest
 REUSE_PORT_HEADER = "~reuse_port"  # WelcomeRequest opt-in: share a TCP port (SO_REUSEPORT)
+SERVER_NAME_HEADER = "~server_name"  # an address option
+UDS_MODE_HEADER = "~uds_mode"  # an address option
+ALLOW_UIDS_HEADER = "~allow_uids"  # an address option
 TCP_SCHEME = "tcp"  # tcp|HOST|PORT: TCP; an empty HOST on a listener means all interfaces
+TLS_SCHEME = "tls"  # tls|HOST|PORT: TLS over TCP (our extension; the reference speaks plain TCP only)
 UDS_SCHEME = "uds"  # uds|PATH: Unix domain socket at PATH

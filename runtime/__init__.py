@@ -17,20 +17,25 @@ from .addresses import (
     Address,
     TCPClientAddress,
     TCPServerAddress,
+    TLSClientAddress,
+    TLSServerAddress,
     UDSClientAddress,
     UDSServerAddress,
     parse_address,
     parse_address_value,
     parse_url,
 )
+from .ampe import Ampe
 from .framing import MAX_FRAME_SIZE, FrameDecoder, encode, encode_into
 from .generated import *
 from .groups import WAIT_RECEIVE_INFINITE_TIMEOUT, WAIT_RECEIVE_SEC_TIMEOUT, ChannelGroup, PostTimeout
 from .message import BinaryHeader, Body, Message, ProtoFields, TextHeaders
 from .options import Options
 from .pool import AllocationStrategy
-from .reactor import Ampe, Reactor
+from .reactor import Reactor
 from .testing import find_free_tcp_port, temp_uds_path
+from .tls_contexts import client_tls_context, server_tls_context
+from .transport import peer_credentials
 
 from ._build import is_compiled as _is_compiled
 
@@ -63,15 +68,20 @@ __all__ = [
     "Reactor",
     "TCPClientAddress",
     "TCPServerAddress",
+    "TLSClientAddress",
+    "TLSServerAddress",
     "TextHeaders",
     "UDSClientAddress",
     "UDSServerAddress",
+    "client_tls_context",
     "encode",
     "encode_into",
     "find_free_tcp_port",
     "parse_address",
     "parse_address_value",
     "parse_url",
+    "peer_credentials",
+    "server_tls_context",
     "temp_uds_path",
 ]
 __all__ += generated.__all__  # the protocol's names; type checkers follow this form

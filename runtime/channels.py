@@ -11,11 +11,13 @@ from __future__ import annotations
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .framing import FrameDecoder
 from .generated import CHANNEL_MAX, CHANNEL_MIN, AmpeStatus
 from .message import Message
+from .transport import NOT_CONNECTED, PlainTransport, Transport
 
 if TYPE_CHECKING:
     from .groups import ChannelGroup
@@ -140,12 +142,14 @@ class Channel:
 class Listener(Channel):
     """A listening socket; accepted connections join the listener's group."""
 
-    __slots__ = ("open_connections", "refusing", "uds_inode", "uds_path")
+    __slots__ = ("open_connections", "refusing", "uds_inode", "uds_path", "wrap")
 
     def __init__(self, number: int, group: ChannelGroup, first_mid: int) -> None:
         super().__init__(number, group, first_mid)
         self.uds_path: str | None = None
         self.uds_inode = 0
+        # What to do with an accepted socket: its transport, or None to refuse it.
+        self.wrap: Callable[[socket.socket], Transport | None] = PlainTransport
         self.open_connections = 0  # accepted and not yet closed (Options.max_connections)
         self.refusing = False  # over max_connections now: refusals were logged once
 
@@ -164,6 +168,8 @@ class Connection(Channel):
     queued: what the messages in sendq will cost, in bytes (their encoded
         size plus QUEUED_MESSAGE_COST each): with outbuf, the unsent data
         Options.max_unsent_bytes bounds.
+    transport: how bytes cross the socket (plain or TLS, runtime/transport.py);
+        NOT_CONNECTED until a connecting socket exists.
     """
 
     __slots__ = (
@@ -182,6 +188,7 @@ class Connection(Channel):
         "queued",
         "sendq",
         "throttled",
+        "transport",
     )
 
     def __init__(self, number: int, group: ChannelGroup, first_mid: int, decoder: FrameDecoder) -> None:
@@ -191,6 +198,7 @@ class Connection(Channel):
         self.outbuf = bytearray()
         self.inflight: list[Message] = []
         self.connecting = False
+        self.transport: Transport = NOT_CONNECTED
         self.bye_sent = False  # a ByeRequest or ByeResponse went out: send nothing more
         self.bye_received = False  # the peer sent ByeRequest
         self.bye_done = False  # the Bye exchange is complete: a reset now is a normal close

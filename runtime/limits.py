@@ -56,7 +56,7 @@ def set_deadline(rtr: Reactor, conn: Connection, seconds: float | None, status: 
         return False
     if conn.deadline is not None:
         conn.deadline.cancel()
-    conn.deadline = rtr._timers.call_later(seconds, lambda: deadline_passed(rtr, conn, status))
+    conn.deadline = rtr._timers.call_later(seconds, lambda: deadline_passed(rtr, conn, status, seconds))
     return True
 
 
@@ -67,17 +67,20 @@ def handshake_done(rtr: Reactor, conn: Connection) -> None:
     conn.hello = None
 
 
-def deadline_passed(rtr: Reactor, conn: Connection, status: AmpeStatus) -> None:
+def deadline_passed(rtr: Reactor, conn: Connection, status: AmpeStatus, seconds: float) -> None:
     conn.deadline = None
     if conn.closed:
         return
-    log.info("channel %d: handshake not complete in time: closing (%s)", conn.number, status.name)
+    option = "handshake_timeout" if conn.listener is not None else "connect_timeout"
+    what = "the TLS handshake" if not conn.transport.ready else "the handshake"
+    detail = f"{what} did not complete within {seconds:g} s (Options.{option})"
+    log.info("channel %d: %s: closing (%s)", conn.number, detail, status.name)
     hello, conn.hello = conn.hello, None
     unsent = (*conn.inflight, *conn.sendq)  # the HelloRequest itself, if not yet sent, comes back by _close
     if hello is not None and not any(m.bhdr.proto.op_code is OpCode.HelloRequest for m in unsent):
         rtr._return(conn.group, hello, status)  # it was sent: give back its copy
     # An accepted connection the application never heard of closes silently.
-    rtr._close(conn, status, notify=conn.listener is None or conn.first_mid != 0)
+    rtr._close(conn, status, notify=conn.listener is None or conn.first_mid != 0, detail=detail)
 
 
 def watch_idle(rtr: Reactor, conn: Connection) -> None:
@@ -95,8 +98,9 @@ def idle_check(rtr: Reactor, conn: Connection, idle: float) -> None:
     if due > rtr._now:  # there was traffic since: look again when it may be due
         conn.idle_timer = rtr._timers.call_at(due, lambda: idle_check(rtr, conn, idle))
         return
-    log.info("channel %d: idle for %.1f s: closing", conn.number, idle)
-    rtr._close(conn, AmpeStatus.communication_failed)
+    detail = f"no bytes either way for {idle:g} s (Options.idle_timeout)"
+    log.info("channel %d: %s: closing", conn.number, detail)
+    rtr._close(conn, AmpeStatus.communication_failed, detail=detail)
 
 
 def connection_gone(rtr: Reactor, lst: Listener) -> None:

@@ -16,12 +16,13 @@ import selectors
 import socket
 from typing import TYPE_CHECKING
 
-from .addresses import Address, TCPServerAddress, UDSServerAddress, parse_address
+from .addresses import Address, TCPServerAddress, TLSServerAddress, UDSServerAddress, parse_address
 from .channels import Connection, Listener
 from .framing import FrameDecoder
 from .generated import LISTEN_ON_HEADER, AmpeError, AmpeStatus, OpCode, WrongAddress
 from .message import Message
 from .sockets import Resolved, listen, tune
+from .transport import accept_wrapper, check_listen
 
 if TYPE_CHECKING:
     from .groups import ChannelGroup
@@ -40,17 +41,18 @@ def open_listener(rtr: Reactor, group: ChannelGroup, msg: Message) -> None:
     rtr._channels[lst.number] = lst
     group.channels.add(lst)
 
-    def fail(status: AmpeStatus) -> None:
+    def fail(status: AmpeStatus, detail: str = "") -> None:
         msg.bhdr.proto.op_code = OpCode.WelcomeResponse
         rtr._return(group, msg, status)
-        rtr._close(lst, status)
+        rtr._close(lst, status, detail=detail)
 
     try:
         address = parse_address(msg)
-        if not isinstance(address, (TCPServerAddress, UDSServerAddress)):
+        if not isinstance(address, (TCPServerAddress, TLSServerAddress, UDSServerAddress)):
             raise WrongAddress(f"a WelcomeRequest needs a {LISTEN_ON_HEADER} header")
+        check_listen(address, rtr.options)
     except AmpeError as exc:
-        fail(exc.status)
+        fail(exc.status, str(exc))
         return
     rtr._resolve_then(address, lambda resolved: start_listening(rtr, lst, msg, address, resolved), fail)
 
@@ -67,13 +69,14 @@ def start_listening(rtr: Reactor, lst: Listener, msg: Message, address: Address,
         rtr._close(lst, exc.status)
         return
     lst.sock = sock
+    lst.wrap = accept_wrapper(address, rtr.options)
     if sock.family == socket.AF_UNIX:
         lst.uds_path = address.path  # type: ignore[union-attr]
         lst.uds_inode = os.stat(lst.uds_path).st_ino
         value = address.value
     else:
         # Tell the actual port: a listener may ask for port 0.
-        value = TCPServerAddress(address.host, sock.getsockname()[1]).value  # type: ignore[union-attr]
+        value = type(address)(address.host, sock.getsockname()[1]).value  # type: ignore[call-arg,union-attr]
     log.debug("channel %d listening on %s", lst.number, value)
     msg.bhdr.proto.op_code = OpCode.WelcomeResponse
     msg.thdrs.clear()
@@ -106,6 +109,10 @@ def on_listener_event(rtr: Reactor, lst: Listener, mask: int) -> None:
                 log.warning("channel %d: %d connections open: refusing more", lst.number, lst.open_connections)
             sock.close()
             continue
+        transport = lst.wrap(sock)
+        if transport is None:  # refused (logged)
+            sock.close()
+            continue
         number = rtr.numbers.allocate(group)
         if number is None:
             log.warning("channel %d: every channel number is in use; refusing a connection", lst.number)
@@ -118,7 +125,7 @@ def on_listener_event(rtr: Reactor, lst: Listener, mask: int) -> None:
             sock.close()
             continue
         conn = Connection(number, group, 0, FrameDecoder(rtr._recycled))
-        conn.sock = sock
+        conn.sock, conn.transport = sock, transport
         conn.listener = lst
         lst.open_connections += 1
         rtr._open_window(number)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl  # imported only by applications that use TLS
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -69,6 +73,13 @@ class Options:
         connection past it is accepted and closed at once (the application
         hears nothing; a warning is logged once per episode of refusals).
         Default None (no limit).
+    tls_server_context: the ssl.SSLContext of TLS listeners (tls:// and
+        TLSServerAddress): their certificate, and the CAs of the client
+        certificates they require, if any. See tofu.server_tls_context().
+    tls_client_context: the ssl.SSLContext of TLS connects (TLSClientAddress):
+        the CAs to trust and the client's own certificate, if any. See
+        tofu.client_tls_context(). Without the matching context a TLS
+        listen or connect fails (listen_failed / connect_failed).
     """
 
     initial_pool_msgs: int = DEFAULT_INITIAL_POOL_MSGS
@@ -80,6 +91,8 @@ class Options:
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT
     idle_timeout: float | None = None
     max_connections: int | None = None
+    tls_server_context: ssl.SSLContext | None = None
+    tls_client_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         initial = self.initial_pool_msgs or DEFAULT_INITIAL_POOL_MSGS

@@ -19,18 +19,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, Self, overload
+from typing import Self
 
 from . import limits, listening
 from .addresses import (
     Address,
     TCPClientAddress,
+    TLSClientAddress,
     UDSClientAddress,
     parse_address,
 )
+from .ampe import Ampe
 from .channels import QUEUED_MESSAGE_COST, Channel, ChannelNumbers, Connection, Listener, SendWindow
 from .framing import FrameDecoder, encode_into
 from .generated import (
+    CLOSE_DETAIL_HEADER,
     CLOSE_REASON_HEADER,
     HEADER_SIZE,
     OP_ON_WIRE,
@@ -43,6 +46,7 @@ from .generated import (
     WrongAddress,
 )
 from .groups import SHUTDOWN, ChannelGroup
+from .identity import HELLO_OPS, PEER_HEADER_MARK, stamp_identity
 from .message import Message
 from .options import Options
 from .pool import AllocationStrategy, Pool
@@ -57,6 +61,7 @@ from .sockets import (
     unlink_uds,
 )
 from .timers import Timers
+from .transport import HandshakeFailed, client_transport, connected_transport
 
 __all__ = ["Ampe", "Reactor"]
 
@@ -77,38 +82,6 @@ def _block_signals() -> None:
     main thread blocked in wait_receive() is interrupted as it should be."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-
-
-class Ampe:
-    """The engine's interface: channel groups and the message pool."""
-
-    def __init__(self, reactor: Reactor) -> None:
-        self._reactor = reactor
-
-    @overload
-    def get(self, strategy: Literal[AllocationStrategy.always] = ...) -> Message: ...
-    @overload
-    def get(self, strategy: AllocationStrategy) -> Message | None: ...
-
-    def get(self, strategy: AllocationStrategy = AllocationStrategy.always) -> Message | None:
-        """A message from the pool. `poolOnly` returns None when the pool is
-        empty; `always` makes a new message then."""
-        if self._reactor.closing:
-            raise ShutdownStarted("the engine is shutting down")
-        return self._reactor.pool.get(strategy)
-
-    def put(self, msg: Message | None) -> None:
-        """Give a message back to the pool (None, or a posted message, is a no-op)."""
-        self._reactor.pool.put(msg)
-
-    def create(self) -> ChannelGroup:
-        """A new channel group."""
-        return self._reactor.create_group()
-
-    def destroy(self, group: ChannelGroup) -> None:
-        """Close every channel of `group` and retire it. Messages still queued
-        for it are dropped; a receiver blocked on it gets ShutdownStarted."""
-        self._reactor.destroy_group(group)
 
 
 class Reactor:
@@ -408,10 +381,11 @@ class Reactor:
         group.channels.add(conn)
         try:
             address = parse_address(msg)
-            if not isinstance(address, (TCPClientAddress, UDSClientAddress)):
+            if not isinstance(address, (TCPClientAddress, TLSClientAddress, UDSClientAddress)):
                 raise WrongAddress("a HelloRequest needs a ~connect_to header")
+            conn.transport = client_transport(address, self.options, msg)
         except AmpeError as exc:
-            self._close(conn, exc.status)
+            self._close(conn, exc.status, detail=str(exc))
             return
         self._resolve_then(
             address,
@@ -427,6 +401,7 @@ class Reactor:
         except AmpeError as exc:
             self._close(conn, exc.status)
             return
+        conn.transport = connected_transport(conn.transport, conn.sock)
         if connected:
             self._connected(conn)
         else:
@@ -449,13 +424,16 @@ class Reactor:
             return
         if mask & READ:
             self._read(conn)
-        if mask & WRITE and not conn.closed:
+        if (mask & WRITE or conn.transport.flush_after_read) and not conn.closed:
             self._flush(conn)
 
     def _read(self, conn: Connection) -> None:
         try:
-            n = conn.sock.recv_into(self._rbuf)  # type: ignore[union-attr]
+            n = conn.transport.recv_into(self._rbuf)
         except (BlockingIOError, InterruptedError):
+            return
+        except HandshakeFailed as exc:
+            self._handshake_failed(conn, exc)
             return
         except ConnectionResetError:
             self._close(conn, conn.ended_status())
@@ -509,6 +487,8 @@ class Reactor:
                 continue
             bh.proto.origin = OriginFlag.application
             bh.channel_number = number
+            if op in HELLO_OPS or PEER_HEADER_MARK in msg.thdrs._buf:  # only the engine names the peer
+                stamp_identity(msg, conn.transport.identity if op in HELLO_OPS else ())
             if not conn.first_mid:
                 conn.first_mid = bh.message_id
             if op is OpCode.ByeResponse:
@@ -527,6 +507,19 @@ class Reactor:
             self._close(conn, AmpeStatus.channel_closed)
         elif group._over_limit():
             self._pause(group)
+
+    def _handshake_failed(self, conn: Connection, exc: HandshakeFailed) -> None:
+        """A listener drops the connection, logged, unseen by the application;
+        a client's channel closes with connect_failed and the reason, and its
+        HelloRequest comes back even if it had already gone out."""
+        if exc.server_side:
+            log.warning("channel %d: dropped an incoming connection: %s", conn.number, exc)
+            self._close(conn, AmpeStatus.connect_failed, notify=False)
+            return
+        log.info("channel %d: connect failed: %s", conn.number, exc)
+        if exc.hello is not None and not any(m.bhdr.proto.op_code is OpCode.HelloRequest for m in conn.inflight):
+            self._return(conn.group, exc.hello, AmpeStatus.connect_failed)
+        self._close(conn, AmpeStatus.connect_failed, detail=str(exc))
 
     def _flush(self, conn: Connection) -> None:
         """Encode what is queued and write as much as the kernel takes, in as
@@ -550,10 +543,10 @@ class Reactor:
                 elif op is OpCode.HelloResponse and conn.deadline is not None:
                     self._handshake_done(conn)  # an accepted connection's handshake is complete
             conn.queued -= len(out) - encoded + (queued - len(sendq)) * QUEUED_MESSAGE_COST
-            if not out:
+            if not out and not conn.transport.wants_write:  # (TLS may hold ciphertext of its own)
                 break
             try:
-                n = conn.sock.send(out)  # type: ignore[union-attr]
+                n = conn.transport.send(out)
                 conn.last_active = self._now
             except (BlockingIOError, InterruptedError):
                 n = 0
@@ -565,7 +558,7 @@ class Reactor:
                 self._close(conn, AmpeStatus.send_failed)
                 return
             del out[:n]
-            if out:
+            if out or conn.transport.wants_write:
                 break  # the kernel's buffer is full: wait until writable
             window = self.windows.get(conn.number)
             if window is not None:  # give back the permits of what was written
@@ -574,7 +567,7 @@ class Reactor:
             for msg in inflight:
                 put(msg)
             inflight.clear()
-        if not out:
+        if not out and not conn.transport.wants_write:
             if conn.bye_done:
                 self._close(conn, AmpeStatus.channel_closed)
                 return
@@ -620,9 +613,12 @@ class Reactor:
             want = WRITE
         else:
             # Stop reading while the receiver is behind, or while the peer
-            # does not read what we owe it (Options.max_unsent_bytes).
-            want = 0 if conn.group._paused or conn.over_unsent(self.options.max_unsent_bytes) else READ
-            if conn.outbuf:
+            # does not read what we owe it (Options.max_unsent_bytes); a TLS
+            # handshake reads on regardless, or it could never finish.
+            ready = conn.transport.ready
+            held = conn.group._paused or conn.over_unsent(self.options.max_unsent_bytes)
+            want = 0 if held and ready else READ
+            if (conn.outbuf and ready) or conn.transport.wants_write:
                 want |= WRITE
         self._set_events(conn, want)
 
@@ -662,11 +658,11 @@ class Reactor:
             if isinstance(ch, Connection) and not ch.connecting:
                 self._update_events(ch)
 
-    def _close(self, ch: Channel, reason: AmpeStatus, notify: bool = True) -> None:
+    def _close(self, ch: Channel, reason: AmpeStatus, notify: bool = True, detail: str = "") -> None:
         """Close a channel: give back its unsent messages with `reason` as their
         status, then a channel_closed Signal (unless `notify` is False); when
         the close was not a normal one, the Signal names `reason` in its
-        `~close_reason` header."""
+        `~close_reason` header, and `detail` (words) in `~close_detail`."""
         if ch.closed:
             return
         ch.closed = True
@@ -713,6 +709,8 @@ class Reactor:
         closed = self._engine_signal(AmpeStatus.channel_closed, ch.number, ch.first_mid)
         if reason is not AmpeStatus.channel_closed:
             closed.thdrs.append(CLOSE_REASON_HEADER, reason.name)
+        if detail:
+            closed.thdrs.append(CLOSE_DETAIL_HEADER, detail)
         group._deliver(closed)
 
     def _destroy_group(self, group: ChannelGroup, done: threading.Event) -> None:

@@ -14,7 +14,15 @@ import socket
 import stat
 from typing import Any
 
-from .addresses import Address, TCPClientAddress, TCPServerAddress, UDSClientAddress, UDSServerAddress
+from .addresses import (
+    Address,
+    TCPClientAddress,
+    TCPServerAddress,
+    TLSClientAddress,
+    TLSServerAddress,
+    UDSClientAddress,
+    UDSServerAddress,
+)
 from .generated import ConnectFailed, InvalidAddress, ListenFailed, UDSPathNotFound
 
 __all__ = [
@@ -39,7 +47,9 @@ Resolved = tuple[int, Any]
 
 def needs_resolving(address: Address) -> bool:
     """True when a TCP host is a name (not an IP literal): resolving may block."""
-    if not isinstance(address, (TCPClientAddress, TCPServerAddress)) or not address.host:
+    if not isinstance(address, (TCPClientAddress, TCPServerAddress, TLSClientAddress, TLSServerAddress)):
+        return False
+    if not address.host:
         return False
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -55,7 +65,7 @@ def resolve(address: Address) -> Resolved:
     if isinstance(address, (UDSClientAddress, UDSServerAddress)):
         return socket.AF_UNIX, address.path
     host = address.host or None  # "" on a listener: every interface
-    flags = socket.AI_PASSIVE if isinstance(address, TCPServerAddress) else 0
+    flags = socket.AI_PASSIVE if isinstance(address, (TCPServerAddress, TLSServerAddress)) else 0
     try:
         infos = socket.getaddrinfo(host, address.port, 0, socket.SOCK_STREAM, 0, flags)
     except (socket.gaierror, UnicodeError) as exc:
@@ -109,8 +119,13 @@ def _uds_is_live(path: str) -> bool:
         probe.close()
 
 
-def listen(address: TCPServerAddress | UDSServerAddress, resolved: Resolved) -> socket.socket:
-    """A listening, non-blocking socket. ListenFailed when the address is taken."""
+def listen(address: TCPServerAddress | TLSServerAddress | UDSServerAddress, resolved: Resolved) -> socket.socket:
+    """A listening, non-blocking socket. ListenFailed when the address is taken.
+
+    A Unix domain socket's file gets the address's mode between bind() and
+    listen(): nobody can connect before listen(), so there is no moment when
+    the umask's looser mode lets a stranger in (and the process-wide umask is
+    never touched)."""
     family, sockaddr = resolved
     if family == socket.AF_UNIX:
         _clear_stale_uds(address.path)  # type: ignore[union-attr]
@@ -121,6 +136,8 @@ def listen(address: TCPServerAddress | UDSServerAddress, resolved: Resolved) -> 
             if address.reuse_port:  # type: ignore[union-attr]
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
+        if family == socket.AF_UNIX:
+            os.chmod(address.path, address.mode)  # type: ignore[union-attr]
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError as exc:

@@ -89,6 +89,52 @@ def test_bench_runs_without_pyzmq(tmp_path, capsys, monkeypatch):
     assert "pyzmq" not in fig["runs"]
 
 
+def test_fan_in_with_two_server_processes_sharing_the_port(tmp_path, capsys):
+    """fanin-2: two tofu server processes (reuse_port) and two client processes; the
+    servers' counts add up to every message sent; the ratio to 1 process is reported."""
+    out = tmp_path / "bench.json"
+    args = [*ARGS, "--workloads", "fanin,fanin-2", "--impls", "tofu", "--clients", "20", "--json", str(out)]
+    rc = bench.main(args)
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    doc = json.loads(out.read_text())
+    assert doc["errors"] == []
+    (trial,) = [t for t in doc["trials"] if t["workload"] == "fanin-2"]
+    processes = trial["server"]["processes"]
+    assert len(processes) == 2
+    assert sum(p["accepted"] for p in processes) == 20
+    assert sum(p["received"] for p in processes) == trial["spec"]["warmup"] + trial["spec"]["count"]
+    for key in ("fanin2_msgs/tcp", "fanin2_e2e_msgs/tcp", "fanin2_server_cpu_us/tcp", "fanin2_cores/tcp"):
+        fig = doc["figures"][key]
+        assert _positive(fig["tofu"]) and _positive(fig["tofu/1 process"]), (key, fig)
+    assert "scaling fan-in, 2 server procs, tcp: tofu " in printed
+    assert max(len(line) for line in printed.splitlines()) <= 100, printed
+
+
+def test_multi_process_workloads_run_tofu_over_tcp_only():
+    import argparse
+
+    from tofu.bench.trials import plan
+
+    ns = argparse.Namespace(
+        workload_list=["fanin", "fanin-4"],
+        transport_list=["tcp", "uds"],
+        impl_list=["tofu", "pyzmq", "floor"],
+        repeat=1,
+        messages=0,
+        quick=True,
+        clients=100,
+        idle=10,
+        window=64,
+        timeout=60.0,
+        stall_timeout=5.0,
+        tofu_options_dict={},
+    )
+    got = {(t.workload.name, t.transport, t.impl, t.spec["procs"]) for t in plan(ns)}
+    assert {g for g in got if g[0] == "fanin-4"} == {("fanin-4", "tcp", "tofu", 4)}
+    assert len([g for g in got if g[0] == "fanin"]) == 6 and all(g[3] == 1 for g in got if g[0] == "fanin")
+
+
 def test_module_entry_point_help():
     r = subprocess.run(
         [sys.executable, "-m", "tofu.bench", "--help"], check=False, capture_output=True, text=True, timeout=30

@@ -97,17 +97,22 @@ def test_python_block_is_a_program_that_runs(block: Block, tmp_path: Path) -> No
 def commands(block: Block) -> list[tuple[int, list[str]]]:
     """(line, words) of each command in a shell block, comments and `$ ` prompts removed."""
     out = []
+    pending, first = "", 0
     for n, line in enumerate(block.text.splitlines(), start=block.line + 1):
         line = line.strip().removeprefix("$ ")
+        if line.endswith("\\"):  # continued on the next line, as the shell reads it
+            pending, first = pending + line[:-1] + " ", first or n
+            continue
+        line, start, pending, first = pending + line, first or n, "", 0
         words = shlex.split(line, comments=True) if line else []
         if words:
-            out.append((n, words))
+            out.append((start, words))
     return out
 
 
 def tofu_args(words: list[str]) -> list[str] | None:
     """The arguments of a `tofu` command line, or None when the line runs something else."""
-    separators = ("&&", "||", ";", "|")
+    separators = ("&&", "||", ";", "|", "&")  # "&": a command sent to the background
     for i, word in enumerate(words):
         if i and words[i - 1] not in separators:
             continue  # not the start of a command

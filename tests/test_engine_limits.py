@@ -99,6 +99,7 @@ def test_an_unanswered_hello_request_is_closed_with_a_reason():
             assert closed.bhdr.channel_number == hello.bhdr.channel_number
             assert closed.bhdr.message_id == 7
             assert _close_reason(closed) == "accept_failed"
+            assert "handshake_timeout" in closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER, "")
             assert wait_for_eof(sock) == b""
 
 
@@ -140,6 +141,7 @@ def test_an_unanswered_hello_request_comes_back_as_connect_failed():
             assert back.thdrs.get("who") == "me"
             closed = recv(client)
             assert is_closed_signal(closed) and _close_reason(closed) == "connect_failed"
+            assert "connect_timeout" in closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER, "")
             assert wait_for_eof(peer) == b""
         # The returned request can be posted again as it is.
         assert not back.is_posted
@@ -198,6 +200,7 @@ def test_an_idle_connection_is_closed():
         closed = recv(server)
         assert is_closed_signal(closed) and closed.bhdr.channel_number == sch
         assert _close_reason(closed) == "communication_failed"
+        assert "idle_timeout" in closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER, "")
         assert time.monotonic() - started >= idle
         closed = recv(client)
         assert is_closed_signal(closed) and closed.bhdr.channel_number == cch

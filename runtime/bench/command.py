@@ -16,8 +16,9 @@ from .child import child_main
 from .metrics import TARGETS, figures
 from .plot import PlotError, check_plot_target, write_plot
 from .report import WIDTH, _warnings, render, say
+from .shared_port import run_shared_trial
 from .trials import _address, plan, run_trial
-from .workloads import IMPLS, TRANSPORTS, WORKLOADS
+from .workloads import IMPLS, MULTI_PROC_IMPLS, MULTI_PROC_TRANSPORTS, TRANSPORTS, WORKLOADS
 from .zmq_peer import have_pyzmq
 
 
@@ -52,7 +53,8 @@ def _tofu_options(text: str) -> dict[str, int]:
             out[key.strip()] = int(value)
         except ValueError:
             raise SystemExit(f"--tofu-options: {item!r}: {value!r} is not an integer") from None
-    tofu.Options(**out)
+    checked: dict[str, Any] = dict(out)
+    tofu.Options(**checked)  # refuses what Options refuses
     return out
 
 
@@ -147,6 +149,13 @@ def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     raise_nofile_limit()
+    multi = [w for w in args.workload_list if WORKLOADS[w].procs > 1]
+    if multi:
+        notes.append(
+            f"{', '.join(multi)}: N server processes share one port (SO_REUSEPORT) and N client processes "
+            f"send to it; {' and '.join(MULTI_PROC_IMPLS)} over {' and '.join(MULTI_PROC_TRANSPORTS)} only "
+            "(pyzmq's PULL cannot share a port, a Unix socket path cannot be shared, the floor has no such variant)"
+        )
     trials = plan(args)
 
     console = None
@@ -189,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             for attempt in range(1 + max(0, args.retries)):
                 trial.error = None
                 trial.spec["address"] = _address(trial.transport)
-                run_trial(trial)
+                (run_shared_trial if trial.spec["procs"] > 1 else run_trial)(trial)
                 if not trial.error:
                     break
                 trial.failures.append(trial.error)

@@ -20,11 +20,14 @@ class Metric:
     higher_is_better: bool
     extract: Callable[[Trial], float | None]
     fmt: str = "{:,.0f}"
+    base: str | None = None  # the same figure with 1 server process (fan-in with N processes)
 
 
 def _rate(t: Trial, seconds_key: str = "seconds", side: str = "server") -> float | None:
-    s = (t.server if side == "server" else t.client).get(seconds_key)
-    return t.spec["count"] / s if s else None
+    d = t.server if side == "server" else t.client
+    s = d.get(seconds_key)
+    # With several server processes, each counts its own share: "measured" is their sum.
+    return d.get("measured", t.spec["count"]) / s if s else None
 
 
 def _e2e_rate(t: Trial) -> float | None:
@@ -32,6 +35,28 @@ def _e2e_rate(t: Trial) -> float | None:
     receiver's last receive (CLOCK_MONOTONIC is shared by every process)."""
     a, b = t.client.get("t_first"), t.server.get("t_last")
     return t.spec["count"] / (b - a) if a is not None and b is not None and b > a else None
+
+
+def _cpu_us(side: str) -> Callable[[Trial], float | None]:
+    """CPU time (every thread of the side's processes) per message, µs: reported by tofu only."""
+
+    def f(t: Trial) -> float | None:
+        d = t.server if side == "server" else t.client
+        cpu = d.get("cpu_seconds")
+        n = d.get("measured", t.spec["count"]) if side == "server" else t.spec["count"]
+        return cpu / n * 1e6 if cpu is not None and n else None
+
+    return f
+
+
+def _cores(t: Trial) -> float | None:
+    """CPU seconds of every server and client process per second of the send→receive
+    window: how many cores the trial kept busy (tofu only)."""
+    a, b = t.client.get("t_first"), t.server.get("t_last")
+    cs, cc = t.server.get("cpu_seconds"), t.client.get("cpu_seconds")
+    if a is None or b is None or b <= a or cs is None or cc is None:
+        return None
+    return float((cs + cc) / (b - a))
 
 
 def _mbps(t: Trial) -> float | None:
@@ -86,6 +111,64 @@ METRICS: list[Metric] = [
     Metric("pipeline_msgs", "req/resp, 64 outstanding", "msg/s", "pipeline", True, lambda t: _rate(t, side="client")),
     Metric("fanin_msgs", "fan-in, 64 B, all clients", "msg/s", "fanin", True, _rate),
     Metric("fanin_e2e_msgs", "fan-in, send→receive", "msg/s", "fanin", True, _e2e_rate),
+    Metric("fanin_server_cpu_us", "fan-in, server CPU per msg", "µs", "fanin", False, _cpu_us("server"), "{:,.1f}"),
+    Metric("fanin_client_cpu_us", "fan-in, client CPU per msg", "µs", "fanin", False, _cpu_us("client"), "{:,.1f}"),
+    Metric("fanin_cores", "fan-in, cores busy", "cores", "fanin", True, _cores, "{:,.2f}"),
+    *(
+        m
+        for w in WORKLOADS.values()
+        if w.kind == "fanin" and w.procs > 1
+        for m in (
+            Metric(
+                f"fanin{w.procs}_msgs",
+                f"fan-in, {w.procs} server procs",
+                "msg/s",
+                w.name,
+                True,
+                _rate,
+                base="fanin_msgs",
+            ),
+            Metric(
+                f"fanin{w.procs}_e2e_msgs",
+                f"fan-in, {w.procs} procs, send→receive",
+                "msg/s",
+                w.name,
+                True,
+                _e2e_rate,
+                base="fanin_e2e_msgs",
+            ),
+            Metric(
+                f"fanin{w.procs}_server_cpu_us",
+                f"fan-in, {w.procs} procs, server CPU/msg",
+                "µs",
+                w.name,
+                False,
+                _cpu_us("server"),
+                "{:,.1f}",
+                base="fanin_server_cpu_us",
+            ),
+            Metric(
+                f"fanin{w.procs}_client_cpu_us",
+                f"fan-in, {w.procs} procs, client CPU/msg",
+                "µs",
+                w.name,
+                False,
+                _cpu_us("client"),
+                "{:,.1f}",
+                base="fanin_client_cpu_us",
+            ),
+            Metric(
+                f"fanin{w.procs}_cores",
+                f"fan-in, {w.procs} procs, cores busy",
+                "cores",
+                w.name,
+                True,
+                _cores,
+                "{:,.2f}",
+                base="fanin_cores",
+            ),
+        )
+    ),
     Metric("idle_rss_server_b", "RSS per idle conn, server", "B", "idle", False, _per_idle("server")),
     Metric("idle_rss_client_b", "RSS per idle conn, client", "B", "idle", False, _per_idle("client")),
     Metric(
@@ -154,6 +237,10 @@ def figures(trials: list[Trial], impls: list[str]) -> dict[str, dict[str, Any]]:
             for other in ("pyzmq", "floor"):
                 a, b = fig.get("tofu"), fig.get(other)
                 fig[f"tofu/{other}"] = a / b if a is not None and b else None
+            if m.base is not None:  # N server processes against 1
+                one = out.get(f"{m.base}/{transport}", {}).get("tofu")
+                fig["base"] = m.base
+                fig["tofu/1 process"] = fig["tofu"] / one if fig.get("tofu") is not None and one else None
             checks = []
             for tg in TARGETS:
                 if tg.metric != m.key:

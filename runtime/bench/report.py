@@ -51,6 +51,22 @@ def _target_lines(figs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
+def _scaling_lines(figs: dict[str, dict[str, Any]]) -> list[str]:
+    """tofu with N server processes against 1, for every figure that has a base."""
+    out = []
+    for fig in figs.values():
+        if "tofu/1 process" not in fig:
+            continue
+        base = figs.get(f"{fig['base']}/{fig['transport']}", {}).get("tofu")
+        ratio = fig["tofu/1 process"]
+        fmt = {"µs": "{:,.1f}", "cores": "{:,.2f}"}.get(fig["unit"], "{:,.0f}")
+        out.append(
+            f"{fig['title']}, {fig['transport']}: tofu {_fmt(fig.get('tofu'), fmt)} {fig['unit']} "
+            f"against {_fmt(base, fmt)} with 1 process: {_ratio(ratio)}"
+        )
+    return out
+
+
 def say(console: Any, text: str, style: str | None = None) -> None:
     """One line of text as it is: never read as rich markup (`[bench]` stays `[bench]`)."""
     if console is None:
@@ -88,6 +104,8 @@ def render(
             for r in table_rows:
                 t.add_row(*(Text(c) for c in r))
             console.print(t, width=min(WIDTH, console.width))
+        for line in _scaling_lines(figs):
+            say(console, f"scaling {line}")
         for mark, text in targets:
             say(console, f"target {mark:<4} {text}", "red" if mark == "MISS" else "green" if mark == "ok" else None)
         for e in errors:
@@ -102,6 +120,8 @@ def render(
         for r in table:
             print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
         print()
+    for line in _scaling_lines(figs):
+        print(f"scaling {line}")
     for mark, text in targets:
         print(f"target {mark:<4} {text}")
     for e in errors:

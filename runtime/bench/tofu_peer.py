@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ._diagnostics import engine_snapshot
 from ._process import BenchError, ParentLink, _peak_rss, _settled_rss
+
+
+def spec_procs(spec: dict[str, Any]) -> int:
+    """Server processes sharing the port in this trial (1: the usual pair of processes)."""
+    return int(spec.get("procs", 1))
 
 
 class _TofuPeer:
@@ -28,6 +34,7 @@ class _TofuPeer:
         self.unexpected = 0
         self.pool_empty = 0
         self.step_timeout = float(spec["step_timeout"])
+        self.cpu_window = [0.0, 0.0]  # process CPU seconds at the start and the end of a measured window
         # The parent sends SIGUSR1 before it kills a failed trial: say what the engine was doing.
         signal.signal(signal.SIGUSR1, lambda *_: print(f"[SIGUSR1] {self.diag()}", file=sys.stderr, flush=True))
 
@@ -36,8 +43,8 @@ class _TofuPeer:
 
     def server_address(self) -> Any:
         a = self.spec["address"]
-        if a[0] == "tcp":
-            return self.tofu.TCPServerAddress(a[1], a[2])
+        if a[0] == "tcp":  # several server processes share the port
+            return self.tofu.TCPServerAddress(a[1], a[2], reuse_port=spec_procs(self.spec) > 1)
         return self.tofu.UDSServerAddress(a[1])
 
     def client_address(self) -> Any:
@@ -176,11 +183,69 @@ def _tofu_receive_count(peer: _TofuPeer, warmup: int, n: int) -> tuple[float, fl
             put(m)
             if count == warmup:
                 t0 = perf()
+                peer.cpu_window[0] = time.process_time()  # this process's CPU time, every thread
             elif count == target:
+                peer.cpu_window[1] = time.process_time()
                 return t0, perf()
         elif not peer.control(m):
             peer.unexpected += 1
             put(m)
+
+
+def _tofu_receive_shared(peer: _TofuPeer, spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
+    """One of several server processes sharing the port (fan-in): receive data
+    Signals until the parent says every client process has finished.
+
+    This server cannot know in advance how many messages it gets: the kernel
+    spreads the connections over the servers. Every client connects all its
+    channels before any data flows, so at the first data message `accepted` is
+    this server's share of the connections, and of the warm-up (the clients
+    send round-robin over their channels). Times are CLOCK_MONOTONIC, shared
+    by every process, so the parent can join the servers' windows."""
+    tofu = peer.tofu
+    Signal = tofu.OpCode.Signal
+    receiver_update = tofu.AmpeStatus.receiver_update
+    get = peer.grp.wait_receive
+    put = peer.ampe.put
+    mono = time.monotonic
+    done = threading.Event()
+
+    def wait_for_the_end() -> None:
+        chan.wait_go()
+        done.set()
+        peer.grp.update_receiver(None)  # wakes wait_receive
+
+    threading.Thread(target=wait_for_the_end, name="bench-end", daemon=True).start()
+    count = 0
+    warm = -1  # this server's share of the warm-up, known at the first data message
+    t0 = t_last = cpu0 = 0.0
+    while True:
+        m = get(peer.step_timeout)
+        if m is None:
+            if count:
+                continue  # its share has arrived; the others may still be receiving
+            raise BenchError(f"tofu: no data for {peer.step_timeout:.0f} s [{peer.diag()}]")
+        bh = m.bhdr
+        if bh.proto.op_code is Signal and not bh.status:
+            put(m)
+            count += 1
+            t_last = mono()
+            if warm < 0:
+                warm = max(1, round(spec["warmup"] * peer.accepted / spec["clients_total"]))
+            if count == warm:
+                t0 = t_last
+                cpu0 = time.process_time()
+        elif bh.status == receiver_update:
+            put(m)
+            if done.is_set():
+                break
+        elif not peer.control(m):
+            peer.unexpected += 1
+            put(m)
+    if count <= warm:
+        raise BenchError(f"tofu: this server received {count} messages, not more than its warm-up ({warm})")
+    cpu = time.process_time() - cpu0  # to the end: what follows the last message is little more than waiting
+    return {"t0": t0, "t_last": t_last, "received": count, "warm": warm, "accepted": peer.accepted, "cpu_seconds": cpu}
 
 
 def _tofu_send(peer: _TofuPeer, chans: list[int], total: int, payload: bytes, first: int = 0) -> None:
@@ -218,10 +283,13 @@ def tofu_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
         peer.listen()
         chan.emit("ready")
         result: dict[str, Any] = {}
-        if kind in ("oneway", "fanin"):
+        if kind == "fanin" and spec_procs(spec) > 1:
+            result.update(_tofu_receive_shared(peer, spec, chan))
+        elif kind in ("oneway", "fanin"):
             t0, t1 = _tofu_receive_count(peer, spec["warmup"], spec["count"])
             result["t_last"] = time.monotonic()
             result["seconds"] = t1 - t0
+            result["cpu_seconds"] = peer.cpu_window[1] - peer.cpu_window[0]
         elif kind in ("rtt", "pipeline"):
             _tofu_echo(peer)
         elif kind == "idle":
@@ -274,11 +342,21 @@ def tofu_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
     warmup, n = spec["warmup"], spec["count"]
     peer = _TofuPeer(spec)
     result: dict[str, Any] = {}
+    cpu0 = 0.0
     try:
-        if kind in ("oneway", "fanin"):
+        if kind == "fanin" and spec_procs(spec) > 1:  # one of several client processes
+            chans = peer.connect(spec["clients"])
+            chan.sync("connected")  # the parent says go when every client process is connected
+            chan.wait_go()
+            _tofu_send(peer, chans, warmup, payload)
+            result["t_first"] = time.monotonic()
+            cpu0 = time.process_time()
+            _tofu_send(peer, chans, n, payload, first=warmup)
+        elif kind in ("oneway", "fanin"):
             chans = peer.connect(1 if kind == "oneway" else spec["clients"])
             _tofu_send(peer, chans, warmup, payload)
             result["t_first"] = time.monotonic()
+            cpu0 = time.process_time()
             _tofu_send(peer, chans, n, payload, first=warmup)
         elif kind == "rtt":
             chans = peer.connect(1)
@@ -301,6 +379,8 @@ def tofu_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
             raise BenchError(f"unknown workload kind {kind}")
         result["rss_peak"] = _peak_rss()
         result["clean_close"] = peer.bye(chans, spec["close_timeout"])
+        if kind in ("oneway", "fanin"):  # the sends, and the engine writing them out until the Byes are answered
+            result["cpu_seconds"] = time.process_time() - cpu0
         result.update(peer.stats())
         return result
     finally:

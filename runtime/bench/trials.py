@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._process import PREFIX, BenchError
-from .workloads import IMPL_SCALE, SCALED_KINDS, WORKLOADS, Workload
+from .workloads import IMPL_SCALE, MULTI_PROC_IMPLS, MULTI_PROC_TRANSPORTS, SCALED_KINDS, WORKLOADS, Workload
 
 
 @dataclass
@@ -38,7 +38,11 @@ class Trial:
 _Events = queue.Queue[tuple[str, Any]]
 
 
-def _spawn(role: str, spec: dict[str, Any], events: _Events, errfile: Any) -> subprocess.Popen[str]:
+def _spawn(
+    role: str, spec: dict[str, Any], events: _Events, errfile: Any, label: str | None = None
+) -> subprocess.Popen[str]:
+    """Start a server or client process; its events go to `events` as (label or role, event)."""
+    tag = label or role
     cmd = [sys.executable, "-m", "tofu.bench", "--role", role, "--spec", json.dumps(spec)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     p = subprocess.Popen(
@@ -57,10 +61,10 @@ def _spawn(role: str, spec: dict[str, Any], events: _Events, errfile: Any) -> su
         for line in p.stdout:
             if line.startswith(PREFIX):
                 try:
-                    events.put((role, json.loads(line[len(PREFIX) :])))
+                    events.put((tag, json.loads(line[len(PREFIX) :])))
                 except ValueError:
                     pass
-        events.put((role, None))  # end of output
+        events.put((tag, None))  # end of output
 
     threading.Thread(target=reader, daemon=True).start()
     return p
@@ -178,8 +182,12 @@ def plan(args: argparse.Namespace) -> list[Trial]:
         if args.messages:
             warmup = max(1, min(warmup, args.messages // 10))
         for transport in args.transport_list:
+            if w.procs > 1 and transport not in MULTI_PROC_TRANSPORTS:
+                continue
             for run_no in range(args.repeat):
                 for impl in args.impl_list:
+                    if w.procs > 1 and impl not in MULTI_PROC_IMPLS:
+                        continue
                     scale = IMPL_SCALE[impl] if w.kind in SCALED_KINDS and not args.messages else 1
                     spec = {
                         "impl": impl,
@@ -195,6 +203,7 @@ def plan(args: argparse.Namespace) -> list[Trial]:
                         "step_timeout": min(args.stall_timeout, args.timeout / 4),
                         "tofu_options": args.tofu_options_dict,
                         "close_timeout": 10.0,
+                        "procs": w.procs,
                     }
                     trials.append(Trial(w, impl, transport, run_no, spec))
     return trials

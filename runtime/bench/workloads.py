@@ -18,6 +18,7 @@ class Workload:
     warmup: int
     quick_warmup: int
     title: str
+    procs: int = 1  # server processes sharing the port (and client processes sending to it)
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -29,6 +30,8 @@ WORKLOADS: dict[str, Workload] = {
         Workload("rtt", "rtt", 64, 10_000, 1_000, 1_000, 200, "round trip 64 B, 1 outstanding"),
         Workload("pipeline", "pipeline", 64, 100_000, 5_000, 10_000, 500, "request/response 64 B, 64 outstanding"),
         Workload("fanin", "fanin", 64, 200_000, 20_000, 20_000, 2_000, "fan-in 64 B"),
+        Workload("fanin-2", "fanin", 64, 200_000, 20_000, 20_000, 2_000, "fan-in 64 B, 2 server processes", 2),
+        Workload("fanin-4", "fanin", 64, 200_000, 20_000, 20_000, 2_000, "fan-in 64 B, 4 server processes", 4),
         Workload("idle", "idle", 64, 50_000, 5_000, 5_000, 1_000, "idle connections + one active"),
     )
 }
@@ -38,3 +41,10 @@ WORKLOADS: dict[str, Workload] = {
 # second in a full run). Round trips (rtt) use the same count for all.
 IMPL_SCALE = {"tofu": 1, "pyzmq": 4, "floor": 10}
 SCALED_KINDS = ("oneway", "pipeline", "fanin", "idle")
+
+# Workloads with several server processes run tofu only, over TCP only: the
+# servers share one port with SO_REUSEPORT (tofu.TCPServerAddress(...,
+# reuse_port=True)). A Unix socket path cannot be shared; pyzmq's PULL socket
+# has no way to share a port between processes; the floor has no such variant.
+MULTI_PROC_IMPLS = ("tofu",)
+MULTI_PROC_TRANSPORTS = ("tcp",)

@@ -2,6 +2,7 @@
 
     tofu demo                         the print-server conversation, over loopback
     tofu serve tcp://127.0.0.1:7099   an echo server (Ctrl-C stops it gracefully)
+    tofu serve tcp://:7099 --workers 4   four echo-server processes sharing the port
     tofu ping  tcp://127.0.0.1:7099   round-trip times against a server
     tofu decode capture.bin           every frame of a byte stream, field by field
 

@@ -148,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="seconds to wait for clients when stopping; 0 stops at once (default 3)",
     )
+    p.add_argument(
+        "--workers",
+        type=_int_range(1, 256),
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing each TCP port (SO_REUSEPORT), each with its own engine; "
+        "TCP addresses only (default 1: this process alone)",
+    )
+    p.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N's processes
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(

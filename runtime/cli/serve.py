@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import (
@@ -17,11 +23,13 @@ from .. import (
     InvalidMessage,
     Message,
     OpCode,
+    TCPServerAddress,
     raw_to_status,
 )
 from ._signals import _SignalWatcher
-from .console import EXIT_OK, CLIError, _out, _printable
+from .console import EXIT_OK, EXIT_USAGE, CLIError, _out, _printable
 from .session import _listen, _reactor
+from .workers import _serve_with_workers
 
 log = logging.getLogger("tofu.cli")
 
@@ -34,6 +42,44 @@ class _ServeState:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        if args.as_worker:
+            raise CLIError("--workers and --as-worker do not go together", EXIT_USAGE)
+        return _serve_with_workers(args)
+    return _serve_here(args)
+
+
+def _watch_parent(on_gone: Callable[[], None]) -> None:
+    """A worker's lifeline: its stdin is a pipe from the `--workers` parent; end
+    of file means the parent is gone (killed, crashed): stop as if signalled."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+
+    def run() -> None:
+        try:  # the raw fd: a daemon thread blocked in a buffered read would hang interpreter shutdown
+            while os.read(fd, 4096):
+                pass
+        except OSError:
+            pass
+        try:
+            on_gone()
+        except Exception:  # the engine may be gone already: nothing left to stop
+            log.debug("stopping after the parent ended", exc_info=True)
+
+    threading.Thread(target=run, name="tofu-parent-watch", daemon=True).start()
+
+
+def _serve_here(args: argparse.Namespace) -> int:
+    """Today's `tofu serve`: one engine in this process. With --as-worker (one
+    of the processes of `--workers N`), TCP listeners share their port
+    (SO_REUSEPORT) and the end of stdin stops the server gracefully."""
+    addresses = list(args.address)
+    if args.as_worker:
+        addresses = [
+            dataclasses.replace(a, reuse_port=True) if isinstance(a, TCPServerAddress) else a for a in addresses
+        ]
     state = _ServeState()
     group_ref: list[ChannelGroup] = []
 
@@ -46,13 +92,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             group_ref[0].update_receiver(None)  # wakes wait_receive in the main thread
 
     watcher = _SignalWatcher(on_signal)
+    if args.as_worker:
+        _watch_parent(lambda: on_signal(signal.SIGTERM))
     try:
         with _reactor() as rtr:
             ampe = rtr.ampe()
             group = ampe.create()
             group_ref.append(group)
             listeners: dict[int, str] = {}
-            for address in args.address:
+            for address in addresses:
                 number, url = _listen(ampe, group, address)
                 listeners[number] = url
                 _out(f"listening on {url}")
