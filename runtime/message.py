@@ -409,13 +409,14 @@ class Message:
 
     def reset(self) -> None:
         """Back to a fresh Request with no headers and no body."""
-        self.bhdr.reset()
-        self.thdrs._buf.clear()
-        self.body._buf.clear()
+        self.bhdr.reset()  # the property once (NotAllowed when posted), then the slots
+        self._thdrs._buf.clear()
+        self._body._buf.clear()
 
     def copy(self) -> Message:
         """A deep copy."""
-        return Message(_parts=(self.bhdr.copy(), TextHeaders(self.thdrs._buf), Body(self.body._buf)))
+        bh = self.bhdr  # NotAllowed when posted
+        return Message(_parts=(bh.copy(), TextHeaders(self._thdrs._buf), Body(self._body._buf)))
 
     @classmethod
     def from_wire(
@@ -437,7 +438,7 @@ class Message:
 
     def take(self) -> Message:
         """Move the contents into a new Message and leave this one empty."""
-        m = Message(_parts=(self.bhdr, self.thdrs, self.body))
+        m = Message(_parts=(self.bhdr, self._thdrs, self._body))  # bhdr: NotAllowed when posted
         self._bhdr, self._thdrs, self._body = _NO_BHDR, _NO_THDRS, _NO_BODY
         return m
 
