@@ -79,6 +79,11 @@ PROTO_FIELDS: tuple[tuple[OpCode, OriginFlag, MoreMessagesFlag, int, int], ...] 
     for b in range(256)
 )
 
+# Pure Python makes an object without running __init__ where that saves a
+# Python call per part (the per-message path); a class compiled with mypyc
+# cannot be made that way, and its __init__ is cheap: it takes the other branch.
+_PURE = __file__.endswith(".py")
+_new = object.__new__
 _REQUEST, _APPLICATION, _LAST = OpCode.Request, OriginFlag.application, MoreMessagesFlag.last
 
 _ENCODING = "utf-8"
@@ -140,6 +145,11 @@ class ProtoFields:
 
     def copy(self) -> ProtoFields:
         """An independent copy."""
+        if _PURE:
+            pf = _new(ProtoFields)
+            pf.op_code, pf.origin, pf.more = self.op_code, self.origin, self.more
+            pf.internal_a, pf.internal_b = self.internal_a, self.internal_b
+            return pf
         return ProtoFields(self.op_code, self.origin, self.more, self.internal_a, self.internal_b)
 
     def __eq__(self, other: object) -> bool:
@@ -182,6 +192,11 @@ class BinaryHeader:
 
     def copy(self) -> BinaryHeader:
         """An independent copy (its proto fields too)."""
+        if _PURE:
+            bh = _new(BinaryHeader)
+            bh.channel_number, bh.proto = self.channel_number, self.proto.copy()
+            bh.status, bh.message_id = self.status, self.message_id
+            return bh
         return BinaryHeader(self.channel_number, self.proto.copy(), self.status, self.message_id)
 
     def __eq__(self, other: object) -> bool:
@@ -344,12 +359,22 @@ class Message:
         self._bhdr: BinaryHeader
         self._thdrs: TextHeaders
         self._body: Body
-        if _parts is None:
+        if _parts is not None:
+            self._bhdr, self._thdrs, self._body = _parts
+        elif _PURE:  # slot by slot: a Message is made for every message the pool lacks
+            pf = _new(ProtoFields)
+            pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, _APPLICATION, _LAST, 0, 0
+            bh = _new(BinaryHeader)
+            bh.channel_number, bh.proto, bh.status, bh.message_id = 0, pf, 0, 0
+            th = _new(TextHeaders)
+            th._buf = bytearray()
+            bd = _new(Body)
+            bd._buf = bytearray()
+            self._bhdr, self._thdrs, self._body = bh, th, bd
+        else:
             self._bhdr = BinaryHeader(0, ProtoFields(op_code, _APPLICATION, _LAST, 0, 0), 0, 0)
             self._thdrs = TextHeaders()
             self._body = Body()
-        else:
-            self._bhdr, self._thdrs, self._body = _parts
 
     @property
     def bhdr(self) -> BinaryHeader:
@@ -432,13 +457,29 @@ class Message:
 
         The decoder's path when the pool has no message to recycle."""
         op_code, origin, more, internal_a, internal_b = PROTO_FIELDS[proto & 0xFF]
+        if _PURE:  # the parts slot by slot, no __init__ calls
+            pf = _new(ProtoFields)
+            pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, origin, more, internal_a, internal_b
+            bh = _new(BinaryHeader)
+            bh.channel_number, bh.proto, bh.status, bh.message_id = channel_number, pf, status, message_id
+            th = _new(TextHeaders)
+            th._buf = bytearray(thdrs)
+            bd = _new(Body)
+            bd._buf = bytearray(body)
+            m = _new(cls)
+            m._bhdr, m._thdrs, m._body = bh, th, bd
+            return m
         pf = ProtoFields(op_code, origin, more, internal_a, internal_b)
         bh = BinaryHeader(channel_number, pf, status, message_id)
         return cls(_parts=(bh, TextHeaders(thdrs), Body(body)))
 
     def take(self) -> Message:
         """Move the contents into a new Message and leave this one empty."""
-        m = Message(_parts=(self.bhdr, self._thdrs, self._body))  # bhdr: NotAllowed when posted
+        if _PURE:
+            m = _new(Message)
+            m._bhdr, m._thdrs, m._body = self.bhdr, self._thdrs, self._body  # bhdr: NotAllowed when posted
+        else:
+            m = Message(_parts=(self.bhdr, self._thdrs, self._body))
         self._bhdr, self._thdrs, self._body = _NO_BHDR, _NO_THDRS, _NO_BODY
         return m
 

@@ -41,6 +41,8 @@ def test_compiled_says_which_build_runs() -> None:
     assert tofu.COMPILED == _is_extension(tofu.message)
     # all or nothing: never some modules compiled and others not
     assert {_is_extension(m) for m in (tofu.message, tofu.framing, tofu.generated.codec)} == {tofu.COMPILED}
+    # message.py takes its pure Python shortcuts (no __init__ per part) only when it is not compiled
+    assert tofu.message._PURE is (not tofu.COMPILED)
     expected = os.environ.get("TOFU_EXPECT_COMPILED")
     if expected is not None:
         assert tofu.COMPILED == (expected == "1"), f"TOFU_EXPECT_COMPILED={expected} but tofu.COMPILED={tofu.COMPILED}"
