@@ -85,7 +85,7 @@ class _AllOrNothing(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # no compiler, no headers, a compiler error: all the same
+        except Exception as exc:  # noqa: BLE001 - no compiler, no headers, a compiler error: all the same
             for ext in self.extensions:
                 for path in (Path(self.get_ext_fullpath(ext.name)), ROOT / self.get_ext_filename(ext.name)):
                     path.unlink(missing_ok=True)
@@ -105,7 +105,7 @@ def _compiled_extensions() -> list[object] | str:
     """mypyc's extensions for COMPILED_MODULES, or why there are none."""
     try:
         from mypyc.build import mypycify
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever stops the import: pure Python
         return f"mypyc is not available: {exc}"
     _stage()
     here = Path.cwd()
@@ -119,7 +119,7 @@ def _compiled_extensions() -> list[object] | str:
                 target_dir=str(Path("build") / "mypyc"),
             )
         )
-    except BaseException as exc:  # mypyc exits (SystemExit) on a type error
+    except BaseException as exc:  # noqa: BLE001 - mypyc exits (SystemExit) on a type error
         return f"mypyc failed: {type(exc).__name__}: {exc}"
     finally:
         os.chdir(here)

@@ -13,6 +13,7 @@ See README.md for a quickstart and docs/protocol.md for the wire format.
 import logging as _logging
 
 from . import generated
+from ._build import is_compiled as _is_compiled
 from .addresses import (
     Address,
     TCPClientAddress,
@@ -36,8 +37,6 @@ from .reactor import Reactor
 from .testing import find_free_tcp_port, temp_uds_path
 from .tls_contexts import client_tls_context, server_tls_context
 from .transport import peer_credentials
-
-from ._build import is_compiled as _is_compiled
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 

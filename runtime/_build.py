@@ -25,4 +25,6 @@ COMPILED_MODULES = (
 def is_compiled() -> bool:
     """True when every module of COMPILED_MODULES is a compiled extension."""
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return all(str(getattr(importlib.import_module(name), "__file__", "")).endswith(suffixes) for name in COMPILED_MODULES)
+    return all(
+        str(getattr(importlib.import_module(name), "__file__", "")).endswith(suffixes) for name in COMPILED_MODULES
+    )

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 import tofu
-from tofu import AmpeStatus, MoreMessagesFlag, OpCode, OriginFlag
-
 from strategies import FrameSpec
+from tofu import AmpeStatus, MoreMessagesFlag, OpCode, OriginFlag
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 30.0  # seconds: bounds a failure, never paces a success
