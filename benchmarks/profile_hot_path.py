@@ -359,11 +359,11 @@ def micro(number: int = 200_000) -> list[tuple[str, float]]:
     rtr = tofu.Reactor()
     try:
         ampe = rtr.ampe()
-        pool = rtr.pool
+        pool = rtr._pool
         grp = ampe.create()
-        ch = rtr.numbers.allocate(grp)  # an owned number, so post() validates as for an open channel
+        ch = rtr._numbers.allocate(grp)  # an owned number, so post() validates as for an open channel
         sink: list = []
-        rtr.submit = lambda g, m: sink.append(m)  # this Reactor instance only: post() stops at the hand-over
+        rtr._submit = lambda g, m: sink.append(m)  # this Reactor instance only: post() stops at the hand-over
 
         def build():
             m = ampe.get(A)
@@ -386,14 +386,14 @@ def micro(number: int = 200_000) -> list[tuple[str, float]]:
         cell = [build()]
 
         def take_once():
-            cell[0] = cell[0].take()  # moves the parts into a new shell, empties the old one
+            cell[0] = cell[0]._take()  # moves the parts into a new shell, empties the old one
 
-        t("  msg.take()", take_once)
+        t("  msg._take()", take_once)
         t("  bhdr.copy()", msg.bhdr.copy)
-        t("  numbers.owner(ch)", lambda: rtr.numbers.owner(ch))
+        t("  numbers.owner(ch)", lambda: rtr._numbers.owner(ch))
         t("  Pool.put = reset + append (after a get)", lambda: pool.put(pool.get(A)))
         t("  Message.reset()", msg.reset)
-        rtr.__dict__.pop("submit", None)
+        rtr.__dict__.pop("_submit", None)
 
         # _wake when the loop is already awake (the common case under load) vs a wake-up byte.
         rtr._woken = True
@@ -426,7 +426,7 @@ def micro(number: int = 200_000) -> list[tuple[str, float]]:
         chunk = frame * k
         for label, factory in (
             ("pool factory, pool refilled", None),
-            ("no recycling: Message.from_wire", "from_wire"),
+            ("no recycling: Message._from_wire", "from_wire"),
         ):
             if factory is None:
                 p2 = Pool(k + 16, k + 16)

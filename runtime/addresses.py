@@ -335,7 +335,7 @@ def parse_address_value(
         host, port_text = parts[1], parts[2]
         if not (port_text.isascii() and port_text.isdigit()):  # ASCII only: int() fails on '²', accepts '٣'
             raise WrongAddress(f"address {value!r}: port {port_text!r} is not a number")
-        port = int(port_text)
+        port = int(port_text) if len(port_text) <= 5 else 65536  # int() raises ValueError past 4300 digits
         if scheme == TLS_SCHEME:
             if server:
                 return TLSServerAddress(host, port, reuse_port)
@@ -350,7 +350,7 @@ def _parse_mode(options: dict[str, str]) -> int:
     text = options.get(UDS_MODE_HEADER)
     if text is None:
         return DEFAULT_UDS_MODE
-    if not (text.isascii() and text.isdigit() and set(text) <= set("01234567")):
+    if not (text.isascii() and text.isdigit() and set(text) <= set("01234567")) or int(text, 8) > 0o7777:
         raise WrongAddress(f"{UDS_MODE_HEADER} {text!r} is not an octal mode")
     return int(text, 8)
 
@@ -362,7 +362,8 @@ def _parse_uids(options: dict[str, str]) -> tuple[int, ...] | None:
     if text == "none":
         return ()
     items = [item.strip() for item in text.split(",")]
-    if not all(item.isascii() and item.isdigit() for item in items):
+    # A user id is below 2**32: at most 10 digits (and int() refuses more than 4300).
+    if not all(item.isascii() and item.isdigit() and len(item) <= 10 and int(item) < 2**32 for item in items):
         raise WrongAddress(f"{ALLOW_UIDS_HEADER} {text!r} is not a list of user ids")
     return tuple(int(item) for item in items)
 
@@ -458,7 +459,7 @@ def _parse_tcp_url(text: str, rest: str, server: bool) -> Address:
             raise WrongAddress(f"address {text!r}: write an IPv6 host in brackets, tcp://[HOST]:PORT")
     if not (port_text.isascii() and port_text.isdigit()):
         raise WrongAddress(f"address {text!r}: port {port_text!r} is not a number")
-    port = int(port_text)
+    port = int(port_text) if len(port_text) <= 5 else 65536  # int() raises ValueError past 4300 digits
     if port > 65535:
         raise WrongAddress(f"address {text!r}: port {port} is not in 0..65535")
     if server:

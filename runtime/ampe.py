@@ -29,19 +29,19 @@ class Ampe:
     def get(self, strategy: AllocationStrategy = AllocationStrategy.always) -> Message | None:
         """A message from the pool. `poolOnly` returns None when the pool is
         empty; `always` makes a new message then."""
-        if self._reactor.closing:
+        if self._reactor._closing:
             raise ShutdownStarted("the engine is shutting down")
-        return self._reactor.pool.get(strategy)
+        return self._reactor._pool.get(strategy)
 
     def put(self, msg: Message | None) -> None:
         """Give a message back to the pool (None, or a posted message, is a no-op)."""
-        self._reactor.pool.put(msg)
+        self._reactor._pool.put(msg)
 
     def create(self) -> ChannelGroup:
         """A new channel group."""
-        return self._reactor.create_group()
+        return self._reactor._new_group()
 
     def destroy(self, group: ChannelGroup) -> None:
         """Close every channel of `group` and retire it. Messages still queued
         for it are dropped; a receiver blocked on it gets ShutdownStarted."""
-        self._reactor.destroy_group(group)
+        self._reactor._retire_group(group)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .framing import FrameDecoder
 from .generated import CHANNEL_MAX, CHANNEL_MIN, AmpeStatus
+from .inbound import Inbound
 from .message import Message
 from .transport import NOT_CONNECTED, PlainTransport, Transport
 
@@ -159,7 +160,9 @@ class Listener(Channel):
 
 
 class Connection(Channel):
-    """A connected socket with its send queue and its frame decoder.
+    """A connected socket with its send queue, its frame decoder and the
+    rules its peer's frames must follow (`inbound`; `accepted` is True for a
+    connection a listener accepted).
 
     sendq: messages posted and not yet encoded.
     outbuf: encoded bytes not yet accepted by the kernel; inflight: the
@@ -181,6 +184,7 @@ class Connection(Channel):
         "decoder",
         "hello",
         "idle_timer",
+        "inbound",
         "inflight",
         "last_active",
         "listener",
@@ -191,9 +195,12 @@ class Connection(Channel):
         "transport",
     )
 
-    def __init__(self, number: int, group: ChannelGroup, first_mid: int, decoder: FrameDecoder) -> None:
+    def __init__(
+        self, number: int, group: ChannelGroup, first_mid: int, decoder: FrameDecoder, accepted: bool = False
+    ) -> None:
         super().__init__(number, group, first_mid)
         self.decoder = decoder
+        self.inbound = Inbound(accepted)
         self.sendq: deque[Message] = deque()
         self.outbuf = bytearray()
         self.inflight: list[Message] = []

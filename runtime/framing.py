@@ -140,7 +140,7 @@ class FrameDecoder:
         if end_of_data < HEADER_SIZE:
             return 0
         recycle = self._recycle
-        from_wire = Message.from_wire
+        from_wire = Message._from_wire
         # Slicing a memoryview copies nothing: worth it once bodies are large
         # (the copy into the Message is then the only one), not for small chunks.
         view = memoryview(data) if end_of_data >= _VIEW_THRESHOLD and not isinstance(data, memoryview) else data

@@ -93,21 +93,21 @@ class ChannelGroup:
     def __init__(self, reactor: Reactor) -> None:
         self._reactor = reactor
         self._queue: queue.SimpleQueue[Message | _Shutdown] = queue.SimpleQueue()
-        self.destroyed = False
+        self._destroyed = False
         # Backpressure, shared with the I/O thread (see Options.max_queued_msgs).
         self._paused = False
         self._resume_requested = False
-        self._resume_at = max(reactor.options.max_queued_msgs // 2, 1)
+        self._resume_at = max(reactor._options.max_queued_msgs // 2, 1)
         # Called on the I/O thread after messages were queued (used by tofu.aio).
         self._on_delivery: Callable[[], None] | None = None
         # The engine's own bookkeeping, touched only on its I/O thread.
-        self.channels: set[Channel] = set()
+        self._channels: set[Channel] = set()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._reactor.destroy_group(self)
+        self._reactor._retire_group(self)
 
     def post(self, msg: Message, timeout: float | None = None) -> BinaryHeader:
         """Hand `msg` to the engine and return a copy of its binary header with
@@ -124,9 +124,9 @@ class ChannelGroup:
         is unknown or belongs to another group. On success `msg` is emptied:
         any later use of it raises NotAllowed."""
         reactor = self._reactor
-        if reactor.closing:
+        if reactor._closing:
             raise ShutdownStarted("the engine is shutting down")
-        if self.destroyed:
+        if self._destroyed:
             raise NotAllowed("this channel group was destroyed")
         if msg is None:
             raise NullMessage("post() needs a message")
@@ -151,7 +151,7 @@ class ChannelGroup:
         if len(msg.body._buf) > MAX_BODY_LEN:
             raise InvalidBodyLen(f"body is {len(msg.body._buf)} bytes, at most {MAX_BODY_LEN} fit")
         if not opens:
-            owner = reactor.numbers.owner(number)
+            owner = reactor._numbers.owner(number)
             if owner is None or number == CHANNEL_ENGINE:
                 raise InvalidChannelNumber(f"channel {number} is not open")
             if owner is not self:
@@ -168,14 +168,14 @@ class ChannelGroup:
             # Welcome/HelloRequest always open a new channel, so a returned
             # request can be posted again as it is to retry.
             bh.channel_number = reactor._open_channel_number(self, connection=op is OpCode.HelloRequest)
-        elif op is not OpCode.ByeSignal and (window := reactor.windows.get(number)) is not None:
+        elif op is not OpCode.ByeSignal and (window := reactor._windows.get(number)) is not None:
             # Options.max_unsent_msgs: wait until the channel has room.
             if not window.acquire(timeout):
                 raise PostTimeout(f"channel {number}: no room in the send window within {timeout} s")
-            if reactor.closing:
+            if reactor._closing:
                 raise ShutdownStarted("the engine is shutting down")
         header = bh.copy()
-        reactor._submit(self, msg.take())
+        reactor._submit(self, msg._take())
         return header
 
     def wait_receive(self, timeout: float | None = None) -> Message | None:
@@ -208,7 +208,7 @@ class ChannelGroup:
         if msg is None:
             update = Message(OpCode.Signal)
         else:
-            update = msg.take()
+            update = msg._take()
         update.bhdr.status = AmpeStatus.receiver_update
         update.bhdr.proto.origin = OriginFlag.engine
         update.bhdr.proto.more = MoreMessagesFlag.last
@@ -230,4 +230,4 @@ class ChannelGroup:
 
     def _over_limit(self) -> bool:
         """True when the receiver is Options.max_queued_msgs behind."""
-        return self._queue.qsize() >= self._reactor.options.max_queued_msgs
+        return self._queue.qsize() >= self._reactor._options.max_queued_msgs

@@ -85,7 +85,7 @@ def deadline_passed(rtr: Reactor, conn: Connection, status: AmpeStatus, seconds:
 
 def watch_idle(rtr: Reactor, conn: Connection) -> None:
     """Arm Options.idle_timeout: a timer that checks `last_active` when it fires."""
-    idle = rtr.options.idle_timeout
+    idle = rtr._options.idle_timeout
     if idle is not None:
         conn.last_active = rtr._now
         conn.idle_timer = rtr._timers.call_at(rtr._now + idle, lambda: idle_check(rtr, conn, idle))
@@ -105,6 +105,6 @@ def idle_check(rtr: Reactor, conn: Connection, idle: float) -> None:
 
 def connection_gone(rtr: Reactor, lst: Listener) -> None:
     lst.open_connections -= 1
-    if lst.refusing and not lst.full(rtr.options.max_connections):
+    if lst.refusing and not lst.full(rtr._options.max_connections):
         lst.refusing = False
         log.info("channel %d: accepting connections again", lst.number)

@@ -39,7 +39,7 @@ _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 def open_listener(rtr: Reactor, group: ChannelGroup, msg: Message) -> None:
     lst = Listener(msg.bhdr.channel_number, group, msg.bhdr.message_id)
     rtr._channels[lst.number] = lst
-    group.channels.add(lst)
+    group._channels.add(lst)
 
     def fail(status: AmpeStatus, detail: str = "") -> None:
         msg.bhdr.proto.op_code = OpCode.WelcomeResponse
@@ -50,7 +50,7 @@ def open_listener(rtr: Reactor, group: ChannelGroup, msg: Message) -> None:
         address = parse_address(msg)
         if not isinstance(address, (TCPServerAddress, TLSServerAddress, UDSServerAddress)):
             raise WrongAddress(f"a WelcomeRequest needs a {LISTEN_ON_HEADER} header")
-        check_listen(address, rtr.options)
+        check_listen(address, rtr._options)
     except AmpeError as exc:
         fail(exc.status, str(exc))
         return
@@ -59,7 +59,7 @@ def open_listener(rtr: Reactor, group: ChannelGroup, msg: Message) -> None:
 
 def start_listening(rtr: Reactor, lst: Listener, msg: Message, address: Address, resolved: Resolved) -> None:
     if lst.closed:
-        rtr.pool.put(msg)
+        rtr._pool.put(msg)
         return
     try:
         sock = listen(address, resolved)  # type: ignore[arg-type]
@@ -69,7 +69,7 @@ def start_listening(rtr: Reactor, lst: Listener, msg: Message, address: Address,
         rtr._close(lst, exc.status)
         return
     lst.sock = sock
-    lst.wrap = accept_wrapper(address, rtr.options)
+    lst.wrap = accept_wrapper(address, rtr._options)
     if sock.family == socket.AF_UNIX:
         lst.uds_path = address.path  # type: ignore[union-attr]
         lst.uds_inode = os.stat(lst.uds_path).st_ino
@@ -103,7 +103,7 @@ def on_listener_event(rtr: Reactor, lst: Listener, mask: int) -> None:
             else:
                 log.warning("channel %d: accept failed: %s", lst.number, exc)
             return
-        if lst.full(rtr.options.max_connections):
+        if lst.full(rtr._options.max_connections):
             if not lst.refusing:  # once per episode, not once per connection
                 lst.refusing = True
                 log.warning("channel %d: %d connections open: refusing more", lst.number, lst.open_connections)
@@ -113,7 +113,7 @@ def on_listener_event(rtr: Reactor, lst: Listener, mask: int) -> None:
         if transport is None:  # refused (logged)
             sock.close()
             continue
-        number = rtr.numbers.allocate(group)
+        number = rtr._numbers.allocate(group)
         if number is None:
             log.warning("channel %d: every channel number is in use; refusing a connection", lst.number)
             sock.close()
@@ -121,17 +121,17 @@ def on_listener_event(rtr: Reactor, lst: Listener, mask: int) -> None:
         try:
             tune(sock)
         except OSError:
-            rtr.numbers.release(number)
+            rtr._numbers.release(number)
             sock.close()
             continue
-        conn = Connection(number, group, 0, FrameDecoder(rtr._recycled))
+        conn = Connection(number, group, 0, FrameDecoder(rtr._recycled), accepted=True)
         conn.sock, conn.transport = sock, transport
         conn.listener = lst
         lst.open_connections += 1
         rtr._open_window(number)
         rtr._channels[number] = conn
-        group.channels.add(conn)
-        rtr._set_deadline(conn, rtr.options.handshake_timeout, AmpeStatus.accept_failed)
+        group._channels.add(conn)
+        rtr._set_deadline(conn, rtr._options.handshake_timeout, AmpeStatus.accept_failed)
         rtr._watch_idle(conn)
         rtr._update_events(conn)
         log.debug("channel %d accepted on listener %d", number, lst.number)

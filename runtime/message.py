@@ -9,12 +9,17 @@ contents, and touching `msg.bhdr`, `msg.thdrs` or `msg.body` raises NotAllowed.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 
 from .generated import (
+    MAX_BODY_LEN,
+    MAX_HEADERS_LEN,
     OP_ROLE,
     OP_TYPE,
     AmpeStatus,
+    InvalidBodyLen,
+    InvalidHeadersLen,
     InvalidMessage,
     InvalidOpCode,
     MessageRole,
@@ -39,7 +44,7 @@ from .generated.codec import (
     pack_proto,
 )
 
-__all__ = ["BinaryHeader", "Body", "Message", "ProtoFields", "TextHeaders"]
+__all__ = ["BinaryHeader", "Body", "Message", "ProtoFields", "TextHeaders", "text_headers_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +91,60 @@ _PURE = __file__.endswith(".py")
 _new = object.__new__
 _REQUEST, _APPLICATION, _LAST = OpCode.Request, OriginFlag.application, MoreMessagesFlag.last
 
+# Text headers, well formed (docs/concepts.md, "Messages"): lines separated by CRLF; an
+# empty line is skipped; a last line needs no CRLF; every other line is
+# NAME ":" VALUE, NAME without ':', NAME and VALUE each not empty once the
+# spaces and tabs around it are trimmed (a reader trims them); no NUL anywhere, no CR or LF but in
+# the CRLF separators; the whole part is UTF-8. One rule for every reader:
+# iterating (and get) raises exactly when text_headers_problem() finds a fault,
+# and the engine closes a channel whose peer sends such headers.
+# Possessive quantifiers: no character class overlaps what follows it, so
+# nothing is ever given back, and a check costs one pass even on hostile input.
+_LINE = rb"[ \t]*+[^\x00\r\n: \t][^\x00\r\n:]*+:[ \t]*+[^\x00\r\n \t][^\x00\r\n]*+"
+_WELL_FORMED = re.compile(rb"(?:(?:%s)?\r\n)*+(?:%s)?" % (_LINE, _LINE)).fullmatch
+_GOOD_LINES = re.compile(rb"(?:(?:%s)?\r\n)*+" % _LINE).match
 _ENCODING = "utf-8"
-_ERRORS = "surrogateescape"  # text headers round-trip any bytes a peer sends
+
+
+def text_headers_problem(data: bytes | bytearray) -> str | None:
+    """None when `data` is a well-formed text headers part; otherwise what is
+    wrong with its first bad line (a pure function: the engine's check on
+    every received frame, and TextHeaders' on every read)."""
+    if _WELL_FORMED(data) is not None:
+        if data.isascii():
+            return None
+        try:
+            data.decode(_ENCODING)
+            return None
+        except UnicodeDecodeError as exc:
+            crlf = data.rfind(b"\r\n", 0, exc.start)
+            start = 0 if crlf < 0 else crlf + 2
+    else:
+        good = _GOOD_LINES(data)  # complete good lines, up to the first bad one (always matches)
+        start = good.end() if good is not None else 0
+    end = data.find(b"\r\n", start)
+    raw = bytes(data[start : end if end >= 0 else len(data)])
+    shown = f"{raw[:80]!r}{'...' if len(raw) > 80 else ''}"
+    return f"text header line {shown} {_line_problem(raw) or 'is malformed'}"
+
+
+def _line_problem(raw: bytes) -> str | None:
+    name, colon, value = raw.partition(b":")
+    if not colon:
+        return "has no colon"
+    if not name.strip(b" \t"):
+        return "has an empty name"
+    if not value.strip(b" \t"):
+        return "has an empty value"
+    if b"\x00" in raw:
+        return "contains a NUL byte"
+    if b"\r" in raw or b"\n" in raw:
+        return "contains a CR or LF that is not a line end"
+    try:
+        raw.decode(_ENCODING)
+    except UnicodeDecodeError:
+        return "is not UTF-8"
+    return None
 
 
 class ProtoFields:
@@ -231,7 +288,9 @@ class BinaryHeader:
 
 
 class TextHeaders:
-    """Text headers: `name:value\\r\\n` lines, kept as the bytes that go on the wire."""
+    """Text headers: `name:value\\r\\n` lines, kept as the bytes that go on the wire.
+
+    At most MAX_HEADERS_LEN (65535) bytes fit in a frame."""
 
     __slots__ = ("_buf",)
 
@@ -239,48 +298,75 @@ class TextHeaders:
         self._buf = bytearray(data)
 
     def append(self, name: str, value: str | int) -> None:
-        """Add a header. Raises InvalidMessage for an empty name or value, or for
-        characters that would break the line format (':' in a name, CR or LF)."""
+        """Add a header. Raises InvalidMessage for an empty name or value, for
+        characters that would break the line format (':' in a name, CR, LF or
+        NUL) or that are not UTF-8 text, and InvalidHeadersLen when the text
+        headers would grow past MAX_HEADERS_LEN bytes; the headers are then
+        left as they were."""
         name = name.strip(" \t")
         value = str(value)
         if not name:
             raise InvalidMessage("text header name is empty")
         if not value.strip(" \t"):  # a reader trims spaces and tabs: nothing would be left
             raise InvalidMessage(f"text header {name!r} has an empty value")
-        if ":" in name or "\r" in name or "\n" in name:
-            raise InvalidMessage(f"text header name {name!r} contains ':', CR or LF")
-        if "\r" in value or "\n" in value:
-            raise InvalidMessage(f"text header {name!r} value contains CR or LF")
+        if ":" in name or "\r" in name or "\n" in name or "\0" in name:
+            raise InvalidMessage(f"text header name {name!r} contains ':', CR, LF or NUL")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise InvalidMessage(f"text header {name!r} value contains CR, LF or NUL")
         try:
-            self._buf += f"{name}:{value}\r\n".encode(_ENCODING, _ERRORS)
+            line = f"{name}:{value}\r\n".encode(_ENCODING)
         except UnicodeEncodeError as exc:
             raise InvalidMessage(f"text header {name!r} cannot be encoded: {exc.reason}") from None
+        buf = self._buf
+        if len(buf) + len(line) > MAX_HEADERS_LEN:
+            raise InvalidHeadersLen(
+                f"text header {name!r} would make the text headers {len(buf) + len(line)} bytes, "
+                f"at most {MAX_HEADERS_LEN} fit"
+            )
+        buf += line
+
+    def check(self) -> None:
+        """Raise InvalidMessage, naming the first bad line, unless the headers
+        are well formed (docs/protocol.md). The engine checks every received
+        frame this way, so a message it delivers never raises here."""
+        if self._buf:
+            problem = text_headers_problem(self._buf)
+            if problem is not None:
+                raise InvalidMessage(problem)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        """Yield (name, value) pairs in order, parsed as docs/protocol.md says.
+        """Yield (name, value) pairs in order, parsed as docs/concepts.md says.
 
         Empty lines are skipped; a last line without CRLF still counts; spaces
-        and tabs around a value are trimmed. A line with no colon, an empty
-        name or an empty value raises InvalidMessage naming the line."""
-        for raw in bytes(self._buf).split(b"\r\n"):
-            if not raw:
-                continue
-            name, colon, value = raw.partition(b":")
-            value = value.strip(b" \t")
-            if not colon:
-                raise InvalidMessage(f"text header line {raw!r} has no colon")
-            if not name:
-                raise InvalidMessage(f"text header line {raw!r} has an empty name")
-            if not value:
-                raise InvalidMessage(f"text header line {raw!r} has an empty value")
-            yield name.decode(_ENCODING, _ERRORS), value.decode(_ENCODING, _ERRORS)
+        and tabs around a name and a value are trimmed. Headers that are not
+        well formed (see check()) raise InvalidMessage, naming the first bad
+        line, before any pair is yielded: a part is valid or not as a whole."""
+        return iter(self._pairs())
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        """The value of the first header called `name`, or `default`."""
-        for n, v in self:
+        """The value of the first header called `name`, or `default`.
+        Raises InvalidMessage as iterating does."""
+        for n, v in self._pairs():
             if n == name:
                 return v
         return default
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        buf = self._buf
+        if not buf:
+            return []
+        try:
+            text = buf.decode(_ENCODING)  # checks UTF-8 on the way
+        except UnicodeDecodeError:
+            text = ""
+        if not text or _WELL_FORMED(buf) is None:
+            raise InvalidMessage(text_headers_problem(buf) or "text headers are malformed")
+        pairs = []
+        for line in text.split("\r\n"):
+            if line:
+                name, _, value = line.partition(":")
+                pairs.append((name.strip(" \t"), value.strip(" \t")))
+        return pairs
 
     def clear(self) -> None:
         """Remove everything."""
@@ -302,7 +388,7 @@ class TextHeaders:
 
 
 class Body:
-    """The body: opaque application bytes."""
+    """The body: opaque application bytes, at most MAX_BODY_LEN (65535) per frame."""
 
     __slots__ = ("_buf",)
 
@@ -310,8 +396,15 @@ class Body:
         self._buf = bytearray(data)
 
     def append(self, data: bytes | bytearray | memoryview | str) -> None:
-        """Append bytes (a str is encoded as UTF-8)."""
-        self._buf += data.encode() if isinstance(data, str) else data
+        """Append bytes (a str is encoded as UTF-8). Raises InvalidBodyLen, and
+        leaves the body as it was, when it would grow past MAX_BODY_LEN bytes:
+        a larger payload goes in several messages (see docs/concepts.md)."""
+        buf = self._buf
+        buf += data.encode() if isinstance(data, str) else data
+        if len(buf) > MAX_BODY_LEN:  # rare: undo (one len() is all the common case pays)
+            grown = len(buf)
+            del buf[grown - memoryview(data.encode() if isinstance(data, str) else data).nbytes :]
+            raise InvalidBodyLen(f"the body would be {grown} bytes, at most {MAX_BODY_LEN} fit in a message")
 
     def clear(self) -> None:
         """Remove everything."""
@@ -354,7 +447,7 @@ class Message:
     def __init__(
         self, op_code: OpCode = OpCode.Request, *, _parts: tuple[BinaryHeader, TextHeaders, Body] | None = None
     ) -> None:
-        # `_parts` is private: take(), copy() and from_wire() hand over parts
+        # `_parts` is private: take(), copy() and _from_wire() hand over parts
         # they built, instead of making defaults to throw away.
         self._bhdr: BinaryHeader
         self._thdrs: TextHeaders
@@ -444,7 +537,7 @@ class Message:
         return Message(_parts=(bh.copy(), TextHeaders(self._thdrs._buf), Body(self._body._buf)))
 
     @classmethod
-    def from_wire(
+    def _from_wire(
         cls,
         channel_number: int,
         proto: int,
@@ -473,7 +566,7 @@ class Message:
         bh = BinaryHeader(channel_number, pf, status, message_id)
         return cls(_parts=(bh, TextHeaders(thdrs), Body(body)))
 
-    def take(self) -> Message:
+    def _take(self) -> Message:
         """Move the contents into a new Message and leave this one empty."""
         if _PURE:
             m = _new(Message)

@@ -32,8 +32,14 @@ class Options:
     connections (docs/concepts.md, "Limits and timeouts").
 
     initial_pool_msgs: messages made up front (default 16).
-    max_pool_msgs: most messages the pool keeps (default 64).
-        A zero, or max below initial, falls back to the defaults.
+    max_pool_msgs: most messages the pool keeps (default 64), but never fewer
+        than the engine itself may hold: the pool keeps up to
+        max(max_pool_msgs, max_queued_msgs + max_unsent_msgs) messages, so
+        ordinary traffic reuses them (1024 with every default).
+        A zero, or max below initial, falls back to the defaults (16, 64).
+        The application hears `pool_empty` only under real pressure: when it
+        holds more messages than the pool keeps, beyond those the engine
+        holds itself; once per shortage (docs/concepts.md).
     max_queued_msgs: backpressure bound. While a channel group holds more
         unconsumed messages than this, the engine stops reading the sockets of
         that group's channels (TCP then slows the sender); it reads again once

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from enum import Enum
+from typing import Literal, overload
 
 from .generated import NotAllowed
 from .message import Message
+from .options import Options
 
-__all__ = ["AllocationStrategy", "Pool"]
+__all__ = ["AllocationStrategy", "Pool", "pool_capacity"]
 
 
 class AllocationStrategy(Enum):
@@ -21,24 +24,44 @@ class AllocationStrategy(Enum):
 class Pool:
     """A bounded stack of reset messages, safe to use from any thread.
 
-    deque.append/pop are atomic in CPython, so no lock is taken per message;
-    two threads putting at once may leave the pool a message or two over its
-    maximum, which is harmless.
+    It keeps at most `maximum` messages, and counts the messages it has made
+    (up front, and whenever it was empty) minus those it dropped because it was
+    full: `in_use()` is about how many are out of the pool, in the application
+    or in the engine. The engine reports a shortage (`pool_empty`) once, with
+    `begin_shortage()`; it ends when at most half of `maximum` are in use again.
+
+    No lock is taken: deque.append/pop are atomic in CPython, and so is
+    next() of an itertools.count, which keeps the two tallies (a tally read a
+    moment late is corrected by the next one). Two threads putting at once may
+    leave the pool a message or two over its maximum, which is harmless.
     """
 
-    __slots__ = ("_free", "_max", "ran_empty")
+    __slots__ = ("_dropped", "_drops", "_free", "_made", "_makes", "_max", "_short")
 
     def __init__(self, initial: int, maximum: int) -> None:
         self._free: deque[Message] = deque(Message() for _ in range(initial))
         self._max = maximum
-        # Set when a get found the pool empty; cleared by the next put. The
-        # engine uses it to warn the application once per shortage.
-        self.ran_empty = False
+        self._makes = itertools.count(initial + 1)  # next() is the tally after one more
+        self._made = initial
+        self._drops = itertools.count(1)
+        self._dropped = 0
+        self._short = False  # a shortage was reported and has not ended
 
     def __len__(self) -> int:
         return len(self._free)
 
+    @property
+    def maximum(self) -> int:
+        """The most messages the pool keeps."""
+        return self._max
+
+    @overload
+    def get(self, strategy: Literal[AllocationStrategy.always] = ...) -> Message: ...
+    @overload
+    def get(self, strategy: AllocationStrategy) -> Message | None: ...
+
     def get(self, strategy: AllocationStrategy = AllocationStrategy.always) -> Message | None:
+        """A message from the pool; when it is empty, None (`poolOnly`) or a new one (`always`)."""
         free = self._free
         if free:  # checked first: an empty pool is common, and a raised IndexError is slow
             try:
@@ -47,7 +70,26 @@ class Pool:
                 pass  # another thread took the last one
         if strategy is AllocationStrategy.poolOnly:
             return None
+        self._made = next(self._makes)
         return Message()
+
+    def made_one(self) -> bool:
+        """Count a message the caller made because get(poolOnly) found the pool
+        empty. True when all `maximum` messages are in use and no shortage is
+        being reported: the caller may then look closer (see begin_shortage)."""
+        self._made = next(self._makes)
+        return self._made - self._dropped > self._max and not self._short
+
+    def in_use(self) -> int:
+        """About how many of the pool's messages are out of it."""
+        return max(self._made - self._dropped - len(self._free), 0)
+
+    def begin_shortage(self) -> bool:
+        """Mark a shortage as reported; True unless one already was."""
+        if self._short:
+            return False
+        self._short = True
+        return True
 
     def put(self, msg: Message | None) -> None:
         """Reset `msg` and keep it, or drop it when the pool is full.
@@ -55,15 +97,27 @@ class Pool:
         None and messages already handed to post() are ignored."""
         if msg is None:
             return
+        free = self._free
         try:
-            if len(self._free) < self._max:
+            if len(free) < self._max:
                 msg.reset()
-                self._free.append(msg)
+                free.append(msg)
             else:
                 msg.bhdr  # noqa: B018 - full: dropped without a reset (a posted message raises here)
+                if self._made - self._dropped > len(free):  # not one made elsewhere, as far as we know
+                    self._dropped = next(self._drops)
         except NotAllowed:
             return  # an emptied (posted) message: nothing to keep
-        self.ran_empty = False
+        if self._short and self._made - self._dropped - len(free) <= self._max // 2:
+            self._short = False  # half of them are back: the shortage is over
 
     def clear(self) -> None:
         self._free.clear()
+
+
+def pool_capacity(options: Options) -> int:
+    """How many messages an engine's pool keeps: Options.max_pool_msgs, and
+    never fewer than the engine itself may hold for one channel group and one
+    connection (a full receive queue and a full send window), so ordinary
+    traffic reuses its messages instead of making new ones."""
+    return max(options.max_pool_msgs, options.max_queued_msgs + options.max_unsent_msgs)

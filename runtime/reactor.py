@@ -49,7 +49,7 @@ from .groups import SHUTDOWN, ChannelGroup
 from .identity import HELLO_OPS, PEER_HEADER_MARK, stamp_identity
 from .message import Message
 from .options import Options
-from .pool import AllocationStrategy, Pool
+from .pool import AllocationStrategy, Pool, pool_capacity
 from .sockets import (
     Resolved,
     ack_now,
@@ -91,14 +91,14 @@ class Reactor:
     """
 
     def __init__(self, options: Options | None = None) -> None:
-        self.options = options if options is not None else Options()
-        self.pool = Pool(self.options.initial_pool_msgs, self.options.max_pool_msgs)
-        self.numbers = ChannelNumbers()
+        self._options = options if options is not None else Options()
+        self._pool = Pool(self._options.initial_pool_msgs, pool_capacity(self._options))
+        self._numbers = ChannelNumbers()
         # Send windows (Options.max_unsent_msgs): channel number -> permits to
         # post. post() takes one per message, the I/O thread gives it back once
         # the message is written; closing a channel wakes every waiting post.
-        self.windows: dict[int, SendWindow] = {}
-        self.closing = False
+        self._windows: dict[int, SendWindow] = {}
+        self._closing = False
         self._groups: list[ChannelGroup] = []
         self._lock = threading.Lock()  # guards _groups and destroy()
 
@@ -131,16 +131,16 @@ class Reactor:
 
     def ampe(self) -> Ampe:
         """The engine's interface."""
-        if self.closing:
+        if self._closing:
             raise ShutdownStarted("the engine is shutting down")
         return self._ampe
 
     def destroy(self) -> None:
         """Close every channel, stop the I/O thread and wait for it. Idempotent."""
         with self._lock:
-            if self.closing:
+            if self._closing:
                 return
-            self.closing = True
+            self._closing = True
         if threading.current_thread() is self._loop_thread:
             self._running = False
             return
@@ -159,24 +159,24 @@ class Reactor:
 
     # ------------------------------------------------ called on app threads
 
-    def create_group(self) -> ChannelGroup:
+    def _new_group(self) -> ChannelGroup:
         """Ampe.create(): a new group, unless the engine is shutting down."""
         with self._lock:
-            if self.closing:
+            if self._closing:
                 raise ShutdownStarted("the engine is shutting down")
             group = ChannelGroup(self)
             self._groups.append(group)
         return group
 
-    def destroy_group(self, group: ChannelGroup) -> None:
+    def _retire_group(self, group: ChannelGroup) -> None:
         """Ampe.destroy(group): close its channels on the I/O thread and wait."""
-        if group.destroyed:
+        if group._destroyed:
             return
-        group.destroyed = True
+        group._destroyed = True
         with self._lock:
             if group in self._groups:
                 self._groups.remove(group)
-            closing = self.closing
+            closing = self._closing
         if closing:
             group._deliver(SHUTDOWN)  # the engine is stopping anyway: just wake the receiver
             return
@@ -187,7 +187,7 @@ class Reactor:
 
     def _open_channel_number(self, group: ChannelGroup, connection: bool) -> int:
         """A number for a channel post() is opening (with a send window for a connection)."""
-        number = self.numbers.allocate(group)
+        number = self._numbers.allocate(group)
         if number is None:
             raise NotAllowed("every channel number is in use")
         if connection:
@@ -195,11 +195,11 @@ class Reactor:
         return number
 
     def _open_window(self, number: int) -> None:
-        if self.options.max_unsent_msgs:
-            self.windows[number] = SendWindow(self.options.max_unsent_msgs)
+        if self._options.max_unsent_msgs:
+            self._windows[number] = SendWindow(self._options.max_unsent_msgs)
 
     def _close_window(self, number: int) -> None:
-        window = self.windows.pop(number, None)
+        window = self._windows.pop(number, None)
         if window is not None:
             window.close()
 
@@ -289,11 +289,11 @@ class Reactor:
 
     def _on_posted(self, group: ChannelGroup, msg: Message) -> None:
         op = msg.bhdr.proto.op_code
-        if group.destroyed:
+        if group._destroyed:
             if op is OpCode.HelloRequest or op is OpCode.WelcomeRequest:
-                self.numbers.release(msg.bhdr.channel_number)
+                self._numbers.release(msg.bhdr.channel_number)
                 self._close_window(msg.bhdr.channel_number)
-            self.pool.put(msg)
+            self._pool.put(msg)
             return
         if op is OpCode.HelloRequest:
             self._open_connection(group, msg)
@@ -306,7 +306,7 @@ class Reactor:
             # It was open when posted and has closed since.
             self._return(group, msg, AmpeStatus.channel_closed)
         elif op is OpCode.ByeSignal:
-            self.pool.put(msg)
+            self._pool.put(msg)
             self._close(ch, AmpeStatus.channel_closed)
         elif not isinstance(ch, Connection):  # data for a listener
             self._return(group, msg, AmpeStatus.not_allowed)
@@ -323,7 +323,7 @@ class Reactor:
         group._deliver(msg)
 
     def _engine_signal(self, status: AmpeStatus, channel_number: int, message_id: int) -> Message:
-        msg = self.pool.get(AllocationStrategy.poolOnly) or Message()
+        msg = self._pool.get(AllocationStrategy.always)
         bh = msg.bhdr
         bh.proto.op_code = OpCode.Signal
         bh.proto.origin = OriginFlag.engine
@@ -334,11 +334,26 @@ class Reactor:
 
     def _recycled(self) -> Message | None:
         """A pooled message for an incoming frame, or None (the decoder then
-        makes one) when the pool is empty: the application hears of it."""
-        msg = self.pool.get(AllocationStrategy.poolOnly)
-        if msg is None:
+        makes one) when the pool is empty; the application hears of a
+        shortage (see Pool), once."""
+        msg = self._pool.get(AllocationStrategy.poolOnly)
+        if msg is None and self._pool.made_one():
             self._pool_ran_dry = True
         return msg
+
+    def _pool_short(self, decoded: int) -> bool:
+        """A shortage to report (docs/concepts.md): the pool is empty with all
+        its messages in use, and the application holds more than the pool
+        keeps, beyond those the engine holds (the `decoded` frames of this
+        read, receive queues, then messages posted and not yet written: those
+        are counted only when the others are not enough)."""
+        pool = self._pool
+        held = pool.in_use() - decoded - sum(group.pending() for group in list(self._groups))
+        if held <= pool.maximum:
+            return False
+        held -= len(self._inbox)
+        held -= sum(len(c.sendq) + len(c.inflight) for c in self._channels.values() if isinstance(c, Connection))
+        return held > pool.maximum and pool.begin_shortage()
 
     def _resolve_then(
         self, address: Address, then: Callable[[Resolved], None], fail: Callable[[AmpeStatus], None]
@@ -375,15 +390,15 @@ class Reactor:
         conn.sendq.append(msg)  # the HelloRequest goes out first
         conn.queued = _QUEUED + len(msg.thdrs._buf) + len(msg.body._buf)
         conn.connecting = True
-        if self._set_deadline(conn, self.options.connect_timeout, AmpeStatus.connect_failed):
+        if self._set_deadline(conn, self._options.connect_timeout, AmpeStatus.connect_failed):
             conn.hello = msg.copy()  # returned if the deadline passes after it was sent
         self._channels[conn.number] = conn
-        group.channels.add(conn)
+        group._channels.add(conn)
         try:
             address = parse_address(msg)
             if not isinstance(address, (TCPClientAddress, TLSClientAddress, UDSClientAddress)):
                 raise WrongAddress("a HelloRequest needs a ~connect_to header")
-            conn.transport = client_transport(address, self.options, msg)
+            conn.transport = client_transport(address, self._options, msg)
         except AmpeError as exc:
             self._close(conn, exc.status, detail=str(exc))
             return
@@ -467,25 +482,23 @@ class Reactor:
         group = conn.group
         if self._pool_ran_dry:
             self._pool_ran_dry = False
-            if not self.pool.ran_empty:
-                self.pool.ran_empty = True
+            if self._pool_short(len(frames)):
                 group._deliver(self._engine_signal(AmpeStatus.pool_empty, conn.number, 0))
 
         number = conn.number
         for msg in frames:
             if bad is not None or conn.bye_done:
-                self.pool.put(msg)  # nothing after a bad frame or a ByeResponse counts
+                self._pool.put(msg)  # nothing after a bad frame or a ByeResponse counts
+                continue
+            try:
+                conn.inbound.admit(msg)  # the rules of runtime/inbound.py; normalises the frame
+            except AmpeError as exc:
+                log.warning("channel %d: bad frame from peer: %s", number, exc)
+                bad = exc.status
+                self._pool.put(msg)
                 continue
             bh = msg.bhdr
             op = bh.proto.op_code
-            if op not in OP_ON_WIRE:
-                # A local-only op code from a peer: it would let the peer
-                # impersonate this engine (docs/protocol.md).
-                log.warning("channel %d: peer sent local-only op code %s", number, op)
-                bad = AmpeStatus.invalid_op_code
-                self.pool.put(msg)
-                continue
-            bh.proto.origin = OriginFlag.application
             bh.channel_number = number
             if op in HELLO_OPS or PEER_HEADER_MARK in msg.thdrs._buf:  # only the engine names the peer
                 stamp_identity(msg, conn.transport.identity if op in HELLO_OPS else ())
@@ -560,10 +573,10 @@ class Reactor:
             del out[:n]
             if out or conn.transport.wants_write:
                 break  # the kernel's buffer is full: wait until writable
-            window = self.windows.get(conn.number)
+            window = self._windows.get(conn.number)
             if window is not None:  # give back the permits of what was written
                 window.release(sum(msg.bhdr.proto.op_code is not OpCode.HelloRequest for msg in inflight))
-            put = self.pool.put
+            put = self._pool.put
             for msg in inflight:
                 put(msg)
             inflight.clear()
@@ -616,7 +629,7 @@ class Reactor:
             # does not read what we owe it (Options.max_unsent_bytes); a TLS
             # handshake reads on regardless, or it could never finish.
             ready = conn.transport.ready
-            held = conn.group._paused or conn.over_unsent(self.options.max_unsent_bytes)
+            held = conn.group._paused or conn.over_unsent(self._options.max_unsent_bytes)
             want = 0 if held and ready else READ
             if (conn.outbuf and ready) or conn.transport.wants_write:
                 want |= WRITE
@@ -646,7 +659,7 @@ class Reactor:
             group._paused = False
             return
         log.debug("pausing reads: a channel group holds %d messages", group.pending())
-        for ch in group.channels:
+        for ch in group._channels:
             if isinstance(ch, Connection) and not ch.connecting:
                 self._update_events(ch)
 
@@ -654,7 +667,7 @@ class Reactor:
         if not group._paused:
             return
         group._paused = False
-        for ch in group.channels:
+        for ch in group._channels:
             if isinstance(ch, Connection) and not ch.connecting:
                 self._update_events(ch)
 
@@ -668,10 +681,10 @@ class Reactor:
         ch.closed = True
         if self._channels.get(ch.number) is ch:
             del self._channels[ch.number]
-        self.numbers.release(ch.number)
+        self._numbers.release(ch.number)
         self._close_window(ch.number)
         group = ch.group
-        group.channels.discard(ch)
+        group._channels.discard(ch)
         if ch.sock is not None:
             if ch.events:
                 self._selector.unregister(ch.sock)
@@ -700,9 +713,9 @@ class Reactor:
             ch.sendq.clear()
             ch.outbuf = bytearray()
 
-        if not notify or group.destroyed:
+        if not notify or group._destroyed:
             for msg in unsent:
-                self.pool.put(msg)
+                self._pool.put(msg)
             return
         for msg in unsent:
             self._return(group, msg, reason)
@@ -715,7 +728,7 @@ class Reactor:
 
     def _destroy_group(self, group: ChannelGroup, done: threading.Event) -> None:
         try:
-            for ch in list(group.channels):
+            for ch in list(group._channels):
                 self._close(ch, AmpeStatus.channel_closed, notify=False)
             group._deliver(SHUTDOWN)
         finally:
@@ -723,12 +736,12 @@ class Reactor:
 
     def _shutdown_on_thread(self) -> None:
         """Last act of the I/O thread: close everything, wake every receiver."""
-        self.closing = True
+        self._closing = True
         for ch in list(self._channels.values()):
             self._close(ch, AmpeStatus.shutdown_started)
         while self._inbox:
             group, item = self._inbox.popleft()
-            if group is not None and not group.destroyed:
+            if group is not None and not group._destroyed:
                 self._return(group, item, AmpeStatus.shutdown_started)  # type: ignore[arg-type]
         with self._lock:
             groups = list(self._groups)
@@ -738,4 +751,4 @@ class Reactor:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
-        self.pool.clear()
+        self._pool.clear()

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 # ---------------------------------------------------------------- text headers
 
-_NAME_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters=":\r\n")
+_NAME_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters=":\r\n\x00")
 _VALUE_CHARS = st.one_of(
     st.sampled_from(":|~-. \t"),  # separators, inner spaces and tabs, often
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"),
 )
 
 

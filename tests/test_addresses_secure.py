@@ -106,3 +106,19 @@ def test_a_uds_path_with_a_nul_byte_is_refused_where_it_is_made(path: str) -> No
             cls(path)
     with pytest.raises(tofu.WrongAddress, match="NUL byte"):
         tofu.parse_address_value("uds|" + path, server=True)
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        (tofu.UDS_MODE_HEADER, "17777"),  # past 0o7777
+        (tofu.UDS_MODE_HEADER, "7" * 5000),
+        (tofu.ALLOW_UIDS_HEADER, "1" * 5000),  # int() would raise ValueError past 4300 digits
+        (tofu.ALLOW_UIDS_HEADER, "4294967296"),  # 2**32
+    ],
+)
+def test_uds_option_headers_out_of_range_are_wrong_addresses(header: str, value: str) -> None:
+    msg = tofu.UDSServerAddress(tofu.temp_uds_path()).format(Message())
+    msg.thdrs.append(header, value)
+    with pytest.raises(WrongAddress, match="is not"):
+        tofu.parse_address(msg)

@@ -230,3 +230,24 @@ def test_plot_errors_are_clear(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were not installed
     with pytest.raises(PlotError, match=r"pip install 'tofu-messaging\[plot\]'"):
         check_plot_target(str(tmp_path / "bench.svg"))
+
+
+def test_tls_transport_runs_tofu_and_the_floor_and_compares_them_with_plaintext(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = [*ARGS, "--transports", "tcp,tls", "--impls", "tofu,floor", "--json", str(out)]
+    rc = bench.main(args)
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    doc = json.loads(out.read_text())
+    assert sorted((t["transport"], t["impl"]) for t in doc["trials"]) == [
+        ("tcp", "floor"),
+        ("tcp", "tofu"),
+        ("tls", "floor"),  # blocking ssl sockets
+        ("tls", "tofu"),
+    ]
+    fig = doc["figures"]["oneway_64_msgs/tls"]
+    assert _positive(fig["tofu"]) and _positive(fig["floor"])
+    assert _positive(fig["tls/tcp"])
+    assert fig["targets"] == []  # the targets compare plaintext figures
+    assert "TLS against plaintext" in printed and "floor tls/tcp" in printed
+    assert max(len(line) for line in printed.splitlines()) <= 100, printed

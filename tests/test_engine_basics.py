@@ -85,7 +85,8 @@ def test_options_fall_back_to_defaults():
 
 
 def test_smallest_pool():
-    with tofu.Reactor(Options(initial_pool_msgs=1, max_pool_msgs=1)) as rtr:
+    # max_queued_msgs=1 too: the pool never keeps fewer than the engine may hold (see Options)
+    with tofu.Reactor(Options(initial_pool_msgs=1, max_pool_msgs=1, max_queued_msgs=1)) as rtr:
         ampe = rtr.ampe()
         first = ampe.get(AllocationStrategy.always)
         assert isinstance(first, Message)
@@ -94,29 +95,75 @@ def test_smallest_pool():
         assert isinstance(second, Message) and second is not first
         ampe.put(first)
         ampe.put(second)  # the pool is full: freed
-        assert len(rtr.pool) == 1
         assert ampe.get(AllocationStrategy.poolOnly) is first
+        assert ampe.get(AllocationStrategy.poolOnly) is None
         ampe.put(None)  # a no-op
 
 
-def test_a_shortage_ends_with_a_real_put_even_into_a_full_pool():
+@pytest.mark.parametrize(
+    ("options", "keeps"),
+    [
+        (Options(), 1024),  # max_queued_msgs: a full receive queue
+        (Options(max_unsent_msgs=1000), 2024),  # and a full send window
+        (Options(max_pool_msgs=4096), 4096),
+        (Options(initial_pool_msgs=1, max_pool_msgs=8, max_queued_msgs=2), 8),
+        (Options(initial_pool_msgs=1, max_pool_msgs=1, max_queued_msgs=5, max_unsent_msgs=3), 8),
+    ],
+)
+def test_the_pool_keeps_what_the_engine_may_hold(options, keeps):
+    from tofu.pool import pool_capacity
+
+    assert pool_capacity(options) == keeps
+    with tofu.Reactor(options) as rtr:
+        ampe = rtr.ampe()
+        taken = [ampe.get(AllocationStrategy.always) for _ in range(keeps + 5)]
+        for msg in taken:
+            ampe.put(msg)
+        again = [ampe.get(AllocationStrategy.poolOnly) for _ in range(keeps + 5)]
+        assert sum(m is not None for m in again) == keeps  # kept up to the capacity, then freed
+
+
+def test_a_shortage_is_reported_once_and_ends_when_half_are_back():
+    from tofu.pool import Pool
+
+    pool = Pool(initial=2, maximum=4)
+    out = [pool.get(), pool.get()]
+    assert pool.get(AllocationStrategy.poolOnly) is None
+    for _ in range(2):  # the caller makes what the pool lacks: no shortage while <= maximum are in use
+        out.append(Message())
+        assert not pool.made_one()
+    out.append(Message())
+    assert pool.made_one() and pool.in_use() == 5  # all 4 in use, and one more
+    assert pool.begin_shortage()
+    assert not pool.begin_shortage()  # reported once
+    posted = Message()
+    posted._take()  # what post() leaves with the caller: no put
+    pool.put(posted)
+    assert pool.in_use() == 5
+    pool.put(out[0])
+    pool.put(out[1])
+    assert pool.in_use() == 3 and pool._short  # more than half of the 4 still out
+    pool.put(out[2])
+    assert pool.in_use() == 2 and not pool._short  # over: a new one may be reported
+    pool.put(out[3])
+    pool.put(out[4])
+    assert len(pool) == 4 and pool.in_use() == 0  # full: the fifth was dropped
+
+
+def test_a_shortage_ends_even_when_messages_come_back_into_a_full_pool():
     from tofu.pool import Pool
 
     pool = Pool(initial=1, maximum=1)
-    kept = pool.get()
-    pool.get()  # the pool is empty now: a new message
-    pool.ran_empty = True  # what the engine sets when it finds the pool dry
-    posted = Message()
-    posted.take()  # what post() leaves with the caller
-    pool.put(posted)
-    assert pool.ran_empty and len(pool) == 0  # an emptied message is no put
-    pool.put(kept)
-    assert not pool.ran_empty and len(pool) == 1
-    pool.ran_empty = True
-    pool.put(posted)  # into a full pool: still no put
-    assert pool.ran_empty
-    pool.put(Message())  # dropped (the pool is full), but it ends the shortage
-    assert not pool.ran_empty and len(pool) == 1 and pool.get() is kept
+    pool.get()
+    extra = [Message() for _ in range(3)]
+    for _ in extra:
+        pool.made_one()
+    assert pool.begin_shortage()
+    pool.put(Message())  # kept: the pool is full now, 3 in use
+    assert pool._short
+    for msg in extra:
+        pool.put(msg)  # dropped, and counted out
+    assert pool.in_use() == 0 and not pool._short
 
 
 def test_put_resets_the_message():
@@ -213,8 +260,8 @@ def test_validation_order(rtr, build, error):
     group = rtr.ampe().create()
     msg = Message()
     msg.bhdr.proto.more = tofu.MoreMessagesFlag.more
-    msg.thdrs._buf += b"x" * 70000
-    msg.body.append(b"y" * 70000)
+    msg.thdrs._buf += b"x" * 70000  # past append's own checks
+    msg.body._buf += b"y" * 70000
     build(msg)
     with pytest.raises(error):
         group.post(msg)
@@ -224,8 +271,8 @@ def test_validation_order(rtr, build, error):
 def test_headers_length_checked_before_address_and_body(rtr):
     group = rtr.ampe().create()
     hello = make(OpCode.HelloRequest)
-    hello.thdrs._buf += b"x" * 70000
-    hello.body.append(b"y" * 70000)
+    hello.thdrs._buf += b"x" * 70000  # past append's own checks
+    hello.body._buf += b"y" * 70000
     with pytest.raises(tofu.InvalidHeadersLen):
         group.post(hello)
     hello.thdrs.clear()
@@ -291,7 +338,7 @@ def test_a_group_as_a_context_manager_is_destroyed_on_leaving(rtr):
 
         _, port = tcp_listen(server)
         cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
-    assert server.destroyed
+    assert server._destroyed
     closed = recv(client)  # the server's channels were closed with it
     assert closed.is_from_engine() and closed.bhdr.status == AmpeStatus.channel_closed
     assert closed.bhdr.channel_number == cch
@@ -301,11 +348,10 @@ def test_a_group_as_a_context_manager_is_destroyed_on_leaving(rtr):
 
 
 def test_adding_messages_to_the_pool():
-    with tofu.Reactor(Options(initial_pool_msgs=1, max_pool_msgs=8)) as rtr:
+    with tofu.Reactor(Options(initial_pool_msgs=1, max_pool_msgs=8, max_queued_msgs=8)) as rtr:
         ampe = rtr.ampe()
         for _ in range(10):
             ampe.put(Message())  # the reference's addToPool: made outside, kept up to the maximum
-        assert len(rtr.pool) == 8
         taken = [ampe.get(AllocationStrategy.poolOnly) for _ in range(8)]
         assert all(isinstance(m, Message) for m in taken)
         assert ampe.get(AllocationStrategy.poolOnly) is None
@@ -354,7 +400,7 @@ def test_destroying_a_group_while_the_engine_stops_wakes_its_receiver():
     rtr._call_soon(lambda: release.wait(10))  # hold the I/O thread
     stopper = threading.Thread(target=rtr.destroy)
     stopper.start()
-    wait_for(lambda: rtr.closing, "destroy() to begin")  # the I/O thread cannot stop yet
+    wait_for(lambda: rtr._closing, "destroy() to begin")  # the I/O thread cannot stop yet
     ampe.destroy(group)
     release.set()
     stopper.join(10)
@@ -372,3 +418,16 @@ def test_engine_threads_leave_sigint_to_the_application():
         rtr._call_soon(lambda: group.update_receiver(None))  # the inbox is first in, first out
         recv(group)
         assert signal.SIGINT in blocked[0] and signal.SIGTERM in blocked[0]
+
+
+def test_messages_made_elsewhere_do_not_hide_a_later_shortage():
+    from tofu.pool import Pool
+
+    pool = Pool(initial=2, maximum=4)
+    for _ in range(100):
+        pool.put(Message())  # the application's own messages: 2 more kept, the rest dropped uncounted
+    assert len(pool) == 4 and pool.in_use() == 0
+    out = [pool.get() for _ in range(4)]
+    # past the maximum within a few more: the 98 dropped ones are not held against it
+    assert any(pool.made_one() for _ in range(4))
+    assert len(out) == 4

@@ -64,10 +64,10 @@ def assert_listener_dropped_it(
     """The listening side logged the failure once (checked when `caplog` is
     given), kept no channel and told the application nothing: the next
     message it gets is a good client's Hello."""
-    good = tofu.Reactor(tofu.Options(tls_client_context=engine.options.tls_client_context))
+    good = tofu.Reactor(tofu.Options(tls_client_context=engine._options.tls_client_context))
     with good:
         _, server_channel = connect(good.ampe().create(), server, tofu.TLSClientAddress("127.0.0.1", port))
-        connections = [ch.number for ch in list(server.channels) if isinstance(ch, Connection)]
+        connections = [ch.number for ch in list(server._channels) if isinstance(ch, Connection)]
         assert connections == [server_channel]  # nothing left of the failed one
     if caplog is not None:
         dropped = [r for r in caplog.records if DROPPED in r.getMessage()]

@@ -106,7 +106,7 @@ def test_shutdown_wakes_a_waiting_post():
             wait_for(lambda: poster.posted == WINDOW, "the window to fill")
             stopper = threading.Thread(target=rtr.destroy)
             stopper.start()
-            wait_for(lambda: rtr.closing, "destroy() to begin")
+            wait_for(lambda: rtr._closing, "destroy() to begin")
             release.set()
             poster.join(TIMEOUT)
             stopper.join(TIMEOUT)
@@ -119,7 +119,7 @@ def test_no_window_by_default():
         client, server = rtr.ampe().create(), rtr.ampe().create()
         _, port = tcp_listen(server)
         cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
-        assert rtr.windows == {}
+        assert rtr._windows == {}
         release = threading.Event()
         rtr._call_soon(lambda: release.wait(TIMEOUT))
         for i in range(100):  # nothing is written while the I/O thread is held: no wait

@@ -28,6 +28,7 @@ from engine_support import (
     wait_for_eof,
 )
 from tofu import AmpeStatus, Message, OpCode
+from tofu.generated.codec import pack_header, pack_proto
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 
@@ -44,6 +45,18 @@ def _raw_connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+# What a plain-socket peer sends first: the engine admits nothing else before it.
+_HELLO = tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=1))
+
+
+def _raw_frame(
+    op: int, thdrs: bytes = b"", body: bytes = b"", mid: int = 0, more: int = 0, status: int = 0, origin: int = 0
+) -> bytes:
+    """A frame with exactly these bytes, whatever post() or append() would allow."""
+    proto = pack_proto(op, origin, more)
+    return pack_header(0x77, proto, status, mid, len(thdrs), len(body)) + thdrs + body
 
 
 def _frames(data: bytes) -> list[Message]:
@@ -197,6 +210,22 @@ BAD_INPUTS = {
         bytes.fromhex("0001020000000000000000010000ffff") + b"only part of the body",
         AmpeStatus.communication_failed,
     ),
+    # text headers that are not well formed (docs/protocol.md)
+    "header line without a colon": (_raw_frame(OpCode.Signal, b"a:1\r\nno colon here\r\n"), AmpeStatus.invalid_message),
+    "header with an empty name": (_raw_frame(OpCode.Request, b":v\r\n"), AmpeStatus.invalid_message),
+    "header with an empty value": (_raw_frame(OpCode.Request, b"n: \r\n"), AmpeStatus.invalid_message),
+    "NUL in a header": (_raw_frame(OpCode.Response, b"n:v\x00w\r\n", mid=3), AmpeStatus.invalid_message),
+    "non-UTF-8 header": (_raw_frame(OpCode.Signal, b"n:\xff\xfe\r\n"), AmpeStatus.invalid_message),
+    "lone LF in a header": (_raw_frame(OpCode.Signal, b"a:1\nb:2\r\n"), AmpeStatus.invalid_message),
+    # the handshake
+    "a second HelloRequest": (
+        _raw_frame(OpCode.HelloRequest, b"~connect_to:tcp|x|1\r\n", mid=6),
+        AmpeStatus.not_allowed,
+    ),
+    "a HelloResponse from the connecting side": (_raw_frame(OpCode.HelloResponse, mid=5), AmpeStatus.not_allowed),
+    # more on a type that cannot carry it
+    "ByeRequest with more": (_raw_frame(OpCode.ByeRequest, more=1), AmpeStatus.invalid_more_usage),
+    "ByeResponse with more": (_raw_frame(OpCode.ByeResponse, more=1, mid=5), AmpeStatus.invalid_more_usage),
 }
 
 
@@ -228,16 +257,97 @@ def test_bad_input_closes_only_that_channel(rtr, server, name):
     connect(good, group, tofu.TCPClientAddress("127.0.0.1", port))
 
 
-def test_status_and_origin_from_a_peer(server):
+def test_a_good_frame_after_a_bad_one_in_the_same_read_is_not_delivered(server):
     group, port = server
     with _raw_connect(port) as sock:
-        frame = make(OpCode.Signal, 3, b"x")
-        frame.bhdr.status = 200
-        frame.bhdr.proto.origin = tofu.OriginFlag.engine  # a peer must not pose as our engine
-        sock.sendall(tofu.encode(frame))
+        sock.sendall(
+            _HELLO
+            + _raw_frame(OpCode.Signal, b"n:1\r\n", b"first")
+            + _raw_frame(OpCode.Signal, b"bad\r\n", b"bad")
+            + _raw_frame(OpCode.Signal, b"n:3\r\n", b"after")
+        )
+        assert recv(group).bhdr.proto.op_code == OpCode.HelloRequest
+        first = recv(group)
+        assert bytes(first.body) == b"first" and first.thdrs.get("n") == "1"
+        closed = recv(group)
+        assert is_closed_signal(closed), closed
+        assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == "invalid_message"
+        wait_for_eof(sock)
+
+
+FIRST_FRAMES = {
+    # the reported denial of service: a HelloRequest that tofu serve could not read
+    "HelloRequest with a header line without a colon": (
+        _raw_frame(OpCode.HelloRequest, b"~connect_to:tcp|x|1\r\nno colon here\r\n", mid=7),
+        AmpeStatus.invalid_message,
+    ),
+    "HelloRequest with a NUL in a header": (
+        _raw_frame(OpCode.HelloRequest, b"~connect_to:tcp|x|1\x00\r\n", mid=7),
+        AmpeStatus.invalid_message,
+    ),
+    "HelloRequest with non-UTF-8 headers": (
+        _raw_frame(OpCode.HelloRequest, b"x:\xc3(\r\n", mid=7),
+        AmpeStatus.invalid_message,
+    ),
+    "HelloRequest with an empty header name": (
+        _raw_frame(OpCode.HelloRequest, b":x\r\n", mid=7),
+        AmpeStatus.invalid_message,
+    ),
+    "HelloRequest with more": (
+        _raw_frame(OpCode.HelloRequest, b"~connect_to:tcp|x|1\r\n", mid=7, more=1),
+        AmpeStatus.invalid_more_usage,
+    ),
+    "a Request first": (_raw_frame(OpCode.Request, b"n:1\r\n", b"x", mid=7), AmpeStatus.not_allowed),
+    "a Signal first": (_raw_frame(OpCode.Signal, mid=7), AmpeStatus.not_allowed),
+    "a ByeRequest first": (_raw_frame(OpCode.ByeRequest, mid=7), AmpeStatus.not_allowed),
+    "a HelloResponse first": (_raw_frame(OpCode.HelloResponse, mid=7), AmpeStatus.not_allowed),
+}
+
+
+@pytest.mark.parametrize("name", list(FIRST_FRAMES))
+def test_an_accepted_connection_starts_with_a_well_formed_hello_request(rtr, server, name):
+    """Nothing reaches the application before a good HelloRequest: the channel
+    closes with the status, and the server's other channels go on."""
+    group, port = server
+    data, status = FIRST_FRAMES[name]
+    good = rtr.ampe().create()
+    gch, _ = connect(good, group, tofu.TCPClientAddress("127.0.0.1", port))
+    with _raw_connect(port) as bad:
+        bad.sendall(data + _raw_frame(OpCode.Signal, b"n:1\r\n", b"never seen"))
+        closed = recv(group)
+        assert is_closed_signal(closed), closed  # and nothing before it
+        assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == status.name
+        assert list(closed.thdrs) == [(tofu.CLOSE_REASON_HEADER, status.name)]
+        wait_for_eof(bad)
+    good.post(make(OpCode.Signal, gch, b"still here"))
+    assert bytes(recv(group).body) == b"still here"
+    assert group.wait_receive(0) is None  # the bad peer's frames never arrived
+
+
+def test_status_origin_and_internal_bits_from_a_peer_are_cleared(server):
+    """A peer cannot pose as this engine (origin), put a status on ordinary
+    traffic, or set the engine's internal bits: the application gets them
+    clear, and a reply made of the received message carries none of them back."""
+    group, port = server
+    with _raw_connect(port) as sock:
+        sock.sendall(_HELLO)
+        recv(group)
+        proto = pack_proto(OpCode.Request, 1, 0, 1, 1)  # origin engine, both internal bits
+        assert proto == 0xD0
+        sock.sendall(pack_header(3, proto, AmpeStatus.channel_closed, 42, 5, 1) + b"n:v\r\n" + b"x")
         got = recv(group)
-        assert got.is_from_application() and got.bhdr.status == 200
-        assert tofu.raw_to_status(got.bhdr.status) == AmpeStatus.unknown_error
+        assert got.bhdr.proto.op_code == OpCode.Request and got.bhdr.message_id == 42
+        assert got.is_from_application() and got.bhdr.status == 0
+        assert (got.bhdr.proto.internal_a, got.bhdr.proto.internal_b) == (0, 0)
+        assert not is_closed_signal(got)
+
+        got.bhdr.proto.op_code = OpCode.Response  # the usual reply: reuse the message
+        group.post(got)
+        reply = read_frame(sock)
+        raw = tofu.encode(reply)
+        assert raw[2] == pack_proto(OpCode.Response, 0, 0) == 0x01  # proto: no bit but the op code
+        assert raw[3] == 0  # status
+        assert reply.bhdr.message_id == 42 and list(reply.thdrs) == [("n", "v")] and bytes(reply.body) == b"x"
 
 
 def test_peer_that_disconnects(server):
@@ -360,18 +470,6 @@ def test_slow_consumer_keeps_memory_bounded():
             assert received == total
 
 
-def test_pool_empty_is_signalled_once_per_shortage():
-    with tofu.Reactor(tofu.Options(1, 1)) as small:
-        g = small.ampe().create()
-        _, p = tcp_listen(g)
-        with _raw_connect(p) as sock:
-            sock.sendall(b"".join(tofu.encode(make(OpCode.Signal, 1, b"%d" % i)) for i in range(20)))
-            got = [recv(g, skip_pool_empty=False) for _ in range(21)]
-        warnings = [m for m in got if m.bhdr.status == AmpeStatus.pool_empty]
-        assert len(warnings) == 1 and warnings[0].is_from_engine()
-        assert warnings[0].bhdr.proto.op_code == OpCode.Signal
-
-
 def test_pause_does_not_stick_when_the_receiver_drains_first():
     """The receiver empties the queue between the engine's _over_limit() check
     and its pause: reading must go on (it would stall forever otherwise)."""
@@ -398,20 +496,26 @@ def test_pause_does_not_stick_when_the_receiver_drains_first():
         group._queue = DrainingQueue()  # empty, as the group's own queue is here
         with _raw_connect(port) as sock:
             frames = [tofu.encode(make(OpCode.Signal, 1, b"%d" % i + b"." * 60000)) for i in range(40)]
-            sock.sendall(b"".join(frames))
+            sock.sendall(_HELLO + b"".join(frames))
             received: list[Message] = []
             played.wait(TIMEOUT)  # receive nothing before: the queue must reach the limit
             deadline = time.monotonic() + TIMEOUT
 
             def count() -> int:
-                return sum(m.is_from_application() for m in drained + received)
+                return sum(
+                    m.bhdr.proto.op_code == OpCode.Signal and m.is_from_application() for m in drained + received
+                )
 
             while count() < 40 and time.monotonic() < deadline:
                 msg = group.wait_receive(0.1)  # short: the I/O thread may take the rest itself
                 if msg is not None:
                     received.append(msg)
         assert drained, "the race was not played"
-        numbers = sorted(int(bytes(m.body).split(b".")[0]) for m in drained + received if m.is_from_application())
+        numbers = sorted(
+            int(bytes(m.body).split(b".")[0])
+            for m in drained + received
+            if m.bhdr.proto.op_code == OpCode.Signal and m.is_from_application()
+        )
         assert numbers == list(range(40))
 
 

@@ -269,7 +269,7 @@ def test_text_headers_at_the_limit_encode() -> None:
 
 def test_text_headers_over_the_limit_raise() -> None:
     msg = tofu.Message()
-    msg.thdrs.append("a", "v" * (65536 - len("a:\r\n")))
+    msg.thdrs._buf += b"a:" + b"v" * (65536 - len("a:\r\n")) + b"\r\n"  # past append's own check
     with pytest.raises(tofu.InvalidHeadersLen, match="65536"):
         tofu.encode(msg)
     out = bytearray(b"keep")
@@ -278,12 +278,25 @@ def test_text_headers_over_the_limit_raise() -> None:
     assert out == b"keep"  # nothing half-written
 
 
-def test_many_text_headers_over_the_limit_raise() -> None:
+def test_append_refuses_text_headers_past_the_limit() -> None:
     msg = tofu.Message()
-    for i in range(7000):
-        msg.thdrs.append(f"name{i}", "value")
+    with pytest.raises(tofu.InvalidHeadersLen, match="65536"):
+        msg.thdrs.append("a", "v" * (65536 - len("a:\r\n")))
+    assert bytes(msg.thdrs) == b""  # left as it was
+    msg.thdrs.append("a", "v" * (tofu.MAX_HEADERS_LEN - len("a:\r\n")))
+    assert len(bytes(msg.thdrs)) == tofu.MAX_HEADERS_LEN
     with pytest.raises(tofu.InvalidHeadersLen):
-        tofu.encode(msg)
+        msg.thdrs.append("b", "1")
+    assert len(bytes(msg.thdrs)) == tofu.MAX_HEADERS_LEN
+
+
+def test_many_text_headers_stop_at_the_limit() -> None:
+    msg = tofu.Message()
+    with pytest.raises(tofu.InvalidHeadersLen):
+        for i in range(7000):
+            msg.thdrs.append(f"name{i}", "value")
+    assert len(bytes(msg.thdrs)) <= tofu.MAX_HEADERS_LEN
+    tofu.encode(msg)  # what was appended still fits in a frame
 
 
 def test_body_at_the_limit_encodes_and_over_it_raises() -> None:
@@ -291,7 +304,7 @@ def test_body_at_the_limit_encodes_and_over_it_raises() -> None:
     msg.body.append(b"\x01" * 65535)
     frame = tofu.encode(msg)
     assert frame[14:16] == b"\xff\xff" and len(frame) == 16 + 65535
-    msg.body.append(b"\x02")
+    msg.body._buf += b"\x02"  # past append's own check
     with pytest.raises(tofu.InvalidBodyLen, match="65536"):
         tofu.encode(msg)
     out = bytearray()
@@ -315,3 +328,29 @@ def test_encode_into_batches_frames() -> None:
     for s in specs:
         tofu.encode_into(out, s.message())
     assert bytes(out) == stream_of(specs)[0]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"x" * 65536, bytearray(65536), memoryview(b"y" * 65536), "z" * 65536, "é" * 32768],
+    ids=["bytes", "bytearray", "memoryview", "str", "str-utf8"],
+)
+def test_body_append_refuses_a_64_kib_chunk(data) -> None:
+    msg = tofu.Message()
+    with pytest.raises(tofu.InvalidBodyLen, match="65536 bytes, at most 65535"):
+        msg.body.append(data)
+    assert len(msg.body) == 0  # left as it was
+    msg.body.append(b"a" * 65000)
+    with pytest.raises(tofu.InvalidBodyLen):
+        msg.body.append(b"b" * 536)
+    assert bytes(msg.body) == b"a" * 65000
+    msg.body.append(b"b" * 535)
+    assert len(msg.body) == tofu.MAX_BODY_LEN
+
+
+def test_body_append_counts_bytes_of_a_wide_memoryview() -> None:
+    msg = tofu.Message()
+    wide = memoryview(bytearray(4 * 20000)).cast("I")  # 20000 items, 80000 bytes
+    with pytest.raises(tofu.InvalidBodyLen):
+        msg.body.append(wide)
+    assert len(msg.body) == 0

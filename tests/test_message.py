@@ -7,6 +7,7 @@ import tofu
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import FrameSpec, assert_message_is, frame_specs, header_names, header_values, headers
+from tofu.message import text_headers_problem
 
 # ---------------------------------------------------------------- a fresh message
 
@@ -70,7 +71,7 @@ def full_message() -> tofu.Message:
 def test_take_moves_the_contents_and_empties_the_original() -> None:
     m = full_message()
     bhdr, thdrs, body = m.bhdr, m.thdrs, m.body
-    moved = m.take()
+    moved = m._take()
     assert moved.bhdr is bhdr and moved.thdrs is thdrs and moved.body is body
     assert not moved.is_posted
     assert m.is_posted
@@ -80,7 +81,7 @@ def test_take_moves_the_contents_and_empties_the_original() -> None:
     with pytest.raises(tofu.NotAllowed):
         m.has_more()
     with pytest.raises(tofu.NotAllowed):
-        m.take()
+        m._take()
     with pytest.raises(tofu.NotAllowed):
         m.copy()
     assert "posted" in repr(m)
@@ -128,7 +129,7 @@ def test_copy_is_deep() -> None:
 def test_copy_and_take_preserve_any_frame(spec: FrameSpec) -> None:
     m = spec.message()
     assert_message_is(m.copy(), spec)
-    assert_message_is(m.take(), spec)
+    assert_message_is(m._take(), spec)
 
 
 def test_binary_header_copy_and_equality() -> None:
@@ -231,6 +232,7 @@ def test_appended_headers_read_back(hdrs: list[tuple[str, str]]) -> None:
         (b"a:1\r\nb:2", [("a", "1"), ("b", "2")]),
         (b"\r\n\r\na:1\r\n\r\nb:2\r\n\r\n", [("a", "1"), ("b", "2")]),  # empty lines skipped
         (b"a: 1 \r\n", [("a", "1")]),  # spaces around the value trimmed
+        (b" a\t:1\r\n", [("a", "1")]),  # and around the name
         (b"a:\t \t1\t \r\n", [("a", "1")]),  # and tabs
         (b"a: x y \r\n", [("a", "x y")]),  # inner spaces kept
         (b"url:http://h:80/p\r\n", [("url", "http://h:80/p")]),  # the value may contain ':'
@@ -262,15 +264,18 @@ def test_malformed_received_headers_raise_on_iteration(raw: bytes) -> None:
 
 
 def test_malformed_received_headers_in_a_frame() -> None:
-    # a peer's frame with a bad header line still decodes; reading the headers raises
+    # a peer's frame with a bad header line still decodes; reading the headers
+    # raises, before any pair: the part is valid or not as a whole
     raw = b"good:1\r\nbad line\r\n"
     frame = tofu.generated.codec.pack_header(1, 1, 0, 5, len(raw), 0) + raw
     (m,) = tofu.FrameDecoder().feed(frame)
     assert bytes(m.thdrs) == raw
-    it = iter(m.thdrs)
-    assert next(it) == ("good", "1")
     with pytest.raises(tofu.InvalidMessage, match="bad line"):
-        next(it)
+        next(iter(m.thdrs))
+    with pytest.raises(tofu.InvalidMessage, match="bad line"):
+        m.thdrs.get("good")
+    with pytest.raises(tofu.InvalidMessage, match="has no colon"):
+        m.thdrs.check()
 
 
 @settings(max_examples=200, deadline=None)
@@ -290,13 +295,87 @@ def test_parsing_tolerates_what_a_peer_may_write(data) -> None:
     assert list(tofu.TextHeaders(raw)) == hdrs
 
 
-def test_non_utf8_header_bytes_round_trip() -> None:
-    raw = b"n\xff:v\xfe\r\n"
+# Each malformed part, with the words of the problem the check names.
+MALFORMED = {
+    "no colon": (b"a:1\r\nno colon here\r\n", "has no colon"),
+    "no colon, last line": (b"a:1\r\nnocolon", "has no colon"),
+    "empty name": (b":value\r\n", "has an empty name"),
+    "blank name": (b" \t:value\r\n", "has an empty name"),
+    "empty value": (b"name:\r\n", "has an empty value"),
+    "blank value": (b"name: \t \r\n", "has an empty value"),
+    "blank line": (b"a:1\r\n \r\n", "has no colon"),
+    "NUL in a name": (b"na\x00me:v\r\n", "NUL"),
+    "NUL in a value": (b"name:v\x00\r\n", "NUL"),
+    "NUL alone": (b"\x00", "has no colon"),
+    "lone CR": (b"name:v\rw\r\n", "CR or LF"),
+    "lone LF": (b"a:1\nb:2\r\n", "CR or LF"),
+    "CR at the end": (b"a:1\r", "CR or LF"),
+    "non-UTF-8 name": (b"n\xff:v\r\n", "not UTF-8"),
+    "non-UTF-8 value": (b"a:1\r\nn:v\xfe\r\n", "not UTF-8"),
+    "truncated UTF-8": (b"n:\xc3\r\n", "not UTF-8"),
+    "surrogate as UTF-8": (b"n:\xed\xa0\x80\r\n", "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_every_reader_refuses_a_malformed_part_alike(name: str) -> None:
+    raw, words = MALFORMED[name]
+    problem = text_headers_problem(raw)
+    assert problem is not None and words in problem
     t = tofu.TextHeaders(raw)
-    ((name, value),) = list(t)
-    u = tofu.TextHeaders()
-    u.append(name, value)
-    assert bytes(u) == raw
+    assert bytes(t) == raw  # taking the bytes never fails
+    for read in (list, lambda t: t.get("a"), lambda t: t.check()):
+        with pytest.raises(tofu.InvalidMessage, match=words):
+            read(t)
+
+
+def _oracle_problem(raw: bytes) -> bool:
+    """The rules of docs/protocol.md, line by line, written independently."""
+    for line in raw.split(b"\r\n"):
+        if not line:
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or not name.strip(b" \t") or not value.strip(b" \t"):
+            return True
+        if any(c in line for c in (b"\x00", b"\r", b"\n")):
+            return True
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+    return False
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"a", b"\xc3\xa9", b":", b" ", b"\t", b"\r", b"\n", b"\r\n", b"\x00", b"\xff", b"\xc3"]),
+        max_size=24,
+    )
+)
+def test_the_check_and_the_accessors_agree_on_any_bytes(pieces: list[bytes]) -> None:
+    raw = b"".join(pieces)
+    bad = _oracle_problem(raw)
+    assert (text_headers_problem(raw) is not None) == bad
+    t = tofu.TextHeaders(raw)
+    if bad:
+        with pytest.raises(tofu.InvalidMessage):
+            list(t)
+    else:
+        t.check()
+        pairs = list(t)  # never raises
+        u = tofu.TextHeaders()
+        for n, v in pairs:
+            u.append(n, v)  # what a reader gets can be written again
+        assert list(u) == pairs and u.check() is None
+
+
+def test_append_refuses_nul_and_non_utf8():
+    t = tofu.TextHeaders()
+    for name, value in (("na\0me", "v"), ("n", "v\0"), ("n", "\udcff")):
+        with pytest.raises(tofu.InvalidMessage):
+            t.append(name, value)
+    assert bytes(t) == b""
 
 
 def test_append_of_an_unencodable_value_is_an_invalid_message():

@@ -6,7 +6,8 @@
 
 Every trial runs its server and its client in two separate processes
 (`python -m tofu.bench --role server|client --spec JSON`), on loopback only:
-TCP on 127.0.0.1 and Unix domain sockets. The parent process starts them,
+TCP on 127.0.0.1 and Unix domain sockets (and, with `--transports ...,tls`,
+TLS over TCP for tofu and the floor). The parent process starts them,
 relays their phase signals, collects their results (one JSON line each on
 stdout) and kills whatever has not exited by the trial's deadline; each child
 also has its own watchdog and dies with its parent (PR_SET_PDEATHSIG).

@@ -17,6 +17,7 @@ from .metrics import TARGETS, figures
 from .plot import PlotError, check_plot_target, write_plot
 from .report import WIDTH, _warnings, render, say
 from .shared_port import run_shared_trial
+from .tls_certs import make_certificates
 from .trials import _address, plan, run_trial
 from .workloads import IMPLS, MULTI_PROC_IMPLS, MULTI_PROC_TRANSPORTS, TRANSPORTS, WORKLOADS
 from .zmq_peer import have_pyzmq
@@ -58,6 +59,30 @@ def _tofu_options(text: str) -> dict[str, int]:
     return out
 
 
+def _tls_files(transports: list[str], notes: list[str]) -> dict[str, str] | None:
+    """With the tls transport: certificates in a temporary directory (removed at
+    exit) for every tls trial; without trustme, tls is dropped with a note."""
+    if "tls" not in transports:
+        return None
+    import atexit
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="tofu-bench-tls-")
+    atexit.register(shutil.rmtree, directory, True)
+    try:
+        files = make_certificates(directory)
+    except ImportError:
+        transports.remove("tls")
+        notes.append("trustme is absent (pip install 'tofu-messaging[bench]'): no tls trials")
+        return None
+    notes.append(
+        "tls: tofu over TLS, and the floor over blocking ssl sockets (one-connection workloads); "
+        "trustme certificates, the server's only; pyzmq has no TLS (n/a)"
+    )
+    return files
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `tofu bench` (also used by `python -m tofu.bench`)."""
     parser.add_argument(
@@ -81,7 +106,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="all",
         help=f"comma-separated, or all (default): {','.join(WORKLOADS)}",
     )
-    parser.add_argument("--transports", default="tcp,uds", help="comma-separated: tcp,uds (default both)")
+    parser.add_argument(
+        "--transports",
+        default="tcp,uds",
+        help="comma-separated: tcp,uds,tls (default tcp,uds); tls is TLS on loopback TCP for tofu and the "
+        "floor (certificates made with trustme; pyzmq has no TLS)",
+    )
     parser.add_argument("--impls", default="tofu,pyzmq,floor", help="comma-separated: tofu,pyzmq,floor")
     parser.add_argument("--clients", type=int, default=100, help="fan-in: client connections (default 100)")
     parser.add_argument(
@@ -134,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         impls.remove("pyzmq")
         notes.append("pyzmq is absent (pip install 'tofu-messaging[bench]'): only tofu and floor run")
     args.impl_list = impls
+    args.tls_files = _tls_files(args.transport_list, notes)
     args.tofu_options_dict = _tofu_options(args.tofu_options)
     if args.tofu_options_dict:
         notes.append(f"tofu runs with Options({args.tofu_options})")

@@ -28,7 +28,7 @@ def _floor_listen(spec: dict[str, Any]) -> Any:
     import socket
 
     a = spec["address"]
-    if a[0] == "tcp":
+    if a[0] in ("tcp", "tls"):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((a[1], a[2]))
@@ -43,9 +43,11 @@ def _floor_connect(spec: dict[str, Any]) -> Any:
     import socket
 
     a = spec["address"]
-    if a[0] == "tcp":
+    if a[0] in ("tcp", "tls"):
         s = socket.create_connection((a[1], a[2]), timeout=spec["step_timeout"])
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if a[0] == "tls":  # a blocking ssl.SSLSocket: the same loops, over TLS
+            s = _floor_tls_context(spec, server=False).wrap_socket(s, server_hostname=a[1])
     else:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(spec["step_timeout"])
@@ -59,6 +61,31 @@ def _floor_tune(s: Any, spec: dict[str, Any]) -> None:
     s.settimeout(spec["step_timeout"])
     if s.family == socket.AF_INET:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _floor_tls_context(spec: dict[str, Any], server: bool) -> Any:
+    """The floor's ssl.SSLContext on the tls transport, made as the engine's
+    (tofu.server_tls_context / client_tls_context: plain `ssl`, no engine)."""
+    import tofu
+
+    files = spec["tls"]
+    if not server:
+        return tofu.client_tls_context(ca=files["ca"])
+    ctx = tofu.server_tls_context(files["server"])
+    # No TLS 1.3 session tickets: the one-way client never reads, and a socket
+    # closed with unread tickets resets, losing frames the server has not read.
+    ctx.num_tickets = 0
+    return ctx
+
+
+def _floor_accept(lsock: Any, spec: dict[str, Any]) -> Any:
+    """One blocking accepted connection, tuned; on tls an ssl.SSLSocket after its handshake."""
+    lsock.settimeout(spec["step_timeout"])
+    s, _ = lsock.accept()
+    _floor_tune(s, spec)
+    if spec["address"][0] == "tls":
+        s = _floor_tls_context(spec, server=True).wrap_socket(s, server_side=True)
+    return s
 
 
 def _floor_read_count(sock: Any, warmup: int, n: int) -> tuple[float, float]:
@@ -248,16 +275,14 @@ def floor_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
         chan.emit("ready")
         if kind == "oneway":
             lsock.settimeout(spec["step_timeout"])
-            s, _ = lsock.accept()
-            _floor_tune(s, spec)
+            s = _floor_accept(lsock, spec)
             t0, t1 = _floor_read_count(s, warmup, n)
             result["t_last"] = time.monotonic()
             result["seconds"] = t1 - t0
             _drain_until_eof(s)
         elif kind in ("rtt", "pipeline"):
             lsock.settimeout(spec["step_timeout"])
-            s, _ = lsock.accept()
-            _floor_tune(s, spec)
+            s = _floor_accept(lsock, spec)
             _floor_echo(s)
         elif kind in ("fanin", "idle"):
             reader = _FloorMultiReader(lsock, spec)

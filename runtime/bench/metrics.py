@@ -243,7 +243,7 @@ def figures(trials: list[Trial], impls: list[str]) -> dict[str, dict[str, Any]]:
                 fig["tofu/1 process"] = fig["tofu"] / one if fig.get("tofu") is not None and one else None
             checks = []
             for tg in TARGETS:
-                if tg.metric != m.key:
+                if tg.metric != m.key or transport == "tls":  # the targets are for plaintext
                     continue
                 if tg.against == "absolute":
                     v = fig.get("tofu")
@@ -257,6 +257,10 @@ def figures(trials: list[Trial], impls: list[str]) -> dict[str, dict[str, Any]]:
                 checks.append({"target": tg.text, "ok": ok})
             fig["targets"] = checks
             out[f"{m.key}/{transport}"] = fig
+    for key, fig in out.items():  # what TLS costs tofu: its tls figure over its plaintext tcp one
+        if fig["transport"] == "tls":
+            plain = out.get(key.removesuffix("/tls") + "/tcp", {}).get("tofu")
+            fig["tls/tcp"] = fig["tofu"] / plain if fig.get("tofu") is not None and plain else None
     return out
 
 

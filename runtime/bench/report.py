@@ -6,6 +6,7 @@ from typing import Any
 
 from .metrics import METRICS
 from .trials import Trial
+from .workloads import TLS_IMPLS
 
 
 def _fmt(v: float | None, fmt: str) -> str:
@@ -27,10 +28,35 @@ def _table_rows(figs: dict[str, dict[str, Any]], impls: list[str], peak: bool) -
             continue
         fmt = fmts[fig["metric"]]
         row = [f"{fig['title']} ({fig['unit']})", fig["transport"]]
-        row += [_fmt(fig.get(i), fmt) for i in impls]
+        row += ["n/a" if fig["transport"] == "tls" and i not in TLS_IMPLS else _fmt(fig.get(i), fmt) for i in impls]
         if not peak:
-            row += [_ratio(fig.get("tofu/pyzmq")), _ratio(fig.get("tofu/floor"))]
+            row += [
+                "n/a" if fig["transport"] == "tls" and o not in TLS_IMPLS else _ratio(fig.get(f"tofu/{o}"))
+                for o in ("pyzmq", "floor")
+            ]
         rows.append(row)
+    return rows
+
+
+def _tls_rows(figs: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """TLS against plaintext TCP: figure, tofu's tcp, tls and tls/tcp, the floor's tls/tcp."""
+    fmts = {m.key: m.fmt for m in METRICS}
+    rows = []
+    for key, fig in figs.items():
+        if fig["transport"] != "tls" or fig["metric"].startswith("peak_rss"):
+            continue
+        fmt = fmts[fig["metric"]]
+        tcp = figs.get(key.removesuffix("/tls") + "/tcp", {})
+        floor_tls, floor_tcp = fig.get("floor"), tcp.get("floor")
+        rows.append(
+            [
+                f"{fig['title']} ({fig['unit']})",
+                _fmt(tcp.get("tofu"), fmt),
+                _fmt(fig.get("tofu"), fmt),
+                _ratio(fig.get("tls/tcp")),
+                _ratio(floor_tls / floor_tcp if floor_tls is not None and floor_tcp else None),
+            ]
+        )
     return rows
 
 
@@ -83,6 +109,8 @@ def render(
     rows = _table_rows(figs, impls, peak=False)
     peak_rows = _table_rows(figs, impls, peak=True)
     peak_head = ["peak RSS of each side", "via"] + impls
+    tls_rows = _tls_rows(figs)
+    tls_head = ["TLS against plaintext", "tofu tcp", "tofu tls", "tofu tls/tcp", "floor tls/tcp"]
     title = (
         f"tofu bench: median of {meta['repeat']} run(s) over loopback; {meta['cpus']} CPUs, "
         f"load {meta['loadavg_before']:.1f}→{meta['loadavg_after']:.1f}; "
@@ -95,7 +123,7 @@ def render(
         from rich.text import Text
 
         console.print(Text(title), width=min(WIDTH, console.width))
-        for hd, table_rows in ((head, rows), (peak_head, peak_rows)):
+        for hd, table_rows in ((head, rows), (peak_head, peak_rows), (tls_head, tls_rows)):
             if not table_rows:
                 continue
             t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, padding=(0, 1))
@@ -112,7 +140,7 @@ def render(
             say(console, f"error {e}", "red")
         return
     print(title)
-    for table, hd in ((rows, head), (peak_rows, peak_head)):
+    for table, hd in ((rows, head), (peak_rows, peak_head), (tls_rows, tls_head)):
         if not table:
             continue
         widths = [max(len(str(x)) for x in col) for col in zip(hd, *table)]
@@ -147,6 +175,6 @@ def _warnings(trials: list[Trial]) -> list[str]:
     for w, counts in pool_empty.items():
         out.append(
             f"{w}: tofu sent the application {min(counts)}-{max(counts)} pool_empty warnings per process and run "
-            "(the pool, Options.max_pool_msgs, is smaller than one I/O batch)"
+            "(the benchmark's application held more messages than the pool keeps: see docs/concepts.md)"
         )
     return out

@@ -11,6 +11,7 @@ from typing import Any
 
 from ._diagnostics import engine_snapshot
 from ._process import BenchError, ParentLink, _peak_rss, _settled_rss
+from .tls_certs import tls_options
 
 
 def spec_procs(spec: dict[str, Any]) -> int:
@@ -26,7 +27,7 @@ class _TofuPeer:
 
         self.tofu = tofu
         self.spec = spec
-        self.rtr = tofu.Reactor(tofu.Options(**spec.get("tofu_options", {})))
+        self.rtr = tofu.Reactor(tofu.Options(**spec.get("tofu_options", {}), **tls_options(spec)))
         self.ampe = self.rtr.ampe()
         self.grp = self.ampe.create()
         self.accepted = 0
@@ -43,12 +44,16 @@ class _TofuPeer:
 
     def server_address(self) -> Any:
         a = self.spec["address"]
+        if a[0] == "tls":
+            return self.tofu.TLSServerAddress(a[1], a[2])
         if a[0] == "tcp":  # several server processes share the port
             return self.tofu.TCPServerAddress(a[1], a[2], reuse_port=spec_procs(self.spec) > 1)
         return self.tofu.UDSServerAddress(a[1])
 
     def client_address(self) -> Any:
         a = self.spec["address"]
+        if a[0] == "tls":
+            return self.tofu.TLSClientAddress(a[1], a[2])
         if a[0] == "tcp":
             return self.tofu.TCPClientAddress(a[1], a[2])
         return self.tofu.UDSClientAddress(a[1])

@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._process import PREFIX, BenchError
-from .workloads import IMPL_SCALE, MULTI_PROC_IMPLS, MULTI_PROC_TRANSPORTS, SCALED_KINDS, WORKLOADS, Workload
+from .workloads import (
+    IMPL_SCALE,
+    MULTI_PROC_IMPLS,
+    MULTI_PROC_TRANSPORTS,
+    SCALED_KINDS,
+    TLS_FLOOR_KINDS,
+    TLS_IMPLS,
+    WORKLOADS,
+    Workload,
+)
 
 
 @dataclass
@@ -168,8 +177,8 @@ def run_trial(trial: Trial) -> Trial:
 def _address(transport: str) -> list[Any]:
     import tofu
 
-    if transport == "tcp":
-        return ["tcp", "127.0.0.1", tofu.find_free_tcp_port()]
+    if transport in ("tcp", "tls"):
+        return [transport, "127.0.0.1", tofu.find_free_tcp_port()]
     return ["uds", tofu.temp_uds_path("tofu-bench")]
 
 
@@ -188,6 +197,10 @@ def plan(args: argparse.Namespace) -> list[Trial]:
                 for impl in args.impl_list:
                     if w.procs > 1 and impl not in MULTI_PROC_IMPLS:
                         continue
+                    if transport == "tls" and (
+                        impl not in TLS_IMPLS or (impl == "floor" and w.kind not in TLS_FLOOR_KINDS)
+                    ):
+                        continue
                     scale = IMPL_SCALE[impl] if w.kind in SCALED_KINDS and not args.messages else 1
                     spec = {
                         "impl": impl,
@@ -205,5 +218,7 @@ def plan(args: argparse.Namespace) -> list[Trial]:
                         "close_timeout": 10.0,
                         "procs": w.procs,
                     }
+                    if transport == "tls":
+                        spec["tls"] = getattr(args, "tls_files", None)
                     trials.append(Trial(w, impl, transport, run_no, spec))
     return trials

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 IMPLS = ("tofu", "pyzmq", "floor")
-TRANSPORTS = ("tcp", "uds")
+TRANSPORTS = ("tcp", "uds", "tls")
+# tls is TLS on loopback TCP: tofu, and the floor's blocking loops over an
+# ssl.SSLSocket for the one-connection workloads (TLS_FLOOR_KINDS); pyzmq has
+# no TLS, so it does not run on it (its tls figures read "n/a").
+TLS_IMPLS = ("tofu", "floor")
+TLS_FLOOR_KINDS = ("oneway", "rtt", "pipeline")
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@
     tofu ping  tcp://127.0.0.1:7099   round-trip times against a server
     tofu decode capture.bin           every frame of a byte stream, field by field
 
-ADDRESS is `tcp://HOST:PORT`, `uds:///PATH`, or the protocol's own
-`tcp|HOST|PORT` / `uds|PATH` (see `tofu.addresses.parse_url`). Every error is
+ADDRESS is `tcp://HOST:PORT`, `tls://HOST:PORT` (with `--cert`/`--ca` and
+friends), `uds:///PATH`, or the protocol's own `tcp|HOST|PORT` / `uds|PATH`
+(see `tofu.addresses.parse_url`). Every error is
 one line on stderr and a non-zero exit status: 1 for a failure, 2 for a usage
 error, 130 for Ctrl-C. `python -m tofu` is the same command.
 

@@ -19,6 +19,7 @@ from .. import (
     parse_url,
 )
 from ..conform import command as conform_command
+from ._tls import add_ping_tls_flags, add_serve_tls_flags
 from .console import CLIError
 from .decode import _cmd_decode
 from .demo import _cmd_demo
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tofu",
         description="tofu: asynchronous, message-based, peer-to-peer messaging (wire-compatible with Zig tofu).",
-        epilog="ADDRESS: tcp://HOST:PORT, uds:///PATH, tcp|HOST|PORT or uds|PATH. "
+        epilog="ADDRESS: tcp://HOST:PORT, tls://HOST:PORT, uds:///PATH, tcp|HOST|PORT or uds|PATH. "
         "Run 'tofu COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"tofu {__version__}")
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         "TCP addresses only (default 1: this process alone)",
     )
     p.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N's processes
+    add_serve_tls_flags(p)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser(
@@ -171,8 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-s", "--size", type=_int_range(0, MAX_BODY_LEN), default=64, help="body bytes per request (default 64)"
     )
-    p.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for each reply (default 5)")
+    p.add_argument(
+        "--timeout", type=_seconds, default=5.0, help="seconds to wait for the connection and each reply (default 5)"
+    )
     _progress_flags(p)
+    add_ping_tls_flags(p)
     p.set_defaults(func=_cmd_ping)
 
     p = sub.add_parser(

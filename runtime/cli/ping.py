@@ -9,6 +9,8 @@ import statistics
 import time
 
 from .. import (
+    CLOSE_DETAIL_HEADER,
+    CLOSE_REASON_HEADER,
     Address,
     AllocationStrategy,
     Ampe,
@@ -18,20 +20,27 @@ from .. import (
     Message,
     OpCode,
 )
-from .console import EXIT_FAILURE, EXIT_OK, CLIError, _out, _plural, _progress
+from ._tls import ping_target
+from .console import EXIT_FAILURE, EXIT_OK, CLIError, _out, _plural, _printable, _progress
 from .session import _reactor, _receive_for, _status_text, format_url
 
 log = logging.getLogger("tofu.cli")
 
 
+# The engine gives up a connect after --timeout (Options.connect_timeout) and
+# says why; ping waits this much longer for that word before it gives up itself.
+_CONNECT_MARGIN = 2.0
+
+
 def _cmd_ping(args: argparse.Namespace) -> int:
-    address: Address = args.address
+    address: Address
+    address, options = ping_target(args)
     url = format_url(address)
     count: int = args.count
     payload = bytes(i & 0xFF for i in range(args.size))
     timeout: float = args.timeout
 
-    with _reactor() as rtr:
+    with _reactor(options) as rtr:
         ampe = rtr.ampe()
         group = ampe.create()
         hello = ampe.get(AllocationStrategy.always)
@@ -39,15 +48,16 @@ def _cmd_ping(args: argparse.Namespace) -> int:
         address.format(hello)
         started = time.perf_counter()
         channel = group.post(hello).channel_number
-        resp = _receive_for(group, channel, timeout)
+        resp = _receive_for(group, channel, timeout + _CONNECT_MARGIN)
         if resp is None:
             raise CLIError(f"no HelloResponse from {url} within {timeout:g} s")
         connect_ms = (time.perf_counter() - started) * 1000
         try:
             if resp.is_from_engine():
+                why = _why_closed(ampe, group, channel, resp, timeout)
                 if resp.bhdr.status == AmpeStatus.channel_closed:
-                    raise CLIError(f"{url} closed the connection without a HelloResponse")
-                raise CLIError(f"cannot connect to {url}: {_status_text(resp.bhdr.status)}")
+                    raise CLIError(f"{url} closed the connection without a HelloResponse{why}")
+                raise CLIError(f"cannot connect to {url}: {_status_text(resp.bhdr.status)}{why}")
             if resp.bhdr.proto.op_code != OpCode.HelloResponse:
                 raise CLIError(f"{url} answered the HelloRequest with {resp.bhdr.proto.op_code.name}")
         finally:
@@ -91,6 +101,29 @@ def _cmd_ping(args: argparse.Namespace) -> int:
         f"round trip: min {ms[0]:.3f} ms, median {statistics.median(ms):.3f} ms, p99 {p99:.3f} ms, max {ms[-1]:.3f} ms"
     )
     return EXIT_OK if mismatched == 0 else EXIT_FAILURE
+
+
+def _why_closed(ampe: Ampe, group: ChannelGroup, channel: int, first: Message, timeout: float) -> str:
+    """Why a connect failed, from its channel_closed Signal (`first`, or the
+    one after it: a failed HelloRequest comes back first): ": DETAIL" when
+    the engine says more than the status, e.g. why a TLS handshake failed."""
+    closed: Message | None = first
+    while closed is not None and not (
+        closed.is_from_engine()
+        and closed.bhdr.status == AmpeStatus.channel_closed
+        and closed.bhdr.proto.op_code == OpCode.Signal
+    ):
+        if closed is not first:
+            ampe.put(closed)
+        closed = _receive_for(group, channel, timeout)
+    if closed is None:
+        return ""
+    reason, detail = closed.thdrs.get(CLOSE_REASON_HEADER), closed.thdrs.get(CLOSE_DETAIL_HEADER)
+    if closed is not first:
+        ampe.put(closed)
+    if first.bhdr.status == AmpeStatus.channel_closed and reason:  # the status says nothing: the reason does
+        return f" ({_printable(reason)})" + (f": {_printable(detail)}" if detail else "")
+    return f": {_printable(detail)}" if detail else ""
 
 
 def _reply_to(ampe: Ampe, group: ChannelGroup, channel: int, mid: int, timeout: float, url: str, where: str) -> Message:

@@ -27,6 +27,7 @@ from .. import (
     raw_to_status,
 )
 from ._signals import _SignalWatcher
+from ._tls import peer_text, serve_options, show_engine_warnings
 from .console import EXIT_OK, EXIT_USAGE, CLIError, _out, _printable
 from .session import _listen, _reactor
 from .workers import _serve_with_workers
@@ -91,11 +92,13 @@ def _serve_here(args: argparse.Namespace) -> int:
         if group_ref:
             group_ref[0].update_receiver(None)  # wakes wait_receive in the main thread
 
+    options = serve_options(args, args.address)  # TLS flags checked before anything starts
+    warnings = show_engine_warnings(options, args.verbose)
     watcher = _SignalWatcher(on_signal)
     if args.as_worker:
         _watch_parent(lambda: on_signal(signal.SIGTERM))
     try:
-        with _reactor() as rtr:
+        with _reactor(options) as rtr:
             ampe = rtr.ampe()
             group = ampe.create()
             group_ref.append(group)
@@ -111,6 +114,8 @@ def _serve_here(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         watcher.close()
+        if warnings is not None:
+            logging.getLogger("tofu").removeHandler(warnings)
 
 
 def _serve_loop(ampe: Ampe, group: ChannelGroup, listeners: dict[int, str], state: _ServeState, grace: float) -> None:
@@ -210,7 +215,7 @@ class _EchoServer:
             self.total_clients += 1
             self.clients[number] = 0
             peer = next((v for n, v in headers if n == CONNECT_TO_HEADER), "?")
-            _out(f"channel {number}: connected ({_printable(peer)})")
+            _out(f"channel {number}: connected ({_printable(peer)}){peer_text(headers)}")
             self._reply(msg, OpCode.HelloResponse)
             if self.state.stop:  # too late to join: accepted, and asked to leave at once
                 bye = Message(OpCode.ByeRequest)

@@ -18,9 +18,12 @@ from .. import (
     ChannelGroup,
     InvalidMessage,
     Message,
+    Options,
     Reactor,
     TCPClientAddress,
     TCPServerAddress,
+    TLSClientAddress,
+    TLSServerAddress,
     parse_address_value,
     raw_to_status,
 )
@@ -30,10 +33,12 @@ log = logging.getLogger("tofu.cli")
 
 
 def format_url(address: Address) -> str:
-    """`address` as a URL that `parse_url` reads back: tcp://HOST:PORT or uds:///PATH."""
+    """`address` as a URL that `parse_url` reads back: tcp://HOST:PORT,
+    tls://HOST:PORT or uds:///PATH (a TLS client's server_hostname is not in it)."""
     if isinstance(address, (TCPClientAddress, TCPServerAddress)):
         host = f"[{address.host}]" if ":" in address.host else address.host
-        return f"tcp://{host}:{address.port}"
+        scheme = "tls" if isinstance(address, (TLSClientAddress, TLSServerAddress)) else "tcp"
+        return f"{scheme}://{host}:{address.port}"
     return f"uds://{address.path}"
 
 
@@ -64,10 +69,10 @@ def _signals_to_main_thread() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _reactor() -> Reactor:
+def _reactor(options: Options | None = None) -> Reactor:
     """A Reactor whose I/O thread leaves SIGINT and SIGTERM to the main thread."""
     with _signals_to_main_thread():
-        return Reactor()
+        return Reactor(options)
 
 
 def _listen(ampe: Ampe, group: ChannelGroup, address: Address, timeout: float = 10.0) -> tuple[int, str]:

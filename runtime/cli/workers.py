@@ -87,6 +87,10 @@ class _Supervisor:
         if self.args.verbose:
             cmd.append("-" + "v" * self.args.verbose)
         cmd += ["serve", *(format_url(a) for a in addresses), "--grace", repr(self.args.grace), "--as-worker"]
+        for flag in ("cert", "key", "ca"):  # TLS: every worker serves with the same files
+            value = getattr(self.args, flag, None)
+            if value is not None:
+                cmd += [f"--{flag}", str(value)]
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,  # the lifeline: closed when this process ends

@@ -25,7 +25,17 @@ from .probe import Conn, ProbeError, ProbeTimeout, Target, TargetError, TLSOptio
 from .report import LiveReport, catalogue_markdown, catalogue_table, dump_json, summary_lines, to_html, to_json
 from .runner import Outcome, run_cases
 
-__all__ = ["DESCRIPTION", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "add_arguments", "build_parser", "main", "run"]
+__all__ = [
+    "DESCRIPTION",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "add_arguments",
+    "build_parser",
+    "main",
+    "run",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,7 +68,7 @@ def _preflight(target: Target, timeout: float) -> str | None:
     the answer is right is for the cases to say."""
     try:
         conn = Conn(target, timeout)
-    except OSError as exc:
+    except OSError as exc:  # ssl.SSLError (a failed TLS handshake) too
         return f"cannot connect: {exc.strerror or exc}"
     with conn:
         try:
@@ -67,7 +77,9 @@ def _preflight(target: Target, timeout: float) -> str | None:
         except ProbeTimeout:
             return f"no answer to a HelloRequest within {timeout:g} s (is it a tofu server?)"
         except ProbeError:
-            pass  # closed, or bytes that are not frames: the cases will show it
+            if conn.tls_error is not None:  # e.g. the server requires a client certificate
+                return f"TLS: the server ended the connection: {conn.tls_error}"
+            # closed, or bytes that are not frames: the cases will show it
     return None
 
 
@@ -80,7 +92,12 @@ def build_parser(prog: str = "tofu conform") -> argparse.ArgumentParser:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the `tofu conform` arguments to `p` (the `tofu` command's subparser, or a parser of its own)."""
-    p.add_argument("target", nargs="?", metavar="URL", help="the server under test: tcp://HOST:PORT or uds:///PATH")
+    p.add_argument(
+        "target",
+        nargs="?",
+        metavar="URL",
+        help="the server under test: tcp://HOST:PORT, tls://HOST:PORT or uds:///PATH",
+    )
     p.add_argument("--list", action="store_true", help="print the catalogue of cases and exit")
     p.add_argument("--markdown", action="store_true", help="with --list: print it as a Markdown table")
     p.add_argument(
@@ -97,8 +114,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     p.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report")
     p.add_argument("--quiet", action="store_true", help="no table, only the summary lines")
-    tls = p.add_argument_group("TLS (for tls:// targets; not implemented yet)")
-    tls.add_argument("--ca", metavar="FILE", help="CA certificate to verify the server with")
+    tls = p.add_argument_group("TLS (for tls:// targets)")
+    tls.add_argument("--ca", metavar="FILE", help="CA certificates to verify the server with (default: the system's)")
     tls.add_argument("--cert", metavar="FILE", help="client certificate")
     tls.add_argument("--key", metavar="FILE", help="client private key")
 

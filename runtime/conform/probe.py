@@ -13,8 +13,11 @@ so the suite can send anything, in any cut, and see exactly what comes back.
 
 from __future__ import annotations
 
+import functools
+import re
 import select
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass
@@ -27,8 +30,10 @@ from tofu import (
     Message,
     TCPClientAddress,
     TextHeaders,
+    TLSClientAddress,
     UDSClientAddress,
     WrongAddress,
+    client_tls_context,
     encode,
     parse_url,
 )
@@ -80,11 +85,19 @@ class ProbeBadFrame(ProbeError):
 
 @dataclass(frozen=True)
 class TLSOptions:
-    """Certificates for a tls:// target (TLS is not implemented yet)."""
+    """Certificates for a tls:// target: `ca` to verify the server with (None:
+    the system's CAs), `cert`/`key` a client certificate for servers that
+    require one."""
 
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(options: TLSOptions) -> ssl.SSLContext:
+    """One client context per set of files (loading them is slow)."""
+    return client_tls_context(options.ca, options.cert, options.key)
 
 
 @dataclass(frozen=True)
@@ -92,7 +105,7 @@ class Target:
     """Where the server under test listens."""
 
     url: str
-    scheme: str  # "tcp" or "uds" ("tls" once implemented)
+    scheme: str  # "tcp", "tls" or "uds"
     host: str = ""
     port: int = 0
     path: str = ""
@@ -103,10 +116,11 @@ class Target:
         """The ~connect_to header value a HelloRequest to this target carries."""
         if self.scheme == "uds":
             return f"uds|{self.path}"
-        return f"tcp|{self.host}|{self.port}"
+        return f"{self.scheme}|{self.host}|{self.port}"
 
     def open(self, timeout: float) -> socket.socket:
-        """A connected, non-blocking socket (TCP with TCP_NODELAY)."""
+        """A connected, non-blocking socket (TCP with TCP_NODELAY; for tls://
+        an ssl.SSLSocket whose handshake is done, the server verified)."""
         sock: socket.socket
         if self.scheme == "uds":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -119,29 +133,55 @@ class Target:
         else:
             sock = socket.create_connection((self.host, self.port), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.scheme == "tls":
+                sock = self._handshake(sock, timeout)
         sock.setblocking(False)
         return sock
 
+    def _handshake(self, sock: socket.socket, timeout: float) -> ssl.SSLSocket:
+        """The TLS handshake, blocking for at most `timeout` (ssl errors are OSErrors)."""
+        try:
+            tls = _tls_context(self.tls or TLSOptions()).wrap_socket(
+                sock, server_hostname=self.host, do_handshake_on_connect=False
+            )
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            tls.settimeout(timeout)
+            tls.do_handshake()
+        except BaseException:
+            tls.close()
+            raise
+        return tls
+
 
 def parse_target(url: str, tls: TLSOptions | None = None) -> Target:
-    """The Target of a tcp://HOST:PORT or uds:///PATH URL; TargetError otherwise.
-
-    tls:// is reserved: the options exist so scripts can be written today, and
-    TargetError says it is not implemented yet."""
-    lowered = url.strip().lower()
-    if lowered.startswith("tls://"):
-        raise TargetError("tls:// targets are not implemented yet (use tcp:// or uds:///)")
-    if tls is not None and (tls.ca or tls.cert or tls.key):
-        raise TargetError("--ca, --cert and --key need a tls:// target (not implemented yet)")
+    """The Target of a tcp://HOST:PORT, tls://HOST:PORT or uds:///PATH URL;
+    TargetError otherwise. `tls` (certificates) only goes with tls://; the
+    files are loaded here, so a bad one is a TargetError too."""
     try:
         address = parse_url(url, server=False)
     except WrongAddress as exc:
         raise TargetError(str(exc)) from None
+    given = tls is not None and bool(tls.ca or tls.cert or tls.key)
+    if isinstance(address, TLSClientAddress):
+        options = tls or TLSOptions()
+        if options.key and not options.cert:
+            raise TargetError("--key needs --cert")
+        try:
+            _tls_context(options)
+        except OSError as exc:  # ssl.SSLError too
+            files = ", ".join(f for f in (options.ca, options.cert, options.key) if f)
+            raise TargetError(f"cannot load the TLS files ({files}): {exc.strerror or exc}") from None
+        return Target(url=url, scheme="tls", host=address.host, port=address.port, tls=options)
+    if given:
+        raise TargetError("--ca, --cert and --key need a tls:// target")
     if isinstance(address, TCPClientAddress):
         return Target(url=url, scheme="tcp", host=address.host, port=address.port)
     if isinstance(address, UDSClientAddress):
         return Target(url=url, scheme="uds", path=address.path)
-    raise TargetError(f"{url!r}: use tcp://HOST:PORT or uds:///PATH")  # pragma: no cover
+    raise TargetError(f"{url!r}: use tcp://HOST:PORT, tls://HOST:PORT or uds:///PATH")  # pragma: no cover
 
 
 def frame(
@@ -178,6 +218,13 @@ def hello_headers(target: Target) -> bytes:
     return f"{CONNECT_TO_HEADER}:{target.connect_to}\r\n".encode()
 
 
+def _ssl_words(exc: ssl.SSLError) -> str:
+    """'tlsv13 alert certificate required' from '[SSL: TLSV13_...] tlsv13 alert
+    certificate required (_ssl.c:2580)'."""
+    text = re.sub(r"^\[[^]]*\]\s*", "", str(exc.args[1] if len(exc.args) > 1 else exc))
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text) or str(exc)
+
+
 class Conn:
     """One raw connection to the server under test.
 
@@ -194,6 +241,7 @@ class Conn:
         self.decoder = FrameDecoder()
         self.frames: list[Message] = []
         self.ended: str | None = None  # "fin" or "reset" once the server closed
+        self.tls_error: str | None = None  # the TLS error that ended the connection, if one did
         self.bad: str | None = None
         self.sent = bytearray()
         self.received = bytearray()
@@ -226,9 +274,13 @@ class Conn:
             self.close()
 
     def shutdown_write(self) -> None:
-        """Send our FIN but keep reading."""
+        """Send our FIN but keep reading.
+
+        Over TLS too a bare FIN, no close_notify: the end of the stream, as
+        over TCP. (SSLSocket.shutdown() would drop the TLS session, and with
+        it what is still to be read, so the plain socket's is called.)"""
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            socket.socket.shutdown(self.sock, socket.SHUT_WR)
         except OSError:
             pass
 
@@ -242,7 +294,14 @@ class Conn:
         """One recv into the decoder; notes the end of the stream."""
         try:
             data = self.sock.recv(_READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):  # TLS: close_notify, or a bare FIN
+            self.ended = "fin"
+            return
+        except ssl.SSLError as exc:  # TLS: an alert (the server refused us), or a broken record
+            self.ended = "reset"
+            self.tls_error = _ssl_words(exc)
             return
         except ConnectionResetError:
             self.ended = "reset"
@@ -281,20 +340,30 @@ class Conn:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ProbeTimeout(f"the server did not take {len(view)} of {len(data)} bytes within the wait")
-            readable, writable, _ = select.select([self.sock], [self.sock], [], left)
-            if readable:
+            readable, writable, _ = select.select([self.sock], [self.sock], [], 0 if self._pending() else left)
+            if readable or self._pending():
                 self._read_some()
             if writable:
                 try:
                     n = self.sock.send(view)
-                except (BlockingIOError, InterruptedError):
+                except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                     continue
                 except (BrokenPipeError, ConnectionResetError):
                     self.ended = self.ended or "reset"
                     continue
+                except ssl.SSLError as exc:  # TLS: the session ended (an alert came, or we read its end)
+                    self.ended = self.ended or "reset"
+                    self.tls_error = self.tls_error or _ssl_words(exc)
+                    continue
                 view = view[n:]
 
+    def _pending(self) -> bool:
+        """TLS: decrypted bytes wait inside the SSL object, where select() cannot see them."""
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+
     def _wait_readable(self, deadline: float) -> bool:
+        if self._pending():
+            return True
         left = deadline - time.monotonic()
         if left <= 0:
             return False
