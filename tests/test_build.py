@@ -70,7 +70,7 @@ def test_enum_members_survive_set_and_copy() -> None:
     _assert_members(p, OpCode.ByeRequest, OriginFlag.engine, MoreMessagesFlag.more)
     msg.bhdr.status = AmpeStatus.wrong_address
     assert msg.bhdr.status is AmpeStatus.wrong_address
-    for m in (msg.copy(), msg.take()):
+    for m in (msg.copy(), msg._take()):
         _assert_members(m.bhdr.proto, OpCode.ByeRequest, OriginFlag.engine, MoreMessagesFlag.more)
         assert m.bhdr.status is AmpeStatus.wrong_address
     pf = tofu.ProtoFields.from_byte(tofu.ProtoFields(OpCode.Response, OriginFlag.engine).to_byte())
