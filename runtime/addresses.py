@@ -163,8 +163,7 @@ class TLSClientAddress(TCPClientAddress):
 
     def format(self, msg: Message) -> Message:
         """Make `msg` a HelloRequest to this address."""
-        _prepare(msg, OpCode.HelloRequest)
-        msg.thdrs.append(CONNECT_TO_HEADER, self.value)
+        super().format(msg)
         if self.server_hostname is not None:
             msg.thdrs.append(SERVER_NAME_HEADER, self.server_hostname)
         return msg
@@ -182,14 +181,6 @@ class TLSServerAddress(TCPServerAddress):
     def value(self) -> str:
         """The address header's value, as it goes on the wire."""
         return f"{TLS_SCHEME}{ADDRESS_SEPARATOR}{self.host}{ADDRESS_SEPARATOR}{self.port}"
-
-    def format(self, msg: Message) -> Message:
-        """Make `msg` a WelcomeRequest for this address."""
-        _prepare(msg, OpCode.WelcomeRequest)
-        msg.thdrs.append(LISTEN_ON_HEADER, self.value)
-        if self.reuse_port:
-            msg.thdrs.append(REUSE_PORT_HEADER, "1")
-        return msg
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from .generated.codec import (
     OP_CODE_MASK,
     OP_CODE_SHIFT,
     ORIGIN_SHIFT,
-    PROTO_OFFSET,
     pack_header,
     unpack_header,
 )
@@ -125,8 +124,8 @@ class FrameDecoder:
             if len(pending) < HEADER_SIZE:
                 return used
         *_, thl, bl = unpack_header(pending)
-        if pending[PROTO_OFFSET] & OP_CODE_MASK >= NUM_OP_CODES:
-            self._decode(pending, frames)  # raises, without waiting for the payload
+        # An invalid op code needs no check here: _decode raises as soon as it
+        # sees the header, without waiting for the payload.
         missing = HEADER_SIZE + thl + bl - len(pending)
         pending += data[used : used + missing]
         used += missing

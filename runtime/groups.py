@@ -94,6 +94,7 @@ class ChannelGroup:
         self._reactor = reactor
         self._queue: queue.SimpleQueue[Message | _Shutdown] = queue.SimpleQueue()
         self._destroyed = False
+        self._stopped = False  # wait_receive() met the engine's stop: it raises from now on
         # Backpressure, shared with the I/O thread (see Options.max_queued_msgs).
         self._paused = False
         self._resume_requested = False
@@ -182,7 +183,10 @@ class ChannelGroup:
         """The next message for this group, or None after `timeout` seconds.
 
         None waits forever, 0 does not wait. Raises ShutdownStarted once the
-        engine has stopped and every message it queued has been received."""
+        engine has stopped and every message it queued has been received,
+        and on every call after that."""
+        if self._stopped:
+            raise ShutdownStarted("the engine has stopped")
         q = self._queue
         try:
             if timeout is None:
@@ -194,7 +198,7 @@ class ChannelGroup:
         except queue.Empty:
             return None
         if msg is SHUTDOWN:
-            q.put(msg)  # every later call raises too
+            self._stopped = True  # every later call raises too
             raise ShutdownStarted("the engine has stopped")
         if self._paused and not self._resume_requested and q.qsize() <= self._resume_at:
             self._resume_requested = True

@@ -36,7 +36,6 @@ from .generated import (
     CLOSE_DETAIL_HEADER,
     CLOSE_REASON_HEADER,
     HEADER_SIZE,
-    OP_ON_WIRE,
     AmpeError,
     AmpeStatus,
     NotAllowed,

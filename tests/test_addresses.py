@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import tofu
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tofu.addresses import parse_url
 
 TIMEOUT = 10.0  # seconds any engine answer may take before the test fails
 
@@ -171,24 +173,23 @@ def test_missing_address_header_raises_wrong_address(headers) -> None:
 
 
 @pytest.mark.parametrize(
-    "make",
+    ("make", "reason"),
     [
-        lambda: tofu.TCPClientAddress("", 1),
-        lambda: tofu.TCPClientAddress("a|b", 1),
-        lambda: tofu.TCPClientAddress("h", -1),
-        lambda: tofu.TCPClientAddress("h", 65536),
-        lambda: tofu.TCPClientAddress("h", "80"),
-        lambda: tofu.TCPServerAddress("a|b", 1),
-        lambda: tofu.TCPServerAddress("h", 70000),
-        lambda: tofu.UDSClientAddress(""),
-        lambda: tofu.UDSServerAddress(""),
-        lambda: tofu.UDSServerAddress("a|b"),
-        lambda: tofu.UDSClientAddress("a\nb"),
+        (lambda: tofu.TCPClientAddress("", 1), "bad TCP host ''"),
+        (lambda: tofu.TCPClientAddress("a|b", 1), "bad TCP host 'a|b'"),
+        (lambda: tofu.TCPClientAddress("h", -1), "port -1 is not in 0..65535"),
+        (lambda: tofu.TCPClientAddress("h", 65536), "port 65536 is not in 0..65535"),
+        (lambda: tofu.TCPClientAddress("h", "80"), "port '80' is not in 0..65535"),
+        (lambda: tofu.TCPServerAddress("a|b", 1), "bad TCP host 'a|b'"),
+        (lambda: tofu.TCPServerAddress("h", 70000), "port 70000 is not in 0..65535"),
+        (lambda: tofu.UDSClientAddress(""), "empty Unix domain socket path"),
+        (lambda: tofu.UDSServerAddress(""), "empty Unix domain socket path"),
     ],
 )
-def test_bad_address_objects_raise_wrong_address(make) -> None:
-    with pytest.raises(tofu.WrongAddress):
+def test_bad_address_objects_raise_wrong_address(make, reason: str) -> None:
+    with pytest.raises(tofu.WrongAddress) as info:
         make()
+    assert str(info.value) == reason
 
 
 # ---------------------------------------------------------------- from_message: the typed accessor
@@ -289,3 +290,57 @@ def test_from_message_rejects_a_malformed_value_and_keeps_reuse_port() -> None:
         tofu.TCPServerAddress.from_message(welcome)
     shared = tofu.TCPServerAddress("127.0.0.1", 5000, reuse_port=True)
     assert tofu.TCPServerAddress.from_message(formatted(shared)).reuse_port is True
+
+
+@pytest.mark.parametrize("path", ["a|b", "a\rb", "a\nb", "\r", "/tmp/x.sock\r"])
+@pytest.mark.parametrize("cls", [tofu.UDSClientAddress, tofu.UDSServerAddress])
+def test_uds_path_with_a_separator_cr_or_lf_is_refused(cls, path: str) -> None:
+    """Any of them would break the header line or its `uds|PATH` value."""
+    with pytest.raises(tofu.WrongAddress, match=re.escape(f"Unix domain socket path {path!r} contains '|', CR or LF")):
+        cls(path)
+
+
+def test_tcp_ports_0_and_65535_are_the_bounds() -> None:
+    for port in (0, 65535):
+        assert tofu.TCPServerAddress("h", port).port == port
+    assert tofu.TCPClientAddress("h", 65535).port == 65535
+
+
+# ---------------------------------------------------------------- parse_url boundaries
+
+
+@pytest.mark.parametrize("server", [False, True])
+def test_parse_url_port_65535_is_the_last(server: bool) -> None:
+    assert parse_url("tcp://h:65535", server).port == 65535
+    assert parse_url("tcp://[::1]:65535", server).port == 65535
+    with pytest.raises(tofu.WrongAddress, match=re.escape("address 'tcp://h:65536': port 65536 is not in 0..65535")):
+        parse_url("tcp://h:65536", server)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty address: use tcp://HOST:PORT or uds:///PATH"),
+        ("  ", "empty address: use tcp://HOST:PORT or uds:///PATH"),
+        ("tcp://h:1X", "address 'tcp://h:1X': port '1X' is not a number"),
+        ("tcp://h:1/X", "address 'tcp://h:1/X': a tcp:// address has no path"),
+        ("tcp://h:1X/", "address 'tcp://h:1X/': port '1X' is not a number"),
+        ("uds://", "address 'uds://' has no socket path: use uds:///PATH"),
+    ],
+)
+def test_parse_url_says_what_is_wrong(text: str, reason: str) -> None:
+    with pytest.raises(tofu.WrongAddress) as info:
+        parse_url(text, True)
+    assert str(info.value) == reason
+
+
+def test_parse_url_needs_a_string() -> None:
+    with pytest.raises(tofu.WrongAddress) as info:
+        parse_url(7099, True)  # type: ignore[arg-type]
+    assert str(info.value) == "address 7099 is not a string"
+
+
+@pytest.mark.parametrize("text", ["tcp://[a]b]:1", "tcp://[::1]]:1"])
+def test_parse_url_an_ipv6_host_ends_at_its_first_bracket(text: str) -> None:
+    with pytest.raises(tofu.WrongAddress, match=re.escape(f"address {text!r}: write an IPv6 host as [HOST]:PORT")):
+        parse_url(text, False)

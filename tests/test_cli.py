@@ -185,12 +185,19 @@ def test_ping_interrupted_is_one_line_and_exit_130() -> None:
     with socket.create_server(("127.0.0.1", 0)) as lsock:
         port = lsock.getsockname()[1]
         lsock.settimeout(TIMEOUT)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tofu", "ping", f"tcp://127.0.0.1:{port}", "--timeout", "60"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # The child must get SIGINT's usual action: a test run started in the
+        # background (by a shell without job control) ignores SIGINT, and a
+        # child inherits an ignored signal, not a handled one.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tofu", "ping", f"tcp://127.0.0.1:{port}", "--timeout", "60"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
         try:
             conn, _ = lsock.accept()  # the HelloRequest is on its way: ping is waiting
             with conn:

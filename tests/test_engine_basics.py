@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import tofu
@@ -37,9 +38,26 @@ def test_destroy_is_idempotent_and_forbids_further_use():
     with pytest.raises(tofu.ShutdownStarted):
         rtr.ampe()
     msg = make(OpCode.HelloRequest, headers=[("~connect_to", "tcp|127.0.0.1|1")])
-    with pytest.raises(tofu.ShutdownStarted):
+    with pytest.raises(tofu.ShutdownStarted, match="^the engine is shutting down$"):
         group.post(msg)
     assert not msg.is_posted  # a refused post leaves the message with the caller
+    with pytest.raises(tofu.ShutdownStarted, match="^the engine has stopped$"):
+        group.wait_receive(0)
+
+
+@pytest.mark.parametrize("timeout", [0, 0.01, tofu.WAIT_RECEIVE_INFINITE_TIMEOUT])
+def test_every_wait_receive_after_the_stop_raises(timeout):
+    """Not only the first: a receiver loop that calls again (with any timeout,
+    even after a late update_receiver) never gets None or blocks."""
+    rtr = tofu.Reactor()
+    group = rtr.ampe().create()
+    rtr.destroy()
+    for _ in range(3):
+        with pytest.raises(tofu.ShutdownStarted, match="^the engine has stopped$"):
+            group.wait_receive(0)
+    group.update_receiver(None)  # a wake-up after the stop changes nothing
+    with pytest.raises(tofu.ShutdownStarted):
+        group.wait_receive(timeout)
     with pytest.raises(tofu.ShutdownStarted):
         group.wait_receive(0)
 
@@ -247,23 +265,35 @@ def test_hello_request_without_address(rtr):
 
 
 @pytest.mark.parametrize(
-    ("build", "error"),
+    ("build", "error", "says"),
     [
         # each message breaks its rule and every later one: the earliest wins
-        (lambda m: setattr(m.bhdr.proto, "op_code", 12), tofu.InvalidOpCode),
-        (lambda m: setattr(m.bhdr.proto, "op_code", OpCode.Response), tofu.InvalidMessageId),
-        (lambda m: setattr(m.bhdr.proto, "op_code", OpCode.ByeRequest), tofu.InvalidMoreUsage),
-        (lambda m: setattr(m.bhdr.proto, "op_code", OpCode.Signal), tofu.InvalidChannelNumber),
+        (lambda m: setattr(m.bhdr.proto, "op_code", 12), tofu.InvalidOpCode, "^invalid op code 12$"),
+        (
+            lambda m: setattr(m.bhdr.proto, "op_code", OpCode.Response),
+            tofu.InvalidMessageId,
+            "^a Response needs the message id of its request$",
+        ),
+        (
+            lambda m: setattr(m.bhdr.proto, "op_code", OpCode.ByeRequest),
+            tofu.InvalidMoreUsage,
+            "^the more flag is only for Request, Response and Signal, not ByeRequest$",
+        ),
+        (
+            lambda m: setattr(m.bhdr.proto, "op_code", OpCode.Signal),
+            tofu.InvalidChannelNumber,
+            "^Signal needs the channel number of an open channel$",
+        ),
     ],
 )
-def test_validation_order(rtr, build, error):
+def test_validation_order(rtr, build, error, says):
     group = rtr.ampe().create()
     msg = Message()
     msg.bhdr.proto.more = tofu.MoreMessagesFlag.more
     msg.thdrs._buf += b"x" * 70000  # past append's own checks
     msg.body._buf += b"y" * 70000
     build(msg)
-    with pytest.raises(error):
+    with pytest.raises(error, match=says):
         group.post(msg)
     assert not msg.is_posted
 
@@ -276,23 +306,53 @@ def test_headers_length_checked_before_address_and_body(rtr):
     with pytest.raises(tofu.InvalidHeadersLen):
         group.post(hello)
     hello.thdrs.clear()
-    with pytest.raises(tofu.WrongAddress):
+    with pytest.raises(tofu.WrongAddress, match="^a HelloRequest needs an address header$"):
         group.post(hello)
     hello.thdrs.append("~connect_to", "tcp|127.0.0.1|1")
-    with pytest.raises(tofu.InvalidBodyLen):
+    with pytest.raises(tofu.InvalidBodyLen, match="^body is 70000 bytes, at most 65535 fit$"):
         group.post(hello)
+
+
+def test_parts_of_exactly_65535_bytes_are_posted(rtr):
+    """The limits are inclusive: 65535 bytes of text headers, and of body, fit."""
+    server, client = rtr.ampe().create(), rtr.ampe().create()
+    from engine_support import connect, tcp_listen
+
+    _, port = tcp_listen(server)
+    cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
+    msg = make(OpCode.Signal, cch, b"b" * 65535, [("h", "v" * (65535 - len("h:\r\n")))])
+    assert len(bytes(msg.thdrs)) == 65535
+    client.post(msg)
+    got = recv(server)
+    assert len(bytes(got.thdrs)) == 65535 and len(got.body) == 65535
+
+
+def test_post_refuses_none_and_posts_to_a_destroyed_group(rtr):
+    ampe = rtr.ampe()
+    group = ampe.create()
+    assert group._destroyed is False
+    with pytest.raises(tofu.NullMessage, match="^post\\(\\) needs a message$"):
+        group.post(None)
+    ampe.destroy(group)
+    assert group._destroyed is True
+    msg = tofu.TCPServerAddress("127.0.0.1", 0).format(Message())
+    with pytest.raises(tofu.NotAllowed, match="^this channel group was destroyed$"):
+        group.post(msg)
+    assert not msg.is_posted
 
 
 def test_unknown_channel_and_other_groups_channel(rtr):
     ampe = rtr.ampe()
     mine, other = ampe.create(), ampe.create()
-    with pytest.raises(tofu.InvalidChannelNumber):
+    with pytest.raises(tofu.InvalidChannelNumber, match="^channel 4321 is not open$"):
         mine.post(make(OpCode.Signal, 4321))
-    with pytest.raises(tofu.InvalidChannelNumber):
+    with pytest.raises(tofu.InvalidChannelNumber, match="^channel 65535 is not open$"):
         mine.post(make(OpCode.Signal, 65535))
     header = other.post(tofu.TCPServerAddress("127.0.0.1", 0).format(Message()))
     recv(other)
-    with pytest.raises(tofu.InvalidMessageChannelGroup):
+    with pytest.raises(
+        tofu.InvalidMessageChannelGroup, match=f"^channel {header.channel_number} belongs to another channel group$"
+    ):
         mine.post(make(OpCode.ByeSignal, header.channel_number))
 
 
@@ -315,17 +375,47 @@ def test_update_receiver_wakes_an_infinite_wait(rtr):
     assert not t.is_alive()
     (msg,) = got
     assert msg.bhdr.status == AmpeStatus.receiver_update and msg.is_from_engine()
-    data = make(OpCode.Signal, body=b"new work")
+    assert msg.bhdr.proto.op_code == OpCode.Signal  # an empty Signal
+    assert msg.bhdr.proto.more is tofu.MoreMessagesFlag.last
+    assert bytes(msg.thdrs) == b"" and bytes(msg.body) == b""
+    data = make(OpCode.Signal, body=b"new work", more=True)
     group.update_receiver(data)
     assert data.is_posted
     again = recv(group)
     assert again.bhdr.status == AmpeStatus.receiver_update and bytes(again.body) == b"new work"
+    assert again.is_from_engine() and again.bhdr.proto.more is tofu.MoreMessagesFlag.last
+
+
+def test_the_receive_queue_is_over_its_limit_at_max_queued_msgs():
+    with tofu.Reactor(Options(max_queued_msgs=4)) as small:
+        group = small.ampe().create()
+        for _ in range(3):
+            group.update_receiver(None)
+        assert not group._over_limit()
+        group.update_receiver(None)
+        assert group._over_limit()  # 4 queued: reading pauses now, not at 5
+
+
+def test_a_posted_bye_signal_carries_the_abort_trigger(rtr):
+    server, client = rtr.ampe().create(), rtr.ampe().create()
+    from engine_support import connect, tcp_listen
+
+    _, port = tcp_listen(server)
+    cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
+    header = client.post(make(OpCode.ByeSignal, cch))
+    assert header.proto.internal_a == 1  # the engine's trigger for an abort
+    assert header.proto.op_code is OpCode.ByeSignal
 
 
 def test_wait_receive_timeouts(rtr):
     group = rtr.ampe().create()
     assert group.wait_receive(0) is None
     assert group.wait_receive(0.01) is None
+    # A short timeout is waited out, not taken as "do not wait". (A lower
+    # bound only: a loaded machine makes the wait longer, never shorter.)
+    start = time.monotonic()
+    assert group.wait_receive(0.25) is None
+    assert time.monotonic() - start >= 0.2
     # The reference's timeout names, in seconds.
     assert tofu.WAIT_RECEIVE_INFINITE_TIMEOUT is None and tofu.WAIT_RECEIVE_SEC_TIMEOUT == 1.0
 

@@ -213,9 +213,11 @@ def test_more_streams_keep_their_order(pair):
 
 def test_largest_frame_both_ways(pair):
     server, client, _sch, cch = pair
-    headers = [("h", "v" * 65530)]  # "h:" + value + CRLF = 65535 bytes
+    headers = [("h", "v" * 65531)]  # "h:" + value + CRLF = 65535 bytes
     body = os.urandom(65535)
-    client.post(make(OpCode.Signal, cch, body, headers))
+    msg = make(OpCode.Signal, cch, body, headers)
+    assert len(bytes(msg.thdrs)) == 65535
+    client.post(msg)
     got = recv(server)
     assert bytes(got.body) == body and list(got.thdrs) == headers
 

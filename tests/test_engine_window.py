@@ -112,6 +112,7 @@ def test_shutdown_wakes_a_waiting_post():
             stopper.join(TIMEOUT)
             assert not poster.is_alive()
             assert isinstance(poster.error, tofu.ShutdownStarted)
+            assert str(poster.error) == "the engine is shutting down"
 
 
 def test_no_window_by_default():

@@ -8,7 +8,7 @@ import os
 import queue
 import socket
 import threading
-import time
+import types
 from pathlib import Path
 
 import pytest
@@ -470,53 +470,83 @@ def test_slow_consumer_keeps_memory_bounded():
             assert received == total
 
 
+def _is_data(msg: Message) -> bool:
+    """One of the test's Signals (not the HelloRequest, not an engine notice)."""
+    return msg.bhdr.proto.op_code == OpCode.Signal and msg.is_from_application()
+
+
 def test_pause_does_not_stick_when_the_receiver_drains_first():
     """The receiver empties the queue between the engine's _over_limit() check
-    and its pause: reading must go on (it would stall forever otherwise)."""
+    and its pause: reading must go on (it would stall forever otherwise).
+
+    The interleaving is forced, not hoped for: the I/O thread is held after
+    its first over-limit check until the receiver (this thread) has drained
+    the queue, so the race is played on every run."""
+    frames_total = 40
     with tofu.Reactor(tofu.Options(max_queued_msgs=8)) as rtr:
         group = rtr.ampe().create()
         _, port = tcp_listen(group)
-        drained: list[Message] = []
-        played = threading.Event()
+        checked = threading.Event()  # the I/O thread found the group over its limit
+        drained = threading.Event()  # the receiver emptied the queue since
 
-        class DrainingQueue(queue.SimpleQueue):  # type: ignore[type-arg]
+        class HoldingQueue(queue.SimpleQueue):  # type: ignore[type-arg]
             """The engine's over-limit check reads qsize(): the first time it
-            sees the limit, the receiver drains the queue before the engine
-            can pause (a queue, not a patched method: compiled classes take
-            no patches)."""
+            sees the limit, it is held there until the receiver has drained
+            (a queue, not a patched method: compiled classes take no patches)."""
 
             def qsize(self) -> int:
                 size = super().qsize()
-                if size >= 8 and not drained:  # the receiver wins the race, once
-                    while (msg := group.wait_receive(0)) is not None:
-                        drained.append(msg)
-                    played.set()
+                if size >= 8 and not checked.is_set():  # once: between the check and the pause
+                    checked.set()
+                    drained.wait(TIMEOUT)
                 return size
 
-        group._queue = DrainingQueue()  # empty, as the group's own queue is here
+        group._queue = HoldingQueue()  # empty, as the group's own queue is here
         with _raw_connect(port) as sock:
-            frames = [tofu.encode(make(OpCode.Signal, 1, b"%d" % i + b"." * 60000)) for i in range(40)]
-            sock.sendall(_HELLO + b"".join(frames))
-            received: list[Message] = []
-            played.wait(TIMEOUT)  # receive nothing before: the queue must reach the limit
-            deadline = time.monotonic() + TIMEOUT
+            frames = [tofu.encode(make(OpCode.Signal, 1, b"%d" % i + b"." * 60000)) for i in range(frames_total)]
+            # Sent from a thread: the kernel need not take 2.4 MB while the engine is held.
+            sender = threading.Thread(target=sock.sendall, args=(_HELLO + b"".join(frames),))
+            sender.start()
+            try:
+                assert checked.wait(TIMEOUT), "the engine never went over its limit"
+                got: list[Message] = []
+                while (msg := group.wait_receive(0)) is not None:
+                    got.append(msg)
+                assert got, "nothing to drain"
+                drained.set()
+                while sum(_is_data(m) for m in got) < frames_total:
+                    msg = group.wait_receive(TIMEOUT)
+                    assert msg is not None, "reading stalled after the receiver drained first"
+                    got.append(msg)
+            finally:
+                drained.set()
+                sender.join(TIMEOUT)
+        numbers = sorted(int(bytes(m.body).split(b".")[0]) for m in got if _is_data(m))
+        assert numbers == list(range(frames_total))
 
-            def count() -> int:
-                return sum(
-                    m.bhdr.proto.op_code == OpCode.Signal and m.is_from_application() for m in drained + received
-                )
 
-            while count() < 40 and time.monotonic() < deadline:
-                msg = group.wait_receive(0.1)  # short: the I/O thread may take the rest itself
-                if msg is not None:
-                    received.append(msg)
-        assert drained, "the race was not played"
-        numbers = sorted(
-            int(bytes(m.body).split(b".")[0])
-            for m in drained + received
-            if m.bhdr.proto.op_code == OpCode.Signal and m.is_from_application()
-        )
-        assert numbers == list(range(40))
+@pytest.mark.parametrize(("limit", "resume_at"), [(8, 4), (3, 1), (2, 1)])
+def test_the_receiver_asks_to_resume_once_at_half_the_limit(limit: int, resume_at: int):
+    """While reading is paused, the receive that brings the queue down to
+    max_queued_msgs // 2 (at least 1) asks the engine to resume, once; a
+    receiver that was never paused asks nothing (a request costs the I/O
+    thread a wake-up)."""
+    with tofu.Reactor(tofu.Options(max_queued_msgs=limit)) as rtr:
+        group = rtr.ampe().create()
+        asked: list[int] = []
+        # Stands in for the engine: records the queue length at each request.
+        group._reactor = types.SimpleNamespace(_resume_reading=lambda g: asked.append(g.pending()))
+        for _ in range(limit):
+            group.update_receiver(None)
+        for _ in range(limit):  # not paused: no request
+            assert group.wait_receive(0) is not None
+        assert asked == []
+        for _ in range(limit):
+            group.update_receiver(None)
+        group._paused = True  # as the I/O thread leaves it when over the limit
+        while group.wait_receive(0) is not None:
+            pass
+        assert asked == [resume_at]  # not before, nor again
 
 
 def test_a_listener_out_of_descriptors_waits_instead_of_spinning(caplog):

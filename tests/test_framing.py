@@ -201,11 +201,13 @@ def test_invalid_op_code_raises_as_soon_as_the_header_is_in(code: int, upper_bit
     assert decoder.feed(stream[:10]) == []
     assert len(decoder.feed(stream[10:] + bad_header[:15])) == 2  # the good frames; 15 bytes: no error yet
     assert decoder.pending == 15
-    with pytest.raises(tofu.InvalidOpCode):
+    with pytest.raises(tofu.InvalidOpCode, match=rf"invalid op code {code}\b"):
         decoder.feed(bad_header[15:])  # the 16th header byte is enough
+    assert decoder.pending == 0  # the bad frame's bytes are not kept
     decoder = tofu.FrameDecoder()
     with pytest.raises(tofu.InvalidOpCode, match=rf"\b{code}\b") as info:
         decoder.feed(stream + bad_header)  # payload absent: must not wait for it
+    assert decoder.pending == 0
     err = info.value
     assert err.status is tofu.AmpeStatus.invalid_op_code
     assert len(err.frames) == 2
@@ -227,6 +229,7 @@ def test_invalid_op_code_split_across_feeds(code: int) -> None:
     with pytest.raises(tofu.InvalidOpCode, match=str(code)) as info:
         decoder.feed(bad_header[15:])
     assert info.value.frames == []
+    assert decoder.pending == 0
 
 
 # random bytes: small chunks, and large ones (made from a seed: cheaper than st.binary)

@@ -142,6 +142,71 @@ def test_binary_header_copy_and_equality() -> None:
     assert "channel_closed" in repr(m.bhdr)
 
 
+def test_proto_fields_defaults() -> None:
+    p = tofu.ProtoFields()
+    assert p.op_code is tofu.OpCode.Request
+    assert p.origin is tofu.OriginFlag.application
+    assert p.more is tofu.MoreMessagesFlag.last
+    assert (p.internal_a, p.internal_b) == (0, 0)
+    assert p.to_byte() == 0
+    given_fields = tofu.ProtoFields(tofu.OpCode.Signal, tofu.OriginFlag.engine, tofu.MoreMessagesFlag.more, 1, 1)
+    assert given_fields.origin is tofu.OriginFlag.engine and given_fields.more is tofu.MoreMessagesFlag.more
+    assert given_fields == tofu.ProtoFields.from_byte(given_fields.to_byte())
+
+
+def test_reprs_name_the_fields() -> None:
+    p = tofu.ProtoFields(tofu.OpCode.Signal, tofu.OriginFlag.engine, tofu.MoreMessagesFlag.more)
+    assert repr(p) == "ProtoFields(Signal, engine, more)"
+    assert repr(tofu.ProtoFields.from_byte(12)) == "ProtoFields(12, application, last)"  # an invalid op code
+    msg = tofu.Message(tofu.OpCode.Signal)
+    msg.body.append(b"abc")
+    assert repr(msg).startswith("Message(BinaryHeader(channel_number=0, proto=ProtoFields(Signal, application, last)")
+    assert repr(msg).endswith(", thdrs=0B, body=3B)")
+    msg._take()
+    assert repr(msg) == "Message(<posted>)"
+    assert repr(tofu.TextHeaders(b"a:1\r\n")) == "TextHeaders(b'a:1\\r\\n')"
+    assert repr(tofu.Body(b"abc")) == "Body(3 bytes)"
+
+
+def test_binary_header_keeps_the_proto_fields_it_is_given() -> None:
+    p = tofu.ProtoFields(tofu.OpCode.Signal)
+    bh = tofu.BinaryHeader(7, p, 3, 9)
+    assert bh.proto is p
+    assert (bh.channel_number, bh.status, bh.message_id) == (7, 3, 9)
+
+
+def test_a_posted_message_says_why_its_parts_are_gone() -> None:
+    msg = tofu.Message()
+    msg._take()
+    with pytest.raises(tofu.NotAllowed) as info:
+        msg.body  # noqa: B018
+    assert str(info.value) == "this message was posted: it belongs to the engine now"
+    with pytest.raises(AttributeError) as missing:
+        msg.no_such_part  # noqa: B018
+    assert str(missing.value) == "no_such_part"
+
+
+def test_text_headers_truth_and_equality() -> None:
+    empty, one, same, other = tofu.TextHeaders(), tofu.TextHeaders(), tofu.TextHeaders(), tofu.TextHeaders()
+    assert not empty
+    for h, value in ((one, "1"), (same, "1"), (other, "2")):
+        h.append("a", value)
+    assert one and bool(one) is True
+    assert one == same
+    assert one != other and one != empty
+    assert tofu.TextHeaders(b"a:1\r\n") == one  # equal by their bytes
+    assert one.__eq__(b"a:1\r\n") is NotImplemented  # only another TextHeaders compares
+    assert one != b"a:1\r\n"
+
+
+def test_body_equality() -> None:
+    body = tofu.Body(b"x")
+    assert body == tofu.Body(b"x")
+    assert body != tofu.Body(b"y") and body != tofu.Body()
+    assert body == b"x" and body == bytearray(b"x") and body != b"y"
+    assert body.__eq__("x") is NotImplemented
+
+
 def test_proto_fields_are_assignable_enums() -> None:
     p = tofu.ProtoFields()
     p.op_code = tofu.OpCode.ByeRequest
@@ -186,26 +251,26 @@ def test_duplicate_names_are_kept_and_get_returns_the_first() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("name", "value", "says"),
     [
-        ("", "v"),
-        (" \t", "v"),
-        ("n", ""),
-        ("n", " \t "),  # nothing left once a reader trims it
-        ("a:b", "v"),
-        (":", "v"),
-        ("a\rb", "v"),
-        ("a\nb", "v"),
-        ("n", "a\rb"),
-        ("n", "a\nb"),
-        ("n", "v\r\n"),
-        ("n", "v\r\nother:header"),
+        ("", "v", "^text header name is empty$"),
+        (" \t", "v", "^text header name is empty$"),
+        ("n", "", "^text header 'n' has an empty value$"),
+        ("n", " \t ", "^text header 'n' has an empty value$"),  # nothing left once a reader trims it
+        ("a:b", "v", "^text header name 'a:b' contains ':', CR, LF or NUL$"),
+        (":", "v", "^text header name ':' contains ':', CR, LF or NUL$"),
+        ("a\rb", "v", "^text header name 'a\\\\rb' contains ':', CR, LF or NUL$"),
+        ("a\nb", "v", "^text header name 'a\\\\nb' contains ':', CR, LF or NUL$"),
+        ("n", "a\rb", "^text header 'n' value contains CR, LF or NUL$"),
+        ("n", "a\nb", "^text header 'n' value contains CR, LF or NUL$"),
+        ("n", "v\r\n", "^text header 'n' value contains CR, LF or NUL$"),
+        ("n", "v\r\nother:header", "^text header 'n' value contains CR, LF or NUL$"),
     ],
 )
-def test_append_rejects_what_would_break_the_line_format(name: str, value: str) -> None:
+def test_append_rejects_what_would_break_the_line_format(name: str, value: str, says: str) -> None:
     t = tofu.TextHeaders()
     t.append("keep", "me")
-    with pytest.raises(tofu.InvalidMessage):
+    with pytest.raises(tofu.InvalidMessage, match=says):
         t.append(name, value)
     assert list(t) == [("keep", "me")]  # nothing half-appended
 
@@ -246,21 +311,22 @@ def test_parsing_received_headers(raw: bytes, expected: list[tuple[str, str]]) -
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "says"),
     [
-        b"nocolon\r\n",
-        b"a:1\r\nnocolon",
-        b":value\r\n",  # empty name
-        b"name:\r\n",  # empty value
-        b"name: \t \r\n",  # empty once trimmed
-        b"a:1\r\n \r\n",  # a blank-looking line is not empty: no colon
+        (b"nocolon\r\n", "line b'nocolon' has no colon"),
+        (b"a:1\r\nnocolon", "line b'nocolon' has no colon"),
+        (b":value\r\n", "line b':value' has an empty name"),
+        (b"name:\r\n", "line b'name:' has an empty value"),
+        (b"name: \t \r\n", "line b'name: \\t ' has an empty value"),  # empty once trimmed
+        (b"a:1\r\n \r\n", "line b' ' has no colon"),  # a blank-looking line is not empty: no colon
     ],
 )
-def test_malformed_received_headers_raise_on_iteration(raw: bytes) -> None:
+def test_malformed_received_headers_raise_on_iteration(raw: bytes, says: str) -> None:
     t = tofu.TextHeaders(raw)  # taking the bytes never fails: a peer's bytes are kept as received
     assert bytes(t) == raw
-    with pytest.raises(tofu.InvalidMessage):
+    with pytest.raises(tofu.InvalidMessage) as info:
         list(t)
+    assert str(info.value) == "text header " + says
 
 
 def test_malformed_received_headers_in_a_frame() -> None:
@@ -380,6 +446,6 @@ def test_append_refuses_nul_and_non_utf8():
 
 def test_append_of_an_unencodable_value_is_an_invalid_message():
     msg = tofu.Message()
-    with pytest.raises(tofu.InvalidMessage):
+    with pytest.raises(tofu.InvalidMessage, match="^text header 'name' cannot be encoded: surrogates not allowed$"):
         msg.thdrs.append("name", "\ud800")
     assert bytes(msg.thdrs) == b""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "pyproject.toml"  # the project's mypy settings ([tool.mypy])
 
 USER_PROGRAM = """
 import threading
@@ -80,7 +81,7 @@ def mypy(tree: Path, source: str | None) -> subprocess.CompletedProcess[str]:
         (tree / "user.py").write_text(source)
         target = ["--follow-imports=silent", "user.py"]
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *target],
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--config-file", str(CONFIG), *target],
         check=False,
         cwd=tree,
         capture_output=True,

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -92,8 +93,9 @@ def test_tcp_channels_carry_no_credentials(engine: tofu.Reactor) -> None:
         assert not [name for name, _ in req.thdrs if name.startswith("~peer_")]
 
 
-def _connect_as(uid: int | None, path: str) -> str:
-    """In a forked child: become `uid`, connect, send a HelloRequest, tell what happened."""
+def _connect_as(uid: int | None, path: str, hello: bytes) -> str:
+    """In a forked child: become `uid`, connect, send `hello`, tell what happened.
+    Only system calls: the parent has threads, so the child takes no lock."""
     if uid is not None:
         os.setgid(uid)
         os.setuid(uid)
@@ -104,9 +106,7 @@ def _connect_as(uid: int | None, path: str) -> str:
     except PermissionError:
         return "permission denied"
     try:
-        hello = tofu.UDSClientAddress(path).format(Message())
-        hello.bhdr.message_id = 1
-        sock.sendall(tofu.encode(hello))
+        sock.sendall(hello)
         data = sock.recv(65536)
     except (BrokenPipeError, ConnectionResetError):
         data = b""
@@ -115,12 +115,20 @@ def _connect_as(uid: int | None, path: str) -> str:
 
 def start_child(path: str, uid: int | None = None) -> tuple[int, int]:
     """Fork a client process (running as `uid`): (its pid, the pipe it reports on)."""
+    hello = tofu.UDSClientAddress(path).format(Message())
+    hello.bhdr.message_id = 1
+    frame = tofu.encode(hello)  # made here: the child only makes system calls
     r, w = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # The engine's threads do not matter to a child that takes no lock
+        # and ends with os._exit (a subprocess cannot run as another user
+        # here: that user cannot read this Python).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: no exception may escape into pytest
         try:
             os.close(r)
-            result = _connect_as(uid, path)
+            result = _connect_as(uid, path, frame)
         except BaseException as exc:  # noqa: BLE001 - reported to the parent
             result = f"error: {exc!r}"
         os.write(w, result.encode())

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Mutation testing: does the suite fail when the code is wrong?
+#
+#   pip install -e '.[test,dev]'
+#   tools/mutation.sh                    # framing message addresses groups pool
+#   tools/mutation.sh groups pool        # only these modules of runtime/
+#
+# mutmut 3 imports the mutated code by the path it lives at, so the package is
+# staged as it installs (src/tofu with tofu/generated inside) in .mutation/,
+# with the tests; mutmut runs there. For each module it prints the score
+# (killed / all mutants) and the names of the survivors; `cd .mutation &&
+# mutmut show NAME` shows one. MUTATION_STAGE=DIR stages elsewhere;
+# MUTANTS="NAME ..." runs only those mutants. Survivors that are equivalent to the original
+# (no test can tell them apart) are listed with the reason in docs/mutation.md.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+python=$(command -v "${PYTHON:-python}")
+stage=${MUTATION_STAGE:-$root/.mutation}
+if [ $# -eq 0 ]; then
+    set -- framing message addresses groups pool
+fi
+
+only=""
+for module in "$@"; do
+    test -f "$root/runtime/$module.py" || { echo "no runtime/$module.py" >&2; exit 2; }
+    only+="\"src/tofu/$module.py\", "
+done
+
+rm -rf "$stage"
+mkdir -p "$stage/src"
+cp -r "$root/runtime" "$stage/src/tofu"
+cp -r "$root/generated" "$stage/src/tofu/generated"
+cp -r "$root/tests" "$stage/tests"
+find "$stage" -name __pycache__ -prune -exec rm -rf {} +
+
+# Tests that need the repository around them (the generator, the examples,
+# mypy on runtime/, tshark, the benchmark tools) are left out: they test
+# those, not the engine's behaviour. So are the CLI tests that run `tofu` in
+# a subprocess: it imports the installed package, never the mutant.
+cat > "$stage/pyproject.toml" <<TOML
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+
+[tool.mutmut]
+source_paths = ["src"]
+only_mutate = [$only]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
+pytest_add_cli_args_test_selection = [
+    "tests",
+    "--ignore=tests/test_typing.py",
+    "--ignore=tests/test_codegen.py",
+    "--ignore=tests/test_examples.py",
+    "--ignore=tests/test_wireshark.py",
+    "--ignore=tests/test_bench.py",
+    "--ignore=tests/test_readme.py",
+    "--deselect=tests/test_cli.py::test_python_dash_m_and_console_script",
+    "--deselect=tests/test_cli.py::test_ping_interrupted_is_one_line_and_exit_130",
+    "--deselect=tests/test_cli.py::test_serve_announces_real_port_answers_ping_and_stops_on_sigint",
+    "--deselect=tests/test_cli.py::test_serve_on_tcp_and_uds_and_sigterm",
+    "--deselect=tests/test_cli.py::test_serve_stops_gracefully_with_a_connected_client",
+    "--deselect=tests/test_cli.py::test_serve_logs_why_a_client_vanished",
+    "--deselect=tests/test_cli.py::test_serve_on_a_taken_port_fails_with_one_line",
+]
+TOML
+
+cd "$stage"
+echo "mutmut run: progress in $stage/run.log"
+# MUTANTS="name ..." runs only those mutants (e.g. the survivors of an
+# earlier run, after adding tests); the score then counts only them.
+# shellcheck disable=SC2086
+"$python" -m mutmut run ${MUTANTS:-} > run.log 2>&1 || true
+"$python" -m mutmut results --all true > results.txt || true
+"$python" - "$@" <<'PY'
+import os, re, sys
+counts = {}
+survivors = {}
+for line in open("results.txt"):
+    m = re.match(r"\s*tofu\.(\w+)\.(\S+): (.+)", line)
+    if not m:
+        continue
+    module, name, status = m.group(1), m.group(2), m.group(3).strip()
+    if status == "not checked" and os.environ.get("MUTANTS"):
+        continue  # not asked for this time
+    c = counts.setdefault(module, {})
+    c[status] = c.get(status, 0) + 1
+    if status not in ("killed", "timeout"):  # a mutant that hangs the suite is caught too
+        survivors.setdefault(module, []).append(f"tofu.{module}.{name}: {status}")
+print(f"{'module':12} {'mutants':>8} {'killed':>8} {'score':>7}  other (killed counts timeouts)")
+for module in sys.argv[1:]:
+    c = counts.get(module, {})
+    total = sum(c.values())
+    killed = c.get("killed", 0) + c.get("timeout", 0)
+    other = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k not in ("killed", "timeout"))
+    score = f"{100 * killed / total:.1f}%" if total else "-"
+    print(f"{module:12} {total:8} {killed:8} {score:>7}  {other}")
+for module in sys.argv[1:]:
+    for line in survivors.get(module, []):
+        print("  " + line)
+PY
