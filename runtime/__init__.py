@@ -13,6 +13,7 @@ See README.md for a quickstart and docs/protocol.md for the wire format.
 import logging as _logging
 
 from . import generated
+from ._build import is_compiled as _is_compiled
 from .addresses import (
     Address,
     TCPClientAddress,
@@ -39,9 +40,16 @@ from .transport import peer_credentials
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
+COMPILED: bool = _is_compiled()
+"""True when this is the compiled build: the per-message modules compiled
+with mypyc (`pip install .` with a C compiler and the Python headers);
+False for pure Python (no compiler, TOFU_PURE=1, or an editable install).
+Both behave the same; the compiled one is faster."""
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "COMPILED",
     "MAX_FRAME_SIZE",
     "WAIT_RECEIVE_INFINITE_TIMEOUT",
     "WAIT_RECEIVE_SEC_TIMEOUT",

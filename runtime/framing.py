@@ -39,7 +39,7 @@ def _header(msg: Message, thl: int, bl: int) -> bytes:
         raise InvalidHeadersLen(f"text headers are {thl} bytes, at most {MAX_HEADERS_LEN} fit")
     if bl > MAX_BODY_LEN:
         raise InvalidBodyLen(f"body is {bl} bytes, at most {MAX_BODY_LEN} fit")
-    bh = msg.bhdr
+    bh = msg._bhdr
     p = bh.proto
     proto = (
         p.op_code << OP_CODE_SHIFT
@@ -55,15 +55,15 @@ def encode(msg: Message) -> bytes:
     """The frame of `msg`; `thl` and `bl` come from the parts themselves.
 
     Raises InvalidHeadersLen / InvalidBodyLen when a part is over 65535 bytes."""
-    th = msg.thdrs._buf
-    body = msg.body._buf
+    th = msg.thdrs._buf  # the property: NotAllowed for a posted message
+    body = msg._body._buf
     return _header(msg, len(th), len(body)) + th + body
 
 
 def encode_into(out: bytearray, msg: Message) -> None:
     """Append the frame of `msg` to `out` (to send many frames in one call)."""
-    th = msg.thdrs._buf
-    body = msg.body._buf
+    th = msg.thdrs._buf  # the property: NotAllowed for a posted message
+    body = msg._body._buf
     out += _header(msg, len(th), len(body))
     out += th
     out += body
@@ -163,14 +163,14 @@ class FrameDecoder:
                 if msg is None:
                     msg = from_wire(channel_number, proto, status, message_id, view[start:split], view[split:end])
                 else:
-                    bh = msg.bhdr
+                    bh = msg._bhdr
                     bh.channel_number = channel_number
                     bh.status = status
                     bh.message_id = message_id
                     bh.proto.set_byte(proto)
                     # assigned even when empty: a recycled message keeps nothing of its past
-                    msg.thdrs._buf[:] = view[start:split]
-                    msg.body._buf[:] = view[split:end]
+                    msg._thdrs._buf[:] = view[start:split]
+                    msg._body._buf[:] = view[split:end]
                 frames.append(msg)
                 pos = end
         finally:

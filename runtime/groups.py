@@ -110,7 +110,7 @@ class ChannelGroup:
     def __exit__(self, *exc_info: object) -> None:
         self._reactor._retire_group(self)
 
-    def post(self, msg: Message, timeout: float | None = None) -> BinaryHeader:
+    def post(self, msg: Message | None, timeout: float | None = None) -> BinaryHeader:
         """Hand `msg` to the engine and return a copy of its binary header with
         the assigned channel_number and message_id.
 

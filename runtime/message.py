@@ -17,6 +17,7 @@ from .generated import (
     MAX_HEADERS_LEN,
     OP_ROLE,
     OP_TYPE,
+    AmpeStatus,
     InvalidBodyLen,
     InvalidHeadersLen,
     InvalidMessage,
@@ -51,11 +52,30 @@ log = logging.getLogger(__name__)
 OP_CODES: tuple[OpCode, ...] = tuple(OpCode)
 ORIGINS: tuple[OriginFlag, ...] = tuple(OriginFlag)
 MORES: tuple[MoreMessagesFlag, ...] = tuple(MoreMessagesFlag)
+
+
+def _op_field(b: int) -> OpCode:
+    """The op code of a proto byte: its member, or a plain int when invalid.
+
+    Typed OpCode, not `OpCode | int`: compiled code holds a value typed with
+    int in it as a plain int, and every op code would lose its member."""
+    code = b & OP_CODE_MASK
+    if code < NUM_OP_CODES:
+        return OP_CODES[code]
+    return code  # type: ignore[return-value]
+
+
+def _op_name(op_code: OpCode, prefix: str) -> str:
+    """An op code's name, or `prefix` and its number for an invalid one."""
+    name = getattr(op_code, "name", None)  # not isinstance(): op_code is typed OpCode, so
+    return name if isinstance(name, str) else f"{prefix}{int(op_code)}"  # compiled code would drop the else
+
+
 # Every proto byte -> (op_code, origin, more, internal_a, internal_b), decoded
 # once: the per-frame cost is one tuple lookup. An invalid op code stays an int.
-PROTO_FIELDS: tuple[tuple[OpCode | int, OriginFlag, MoreMessagesFlag, int, int], ...] = tuple(
+PROTO_FIELDS: tuple[tuple[OpCode, OriginFlag, MoreMessagesFlag, int, int], ...] = tuple(
     (
-        OP_CODES[b & OP_CODE_MASK] if b & OP_CODE_MASK < NUM_OP_CODES else b & OP_CODE_MASK,
+        _op_field(b),
         ORIGINS[(b >> ORIGIN_SHIFT) & ORIGIN_MASK],
         MORES[(b >> MORE_SHIFT) & MORE_MASK],
         (b >> INTERNAL_A_SHIFT) & INTERNAL_A_MASK,
@@ -64,7 +84,11 @@ PROTO_FIELDS: tuple[tuple[OpCode | int, OriginFlag, MoreMessagesFlag, int, int],
     for b in range(256)
 )
 
-_new = object.__new__  # an instance without running __init__ (slots set right after)
+# Pure Python makes an object without running __init__ where that saves a
+# Python call per part (the per-message path); a class compiled with mypyc
+# cannot be made that way, and its __init__ is cheap: it takes the other branch.
+_PURE = __file__.endswith(".py")
+_new = object.__new__
 _REQUEST, _APPLICATION, _LAST = OpCode.Request, OriginFlag.application, MoreMessagesFlag.last
 
 # Text headers, well formed (docs/concepts.md, "Messages"): lines separated by CRLF; an
@@ -167,21 +191,23 @@ class ProtoFields:
     def set_byte(self, proto: int) -> None:
         """Set every field from a proto byte; an invalid op code stays a plain int."""
         fields = PROTO_FIELDS[proto & 0xFF]
-        self.op_code, self.origin, self.more, self.internal_a, self.internal_b = fields  # type: ignore[assignment]
+        self.op_code, self.origin, self.more, self.internal_a, self.internal_b = fields
 
     @classmethod
     def from_byte(cls, proto: int) -> ProtoFields:
         """The fields of a proto byte as it comes off the wire (see `set_byte`)."""
-        pf = cls.__new__(cls)
+        pf = cls()
         pf.set_byte(proto)
         return pf
 
     def copy(self) -> ProtoFields:
         """An independent copy."""
-        pf = _new(ProtoFields)
-        pf.op_code, pf.origin, pf.more = self.op_code, self.origin, self.more
-        pf.internal_a, pf.internal_b = self.internal_a, self.internal_b
-        return pf
+        if _PURE:
+            pf = _new(ProtoFields)
+            pf.op_code, pf.origin, pf.more = self.op_code, self.origin, self.more
+            pf.internal_a, pf.internal_b = self.internal_a, self.internal_b
+            return pf
+        return ProtoFields(self.op_code, self.origin, self.more, self.internal_a, self.internal_b)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProtoFields):
@@ -189,7 +215,7 @@ class ProtoFields:
         return self.to_byte() == other.to_byte()
 
     def __repr__(self) -> str:
-        op = self.op_code.name if isinstance(self.op_code, OpCode) else self.op_code
+        op = _op_name(self.op_code, "")
         return f"ProtoFields({op}, {ORIGINS[self.origin & 1].name}, {MORES[self.more & 1].name})"
 
 
@@ -206,12 +232,13 @@ class BinaryHeader:
         self,
         channel_number: int = 0,
         proto: ProtoFields | None = None,
-        status: int = 0,
+        status: AmpeStatus | int = 0,
         message_id: int = 0,
     ) -> None:
         self.channel_number = channel_number
         self.proto = proto if proto is not None else ProtoFields()
-        self.status = status
+        # Not plain `int`: a status the engine sets stays its AmpeStatus member.
+        self.status: AmpeStatus | int = status
         self.message_id = message_id
 
     def reset(self) -> None:
@@ -222,12 +249,12 @@ class BinaryHeader:
 
     def copy(self) -> BinaryHeader:
         """An independent copy (its proto fields too)."""
-        bh = _new(BinaryHeader)
-        bh.channel_number = self.channel_number
-        bh.proto = self.proto.copy()
-        bh.status = self.status
-        bh.message_id = self.message_id
-        return bh
+        if _PURE:
+            bh = _new(BinaryHeader)
+            bh.channel_number, bh.proto = self.channel_number, self.proto.copy()
+            bh.status, bh.message_id = self.status, self.message_id
+            return bh
+        return BinaryHeader(self.channel_number, self.proto.copy(), self.status, self.message_id)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BinaryHeader):
@@ -245,7 +272,7 @@ class BinaryHeader:
 
         `label` leads the line, e.g. `bhdr.dump("received")`."""
         p = self.proto
-        op = p.op_code.name if isinstance(p.op_code, OpCode) else f"op_code={p.op_code}"
+        op = _op_name(p.op_code, "op_code=")
         line = (
             f"{label + ' ' if label else ''}{op} chn {self.channel_number} mid {self.message_id} "
             f"{ORIGINS[p.origin & 1].name} {MORES[p.more & 1].name} {raw_to_status(self.status).name}"
@@ -400,31 +427,86 @@ class Body:
         return f"Body({len(self._buf)} bytes)"
 
 
-_PARTS = frozenset(("bhdr", "thdrs", "body"))
+_POSTED = "this message was posted: it belongs to the engine now"
+# What a posted Message's private slots hold: never a live message's parts.
+_NO_BHDR = BinaryHeader()
+_NO_THDRS = TextHeaders()
+_NO_BODY = Body()
 
 
 class Message:
     """A tofu message: `bhdr` (BinaryHeader), `thdrs` (TextHeaders), `body` (Body)."""
 
-    __slots__ = ("bhdr", "body", "thdrs")
+    # The parts live in private slots behind properties: after post() (take())
+    # the slots hold the _NO_* placeholders and reading a part raises
+    # NotAllowed. Plain slots and properties, no __getattr__: the same code
+    # compiles with mypyc, and attribute reads stay on CPython's fast path.
+    # The engine's per-message code (framing) reads the slots directly.
+    __slots__ = ("_bhdr", "_body", "_thdrs")
 
-    def __init__(self, op_code: OpCode = OpCode.Request) -> None:
-        # Built slot by slot: a Message is made for every message the pool lacks.
-        pf = _new(ProtoFields)
-        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, _APPLICATION, _LAST, 0, 0
-        bh = _new(BinaryHeader)
-        bh.channel_number, bh.proto, bh.status, bh.message_id = 0, pf, 0, 0
-        th = _new(TextHeaders)
-        th._buf = bytearray()
-        body = _new(Body)
-        body._buf = bytearray()
-        self.bhdr, self.thdrs, self.body = bh, th, body
+    def __init__(
+        self, op_code: OpCode = OpCode.Request, *, _parts: tuple[BinaryHeader, TextHeaders, Body] | None = None
+    ) -> None:
+        # `_parts` is private: take(), copy() and _from_wire() hand over parts
+        # they built, instead of making defaults to throw away.
+        self._bhdr: BinaryHeader
+        self._thdrs: TextHeaders
+        self._body: Body
+        if _parts is not None:
+            self._bhdr, self._thdrs, self._body = _parts
+        elif _PURE:  # slot by slot: a Message is made for every message the pool lacks
+            pf = _new(ProtoFields)
+            pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, _APPLICATION, _LAST, 0, 0
+            bh = _new(BinaryHeader)
+            bh.channel_number, bh.proto, bh.status, bh.message_id = 0, pf, 0, 0
+            th = _new(TextHeaders)
+            th._buf = bytearray()
+            bd = _new(Body)
+            bd._buf = bytearray()
+            self._bhdr, self._thdrs, self._body = bh, th, bd
+        else:
+            self._bhdr = BinaryHeader(0, ProtoFields(op_code, _APPLICATION, _LAST, 0, 0), 0, 0)
+            self._thdrs = TextHeaders()
+            self._body = Body()
 
-    def __getattr__(self, name: str) -> object:
-        # Only reached when a part is missing, i.e. after post() moved it out.
-        if name in _PARTS:
-            raise NotAllowed("this message was posted: it belongs to the engine now")
-        raise AttributeError(name)
+    @property
+    def bhdr(self) -> BinaryHeader:
+        """The binary header; NotAllowed once posted."""
+        bh = self._bhdr
+        if bh is _NO_BHDR:
+            raise NotAllowed(_POSTED)
+        return bh
+
+    @bhdr.setter
+    def bhdr(self, value: BinaryHeader) -> None:
+        self.bhdr  # noqa: B018 - NotAllowed once posted
+        self._bhdr = value
+
+    @property
+    def thdrs(self) -> TextHeaders:
+        """The text headers; NotAllowed once posted."""
+        th = self._thdrs
+        if th is _NO_THDRS:
+            raise NotAllowed(_POSTED)
+        return th
+
+    @thdrs.setter
+    def thdrs(self, value: TextHeaders) -> None:
+        self.bhdr  # noqa: B018 - NotAllowed once posted
+        self._thdrs = value
+
+    @property
+    def body(self) -> Body:
+        """The body; NotAllowed once posted."""
+        bd = self._body
+        if bd is _NO_BODY:
+            raise NotAllowed(_POSTED)
+        return bd
+
+    @body.setter
+    def body(self, value: Body) -> None:
+        self.bhdr  # noqa: B018 - NotAllowed once posted
+        self._body = value
 
     def is_from_engine(self) -> bool:
         """True for the engine's notifications and messages it gives back."""
@@ -441,25 +523,18 @@ class Message:
     @property
     def is_posted(self) -> bool:
         """True once post() took this object's contents."""
-        try:
-            self.bhdr  # noqa: B018
-        except NotAllowed:
-            return True
-        return False
+        return self._bhdr is _NO_BHDR
 
     def reset(self) -> None:
         """Back to a fresh Request with no headers and no body."""
-        self.bhdr.reset()
-        self.thdrs._buf.clear()
-        self.body._buf.clear()
+        self.bhdr.reset()  # the property once (NotAllowed when posted), then the slots
+        self._thdrs._buf.clear()
+        self._body._buf.clear()
 
     def copy(self) -> Message:
         """A deep copy."""
-        m = Message.__new__(Message)
-        m.bhdr = self.bhdr.copy()
-        m.thdrs = TextHeaders(self.thdrs._buf)
-        m.body = Body(self.body._buf)
-        return m
+        bh = self.bhdr  # NotAllowed when posted
+        return Message(_parts=(bh.copy(), TextHeaders(self._thdrs._buf), Body(self._body._buf)))
 
     @classmethod
     def _from_wire(
@@ -473,31 +548,32 @@ class Message:
     ) -> Message:
         """A Message of one decoded frame's fields and parts (copied).
 
-        The decoder's hot path: it builds the parts directly instead of setting
-        defaults in __init__ and overwriting them."""
-        pf = _new(ProtoFields)
-        fields = PROTO_FIELDS[proto & 0xFF]
-        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = fields  # type: ignore[assignment]
-        bh = _new(BinaryHeader)
-        bh.channel_number = channel_number
-        bh.proto = pf
-        bh.status = status
-        bh.message_id = message_id
-        th = _new(TextHeaders)
-        th._buf = bytearray(thdrs)
-        bd = _new(Body)
-        bd._buf = bytearray(body)
-        m = _new(cls)
-        m.bhdr = bh
-        m.thdrs = th
-        m.body = bd
-        return m
+        The decoder's path when the pool has no message to recycle."""
+        op_code, origin, more, internal_a, internal_b = PROTO_FIELDS[proto & 0xFF]
+        if _PURE:  # the parts slot by slot, no __init__ calls
+            pf = _new(ProtoFields)
+            pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, origin, more, internal_a, internal_b
+            bh = _new(BinaryHeader)
+            bh.channel_number, bh.proto, bh.status, bh.message_id = channel_number, pf, status, message_id
+            th = _new(TextHeaders)
+            th._buf = bytearray(thdrs)
+            bd = _new(Body)
+            bd._buf = bytearray(body)
+            m = _new(cls)
+            m._bhdr, m._thdrs, m._body = bh, th, bd
+            return m
+        pf = ProtoFields(op_code, origin, more, internal_a, internal_b)
+        bh = BinaryHeader(channel_number, pf, status, message_id)
+        return cls(_parts=(bh, TextHeaders(thdrs), Body(body)))
 
     def _take(self) -> Message:
         """Move the contents into a new Message and leave this one empty."""
-        m = Message.__new__(Message)
-        m.bhdr, m.thdrs, m.body = self.bhdr, self.thdrs, self.body
-        del self.bhdr, self.thdrs, self.body
+        if _PURE:
+            m = _new(Message)
+            m._bhdr, m._thdrs, m._body = self.bhdr, self._thdrs, self._body  # bhdr: NotAllowed when posted
+        else:
+            m = Message(_parts=(self.bhdr, self._thdrs, self._body))
+        self._bhdr, self._thdrs, self._body = _NO_BHDR, _NO_THDRS, _NO_BODY
         return m
 
     def __repr__(self) -> str:

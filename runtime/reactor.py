@@ -123,8 +123,8 @@ class Reactor:
         self._running = True
 
         self._ampe = Ampe(self)
-        self._thread = threading.Thread(target=self._run, name="tofu-reactor", daemon=True)
-        self._thread.start()
+        self._loop_thread = threading.Thread(target=self._run, name="tofu-reactor", daemon=True)
+        self._loop_thread.start()
 
     # ------------------------------------------------------------------ public
 
@@ -140,12 +140,12 @@ class Reactor:
             if self._closing:
                 return
             self._closing = True
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._loop_thread:
             self._running = False
             return
         self._call_soon(self._stop)
-        self._thread.join(JOIN_TIMEOUT)
-        if self._thread.is_alive():
+        self._loop_thread.join(JOIN_TIMEOUT)
+        if self._loop_thread.is_alive():
             log.error("the tofu I/O thread did not stop within %.0f s", JOIN_TIMEOUT)
         if self._resolver is not None:
             self._resolver.shutdown(wait=False, cancel_futures=True)
@@ -181,7 +181,7 @@ class Reactor:
             return
         done = threading.Event()
         self._call_soon(lambda: self._destroy_group(group, done))
-        if threading.current_thread() is not self._thread:
+        if threading.current_thread() is not self._loop_thread:
             done.wait(JOIN_TIMEOUT)
 
     def _open_channel_number(self, group: ChannelGroup, connection: bool) -> int:
@@ -594,13 +594,29 @@ class Reactor:
 
     # ---- listeners (runtime/listening.py); limits and timeouts (runtime/limits.py)
 
-    _open_listener = listening.open_listener
-    _on_listener_event = listening.on_listener_event
-    _run_timers = limits.run_timers
-    _set_deadline = limits.set_deadline
-    _handshake_done = limits.handshake_done
-    _watch_idle = limits.watch_idle
-    _connection_gone = limits.connection_gone
+    # Methods that call the module functions (not class attributes bound to
+    # them): a class compiled with mypyc does not bind plain functions.
+
+    def _open_listener(self, group: ChannelGroup, msg: Message) -> None:
+        listening.open_listener(self, group, msg)
+
+    def _on_listener_event(self, lst: Listener, mask: int) -> None:
+        listening.on_listener_event(self, lst, mask)
+
+    def _run_timers(self) -> None:
+        limits.run_timers(self)
+
+    def _set_deadline(self, conn: Connection, seconds: float | None, status: AmpeStatus) -> bool:
+        return limits.set_deadline(self, conn, seconds, status)
+
+    def _handshake_done(self, conn: Connection) -> None:
+        limits.handshake_done(self, conn)
+
+    def _watch_idle(self, conn: Connection) -> None:
+        limits.watch_idle(self, conn)
+
+    def _connection_gone(self, lst: Listener) -> None:
+        limits.connection_gone(self, lst)
 
     # ---- registration, backpressure, closing
 

@@ -20,7 +20,7 @@ def test_create_and_destroy():
         ampe = rtr.ampe()
         group = ampe.create()
         ampe.destroy(group)
-        thread = rtr._thread
+        thread = rtr._loop_thread
         assert thread.is_alive()
     assert not thread.is_alive()
 
@@ -463,9 +463,9 @@ def test_dump_is_one_readable_line_logged_at_debug(caplog):
 # ---------------------------------------------------------------- channel numbers
 
 
-def test_channel_numbers_skip_0_and_65535_and_are_reused_after_close():
+def test_channel_numbers_skip_0_and_65535_and_are_reused_after_close(rtr):
     numbers = ChannelNumbers()
-    owner = object()
+    owner = rtr.ampe().create()  # a ChannelGroup: compiled code checks the type
     seen = {numbers.allocate(owner) for _ in range(65534)}
     assert seen == set(range(1, 65535))
     assert numbers.allocate(owner) is None  # all in use
@@ -474,11 +474,12 @@ def test_channel_numbers_skip_0_and_65535_and_are_reused_after_close():
     assert numbers.owner(5) is owner and numbers.owner(0) is None and numbers.owner(65535) is None
 
 
-def test_channel_numbers_round_robin_delays_reuse():
+def test_channel_numbers_round_robin_delays_reuse(rtr):
     numbers = ChannelNumbers(1, 10)
-    a = numbers.allocate("g")
+    group = rtr.ampe().create()
+    a = numbers.allocate(group)
     numbers.release(a)
-    assert numbers.allocate("g") != a  # the freshly closed number comes back last
+    assert numbers.allocate(group) != a  # the freshly closed number comes back last
 
 
 def test_destroying_a_group_while_the_engine_stops_wakes_its_receiver():

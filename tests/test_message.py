@@ -183,7 +183,7 @@ def test_a_posted_message_says_why_its_parts_are_gone() -> None:
     assert str(info.value) == "this message was posted: it belongs to the engine now"
     with pytest.raises(AttributeError) as missing:
         msg.no_such_part  # noqa: B018
-    assert str(missing.value) == "no_such_part"
+    assert "no_such_part" in str(missing.value)  # an ordinary attribute error, naming the attribute
 
 
 def test_text_headers_truth_and_equality() -> None:

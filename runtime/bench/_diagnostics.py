@@ -29,7 +29,7 @@ def engine_snapshot(rtr: Any, grp: Any) -> str:
             f"dirty={len(r._dirty)} channels={len(r._channels)} conns={len(conns)} sendq={sendq} "
             f"outbuf={outbuf} events={events} "
             f"group: paused={g._paused} resume_requested={g._resume_requested} queued={g.pending()} "
-            f"io_thread_alive={r._thread.is_alive()}"
+            f"io_thread_alive={r._loop_thread.is_alive()}"
         )
     except Exception as exc:  # noqa: BLE001 - the engine's internals changed
         return f"engine state unavailable: {exc!r}"

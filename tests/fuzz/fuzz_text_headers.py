@@ -35,7 +35,7 @@ else:
 
 from tofu import InvalidMessage, TextHeaders
 
-_ABSENT = object()
+_ABSENT = "\x00absent"  # a str (compiled code checks get()'s types) no header value can be: it has a NUL
 
 
 def test_one_input(data: bytes) -> None:
@@ -60,7 +60,7 @@ def test_one_input(data: bytes) -> None:
     probe = "\x00absent\x00"  # a NUL never survives as a whole name here unless the input has it
     if probe not in seen:
         try:
-            got = thdrs.get(probe, _ABSENT)  # type: ignore[arg-type]
+            got = thdrs.get(probe, _ABSENT)
         except InvalidMessage:
             assert malformed, "get raised on well-formed headers"
         else:
