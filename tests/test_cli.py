@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.machinery
 import io
-import queue
 import re
 import shutil
 import signal
@@ -17,7 +16,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import tofu
+from output_lines import Lines
 from tofu.addresses import parse_url
 from tofu.cli import format_url, main
 
@@ -214,29 +213,6 @@ def test_ping_interrupted_is_one_line_and_exit_130() -> None:
 
 
 # ---------------------------------------------------------------- serve + ping
-
-
-class Lines:
-    """Reads a subprocess's stdout on a thread so the test can wait with a timeout."""
-
-    def __init__(self, stream: io.TextIOBase) -> None:
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: io.TextIOBase) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, prefix: str, timeout: float = TIMEOUT) -> str:
-        while True:
-            line = self.lines.get(timeout=timeout)
-            if line is None:
-                raise AssertionError(f"output ended before {prefix!r}; saw {self.seen}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
 
 
 @contextmanager

@@ -8,19 +8,17 @@ engine or raw sockets, over real loopback sockets.
 
 from __future__ import annotations
 
-import io
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import tofu
+from output_lines import Lines
 from rich.console import Console
 from tls_support import Pems
 from tofu.addresses import parse_url
@@ -35,29 +33,6 @@ TIMEOUT = 15.0  # bounds a failure; the steps take far less
 @pytest.fixture(scope="module")
 def pems(tmp_path_factory: pytest.TempPathFactory) -> Pems:
     return Pems(tmp_path_factory.mktemp("pems"))
-
-
-class Lines:
-    """A subprocess's stdout, read on a thread so the test waits with a timeout."""
-
-    def __init__(self, stream: io.TextIOBase) -> None:
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream: io.TextIOBase) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, prefix: str) -> str:
-        while True:
-            line = self.lines.get(timeout=TIMEOUT)
-            if line is None:
-                raise AssertionError(f"output ended before {prefix!r}; saw {self.seen}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
 
 
 @contextmanager
