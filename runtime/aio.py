@@ -97,9 +97,14 @@ class AsyncChannelGroup:
 
     # ------------------------------------------------------------ sending
 
-    def post(self, msg: Message) -> BinaryHeader:
-        """`ChannelGroup.post`: hand `msg` to the engine; never blocks."""
-        return self._group.post(msg)
+    def post(self, msg: Message, timeout: float | None = None) -> BinaryHeader:
+        """`ChannelGroup.post`: hand `msg` to the engine. It never blocks,
+        unless `Options.max_unsent_msgs` is set and the channel's send window
+        is full: then it waits at most `timeout` seconds (None: until there is
+        room) and raises tofu.PostTimeout, leaving `msg` with the caller. In a
+        coroutine, pass `timeout=0` so a full window never holds up the event
+        loop: catch PostTimeout and try again later."""
+        return self._group.post(msg, timeout)
 
     def update_receiver(self, msg: Message | None = None) -> None:
         """`ChannelGroup.update_receiver`: wake the receiver with a receiver_update message."""

@@ -341,3 +341,31 @@ def test_created_outside_a_loop_binds_on_first_receive(rtr: tofu.Reactor) -> Non
 
     assert asyncio.run(main()) == [b"early", b"later"]
     assert cli_group._on_delivery is None
+
+
+def test_post_with_timeout_0_never_holds_up_the_loop_on_a_full_window() -> None:
+    """With a send window and a peer that never reads, post(timeout=0) raises
+    PostTimeout at once, and the message is still the caller's."""
+    import socket
+
+    with tofu.Reactor(tofu.Options(max_unsent_msgs=2)) as engine, socket.create_server(("127.0.0.1", 0)) as silent:
+        group = AsyncChannelGroup(engine.ampe().create())
+        port = silent.getsockname()[1]
+        hello = group.post(tofu.TCPClientAddress("127.0.0.1", port).format(tofu.Message()))
+
+        async def fill() -> tuple[int, tofu.Message]:
+            posted = 0
+            while True:
+                msg = tofu.Message(tofu.OpCode.Signal)
+                msg.bhdr.channel_number = hello.channel_number
+                msg.body.append(b"x" * 65535)
+                try:
+                    group.post(msg, timeout=0)
+                except tofu.PostTimeout:
+                    return posted, msg
+                posted += 1
+                await asyncio.sleep(0)  # let the loop run between posts, as a real coroutine would
+
+        posted, kept = asyncio.run(asyncio.wait_for(fill(), 30))
+        assert posted >= 2 and len(kept.body) == 65535
+        group.close()
