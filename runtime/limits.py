@@ -80,7 +80,7 @@ def deadline_passed(rtr: Reactor, conn: Connection, status: AmpeStatus, seconds:
     if hello is not None and not any(m.bhdr.proto.op_code is OpCode.HelloRequest for m in unsent):
         rtr._return(conn.group, hello, status)  # it was sent: give back its copy
     # An accepted connection the application never heard of closes silently.
-    rtr._close(conn, status, notify=conn.listener is None or conn.first_mid != 0, detail=detail)
+    rtr._close(conn, status, notify=conn.listener is None or conn.inbound.hello_received, detail=detail)
 
 
 def watch_idle(rtr: Reactor, conn: Connection) -> None:

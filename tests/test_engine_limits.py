@@ -85,19 +85,20 @@ def test_a_silent_connection_is_closed_without_telling_the_application():
         assert not any(isinstance(ch, Connection) for ch in rtr._channels.values())
 
 
-def test_an_unanswered_hello_request_is_closed_with_a_reason():
+@pytest.mark.parametrize("mid", [7, 0])  # 0: a raw peer's; the application still heard of the channel
+def test_an_unanswered_hello_request_is_closed_with_a_reason(mid: int):
     with tofu.Reactor(tofu.Options(handshake_timeout=SHORT)) as rtr:
         group = rtr.ampe().create()
         _, port = tcp_listen(group)
         with _raw_connect(port) as sock:
-            sock.sendall(_hello(mid=7))
+            sock.sendall(_hello(mid=mid))
             hello = recv(group)
             assert hello.bhdr.proto.op_code == OpCode.HelloRequest
             # The application does not answer: the engine closes the channel.
             closed = recv(group)
             assert is_closed_signal(closed)
             assert closed.bhdr.channel_number == hello.bhdr.channel_number
-            assert closed.bhdr.message_id == 7
+            assert closed.bhdr.message_id == mid
             assert _close_reason(closed) == "accept_failed"
             assert "handshake_timeout" in closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER, "")
             assert wait_for_eof(sock) == b""
