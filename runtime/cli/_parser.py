@@ -67,24 +67,25 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
     return convert
 
 
-def _seconds_or_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"{text} is not zero or a positive number of seconds")
-    return value
+def _seconds_arg(zero_ok: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, above 0 (or also 0 with `zero_ok`)."""
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not (value >= 0 if zero_ok else value > 0) or math.isinf(value):
+            what = "zero or a positive" if zero_ok else "a positive"
+            raise argparse.ArgumentTypeError(f"{text} is not {what} number of seconds")
+        return value
+
+    convert.__name__ = "seconds"
+    return convert
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
-    return value
+_seconds = _seconds_arg(zero_ok=False)
+_seconds_or_zero = _seconds_arg(zero_ok=True)
 
 
 _BENCH = "tofu.bench"
