@@ -127,7 +127,7 @@ class SendWindow:
 class Channel:
     """What every channel has: its number, its group and its socket."""
 
-    __slots__ = ("closed", "events", "first_mid", "group", "number", "sock")
+    __slots__ = ("closed", "direct_ok", "events", "first_mid", "group", "number", "sock")
 
     def __init__(self, number: int, group: ChannelGroup, first_mid: int) -> None:
         self.number = number
@@ -138,6 +138,9 @@ class Channel:
         self.first_mid = first_mid
         self.events = 0  # selector events registered now; 0 = not registered
         self.closed = False
+        # A post may write to the socket itself (runtime/direct.py). Only
+        # ever True for a Connection; here so post() clears it without a type test.
+        self.direct_ok = False
 
 
 class Listener(Channel):
@@ -173,6 +176,8 @@ class Connection(Channel):
         Options.max_unsent_bytes bounds.
     transport: how bytes cross the socket (plain or TLS, runtime/transport.py);
         NOT_CONNECTED until a connecting socket exists.
+    send_lock, direct_ok, direct_credit: who may write to the socket, the
+        I/O thread or a posting thread (runtime/direct.py).
     """
 
     __slots__ = (
@@ -182,6 +187,7 @@ class Connection(Channel):
         "connecting",
         "deadline",
         "decoder",
+        "direct_credit",
         "hello",
         "idle_timer",
         "inbound",
@@ -190,6 +196,7 @@ class Connection(Channel):
         "listener",
         "outbuf",
         "queued",
+        "send_lock",
         "sendq",
         "throttled",
         "transport",
@@ -219,6 +226,10 @@ class Connection(Channel):
         self.hello: Message | None = None
         self.idle_timer: Timer | None = None
         self.last_active = 0.0  # monotonic time of the last bytes read or written
+        # Held by the I/O thread while it writes or closes, and by a post
+        # that writes directly (reentrant: _flush may close the channel).
+        self.send_lock = threading.RLock()
+        self.direct_credit = False  # bytes were read since the last direct write
 
     def over_unsent(self, limit: int | None) -> bool:
         """Whether to stop reading this connection (Options.max_unsent_bytes):

@@ -175,9 +175,7 @@ class ChannelGroup:
                 raise PostTimeout(f"channel {number}: no room in the send window within {timeout} s")
             if reactor._closing:
                 raise ShutdownStarted("the engine is shutting down")
-        header = bh.copy()
-        reactor._submit(self, msg._take())
-        return header
+        return reactor._post(self, msg, is_regular)
 
     def wait_receive(self, timeout: float | None = None) -> Message | None:
         """The next message for this group, or None after `timeout` seconds.

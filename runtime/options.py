@@ -86,6 +86,13 @@ class Options:
         the CAs to trust and the client's own certificate, if any. See
         tofu.client_tls_context(). Without the matching context a TLS
         listen or connect fails (listen_failed / connect_failed).
+    direct_send: let post() write a Request, Response or Signal to an idle
+        plain TCP or Unix domain socket connection itself, instead of waking
+        the engine's I/O thread to do it, when the connection has read
+        something since its last such write (the request / response rhythm):
+        a shorter round trip. Streams of posts still go through the I/O
+        thread, which writes many messages per system call. Message order is
+        the same either way. Default True; False always uses the I/O thread.
     """
 
     initial_pool_msgs: int = DEFAULT_INITIAL_POOL_MSGS
@@ -99,6 +106,7 @@ class Options:
     max_connections: int | None = None
     tls_server_context: ssl.SSLContext | None = None
     tls_client_context: ssl.SSLContext | None = None
+    direct_send: bool = True
 
     def __post_init__(self) -> None:
         initial = self.initial_pool_msgs or DEFAULT_INITIAL_POOL_MSGS

@@ -6,6 +6,9 @@ queue. Everything that touches a socket runs on the I/O thread:
 
     post() --inbox--> _on_posted --> Connection.sendq --> _flush --> send()
     recv_into --> FrameDecoder --> _read --> ChannelGroup queue --> wait_receive()
+
+except that a post to an idle connection may write its frame itself
+(runtime/direct.py says when, and how it shares the socket with the I/O thread).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .addresses import (
 )
 from .ampe import Ampe
 from .channels import QUEUED_MESSAGE_COST, Channel, ChannelNumbers, Connection, Listener, SendWindow
+from .direct import write_direct
 from .framing import FrameDecoder, encode_into
 from .generated import (
     CLOSE_DETAIL_HEADER,
@@ -46,7 +50,7 @@ from .generated import (
 )
 from .groups import SHUTDOWN, ChannelGroup
 from .identity import HELLO_OPS, PEER_HEADER_MARK, stamp_identity
-from .message import Message
+from .message import BinaryHeader, Message
 from .options import Options
 from .pool import AllocationStrategy, Pool, pool_capacity
 from .sockets import (
@@ -60,7 +64,7 @@ from .sockets import (
     unlink_uds,
 )
 from .timers import Timers
-from .transport import HandshakeFailed, client_transport, connected_transport
+from .transport import HandshakeFailed, PlainTransport, client_transport, connected_transport
 
 __all__ = ["Ampe", "Reactor"]
 
@@ -98,6 +102,8 @@ class Reactor:
         # the message is written; closing a channel wakes every waiting post.
         self._windows: dict[int, SendWindow] = {}
         self._closing = False
+        self._direct_send = self._options.direct_send
+        self._idle_timeout = self._options.idle_timeout
         self._groups: list[ChannelGroup] = []
         self._lock = threading.Lock()  # guards _groups and destroy()
 
@@ -201,6 +207,26 @@ class Reactor:
         window = self._windows.pop(number, None)
         if window is not None:
             window.close()
+
+    def _post(self, group: ChannelGroup, msg: Message, regular: bool) -> BinaryHeader:
+        """The end of ChannelGroup.post(), once `msg` has passed its checks:
+        write it now if its connection is idle and `regular` (a Request,
+        Response or Signal; runtime/direct.py), else queue it for the I/O
+        thread. Returns a copy of its header."""
+        bh = msg.bhdr
+        header = bh.copy()
+        msg = msg._take()
+        ch = self._channels.get(bh.channel_number)  # (None for a channel post() is opening)
+        if ch is None:
+            self._submit(group, msg)
+            return header
+        if regular and ch.direct_ok and isinstance(ch, Connection) and write_direct(self, ch, msg):
+            return header
+        self._submit(group, msg)
+        # After the append: no later post writes directly until the I/O thread
+        # has written this message (see runtime/direct.py).
+        ch.direct_ok = False
+        return header
 
     def _submit(self, group: ChannelGroup, msg: Message) -> None:
         """Queue a posted message for the I/O thread."""
@@ -437,6 +463,7 @@ class Reactor:
             self._connected(conn)
             return
         if mask & READ:
+            conn.direct_credit = True  # an answer may follow: let it be written directly
             self._read(conn)
         if (mask & WRITE or conn.transport.flush_after_read) and not conn.closed:
             self._flush(conn)
@@ -534,6 +561,22 @@ class Reactor:
         self._close(conn, AmpeStatus.connect_failed, detail=str(exc))
 
     def _flush(self, conn: Connection) -> None:
+        """Write what is queued, holding the connection against direct writes;
+        then let posts write directly if it is idle (runtime/direct.py)."""
+        with conn.send_lock:
+            self._write_queued(conn)
+            conn.direct_ok = (
+                self._direct_send
+                and not conn.outbuf
+                and not conn.sendq
+                and not conn.closed
+                and not conn.connecting
+                and not conn.bye_sent
+                and type(conn.transport) is PlainTransport
+                and not self._inbox
+            )
+
+    def _write_queued(self, conn: Connection) -> None:
         """Encode what is queued and write as much as the kernel takes, in as
         few send() calls as possible (many frames per call)."""
         if conn.connecting or conn.closed:
@@ -677,6 +720,9 @@ class Reactor:
         `~close_reason` header, and `detail` (words) in `~close_detail`."""
         if ch.closed:
             return
+        if isinstance(ch, Connection):
+            with ch.send_lock:  # waits for a direct write in progress (runtime/direct.py)
+                ch.direct_ok = False
         ch.closed = True
         if self._channels.get(ch.number) is ch:
             del self._channels[ch.number]
