@@ -2,17 +2,21 @@
 
 Seconds on a shared machine move by ~25% from one run to the next; the number
 of instructions a process executes does not (callgrind counts them within 1%).
-This script runs a one-way workload in ONE process, both ends and every
-thread counted: a sender posts N messages of 64 bytes over TCP loopback and a
-receiver takes them all. It runs the workload twice, with N = SMALL and
-N = LARGE, and reports
+This script runs a workload in ONE process, both ends and every thread
+counted. `oneway` (the default): a sender posts N messages of 64 bytes over
+TCP loopback and a receiver takes them all. `rtt`: a client sends N requests
+of 64 bytes, one at a time, each answered before the next, to a server in its
+own engine (two engines, as two processes would have). It runs the workload
+twice, with N = SMALL and N = LARGE, and reports
 
     instructions per message = (I(LARGE) - I(SMALL)) / (LARGE - SMALL)
 
-which cancels the start-up, the connection set-up and the teardown.
+(per round trip for `rtt`), which cancels the start-up, the connection
+set-up and the teardown.
 
     python benchmarks/instructions.py                 # tofu and pyzmq (if installed)
     python benchmarks/instructions.py --impl tofu     # tofu only
+    python benchmarks/instructions.py --impl tofu --workload rtt
     python benchmarks/instructions.py --small 1000 --large 6000 --json out.json
 
 pyzmq is measured with the same harness (PUSH -> PULL in one process), so the
@@ -31,6 +35,10 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tofu
 
 BODY = b"x" * 64
 TIMEOUT = 60.0
@@ -81,6 +89,59 @@ def _tofu_oneway(n: int) -> None:
         sender.join()
 
 
+def _tofu_connected(
+    server_rtr: tofu.Reactor, client_rtr: tofu.Reactor
+) -> tuple[tofu.ChannelGroup, tofu.ChannelGroup, tofu.Ampe, int]:
+    """A listener in `server_rtr`, a connection to it from `client_rtr`:
+    (server group, client group, client ampe, channel number)."""
+    import tofu
+    from tofu import AllocationStrategy, OpCode
+
+    sampe, campe = server_rtr.ampe(), client_rtr.ampe()
+    server, client = sampe.create(), campe.create()
+    server.post(tofu.TCPServerAddress("127.0.0.1", 0).format(sampe.get(AllocationStrategy.always)))
+    welcome = server.wait_receive(TIMEOUT)
+    assert welcome is not None and welcome.bhdr.status == 0, "listen failed"
+    port = int(dict(welcome.thdrs)[tofu.LISTEN_ON_HEADER].rsplit("|", 1)[1])
+    hello = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(campe.get(AllocationStrategy.always)))
+    req = server.wait_receive(TIMEOUT)
+    assert req is not None and req.bhdr.proto.op_code == OpCode.HelloRequest
+    req.bhdr.proto.op_code = OpCode.HelloResponse
+    server.post(req)
+    resp = client.wait_receive(TIMEOUT)
+    assert resp is not None and resp.bhdr.proto.op_code == OpCode.HelloResponse
+    campe.put(resp)
+    return server, client, campe, hello.channel_number
+
+
+def _tofu_rtt(n: int) -> None:
+    import tofu
+    from tofu import AllocationStrategy, OpCode
+
+    with tofu.Reactor() as srv, tofu.Reactor() as cli:
+        server, client, ampe, channel = _tofu_connected(srv, cli)
+
+        def echo() -> None:
+            for _ in range(n):
+                msg = server.wait_receive(TIMEOUT)
+                assert msg is not None and msg.bhdr.proto.op_code == OpCode.Request, msg
+                msg.bhdr.proto.op_code = OpCode.Response
+                server.post(msg)
+
+        echoer = threading.Thread(target=echo)
+        echoer.start()
+        for _ in range(n):
+            msg = ampe.get(AllocationStrategy.always)
+            msg.bhdr.proto.op_code = OpCode.Request
+            msg.bhdr.channel_number = channel
+            msg.body.append(BODY)
+            client.post(msg)
+            answer = client.wait_receive(TIMEOUT)
+            assert answer is not None and answer.bhdr.proto.op_code == OpCode.Response, answer
+            ampe.put(answer)
+        echoer.join()
+
+
 def _zmq_oneway(n: int) -> None:
     import zmq
 
@@ -104,13 +165,42 @@ def _zmq_oneway(n: int) -> None:
     ctx.term()
 
 
-WORKLOADS = {"tofu": _tofu_oneway, "zmq": _zmq_oneway}
+def _zmq_rtt(n: int) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    rep = ctx.socket(zmq.REP)
+    port = rep.bind_to_random_port("tcp://127.0.0.1")
+    req = ctx.socket(zmq.REQ)
+    req.connect(f"tcp://127.0.0.1:{port}")
+
+    def echo() -> None:
+        for _ in range(n):
+            rep.send(rep.recv())
+
+    echoer = threading.Thread(target=echo)
+    echoer.start()
+    for _ in range(n):
+        req.send(BODY)
+        req.recv()
+    echoer.join()
+    req.close(linger=0)
+    rep.close(linger=0)
+    ctx.term()
+
+
+WORKLOADS = {
+    ("tofu", "oneway"): _tofu_oneway,
+    ("zmq", "oneway"): _zmq_oneway,
+    ("tofu", "rtt"): _tofu_rtt,
+    ("zmq", "rtt"): _zmq_rtt,
+}
 
 
 # ------------------------------------------------------------------ counting
 
 
-def count(impl: str, n: int) -> int:
+def count(impl: str, n: int, workload: str = "oneway") -> int:
     """Instructions (callgrind's Ir, all threads) of one process running `impl` for `n` messages."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -126,6 +216,8 @@ def count(impl: str, n: int) -> int:
             "--child",
             impl,
             str(n),
+            "--workload",
+            workload,
         ]
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         match = re.search(r"^(?:totals|summary):\s*(\d+)", out.read_text(), re.MULTILINE)
@@ -134,14 +226,15 @@ def count(impl: str, n: int) -> int:
         return int(match.group(1))
 
 
-def per_message(impl: str, small: int, large: int) -> dict[str, float]:
-    low, high = count(impl, small), count(impl, large)
+def per_message(impl: str, small: int, large: int, workload: str = "oneway") -> dict[str, float]:
+    low, high = count(impl, small, workload), count(impl, large, workload)
     return {"small": small, "large": large, "I_small": low, "I_large": high, "per_msg": (high - low) / (large - small)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--impl", choices=["tofu", "zmq", "both"], default="both")
+    parser.add_argument("--workload", choices=["oneway", "rtt"], default="oneway")
     parser.add_argument("--small", type=int, default=2000, help="messages in the short run (default 2000)")
     parser.add_argument("--large", type=int, default=12000, help="messages in the long run (default 12000)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
@@ -149,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.child:
-        WORKLOADS[args.child[0]](int(args.child[1]))
+        WORKLOADS[args.child[0], args.workload](int(args.child[1]))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
@@ -166,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
                 print("pyzmq is not installed (pip install 'tofu-messaging[bench]')", file=sys.stderr)
                 return 2
             impls.remove("zmq")
-    results = {impl: per_message(impl, args.small, args.large) for impl in impls}
+    results = {impl: per_message(impl, args.small, args.large, args.workload) for impl in impls}
 
-    print(f"one-way 64 B over TCP loopback, one process, all threads; N = {args.small} and {args.large}")
+    what = "one-way 64 B" if args.workload == "oneway" else "round trips of 64 B (per round trip)"
+    print(f"{what} over TCP loopback, one process, all threads; N = {args.small} and {args.large}")
     print(f"{'impl':<6} {'I(small)':>14} {'I(large)':>14} {'instructions/msg':>18}")
     for impl, r in results.items():
         print(f"{impl:<6} {r['I_small']:>14,} {r['I_large']:>14,} {r['per_msg']:>18,.0f}")
