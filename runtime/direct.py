@@ -11,9 +11,11 @@ writes directly only when
 - the connection is idle: nothing queued, encoded or in flight, connected,
   handshake written, no Bye sent, plain TCP or Unix domain socket (a TLS
   session belongs to the I/O thread), Options.direct_send on; and
-- something was read on it since the last direct write (`direct_credit`):
-  the request / response rhythm. A sender that only sends writes one frame
-  directly, then queues; a pipelined one writes one directly per read.
+- something was read on it since the last direct write (`direct_credit`),
+  and the application has received everything its group was given: the
+  request / response rhythm. A sender that only sends writes one frame
+  directly, then queues; a pipelined one, with answers still to receive,
+  queues (the I/O thread then writes its posts in batches).
 
 Ownership. `conn.send_lock` (reentrant) is held by the I/O thread for all of
 _flush and while _close takes the channel from the posters, and by a direct
@@ -55,6 +57,8 @@ log = logging.getLogger("tofu")
 def write_direct(rtr: Reactor, conn: Connection, msg: Message) -> bool:
     """Write `msg` on the posting thread if `conn` is idle; False (nothing
     done) when it must go through the I/O thread."""
+    if conn.group._queue.qsize():
+        return False  # more to receive: more posts are likely to follow, let them go out together
     with conn.send_lock:
         out = conn.outbuf
         if not conn.direct_ok or not conn.direct_credit or out or conn.sendq:

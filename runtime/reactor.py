@@ -102,7 +102,7 @@ class Reactor:
         # the message is written; closing a channel wakes every waiting post.
         self._windows: dict[int, SendWindow] = {}
         self._closing = False
-        self._direct_send = self._options.direct_send
+        self._direct_send = bool(self._options.direct_send)
         self._idle_timeout = self._options.idle_timeout
         self._groups: list[ChannelGroup] = []
         self._lock = threading.Lock()  # guards _groups and destroy()
