@@ -89,8 +89,8 @@ class Options:
     direct_send: let post() write a Request, Response or Signal to an idle
         plain TCP or Unix domain socket connection itself, instead of waking
         the engine's I/O thread to do it, when the connection has read
-        something since its last such write (the request / response rhythm):
-        a shorter round trip. Streams of posts still go through the I/O
+        something since its last such write and the group has nothing left
+        to receive (the request / response rhythm): a shorter round trip. Streams of posts still go through the I/O
         thread, which writes many messages per system call. Message order is
         the same either way. Default True; False always uses the I/O thread.
     """
