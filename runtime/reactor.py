@@ -565,7 +565,7 @@ class Reactor:
         then let posts write directly if it is idle (runtime/direct.py)."""
         with conn.send_lock:
             self._write_queued(conn)
-            conn.direct_ok = (
+            idle = (
                 self._direct_send
                 and not conn.outbuf
                 and not conn.sendq
@@ -573,8 +573,17 @@ class Reactor:
                 and not conn.connecting
                 and not conn.bye_sent
                 and type(conn.transport) is PlainTransport
-                and not self._inbox
             )
+            # Store first, then look at the inbox: a post queued after this
+            # look clears the flag itself (after its append), and one queued
+            # before it is seen here. Looking first would let a post slip in
+            # between the look and the store, and the flag would be set with
+            # that post still unwritten: a later post would overtake it.
+            # (Posters read the flag under this lock, so the moment it is
+            # True here is never seen.)
+            conn.direct_ok = idle
+            if idle and self._inbox:
+                conn.direct_ok = False
 
     def _write_queued(self, conn: Connection) -> None:
         """Encode what is queued and write as much as the kernel takes, in as
