@@ -251,3 +251,15 @@ def test_tls_transport_runs_tofu_and_the_floor_and_compares_them_with_plaintext(
     assert fig["targets"] == []  # the targets compare plaintext figures
     assert "TLS against plaintext" in printed and "floor tls/tcp" in printed
     assert max(len(line) for line in printed.splitlines()) <= 100, printed
+
+
+def test_tofu_options_take_integers_and_0_or_1_for_a_yes_no_field():
+    from tofu.bench.command import _tofu_options
+
+    opts = _tofu_options("max_unsent_msgs=1000, direct_send=0")
+    assert opts == {"max_unsent_msgs": 1000, "direct_send": False}
+    assert type(opts["max_unsent_msgs"]) is int and type(opts["direct_send"]) is bool
+    with pytest.raises(SystemExit, match="not an integer"):
+        _tofu_options("direct_send=no")
+    with pytest.raises(SystemExit, match="is not NAME=INT"):
+        _tofu_options("no_such_option=1")

@@ -38,22 +38,27 @@ QUICK_IDLE_CONNECTIONS = 250
 PYZMQ_SNDHWM = 1000  # zmq.SNDHWM's default: pyzmq blocks a sender past this many queued messages
 
 
-def _tofu_options(text: str) -> dict[str, int]:
-    """`k=v,k=v` -> keyword arguments of tofu.Options (checked here, in the parent)."""
+def _tofu_options(text: str) -> dict[str, int | bool]:
+    """`k=v,k=v` -> keyword arguments of tofu.Options (checked here, in the parent).
+
+    Every value is an integer; a yes/no field (direct_send) takes 0 or 1."""
     import dataclasses
 
     import tofu
 
-    names = {f.name for f in dataclasses.fields(tofu.Options)}
-    out: dict[str, int] = {}
+    fields = {f.name: f for f in dataclasses.fields(tofu.Options)}
+    out: dict[str, int | bool] = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
         key, eq, value = item.partition("=")
-        if not eq or key.strip() not in names:
-            raise SystemExit(f"--tofu-options: {item!r} is not NAME=INT with NAME in {', '.join(sorted(names))}")
+        field = fields.get(key.strip())
+        if not eq or field is None:
+            raise SystemExit(f"--tofu-options: {item!r} is not NAME=INT with NAME in {', '.join(sorted(fields))}")
         try:
-            out[key.strip()] = int(value)
+            number = int(value)
         except ValueError:
             raise SystemExit(f"--tofu-options: {item!r}: {value!r} is not an integer") from None
+        # A compiled Options takes only a bool for a bool field.
+        out[field.name] = bool(number) if field.type in ("bool", bool) else number
     checked: dict[str, Any] = dict(out)
     tofu.Options(**checked)  # refuses what Options refuses
     return out
