@@ -11,6 +11,7 @@ construct: this is the per-message hot path.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from .generated import MAX_BODY_LEN, MAX_HEADERS_LEN, InvalidBodyLen, InvalidHeadersLen, InvalidOpCode
 from .generated.codec import (
@@ -23,6 +24,7 @@ from .generated.codec import (
     OP_CODE_SHIFT,
     ORIGIN_SHIFT,
     pack_header,
+    pack_header_into,
     unpack_header,
 )
 from .message import Message
@@ -30,25 +32,27 @@ from .message import Message
 __all__ = ["MAX_FRAME_SIZE", "FrameDecoder", "encode", "encode_into"]
 
 MAX_FRAME_SIZE = HEADER_SIZE + MAX_HEADERS_LEN + MAX_BODY_LEN
-_VIEW_THRESHOLD = 4096  # decode through a memoryview from this many bytes on
+_VIEW_THRESHOLD: Final = 4096  # decode through a memoryview from this many bytes on
+_ZERO_HEADER: Final = bytes(HEADER_SIZE)  # room for a header, packed in place
 
 
-def _header(msg: Message, thl: int, bl: int) -> bytes:
-    """The 16-byte binary header of `msg` with the given part lengths."""
-    if thl > MAX_HEADERS_LEN:
-        raise InvalidHeadersLen(f"text headers are {thl} bytes, at most {MAX_HEADERS_LEN} fit")
-    if bl > MAX_BODY_LEN:
-        raise InvalidBodyLen(f"body is {bl} bytes, at most {MAX_BODY_LEN} fit")
-    bh = msg._bhdr
-    p = bh.proto
-    proto = (
+def _proto_byte(msg: Message) -> int:
+    """The proto byte of `msg`'s binary header."""
+    p = msg._bhdr.proto
+    return (
         p.op_code << OP_CODE_SHIFT
         | p.origin << ORIGIN_SHIFT
         | p.more << MORE_SHIFT
         | p.internal_a << INTERNAL_A_SHIFT
         | p.internal_b << INTERNAL_B_SHIFT
     )
-    return pack_header(bh.channel_number, proto, bh.status, bh.message_id, thl, bl)
+
+
+def _check_lengths(thl: int, bl: int) -> None:
+    if thl > MAX_HEADERS_LEN:
+        raise InvalidHeadersLen(f"text headers are {thl} bytes, at most {MAX_HEADERS_LEN} fit")
+    if bl > MAX_BODY_LEN:
+        raise InvalidBodyLen(f"body is {bl} bytes, at most {MAX_BODY_LEN} fit")
 
 
 def encode(msg: Message) -> bytes:
@@ -57,14 +61,28 @@ def encode(msg: Message) -> bytes:
     Raises InvalidHeadersLen / InvalidBodyLen when a part is over 65535 bytes."""
     th = msg.thdrs._buf  # the property: NotAllowed for a posted message
     body = msg._body._buf
-    return _header(msg, len(th), len(body)) + th + body
+    thl, bl = len(th), len(body)
+    _check_lengths(thl, bl)
+    bh = msg._bhdr
+    return pack_header(bh.channel_number, _proto_byte(msg), bh.status, bh.message_id, thl, bl) + th + body
 
 
 def encode_into(out: bytearray, msg: Message) -> None:
     """Append the frame of `msg` to `out` (to send many frames in one call)."""
     th = msg.thdrs._buf  # the property: NotAllowed for a posted message
     body = msg._body._buf
-    out += _header(msg, len(th), len(body))
+    thl, bl = len(th), len(body)
+    if thl > MAX_HEADERS_LEN or bl > MAX_BODY_LEN:
+        _check_lengths(thl, bl)
+    bh = msg._bhdr
+    # The header straight into `out`: no bytes object made and copied per frame.
+    start = len(out)
+    out += _ZERO_HEADER
+    try:
+        pack_header_into(out, start, bh.channel_number, _proto_byte(msg), bh.status, bh.message_id, thl, bl)
+    except BaseException:
+        del out[start:]  # a field out of range: `out` is left as it was
+        raise
     out += th
     out += body
 
