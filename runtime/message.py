@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from typing import Final
 
 from .generated import (
     MAX_BODY_LEN,
@@ -49,9 +50,9 @@ __all__ = ["BinaryHeader", "Body", "Message", "ProtoFields", "TextHeaders", "tex
 log = logging.getLogger(__name__)
 
 # Raw bit values -> enum members, by index: cheaper than calling the enum.
-OP_CODES: tuple[OpCode, ...] = tuple(OpCode)
-ORIGINS: tuple[OriginFlag, ...] = tuple(OriginFlag)
-MORES: tuple[MoreMessagesFlag, ...] = tuple(MoreMessagesFlag)
+OP_CODES: Final[tuple[OpCode, ...]] = tuple(OpCode)
+ORIGINS: Final[tuple[OriginFlag, ...]] = tuple(OriginFlag)
+MORES: Final[tuple[MoreMessagesFlag, ...]] = tuple(MoreMessagesFlag)
 
 
 def _op_field(b: int) -> OpCode:
@@ -73,7 +74,7 @@ def _op_name(op_code: OpCode, prefix: str) -> str:
 
 # Every proto byte -> (op_code, origin, more, internal_a, internal_b), decoded
 # once: the per-frame cost is one tuple lookup. An invalid op code stays an int.
-PROTO_FIELDS: tuple[tuple[OpCode, OriginFlag, MoreMessagesFlag, int, int], ...] = tuple(
+PROTO_FIELDS: Final[tuple[tuple[OpCode, OriginFlag, MoreMessagesFlag, int, int], ...]] = tuple(
     (
         _op_field(b),
         ORIGINS[(b >> ORIGIN_SHIFT) & ORIGIN_MASK],
@@ -87,9 +88,14 @@ PROTO_FIELDS: tuple[tuple[OpCode, OriginFlag, MoreMessagesFlag, int, int], ...] 
 # Pure Python makes an object without running __init__ where that saves a
 # Python call per part (the per-message path); a class compiled with mypyc
 # cannot be made that way, and its __init__ is cheap: it takes the other branch.
-_PURE = __file__.endswith(".py")
-_new = object.__new__
-_REQUEST, _APPLICATION, _LAST = OpCode.Request, OriginFlag.application, MoreMessagesFlag.last
+# Final: compiled code holds these in C variables (no dict lookup per use).
+_PURE: Final = __file__.endswith(".py")
+_new: Final = object.__new__
+_REQUEST: Final = OpCode.Request
+_APPLICATION: Final = OriginFlag.application
+_ENGINE: Final = OriginFlag.engine
+_LAST: Final = MoreMessagesFlag.last
+_MORE: Final = MoreMessagesFlag.more
 
 # Text headers, well formed (docs/concepts.md, "Messages"): lines separated by CRLF; an
 # empty line is skipped; a last line needs no CRLF; every other line is
@@ -427,11 +433,11 @@ class Body:
         return f"Body({len(self._buf)} bytes)"
 
 
-_POSTED = "this message was posted: it belongs to the engine now"
+_POSTED: Final = "this message was posted: it belongs to the engine now"
 # What a posted Message's private slots hold: never a live message's parts.
-_NO_BHDR = BinaryHeader()
-_NO_THDRS = TextHeaders()
-_NO_BODY = Body()
+_NO_BHDR: Final = BinaryHeader()
+_NO_THDRS: Final = TextHeaders()
+_NO_BODY: Final = Body()
 
 
 class Message:
@@ -510,15 +516,15 @@ class Message:
 
     def is_from_engine(self) -> bool:
         """True for the engine's notifications and messages it gives back."""
-        return self.bhdr.proto.origin == OriginFlag.engine
+        return self.bhdr.proto.origin == _ENGINE
 
     def is_from_application(self) -> bool:
         """True for messages an application (this one or the peer) sent."""
-        return self.bhdr.proto.origin == OriginFlag.application
+        return self.bhdr.proto.origin == _APPLICATION
 
     def has_more(self) -> bool:
         """True when more frames with this message id follow."""
-        return self.bhdr.proto.more == MoreMessagesFlag.more
+        return self.bhdr.proto.more == _MORE
 
     @property
     def is_posted(self) -> bool:
