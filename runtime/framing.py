@@ -39,12 +39,18 @@ _ZERO_HEADER: Final = bytes(HEADER_SIZE)  # room for a header, packed in place
 def _proto_byte(msg: Message) -> int:
     """The proto byte of `msg`'s binary header."""
     p = msg._bhdr.proto
+    # Plain ints (the members are IntEnums): compiled code then shifts and ors natively.
+    op_code: int = p.op_code
+    origin: int = p.origin
+    more: int = p.more
+    internal_a: int = p.internal_a
+    internal_b: int = p.internal_b
     return (
-        p.op_code << OP_CODE_SHIFT
-        | p.origin << ORIGIN_SHIFT
-        | p.more << MORE_SHIFT
-        | p.internal_a << INTERNAL_A_SHIFT
-        | p.internal_b << INTERNAL_B_SHIFT
+        op_code << OP_CODE_SHIFT
+        | origin << ORIGIN_SHIFT
+        | more << MORE_SHIFT
+        | internal_a << INTERNAL_A_SHIFT
+        | internal_b << INTERNAL_B_SHIFT
     )
 
 
@@ -83,7 +89,8 @@ def encode_into(out: bytearray, msg: Message) -> None:
     except BaseException:
         del out[start:]  # a field out of range: `out` is left as it was
         raise
-    out += th
+    if th:
+        out += th
     out += body
 
 
@@ -164,7 +171,8 @@ class FrameDecoder:
         pos = 0
         try:
             while end_of_data - pos >= HEADER_SIZE:
-                channel_number, proto, status, message_id, thl, bl = unpack_header(data, pos)
+                header: tuple[int, int, int, int, int, int] = unpack_header(data, pos)
+                channel_number, proto, status, message_id, thl, bl = header
                 if proto & OP_CODE_MASK >= NUM_OP_CODES:
                     # Fail as soon as the header shows it: never wait for its payload.
                     err = InvalidOpCode(f"invalid op code {proto & OP_CODE_MASK} in frame at stream offset +{pos}")
@@ -186,8 +194,12 @@ class FrameDecoder:
                     bh.status = status
                     bh.message_id = message_id
                     bh.proto.set_byte(proto)
-                    # assigned even when empty: a recycled message keeps nothing of its past
-                    msg._thdrs._buf[:] = view[start:split]
+                    # a recycled message keeps nothing of its past, even where a part is empty
+                    th = msg._thdrs._buf
+                    if thl:
+                        th[:] = view[start:split]
+                    elif th:
+                        th.clear()
                     msg._body._buf[:] = view[split:end]
                 frames.append(msg)
                 pos = end

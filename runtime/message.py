@@ -534,8 +534,11 @@ class Message:
     def reset(self) -> None:
         """Back to a fresh Request with no headers and no body."""
         self.bhdr.reset()  # the property once (NotAllowed when posted), then the slots
-        self._thdrs._buf.clear()
-        self._body._buf.clear()
+        th, bd = self._thdrs._buf, self._body._buf
+        if th:  # most messages have no text headers: no call for those
+            th.clear()
+        if bd:
+            bd.clear()
 
     def copy(self) -> Message:
         """A deep copy."""

@@ -598,9 +598,9 @@ class Reactor:
             window = self._windows.get(conn.number)
             if window is not None:  # give back the permits of what was written
                 window.release(sum(msg._bhdr.proto.op_code is not _HELLO_REQUEST for msg in inflight))
-            put = self._pool.put
+            pool = self._pool
             for msg in inflight:
-                put(msg)
+                pool.put(msg)
             inflight.clear()
         if not out and not conn.transport.wants_write:
             if conn.bye_done:
