@@ -255,9 +255,18 @@ class BinaryHeader:
 
     def copy(self) -> BinaryHeader:
         """An independent copy (its proto fields too)."""
-        if _PURE:
+        if _PURE:  # the proto fields inline: no call for them
+            p = self.proto
+            pf = _new(ProtoFields)
+            pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = (
+                p.op_code,
+                p.origin,
+                p.more,
+                p.internal_a,
+                p.internal_b,
+            )
             bh = _new(BinaryHeader)
-            bh.channel_number, bh.proto = self.channel_number, self.proto.copy()
+            bh.channel_number, bh.proto = self.channel_number, pf
             bh.status, bh.message_id = self.status, self.message_id
             return bh
         return BinaryHeader(self.channel_number, self.proto.copy(), self.status, self.message_id)
@@ -533,7 +542,12 @@ class Message:
 
     def reset(self) -> None:
         """Back to a fresh Request with no headers and no body."""
-        self.bhdr.reset()  # the property once (NotAllowed when posted), then the slots
+        self.bhdr  # noqa: B018 - NotAllowed when posted
+        self._reset()
+
+    def _reset(self) -> None:
+        """reset() of a message known not to be posted (the pool's)."""
+        self._bhdr.reset()
         th, bd = self._thdrs._buf, self._body._buf
         if th:  # most messages have no text headers: no call for those
             th.clear()
@@ -577,11 +591,14 @@ class Message:
 
     def _take(self) -> Message:
         """Move the contents into a new Message and leave this one empty."""
+        bh = self._bhdr
+        if bh is _NO_BHDR:
+            raise NotAllowed(_POSTED)
         if _PURE:
             m = _new(Message)
-            m._bhdr, m._thdrs, m._body = self.bhdr, self._thdrs, self._body  # bhdr: NotAllowed when posted
+            m._bhdr, m._thdrs, m._body = bh, self._thdrs, self._body
         else:
-            m = Message(_parts=(self.bhdr, self._thdrs, self._body))
+            m = Message(_parts=(bh, self._thdrs, self._body))
         self._bhdr, self._thdrs, self._body = _NO_BHDR, _NO_THDRS, _NO_BODY
         return m
 

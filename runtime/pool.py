@@ -6,8 +6,7 @@ import itertools
 from enum import Enum
 from typing import Literal, overload
 
-from .generated import NotAllowed
-from .message import Message
+from .message import _NO_BHDR, Message
 from .options import Options
 
 __all__ = ["AllocationStrategy", "Pool", "pool_capacity"]
@@ -97,19 +96,14 @@ class Pool:
         """Reset `msg` and keep it, or drop it when the pool is full.
 
         None and messages already handed to post() are ignored."""
-        if msg is None:
-            return
-        free = self._free
-        try:
-            if len(free) < self._max:
-                msg.reset()
-                free.append(msg)
-            else:
-                msg.bhdr  # noqa: B018 - full: dropped without a reset (a posted message raises here)
-                if self._made - self._dropped > len(free):  # not one made elsewhere, as far as we know
-                    self._dropped = self._drops()
-        except NotAllowed:
+        if msg is None or msg._bhdr is _NO_BHDR:  # is_posted, without a property call
             return  # an emptied (posted) message: nothing to keep
+        free = self._free
+        if len(free) < self._max:
+            msg._reset()
+            free.append(msg)
+        elif self._made - self._dropped > len(free):  # full: dropped; not one made elsewhere, as far as we know
+            self._dropped = self._drops()
         if self._short and self._made - self._dropped - len(free) <= self._max // 2:
             self._short = False  # half of them are back: the shortage is over
 
