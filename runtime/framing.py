@@ -27,7 +27,7 @@ from .generated.codec import (
     pack_header_into,
     unpack_header,
 )
-from .message import Message
+from .message import Message, _from_wire
 
 __all__ = ["MAX_FRAME_SIZE", "FrameDecoder", "encode", "encode_into"]
 
@@ -164,7 +164,6 @@ class FrameDecoder:
         if end_of_data < HEADER_SIZE:
             return 0
         recycle = self._recycle
-        from_wire = Message._from_wire
         # Slicing a memoryview copies nothing: worth it once bodies are large
         # (the copy into the Message is then the only one), not for small chunks.
         view = memoryview(data) if end_of_data >= _VIEW_THRESHOLD and not isinstance(data, memoryview) else data
@@ -187,20 +186,25 @@ class FrameDecoder:
                     break
                 msg = recycle() if recycle is not None else None
                 if msg is None:
-                    msg = from_wire(channel_number, proto, status, message_id, view[start:split], view[split:end])
+                    msg = _from_wire(channel_number, proto, status, message_id, view[start:split], view[split:end])
                 else:
                     bh = msg._bhdr
                     bh.channel_number = channel_number
                     bh.status = status
                     bh.message_id = message_id
                     bh.proto.set_byte(proto)
-                    # a recycled message keeps nothing of its past, even where a part is empty
+                    # A recycled message keeps nothing of its past (the pool's are
+                    # empty already); `+=` of a slice is cheaper than assigning one.
                     th = msg._thdrs._buf
-                    if thl:
-                        th[:] = view[start:split]
-                    elif th:
+                    if th:
                         th.clear()
-                    msg._body._buf[:] = view[split:end]
+                    if thl:
+                        th += view[start:split]
+                    bd = msg._body._buf
+                    if bd:
+                        bd.clear()
+                    if bl:
+                        bd += view[split:end]
                 frames.append(msg)
                 pos = end
         finally:

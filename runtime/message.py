@@ -572,22 +572,13 @@ class Message:
         """A Message of one decoded frame's fields and parts (copied).
 
         The decoder's path when the pool has no message to recycle."""
-        op_code, origin, more, internal_a, internal_b = PROTO_FIELDS[proto & 0xFF]
-        if _PURE:  # the parts slot by slot, no __init__ calls
-            pf = _new(ProtoFields)
-            pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, origin, more, internal_a, internal_b
-            bh = _new(BinaryHeader)
-            bh.channel_number, bh.proto, bh.status, bh.message_id = channel_number, pf, status, message_id
-            th = _new(TextHeaders)
-            th._buf = bytearray(thdrs)
-            bd = _new(Body)
-            bd._buf = bytearray(body)
-            m = _new(cls)
-            m._bhdr, m._thdrs, m._body = bh, th, bd
-            return m
-        pf = ProtoFields(op_code, origin, more, internal_a, internal_b)
-        bh = BinaryHeader(channel_number, pf, status, message_id)
-        return cls(_parts=(bh, TextHeaders(thdrs), Body(body)))
+        if cls is Message:
+            return _from_wire(channel_number, proto, status, message_id, thdrs, body)
+        m = cls(_parts=(BinaryHeader(), TextHeaders(thdrs), Body(body)))
+        bh = m._bhdr
+        bh.channel_number, bh.status, bh.message_id = channel_number, status, message_id
+        bh.proto.set_byte(proto)
+        return m
 
     def _take(self) -> Message:
         """Move the contents into a new Message and leave this one empty."""
@@ -606,3 +597,30 @@ class Message:
         if self.is_posted:
             return "Message(<posted>)"
         return f"Message({self.bhdr!r}, thdrs={len(self.thdrs._buf)}B, body={len(self.body._buf)}B)"
+
+
+def _from_wire(
+    channel_number: int,
+    proto: int,
+    status: int,
+    message_id: int,
+    thdrs: bytes | bytearray | memoryview,
+    body: bytes | bytearray | memoryview,
+) -> Message:
+    """Message._from_wire as a function: compiled code calls it directly."""
+    op_code, origin, more, internal_a, internal_b = PROTO_FIELDS[proto & 0xFF]
+    if _PURE:  # the parts slot by slot, no __init__ calls
+        pf = _new(ProtoFields)
+        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, origin, more, internal_a, internal_b
+        bh = _new(BinaryHeader)
+        bh.channel_number, bh.proto, bh.status, bh.message_id = channel_number, pf, status, message_id
+        th = _new(TextHeaders)
+        th._buf = bytearray(thdrs)
+        bd = _new(Body)
+        bd._buf = bytearray(body)
+        m = _new(Message)
+        m._bhdr, m._thdrs, m._body = bh, th, bd
+        return m
+    pf = ProtoFields(op_code, origin, more, internal_a, internal_b)
+    bh = BinaryHeader(channel_number, pf, status, message_id)
+    return Message(_parts=(bh, TextHeaders(thdrs), Body(body)))
