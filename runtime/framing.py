@@ -186,7 +186,8 @@ class FrameDecoder:
                     break
                 msg = recycle() if recycle is not None else None
                 if msg is None:
-                    msg = _from_wire(channel_number, proto, status, message_id, view[start:split], view[split:end])
+                    thdrs = view[start:split] if thl else b""  # most frames have none: no slice
+                    msg = _from_wire(channel_number, proto, status, message_id, thdrs, view[split:end])
                 else:
                     bh = msg._bhdr
                     bh.channel_number = channel_number
