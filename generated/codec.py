@@ -5,46 +5,47 @@ the masks and shifts of the proto byte. This is what the engine uses per frame;
 structs.py holds the same layout as readable construct definitions."""
 
 import struct
+from typing import Final
 
 # big-endian: channel_number (2), proto (1), status (1), message_id (8), thl (2), bl (2)
-HEADER = struct.Struct(">HBBQHH")
-HEADER_SIZE = 16
+HEADER: Final = struct.Struct(">HBBQHH")
+HEADER_SIZE: Final = 16
 assert HEADER.size == HEADER_SIZE
 
-pack_header = HEADER.pack
+pack_header: Final = HEADER.pack
 """pack_header(channel_number, proto, status, message_id, thl, bl) -> bytes"""
-pack_header_into = HEADER.pack_into
+pack_header_into: Final = HEADER.pack_into
 """pack_header_into(buffer, offset, channel_number, proto, status, message_id, thl, bl)"""
-unpack_header = HEADER.unpack_from
+unpack_header: Final = HEADER.unpack_from
 """unpack_header(buffer, offset=0) -> (channel_number, proto, status, message_id, thl, bl)"""
 
-CHANNEL_NUMBER_OFFSET = 0
-PROTO_OFFSET = 2
-STATUS_OFFSET = 3
-MESSAGE_ID_OFFSET = 4
-THL_OFFSET = 12
-BL_OFFSET = 14
+CHANNEL_NUMBER_OFFSET: Final = 0
+PROTO_OFFSET: Final = 2
+STATUS_OFFSET: Final = 3
+MESSAGE_ID_OFFSET: Final = 4
+THL_OFFSET: Final = 12
+BL_OFFSET: Final = 14
 
-MAX_CHANNEL_NUMBER = 65535
-MAX_PROTO = 255
-MAX_STATUS = 255
-MAX_MESSAGE_ID = 18446744073709551615
-MAX_THL = 65535
-MAX_BL = 65535
+MAX_CHANNEL_NUMBER: Final = 65535
+MAX_PROTO: Final = 255
+MAX_STATUS: Final = 255
+MAX_MESSAGE_ID: Final = 18446744073709551615
+MAX_THL: Final = 65535
+MAX_BL: Final = 65535
 
 # Bit fields of the proto byte: value = (proto >> SHIFT) & MASK.
-OP_CODE_SHIFT = 0
-OP_CODE_MASK = 0x0F
-ORIGIN_SHIFT = 4
-ORIGIN_MASK = 0x01
-MORE_SHIFT = 5
-MORE_MASK = 0x01
-INTERNAL_A_SHIFT = 6
-INTERNAL_A_MASK = 0x01
-INTERNAL_B_SHIFT = 7
-INTERNAL_B_MASK = 0x01
+OP_CODE_SHIFT: Final = 0
+OP_CODE_MASK: Final = 0x0F
+ORIGIN_SHIFT: Final = 4
+ORIGIN_MASK: Final = 0x01
+MORE_SHIFT: Final = 5
+MORE_MASK: Final = 0x01
+INTERNAL_A_SHIFT: Final = 6
+INTERNAL_A_MASK: Final = 0x01
+INTERNAL_B_SHIFT: Final = 7
+INTERNAL_B_MASK: Final = 0x01
 
-NUM_OP_CODES = 10  # op codes at or above this are invalid
+NUM_OP_CODES: Final = 10  # op codes at or above this are invalid
 
 
 def pack_proto(op_code: int, origin: int, more: int, internal_a: int = 0, internal_b: int = 0) -> int:

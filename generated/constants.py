@@ -2,6 +2,8 @@
 # change the spec or the template in codegen/templates/ and regenerate.
 """Sizes, limits and address header names of the tofu protocol."""
 
+from typing import Final
+
 __all__ = [
     "HEADER_SIZE",
     "MAX_HEADERS_LEN",
@@ -30,15 +32,15 @@ __all__ = [
     "UDS_SCHEME",
 ]
 
-HEADER_SIZE = 16
+HEADER_SIZE: Final = 16
 
-MAX_HEADERS_LEN = 65535
-MAX_BODY_LEN = 65535
-CHANNEL_UNASSIGNED = 0
-CHANNEL_ENGINE = 65535
-CHANNEL_MIN = 1
-CHANNEL_MAX = 65534
-FIRST_MESSAGE_ID = 1
+MAX_HEADERS_LEN: Final = 65535
+MAX_BODY_LEN: Final = 65535
+CHANNEL_UNASSIGNED: Final = 0
+CHANNEL_ENGINE: Final = 65535
+CHANNEL_MIN: Final = 1
+CHANNEL_MAX: Final = 65534
+FIRST_MESSAGE_ID: Final = 1
 
 CLOSE_REASON_HEADER = "~close_reason"  # written by the engine
 CLOSE_DETAIL_HEADER = "~close_detail"  # written by the engine

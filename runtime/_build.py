@@ -18,6 +18,8 @@ COMPILED_MODULES = (
     "tofu.channels",
     "tofu.reactor",
     "tofu.options",
+    "tofu.inbound",
+    "tofu.ampe",
     "tofu.generated.codec",
 )
 

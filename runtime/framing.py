@@ -11,6 +11,7 @@ construct: this is the per-message hot path.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from .generated import MAX_BODY_LEN, MAX_HEADERS_LEN, InvalidBodyLen, InvalidHeadersLen, InvalidOpCode
 from .generated.codec import (
@@ -23,32 +24,41 @@ from .generated.codec import (
     OP_CODE_SHIFT,
     ORIGIN_SHIFT,
     pack_header,
+    pack_header_into,
     unpack_header,
 )
-from .message import Message
+from .message import Message, _from_wire
 
 __all__ = ["MAX_FRAME_SIZE", "FrameDecoder", "encode", "encode_into"]
 
 MAX_FRAME_SIZE = HEADER_SIZE + MAX_HEADERS_LEN + MAX_BODY_LEN
-_VIEW_THRESHOLD = 4096  # decode through a memoryview from this many bytes on
+_VIEW_THRESHOLD: Final = 4096  # decode through a memoryview from this many bytes on
+_ZERO_HEADER: Final = bytes(HEADER_SIZE)  # room for a header, packed in place
 
 
-def _header(msg: Message, thl: int, bl: int) -> bytes:
-    """The 16-byte binary header of `msg` with the given part lengths."""
+def _proto_byte(msg: Message) -> int:
+    """The proto byte of `msg`'s binary header."""
+    p = msg._bhdr.proto
+    # Plain ints (the members are IntEnums): compiled code then shifts and ors natively.
+    op_code: int = p.op_code
+    origin: int = p.origin
+    more: int = p.more
+    internal_a: int = p.internal_a
+    internal_b: int = p.internal_b
+    return (
+        op_code << OP_CODE_SHIFT
+        | origin << ORIGIN_SHIFT
+        | more << MORE_SHIFT
+        | internal_a << INTERNAL_A_SHIFT
+        | internal_b << INTERNAL_B_SHIFT
+    )
+
+
+def _check_lengths(thl: int, bl: int) -> None:
     if thl > MAX_HEADERS_LEN:
         raise InvalidHeadersLen(f"text headers are {thl} bytes, at most {MAX_HEADERS_LEN} fit")
     if bl > MAX_BODY_LEN:
         raise InvalidBodyLen(f"body is {bl} bytes, at most {MAX_BODY_LEN} fit")
-    bh = msg._bhdr
-    p = bh.proto
-    proto = (
-        p.op_code << OP_CODE_SHIFT
-        | p.origin << ORIGIN_SHIFT
-        | p.more << MORE_SHIFT
-        | p.internal_a << INTERNAL_A_SHIFT
-        | p.internal_b << INTERNAL_B_SHIFT
-    )
-    return pack_header(bh.channel_number, proto, bh.status, bh.message_id, thl, bl)
 
 
 def encode(msg: Message) -> bytes:
@@ -57,15 +67,30 @@ def encode(msg: Message) -> bytes:
     Raises InvalidHeadersLen / InvalidBodyLen when a part is over 65535 bytes."""
     th = msg.thdrs._buf  # the property: NotAllowed for a posted message
     body = msg._body._buf
-    return _header(msg, len(th), len(body)) + th + body
+    thl, bl = len(th), len(body)
+    _check_lengths(thl, bl)
+    bh = msg._bhdr
+    return pack_header(bh.channel_number, _proto_byte(msg), bh.status, bh.message_id, thl, bl) + th + body
 
 
 def encode_into(out: bytearray, msg: Message) -> None:
     """Append the frame of `msg` to `out` (to send many frames in one call)."""
     th = msg.thdrs._buf  # the property: NotAllowed for a posted message
     body = msg._body._buf
-    out += _header(msg, len(th), len(body))
-    out += th
+    thl, bl = len(th), len(body)
+    if thl > MAX_HEADERS_LEN or bl > MAX_BODY_LEN:
+        _check_lengths(thl, bl)
+    bh = msg._bhdr
+    # The header straight into `out`: no bytes object made and copied per frame.
+    start = len(out)
+    out += _ZERO_HEADER
+    try:
+        pack_header_into(out, start, bh.channel_number, _proto_byte(msg), bh.status, bh.message_id, thl, bl)
+    except BaseException:
+        del out[start:]  # a field out of range: `out` is left as it was
+        raise
+    if th:
+        out += th
     out += body
 
 
@@ -139,14 +164,14 @@ class FrameDecoder:
         if end_of_data < HEADER_SIZE:
             return 0
         recycle = self._recycle
-        from_wire = Message._from_wire
         # Slicing a memoryview copies nothing: worth it once bodies are large
         # (the copy into the Message is then the only one), not for small chunks.
         view = memoryview(data) if end_of_data >= _VIEW_THRESHOLD and not isinstance(data, memoryview) else data
         pos = 0
         try:
             while end_of_data - pos >= HEADER_SIZE:
-                channel_number, proto, status, message_id, thl, bl = unpack_header(data, pos)
+                header: tuple[int, int, int, int, int, int] = unpack_header(data, pos)
+                channel_number, proto, status, message_id, thl, bl = header
                 if proto & OP_CODE_MASK >= NUM_OP_CODES:
                     # Fail as soon as the header shows it: never wait for its payload.
                     err = InvalidOpCode(f"invalid op code {proto & OP_CODE_MASK} in frame at stream offset +{pos}")
@@ -161,16 +186,26 @@ class FrameDecoder:
                     break
                 msg = recycle() if recycle is not None else None
                 if msg is None:
-                    msg = from_wire(channel_number, proto, status, message_id, view[start:split], view[split:end])
+                    thdrs = view[start:split] if thl else b""  # most frames have none: no slice
+                    msg = _from_wire(channel_number, proto, status, message_id, thdrs, view[split:end])
                 else:
                     bh = msg._bhdr
                     bh.channel_number = channel_number
                     bh.status = status
                     bh.message_id = message_id
                     bh.proto.set_byte(proto)
-                    # assigned even when empty: a recycled message keeps nothing of its past
-                    msg._thdrs._buf[:] = view[start:split]
-                    msg._body._buf[:] = view[split:end]
+                    # A recycled message keeps nothing of its past (the pool's are
+                    # empty already); `+=` of a slice is cheaper than assigning one.
+                    th = msg._thdrs._buf
+                    if th:
+                        th.clear()
+                    if thl:
+                        th += view[start:split]
+                    bd = msg._body._buf
+                    if bd:
+                        bd.clear()
+                    if bl:
+                        bd += view[split:end]
                 frames.append(msg)
                 pos = end
         finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import queue
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Final, Self
 
 from .generated import (
     CHANNEL_ENGINE,
@@ -60,12 +60,18 @@ class PostTimeout(SendFailed):
 WAIT_RECEIVE_INFINITE_TIMEOUT: None = None
 WAIT_RECEIVE_SEC_TIMEOUT: float = 1.0
 
-# Message ids are unique across the process, as in the reference.
-_message_ids = itertools.count(FIRST_MESSAGE_ID)
+# Message ids are unique across the process, as in the reference (the bound
+# __next__ of one counter: atomic, and compiled code calls it without looking up next()).
+_next_message_id: Final = itertools.count(FIRST_MESSAGE_ID).__next__
+
+# Final: compiled code holds these in C variables instead of looking them up per message.
+_BYE_SIGNAL: Final = OpCode.ByeSignal
+_HELLO_REQUEST: Final = OpCode.HelloRequest
+_APPLICATION: Final = OriginFlag.application
 
 # What post() checks of each op code, looked up once per message:
 # op code -> (member, is a response, is regular, opens a channel).
-_OP_CHECKS: dict[int, tuple[OpCode, bool, bool, bool]] = {
+_OP_CHECKS: Final[dict[int, tuple[OpCode, bool, bool, bool]]] = {
     op: (
         op,
         OP_ROLE[op] is MessageRole.response,
@@ -80,7 +86,7 @@ class _Shutdown:
     """Queued last when the engine stops: wait_receive then raises ShutdownStarted."""
 
 
-SHUTDOWN = _Shutdown()
+SHUTDOWN: Final = _Shutdown()
 
 
 class ChannelGroup:
@@ -131,26 +137,28 @@ class ChannelGroup:
             raise NotAllowed("this channel group was destroyed")
         if msg is None:
             raise NullMessage("post() needs a message")
-        bh = msg.bhdr  # raises NotAllowed if msg was already posted
+        bh = msg.bhdr  # raises NotAllowed if msg was already posted; the slots from here on
         proto = bh.proto
         checks = _OP_CHECKS.get(proto.op_code)
         if checks is None:
             raise InvalidOpCode(f"invalid op code {proto.op_code!r}")
         op, is_response, is_regular, opens = checks
-        if is_response and bh.message_id == 0:
+        message_id = bh.message_id
+        if is_response and message_id == 0:
             raise InvalidMessageId(f"a {op.name} needs the message id of its request")
         if proto.more and not is_regular:
             raise InvalidMoreUsage(f"the more flag is only for Request, Response and Signal, not {op.name}")
         number = bh.channel_number
         if number == 0 and not opens:
             raise InvalidChannelNumber(f"{op.name} needs the channel number of an open channel")
-        thdrs = msg.thdrs._buf
+        thdrs = msg._thdrs._buf
         if len(thdrs) > MAX_HEADERS_LEN:
             raise InvalidHeadersLen(f"text headers are {len(thdrs)} bytes, at most {MAX_HEADERS_LEN} fit")
         if opens and not thdrs:
             raise WrongAddress(f"a {op.name} needs an address header")
-        if len(msg.body._buf) > MAX_BODY_LEN:
-            raise InvalidBodyLen(f"body is {len(msg.body._buf)} bytes, at most {MAX_BODY_LEN} fit")
+        body_len = len(msg._body._buf)
+        if body_len > MAX_BODY_LEN:
+            raise InvalidBodyLen(f"body is {body_len} bytes, at most {MAX_BODY_LEN} fit")
         if not opens:
             owner = reactor._numbers.owner(number)
             if owner is None or number == CHANNEL_ENGINE:
@@ -159,17 +167,17 @@ class ChannelGroup:
                 raise InvalidMessageChannelGroup(f"channel {number} belongs to another channel group")
 
         proto.op_code = op
-        proto.origin = OriginFlag.application
+        proto.origin = _APPLICATION
         bh.status = 0
-        if op is OpCode.ByeSignal:
+        if op is _BYE_SIGNAL:
             proto.internal_a = 1  # the engine's trigger for an abort, as in the reference
-        if bh.message_id == 0:
-            bh.message_id = next(_message_ids)
+        if message_id == 0:
+            bh.message_id = _next_message_id()
         if opens:
             # Welcome/HelloRequest always open a new channel, so a returned
             # request can be posted again as it is to retry.
-            bh.channel_number = reactor._open_channel_number(self, connection=op is OpCode.HelloRequest)
-        elif op is not OpCode.ByeSignal and (window := reactor._windows.get(number)) is not None:
+            bh.channel_number = reactor._open_channel_number(self, connection=op is _HELLO_REQUEST)
+        elif op is not _BYE_SIGNAL and (window := reactor._windows.get(number)) is not None:
             # Options.max_unsent_msgs: wait until the channel has room.
             if not window.acquire(timeout):
                 raise PostTimeout(f"channel {number}: no room in the send window within {timeout} s")

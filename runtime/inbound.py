@@ -25,6 +25,8 @@ of them back onto the wire). The channel number is the engine's business.
 
 from __future__ import annotations
 
+from typing import Final
+
 from .generated import (
     OP_ON_WIRE,
     InvalidMessage,
@@ -38,9 +40,10 @@ from .message import Message, text_headers_problem
 
 __all__ = ["Inbound"]
 
-_REGULAR = frozenset((OpCode.Request, OpCode.Response, OpCode.Signal))
-_HELLO_REQUEST, _HELLO_RESPONSE = OpCode.HelloRequest, OpCode.HelloResponse
-_APPLICATION = OriginFlag.application
+_REGULAR: Final = frozenset((OpCode.Request, OpCode.Response, OpCode.Signal))
+_HELLO_REQUEST: Final = OpCode.HelloRequest
+_HELLO_RESPONSE: Final = OpCode.HelloResponse
+_APPLICATION: Final = OriginFlag.application
 
 
 class Inbound:
@@ -63,14 +66,14 @@ class Inbound:
     def admit(self, msg: Message) -> None:
         """Check and normalise one received frame; raise the AmpeError of the
         first rule it breaks (see the module's docstring)."""
-        bh = msg.bhdr
+        bh = msg._bhdr  # a decoded frame: the slots (a posted message never comes here)
         p = bh.proto
         if p.op_code not in _REGULAR or not self._open:
             self._admit_other(msg)
         p.origin = _APPLICATION
         p.internal_a = p.internal_b = 0
         bh.status = 0
-        buf = msg.thdrs._buf
+        buf = msg._thdrs._buf
         if buf and (problem := text_headers_problem(buf)) is not None:
             raise InvalidMessage(problem)
 

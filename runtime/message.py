@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from typing import Final
 
 from .generated import (
     MAX_BODY_LEN,
@@ -49,9 +50,9 @@ __all__ = ["BinaryHeader", "Body", "Message", "ProtoFields", "TextHeaders", "tex
 log = logging.getLogger(__name__)
 
 # Raw bit values -> enum members, by index: cheaper than calling the enum.
-OP_CODES: tuple[OpCode, ...] = tuple(OpCode)
-ORIGINS: tuple[OriginFlag, ...] = tuple(OriginFlag)
-MORES: tuple[MoreMessagesFlag, ...] = tuple(MoreMessagesFlag)
+OP_CODES: Final[tuple[OpCode, ...]] = tuple(OpCode)
+ORIGINS: Final[tuple[OriginFlag, ...]] = tuple(OriginFlag)
+MORES: Final[tuple[MoreMessagesFlag, ...]] = tuple(MoreMessagesFlag)
 
 
 def _op_field(b: int) -> OpCode:
@@ -73,7 +74,7 @@ def _op_name(op_code: OpCode, prefix: str) -> str:
 
 # Every proto byte -> (op_code, origin, more, internal_a, internal_b), decoded
 # once: the per-frame cost is one tuple lookup. An invalid op code stays an int.
-PROTO_FIELDS: tuple[tuple[OpCode, OriginFlag, MoreMessagesFlag, int, int], ...] = tuple(
+PROTO_FIELDS: Final[tuple[tuple[OpCode, OriginFlag, MoreMessagesFlag, int, int], ...]] = tuple(
     (
         _op_field(b),
         ORIGINS[(b >> ORIGIN_SHIFT) & ORIGIN_MASK],
@@ -87,9 +88,14 @@ PROTO_FIELDS: tuple[tuple[OpCode, OriginFlag, MoreMessagesFlag, int, int], ...] 
 # Pure Python makes an object without running __init__ where that saves a
 # Python call per part (the per-message path); a class compiled with mypyc
 # cannot be made that way, and its __init__ is cheap: it takes the other branch.
-_PURE = __file__.endswith(".py")
-_new = object.__new__
-_REQUEST, _APPLICATION, _LAST = OpCode.Request, OriginFlag.application, MoreMessagesFlag.last
+# Final: compiled code holds these in C variables (no dict lookup per use).
+_PURE: Final = __file__.endswith(".py")
+_new: Final = object.__new__
+_REQUEST: Final = OpCode.Request
+_APPLICATION: Final = OriginFlag.application
+_ENGINE: Final = OriginFlag.engine
+_LAST: Final = MoreMessagesFlag.last
+_MORE: Final = MoreMessagesFlag.more
 
 # Text headers, well formed (docs/concepts.md, "Messages"): lines separated by CRLF; an
 # empty line is skipped; a last line needs no CRLF; every other line is
@@ -249,9 +255,18 @@ class BinaryHeader:
 
     def copy(self) -> BinaryHeader:
         """An independent copy (its proto fields too)."""
-        if _PURE:
+        if _PURE:  # the proto fields inline: no call for them
+            p = self.proto
+            pf = _new(ProtoFields)
+            pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = (
+                p.op_code,
+                p.origin,
+                p.more,
+                p.internal_a,
+                p.internal_b,
+            )
             bh = _new(BinaryHeader)
-            bh.channel_number, bh.proto = self.channel_number, self.proto.copy()
+            bh.channel_number, bh.proto = self.channel_number, pf
             bh.status, bh.message_id = self.status, self.message_id
             return bh
         return BinaryHeader(self.channel_number, self.proto.copy(), self.status, self.message_id)
@@ -427,11 +442,11 @@ class Body:
         return f"Body({len(self._buf)} bytes)"
 
 
-_POSTED = "this message was posted: it belongs to the engine now"
+_POSTED: Final = "this message was posted: it belongs to the engine now"
 # What a posted Message's private slots hold: never a live message's parts.
-_NO_BHDR = BinaryHeader()
-_NO_THDRS = TextHeaders()
-_NO_BODY = Body()
+_NO_BHDR: Final = BinaryHeader()
+_NO_THDRS: Final = TextHeaders()
+_NO_BODY: Final = Body()
 
 
 class Message:
@@ -510,15 +525,15 @@ class Message:
 
     def is_from_engine(self) -> bool:
         """True for the engine's notifications and messages it gives back."""
-        return self.bhdr.proto.origin == OriginFlag.engine
+        return self.bhdr.proto.origin == _ENGINE
 
     def is_from_application(self) -> bool:
         """True for messages an application (this one or the peer) sent."""
-        return self.bhdr.proto.origin == OriginFlag.application
+        return self.bhdr.proto.origin == _APPLICATION
 
     def has_more(self) -> bool:
         """True when more frames with this message id follow."""
-        return self.bhdr.proto.more == MoreMessagesFlag.more
+        return self.bhdr.proto.more == _MORE
 
     @property
     def is_posted(self) -> bool:
@@ -527,9 +542,17 @@ class Message:
 
     def reset(self) -> None:
         """Back to a fresh Request with no headers and no body."""
-        self.bhdr.reset()  # the property once (NotAllowed when posted), then the slots
-        self._thdrs._buf.clear()
-        self._body._buf.clear()
+        self.bhdr  # noqa: B018 - NotAllowed when posted
+        self._reset()
+
+    def _reset(self) -> None:
+        """reset() of a message known not to be posted (the pool's)."""
+        self._bhdr.reset()
+        th, bd = self._thdrs._buf, self._body._buf
+        if th:  # most messages have no text headers: no call for those
+            th.clear()
+        if bd:
+            bd.clear()
 
     def copy(self) -> Message:
         """A deep copy."""
@@ -549,30 +572,24 @@ class Message:
         """A Message of one decoded frame's fields and parts (copied).
 
         The decoder's path when the pool has no message to recycle."""
-        op_code, origin, more, internal_a, internal_b = PROTO_FIELDS[proto & 0xFF]
-        if _PURE:  # the parts slot by slot, no __init__ calls
-            pf = _new(ProtoFields)
-            pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, origin, more, internal_a, internal_b
-            bh = _new(BinaryHeader)
-            bh.channel_number, bh.proto, bh.status, bh.message_id = channel_number, pf, status, message_id
-            th = _new(TextHeaders)
-            th._buf = bytearray(thdrs)
-            bd = _new(Body)
-            bd._buf = bytearray(body)
-            m = _new(cls)
-            m._bhdr, m._thdrs, m._body = bh, th, bd
-            return m
-        pf = ProtoFields(op_code, origin, more, internal_a, internal_b)
-        bh = BinaryHeader(channel_number, pf, status, message_id)
-        return cls(_parts=(bh, TextHeaders(thdrs), Body(body)))
+        if cls is Message:
+            return _from_wire(channel_number, proto, status, message_id, thdrs, body)
+        m = cls(_parts=(BinaryHeader(), TextHeaders(thdrs), Body(body)))
+        bh = m._bhdr
+        bh.channel_number, bh.status, bh.message_id = channel_number, status, message_id
+        bh.proto.set_byte(proto)
+        return m
 
     def _take(self) -> Message:
         """Move the contents into a new Message and leave this one empty."""
+        bh = self._bhdr
+        if bh is _NO_BHDR:
+            raise NotAllowed(_POSTED)
         if _PURE:
             m = _new(Message)
-            m._bhdr, m._thdrs, m._body = self.bhdr, self._thdrs, self._body  # bhdr: NotAllowed when posted
+            m._bhdr, m._thdrs, m._body = bh, self._thdrs, self._body
         else:
-            m = Message(_parts=(self.bhdr, self._thdrs, self._body))
+            m = Message(_parts=(bh, self._thdrs, self._body))
         self._bhdr, self._thdrs, self._body = _NO_BHDR, _NO_THDRS, _NO_BODY
         return m
 
@@ -580,3 +597,30 @@ class Message:
         if self.is_posted:
             return "Message(<posted>)"
         return f"Message({self.bhdr!r}, thdrs={len(self.thdrs._buf)}B, body={len(self.body._buf)}B)"
+
+
+def _from_wire(
+    channel_number: int,
+    proto: int,
+    status: int,
+    message_id: int,
+    thdrs: bytes | bytearray | memoryview,
+    body: bytes | bytearray | memoryview,
+) -> Message:
+    """Message._from_wire as a function: compiled code calls it directly."""
+    op_code, origin, more, internal_a, internal_b = PROTO_FIELDS[proto & 0xFF]
+    if _PURE:  # the parts slot by slot, no __init__ calls
+        pf = _new(ProtoFields)
+        pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, origin, more, internal_a, internal_b
+        bh = _new(BinaryHeader)
+        bh.channel_number, bh.proto, bh.status, bh.message_id = channel_number, pf, status, message_id
+        th = _new(TextHeaders)
+        th._buf = bytearray(thdrs)
+        bd = _new(Body)
+        bd._buf = bytearray(body)
+        m = _new(Message)
+        m._bhdr, m._thdrs, m._body = bh, th, bd
+        return m
+    pf = ProtoFields(op_code, origin, more, internal_a, internal_b)
+    bh = BinaryHeader(channel_number, pf, status, message_id)
+    return Message(_parts=(bh, TextHeaders(thdrs), Body(body)))

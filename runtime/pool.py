@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from collections import deque
 from enum import Enum
 from typing import Literal, overload
 
-from .generated import NotAllowed
-from .message import Message
+from .message import _NO_BHDR, Message
 from .options import Options
 
 __all__ = ["AllocationStrategy", "Pool", "pool_capacity"]
@@ -30,7 +28,7 @@ class Pool:
     or in the engine. The engine reports a shortage (`pool_empty`) once, with
     `begin_shortage()`; it ends when at most half of `maximum` are in use again.
 
-    No lock is taken: deque.append/pop are atomic in CPython, and so is
+    No lock is taken: list.append/pop are atomic in CPython, and so is
     next() of an itertools.count, which keeps the two tallies (a tally read a
     moment late is corrected by the next one). Two threads putting at once may
     leave the pool a message or two over its maximum, which is harmless.
@@ -39,11 +37,14 @@ class Pool:
     __slots__ = ("_dropped", "_drops", "_free", "_made", "_makes", "_max", "_short")
 
     def __init__(self, initial: int, maximum: int) -> None:
-        self._free: deque[Message] = deque(Message() for _ in range(initial))
+        # A list used as a stack (append/pop at its end): the compiled build
+        # calls list operations directly, where deque's are method lookups.
+        self._free: list[Message] = [Message() for _ in range(initial)]
         self._max = maximum
-        self._makes = itertools.count(initial + 1)  # next() is the tally after one more
+        # Bound __next__ of counters: a call is the tally after one more.
+        self._makes = itertools.count(initial + 1).__next__
         self._made = initial
-        self._drops = itertools.count(1)
+        self._drops = itertools.count(1).__next__
         self._dropped = 0
         self._short = False  # a shortage was reported and has not ended
 
@@ -70,14 +71,14 @@ class Pool:
                 pass  # another thread took the last one
         if strategy is AllocationStrategy.poolOnly:
             return None
-        self._made = next(self._makes)
+        self._made = self._makes()
         return Message()
 
     def made_one(self) -> bool:
         """Count a message the caller made because get(poolOnly) found the pool
         empty. True when all `maximum` messages are in use and no shortage is
         being reported: the caller may then look closer (see begin_shortage)."""
-        self._made = next(self._makes)
+        self._made = self._makes()
         return self._made - self._dropped > self._max and not self._short
 
     def in_use(self) -> int:
@@ -95,19 +96,14 @@ class Pool:
         """Reset `msg` and keep it, or drop it when the pool is full.
 
         None and messages already handed to post() are ignored."""
-        if msg is None:
-            return
-        free = self._free
-        try:
-            if len(free) < self._max:
-                msg.reset()
-                free.append(msg)
-            else:
-                msg.bhdr  # noqa: B018 - full: dropped without a reset (a posted message raises here)
-                if self._made - self._dropped > len(free):  # not one made elsewhere, as far as we know
-                    self._dropped = next(self._drops)
-        except NotAllowed:
+        if msg is None or msg._bhdr is _NO_BHDR:  # is_posted, without a property call
             return  # an emptied (posted) message: nothing to keep
+        free = self._free
+        if len(free) < self._max:
+            msg._reset()
+            free.append(msg)
+        elif self._made - self._dropped > len(free):  # full: dropped; not one made elsewhere, as far as we know
+            self._dropped = self._drops()
         if self._short and self._made - self._dropped - len(free) <= self._max // 2:
             self._short = False  # half of them are back: the shortage is over
 

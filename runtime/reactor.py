@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Self
+from typing import Final, Self
 
 from . import limits, listening
 from .addresses import (
@@ -70,13 +70,31 @@ __all__ = ["Ampe", "Reactor"]
 
 log = logging.getLogger("tofu")
 
-READ = selectors.EVENT_READ
-WRITE = selectors.EVENT_WRITE
+READ: Final = selectors.EVENT_READ
+WRITE: Final = selectors.EVENT_WRITE
 
-RECV_BUFFER_SIZE = 256 * 1024  # one buffer per engine, shared by all its connections
-SEND_BATCH = 256 * 1024  # encode at most this much ahead of what the kernel took
-JOIN_TIMEOUT = 10.0  # seconds destroy() waits for the I/O thread
-_QUEUED = HEADER_SIZE + QUEUED_MESSAGE_COST  # what a queued message counts beyond its parts
+RECV_BUFFER_SIZE: Final = 256 * 1024  # one buffer per engine, shared by all its connections
+SEND_BATCH: Final = 256 * 1024  # encode at most this much ahead of what the kernel took
+JOIN_TIMEOUT: Final = 10.0  # seconds destroy() waits for the I/O thread
+_QUEUED: Final = HEADER_SIZE + QUEUED_MESSAGE_COST  # what a queued message counts beyond its parts
+
+# The members the per-message methods compare with. Final: compiled code holds
+# them in C variables instead of looking up the enum and then its member.
+_SIGNAL: Final = OpCode.Signal
+_HELLO_REQUEST: Final = OpCode.HelloRequest
+_HELLO_RESPONSE: Final = OpCode.HelloResponse
+_WELCOME_REQUEST: Final = OpCode.WelcomeRequest
+_BYE_REQUEST: Final = OpCode.ByeRequest
+_BYE_RESPONSE: Final = OpCode.ByeResponse
+_BYE_SIGNAL: Final = OpCode.ByeSignal
+_ENGINE: Final = OriginFlag.engine
+_CHANNEL_CLOSED: Final = AmpeStatus.channel_closed
+_NOT_ALLOWED: Final = AmpeStatus.not_allowed
+_POOL_EMPTY: Final = AmpeStatus.pool_empty
+_ALWAYS: Final = AllocationStrategy.always
+_POOL_ONLY: Final = AllocationStrategy.poolOnly
+_HELLO_OPS: Final = HELLO_OPS
+_PEER_HEADER_MARK: Final = PEER_HEADER_MARK
 
 
 def _block_signals() -> None:
@@ -313,45 +331,49 @@ class Reactor:
                 return
 
     def _on_posted(self, group: ChannelGroup, msg: Message) -> None:
-        op = msg.bhdr.proto.op_code
+        # A posted message is the engine's: its parts are read from the slots
+        # (post() took them from a live message, so none is a placeholder).
+        bh = msg._bhdr
+        op = bh.proto.op_code
         if group._destroyed:
-            if op is OpCode.HelloRequest or op is OpCode.WelcomeRequest:
-                self._numbers.release(msg.bhdr.channel_number)
-                self._close_window(msg.bhdr.channel_number)
+            if op is _HELLO_REQUEST or op is _WELCOME_REQUEST:
+                self._numbers.release(bh.channel_number)
+                self._close_window(bh.channel_number)
             self._pool.put(msg)
             return
-        if op is OpCode.HelloRequest:
+        if op is _HELLO_REQUEST:
             self._open_connection(group, msg)
             return
-        if op is OpCode.WelcomeRequest:
+        if op is _WELCOME_REQUEST:
             self._open_listener(group, msg)
             return
-        ch = self._channels.get(msg.bhdr.channel_number)
+        ch = self._channels.get(bh.channel_number)
         if ch is None or ch.group is not group:
             # It was open when posted and has closed since.
-            self._return(group, msg, AmpeStatus.channel_closed)
-        elif op is OpCode.ByeSignal:
+            self._return(group, msg, _CHANNEL_CLOSED)
+        elif op is _BYE_SIGNAL:
             self._pool.put(msg)
-            self._close(ch, AmpeStatus.channel_closed)
+            self._close(ch, _CHANNEL_CLOSED)
         elif not isinstance(ch, Connection):  # data for a listener
-            self._return(group, msg, AmpeStatus.not_allowed)
+            self._return(group, msg, _NOT_ALLOWED)
         else:
             ch.sendq.append(msg)
-            ch.queued += _QUEUED + len(msg.thdrs._buf) + len(msg.body._buf)
+            ch.queued += _QUEUED + len(msg._thdrs._buf) + len(msg._body._buf)
             if not ch.connecting:
                 self._dirty.add(ch)
 
     def _return(self, group: ChannelGroup, msg: Message, status: AmpeStatus) -> None:
         """Give a message back to the application, marked as the engine's, with `status`."""
-        msg.bhdr.proto.origin = OriginFlag.engine
-        msg.bhdr.status = status
+        bh = msg.bhdr
+        bh.proto.origin = _ENGINE
+        bh.status = status
         group._deliver(msg)
 
     def _engine_signal(self, status: AmpeStatus, channel_number: int, message_id: int) -> Message:
-        msg = self._pool.get(AllocationStrategy.always)
-        bh = msg.bhdr
-        bh.proto.op_code = OpCode.Signal
-        bh.proto.origin = OriginFlag.engine
+        msg = self._pool.get(_ALWAYS)
+        bh = msg._bhdr
+        bh.proto.op_code = _SIGNAL
+        bh.proto.origin = _ENGINE
         bh.status = status
         bh.channel_number = channel_number
         bh.message_id = message_id
@@ -361,7 +383,7 @@ class Reactor:
         """A pooled message for an incoming frame, or None (the decoder then
         makes one) when the pool is empty; the application hears of a
         shortage (see Pool), once."""
-        msg = self._pool.get(AllocationStrategy.poolOnly)
+        msg = self._pool.get(_POOL_ONLY)
         if msg is None and self._pool.made_one():
             self._pool_ran_dry = True
         return msg
@@ -509,30 +531,31 @@ class Reactor:
         if self._pool_ran_dry:
             self._pool_ran_dry = False
             if self._pool_short(len(frames)):
-                group._deliver(self._engine_signal(AmpeStatus.pool_empty, conn.number, 0))
+                group._deliver(self._engine_signal(_POOL_EMPTY, conn.number, 0))
 
         number = conn.number
+        inbound = conn.inbound
         for msg in frames:
             if bad is not None or conn.bye_done:
                 self._pool.put(msg)  # nothing after a bad frame or a ByeResponse counts
                 continue
             try:
-                conn.inbound.admit(msg)  # the rules of runtime/inbound.py; normalises the frame
+                inbound.admit(msg)  # the rules of runtime/inbound.py; normalises the frame
             except AmpeError as exc:
                 log.warning("channel %d: bad frame from peer: %s", number, exc)
                 bad = exc.status
                 self._pool.put(msg)
                 continue
-            bh = msg.bhdr
+            bh = msg._bhdr  # a decoded frame: the slots, no posted-guard to pass
             op = bh.proto.op_code
             bh.channel_number = number
-            if op in HELLO_OPS or PEER_HEADER_MARK in msg.thdrs._buf:  # only the engine names the peer
-                stamp_identity(msg, conn.transport.identity if op in HELLO_OPS else ())
+            if op in _HELLO_OPS or _PEER_HEADER_MARK in msg._thdrs._buf:  # only the engine names the peer
+                stamp_identity(msg, conn.transport.identity if op in _HELLO_OPS else ())
             if not conn.first_mid:
                 conn.first_mid = bh.message_id
-            if op is OpCode.ByeResponse:
+            if op is _BYE_RESPONSE:
                 conn.bye_done = True
-            elif op is OpCode.ByeRequest:
+            elif op is _BYE_REQUEST:
                 conn.bye_received = True
                 if conn.bye_sent:  # both sides said bye at once: the exchange is complete
                     conn.bye_done = True
@@ -543,7 +566,7 @@ class Reactor:
         if bad is not None:
             self._close(conn, bad)
         elif conn.bye_done:
-            self._close(conn, AmpeStatus.channel_closed)
+            self._close(conn, _CHANNEL_CLOSED)
         elif group._over_limit():
             self._pause(group)
 
@@ -599,12 +622,12 @@ class Reactor:
                 msg = sendq.popleft()
                 encode_into(out, msg)
                 inflight.append(msg)
-                op = msg.bhdr.proto.op_code
-                if op is OpCode.ByeRequest:
+                op = msg._bhdr.proto.op_code
+                if op is _BYE_REQUEST:
                     conn.bye_sent = True
-                elif op is OpCode.ByeResponse:
+                elif op is _BYE_RESPONSE:
                     conn.bye_sent = conn.bye_done = True
-                elif op is OpCode.HelloResponse and conn.deadline is not None:
+                elif op is _HELLO_RESPONSE and conn.deadline is not None:
                     self._handshake_done(conn)  # an accepted connection's handshake is complete
             conn.queued -= len(out) - encoded + (queued - len(sendq)) * QUEUED_MESSAGE_COST
             if not out and not conn.transport.wants_write:  # (TLS may hold ciphertext of its own)
@@ -626,14 +649,14 @@ class Reactor:
                 break  # the kernel's buffer is full: wait until writable
             window = self._windows.get(conn.number)
             if window is not None:  # give back the permits of what was written
-                window.release(sum(msg.bhdr.proto.op_code is not OpCode.HelloRequest for msg in inflight))
-            put = self._pool.put
+                window.release(sum(msg._bhdr.proto.op_code is not _HELLO_REQUEST for msg in inflight))
+            pool = self._pool
             for msg in inflight:
-                put(msg)
+                pool.put(msg)
             inflight.clear()
         if not out and not conn.transport.wants_write:
             if conn.bye_done:
-                self._close(conn, AmpeStatus.channel_closed)
+                self._close(conn, _CHANNEL_CLOSED)
                 return
             if out.__sizeof__() > SEND_BATCH:
                 conn.outbuf = bytearray()  # an idle channel keeps no big buffer

@@ -123,7 +123,7 @@ def test_new_limit_makes_constants_stale(tmp_path: Path, generated_copy: Path) -
     rendered = render_all(spec)
     baseline = render_all(unmodified_spec(tmp_path))
     assert {n for n in changed(rendered, baseline) if n.endswith(".py")} == {"constants.py", "__init__.py"}
-    assert "MAX_TEST_LIMIT = 4242" in rendered["constants.py"]
+    assert "MAX_TEST_LIMIT: Final = 4242" in rendered["constants.py"]
     assert '"MAX_TEST_LIMIT",' in rendered["constants.py"]
     exported = generator.public_names(rendered["__init__.py"])  # the package exports it too
     assert exported == [n for m in generator.PACKAGE_EXPORTS for n in generator.public_names(rendered[f"{m}.py"])]

@@ -110,7 +110,7 @@ def test_a_changed_meaning_makes_the_page_stale(tmp_path: Path) -> None:
 
 def test_a_limit_without_a_meaning_is_refused(tmp_path: Path) -> None:
     spec = modified_spec(tmp_path, "first_message_id = 1 ", "first_message_id = 1\nmax_test_limit = 4242 ")
-    assert "MAX_TEST_LIMIT = 4242" in render_all(spec)["constants.py"]  # the code renders ...
+    assert "MAX_TEST_LIMIT: Final = 4242" in render_all(spec)["constants.py"]  # the code renders ...
     with pytest.raises(SpecError, match=r"\[limits.doc\] max_test_limit"):  # ... the page asks for a meaning
         render_docs(spec)
 
