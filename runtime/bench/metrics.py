@@ -201,11 +201,15 @@ class Target:
     text: str
 
 
+# The speed targets for small messages, checked in every run (the 0.5x / 1.0x
+# figures are the project's goals; a miss prints "target MISS" with the figure).
 TARGETS = [
     Target("oneway_64_msgs", "pyzmq", ">=", 0.5, "≥0.5x pyzmq"),
     Target("oneway_64_msgs", "floor", ">=", 0.5, "≥0.5x floor"),
-    Target("rtt_p50_us", "pyzmq", "<=", 1.5, "≤1.5x pyzmq"),
-    Target("oneway_64k_mbps", "pyzmq", ">=", 0.7, "≥0.7x pyzmq"),
+    Target("fanin_msgs", "pyzmq", ">=", 0.5, "≥0.5x pyzmq"),
+    Target("pipeline_msgs", "pyzmq", ">=", 1.0, "≥1.0x pyzmq"),
+    Target("rtt_p50_us", "pyzmq", "<=", 1.0, "≤1.0x pyzmq"),
+    Target("oneway_64k_mbps", "pyzmq", ">=", 1.0, "≥1.0x pyzmq"),
     Target("idle_rss_server_b", "absolute", "<", 10240, "<10 KiB"),
 ]
 
