@@ -20,6 +20,7 @@ COMPILED_MODULES = (
     "tofu.options",
     "tofu.inbound",
     "tofu.ampe",
+    "tofu.direct",
     "tofu.generated.codec",
 )
 
