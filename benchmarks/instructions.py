@@ -18,6 +18,7 @@ set-up and the teardown.
     python benchmarks/instructions.py --impl tofu     # tofu only
     python benchmarks/instructions.py --impl tofu --workload rtt
     python benchmarks/instructions.py --small 1000 --large 6000 --json out.json
+    python benchmarks/instructions.py --connections 100   # one-way from 100 client connections (fan-in)
 
 pyzmq is measured with the same harness (PUSH -> PULL in one process), so the
 ratio compares like with like. Needs valgrind on PATH.
@@ -47,7 +48,7 @@ TIMEOUT = 60.0
 # ------------------------------------------------------------------ workloads
 
 
-def _tofu_oneway(n: int) -> None:
+def _tofu_oneway(n: int, connections: int) -> None:
     import tofu
     from tofu import AllocationStrategy, OpCode
 
@@ -59,21 +60,26 @@ def _tofu_oneway(n: int) -> None:
         assert welcome is not None and welcome.bhdr.status == 0, "listen failed"
         value = dict(welcome.thdrs)[tofu.LISTEN_ON_HEADER]
         port = int(value.rsplit("|", 1)[1])
-        hello = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(ampe.get(AllocationStrategy.always)))
-        req = server.wait_receive(TIMEOUT)
-        assert req is not None and req.bhdr.proto.op_code == OpCode.HelloRequest
-        req.bhdr.proto.op_code = OpCode.HelloResponse
-        server.post(req)
-        resp = client.wait_receive(TIMEOUT)
-        assert resp is not None and resp.bhdr.proto.op_code == OpCode.HelloResponse
-        ampe.put(resp)
-        channel = hello.channel_number
+        channels = []
+        for _ in range(connections):
+            hello = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(ampe.get(AllocationStrategy.always)))
+            channels.append(hello.channel_number)
+        for _ in range(connections):
+            req = server.wait_receive(TIMEOUT)
+            assert req is not None and req.bhdr.proto.op_code == OpCode.HelloRequest
+            req.bhdr.proto.op_code = OpCode.HelloResponse
+            server.post(req)
+        for _ in range(connections):
+            resp = client.wait_receive(TIMEOUT)
+            assert resp is not None and resp.bhdr.proto.op_code == OpCode.HelloResponse
+            ampe.put(resp)
 
         def send() -> None:
-            for _ in range(n):
+            nch = len(channels)
+            for i in range(n):
                 msg = ampe.get(AllocationStrategy.always)
                 msg.bhdr.proto.op_code = OpCode.Signal
-                msg.bhdr.channel_number = channel
+                msg.bhdr.channel_number = channels[i % nch]
                 msg.body.append(BODY)
                 client.post(msg)
 
@@ -114,7 +120,7 @@ def _tofu_connected(
     return server, client, campe, hello.channel_number
 
 
-def _tofu_rtt(n: int) -> None:
+def _tofu_rtt(n: int, connections: int) -> None:
     import tofu
     from tofu import AllocationStrategy, OpCode
 
@@ -142,30 +148,34 @@ def _tofu_rtt(n: int) -> None:
         echoer.join()
 
 
-def _zmq_oneway(n: int) -> None:
+def _zmq_oneway(n: int, connections: int) -> None:
     import zmq
 
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
-    push = ctx.socket(zmq.PUSH)
-    push.connect(f"tcp://127.0.0.1:{port}")
+    pushes = [ctx.socket(zmq.PUSH) for _ in range(connections)]
+    for push in pushes:
+        push.connect(f"tcp://127.0.0.1:{port}")
+    sends = [push.send for push in pushes]
 
     def send() -> None:
-        for _ in range(n):
-            push.send(BODY)
+        nch = len(sends)
+        for i in range(n):
+            sends[i % nch](BODY)
 
     sender = threading.Thread(target=send)
     sender.start()
     for _ in range(n):
         pull.recv()
     sender.join()
-    push.close(linger=0)
+    for push in pushes:
+        push.close(linger=0)
     pull.close(linger=0)
     ctx.term()
 
 
-def _zmq_rtt(n: int) -> None:
+def _zmq_rtt(n: int, connections: int) -> None:
     import zmq
 
     ctx = zmq.Context()
@@ -200,8 +210,9 @@ WORKLOADS = {
 # ------------------------------------------------------------------ counting
 
 
-def count(impl: str, n: int, workload: str = "oneway") -> int:
-    """Instructions (callgrind's Ir, all threads) of one process running `impl` for `n` messages."""
+def count(impl: str, n: int, workload: str = "oneway", connections: int = 1) -> int:
+    """Instructions (callgrind's Ir, all threads) of one process running `impl` for `n` messages
+    (one-way: sent round-robin over `connections` client connections)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         env = dict(os.environ, PYTHONHASHSEED="0")
@@ -218,6 +229,8 @@ def count(impl: str, n: int, workload: str = "oneway") -> int:
             str(n),
             "--workload",
             workload,
+            "--connections",
+            str(connections),
         ]
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         match = re.search(r"^(?:totals|summary):\s*(\d+)", out.read_text(), re.MULTILINE)
@@ -226,8 +239,8 @@ def count(impl: str, n: int, workload: str = "oneway") -> int:
         return int(match.group(1))
 
 
-def per_message(impl: str, small: int, large: int, workload: str = "oneway") -> dict[str, float]:
-    low, high = count(impl, small, workload), count(impl, large, workload)
+def per_message(impl: str, small: int, large: int, workload: str = "oneway", connections: int = 1) -> dict[str, float]:
+    low, high = count(impl, small, workload, connections), count(impl, large, workload, connections)
     return {"small": small, "large": large, "I_small": low, "I_large": high, "per_msg": (high - low) / (large - small)}
 
 
@@ -238,17 +251,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=2000, help="messages in the short run (default 2000)")
     parser.add_argument("--large", type=int, default=12000, help="messages in the long run (default 12000)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        help="one-way: client connections, messages sent round-robin over them (fan-in; default 1)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
-        WORKLOADS[args.child[0], args.workload](int(args.child[1]))
+        WORKLOADS[args.child[0], args.workload](int(args.child[1]), args.connections)
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
     if args.large <= args.small:
         parser.error("--large must be greater than --small")
+    if args.connections < 1 or (args.connections > 1 and args.workload != "oneway"):
+        parser.error("--connections: at least 1, and more than 1 only for --workload oneway")
 
     impls = ["tofu", "zmq"] if args.impl == "both" else [args.impl]
     if "zmq" in impls:
@@ -259,9 +280,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("pyzmq is not installed (pip install 'tofu-messaging[bench]')", file=sys.stderr)
                 return 2
             impls.remove("zmq")
-    results = {impl: per_message(impl, args.small, args.large, args.workload) for impl in impls}
+    results = {impl: per_message(impl, args.small, args.large, args.workload, args.connections) for impl in impls}
 
     what = "one-way 64 B" if args.workload == "oneway" else "round trips of 64 B (per round trip)"
+    if args.connections > 1:
+        what += f" from {args.connections} connections (fan-in)"
     print(f"{what} over TCP loopback, one process, all threads; N = {args.small} and {args.large}")
     print(f"{'impl':<6} {'I(small)':>14} {'I(large)':>14} {'instructions/msg':>18}")
     for impl, r in results.items():

@@ -29,7 +29,7 @@ async def server(agroup: tofu.aio.AsyncChannelGroup) -> int:
             continue
         answered += reply == OP.Response
         msg.bhdr.proto.op_code = reply
-        agroup.post(msg)  # post never blocks: fine inside a coroutine
+        agroup.post(msg)  # post never waits for the network: fine inside a coroutine
     return answered
 
 

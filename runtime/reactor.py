@@ -76,6 +76,11 @@ WRITE: Final = selectors.EVENT_WRITE
 RECV_BUFFER_SIZE: Final = 256 * 1024  # one buffer per engine, shared by all its connections
 SEND_BATCH: Final = 256 * 1024  # encode at most this much ahead of what the kernel took
 JOIN_TIMEOUT: Final = 10.0  # seconds destroy() waits for the I/O thread
+# A post that finds this many posts still queued for the I/O thread waits (at
+# most _CATCH_UP_WAIT seconds) until the I/O thread has taken them and written
+# what it could; see Reactor._submit.
+_CATCH_UP_AT: Final = 1024
+_CATCH_UP_WAIT: Final = 0.02
 _QUEUED: Final = HEADER_SIZE + QUEUED_MESSAGE_COST  # what a queued message counts beyond its parts
 
 # The members the per-message methods compare with. Final: compiled code holds
@@ -128,6 +133,9 @@ class Reactor:
         # Application threads -> I/O thread.
         self._inbox: deque[tuple[ChannelGroup | None, object]] = deque()
         self._woken = False
+        self._caught_up = threading.Event()  # set by the I/O thread for posts waiting in _catch_up
+        self._behind = False  # a post waits in _catch_up
+        self._catch_up_wait = _CATCH_UP_WAIT
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -248,9 +256,31 @@ class Reactor:
 
     def _submit(self, group: ChannelGroup, msg: Message) -> None:
         """Queue a posted message for the I/O thread."""
-        self._inbox.append((group, msg))
+        inbox = self._inbox
+        inbox.append((group, msg))
         if not self._woken:  # checked here too: most posts need no wake-up call
             self._wake()
+        elif len(inbox) >= _CATCH_UP_AT:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Let the I/O thread catch up with a thread that posts faster than it
+        writes: wait (at most _CATCH_UP_WAIT s) until it has taken the inbox
+        and written what it could (the end of its loop's next round).
+
+        Without this, a posting thread that never blocks holds the GIL while
+        the I/O thread waits for it after every send() (each send releases
+        the GIL, and takes up to the interpreter's switch interval, 5 ms, to
+        get it back); with many connections the I/O thread makes one send()
+        per connection, falls far behind, and every message posted meanwhile
+        stays alive (memory, garbage collection). Never on the I/O thread."""
+        if self._closing or threading.current_thread() is self._loop_thread:
+            return
+        caught_up = self._caught_up
+        caught_up.clear()
+        self._behind = True
+        if len(self._inbox) >= _CATCH_UP_AT:  # the I/O thread may have emptied it meanwhile
+            caught_up.wait(self._catch_up_wait)
 
     def _call_soon(self, fn: Callable[[], None]) -> None:
         """Run `fn` on the I/O thread."""
@@ -296,6 +326,9 @@ class Reactor:
                             self._close(channel, AmpeStatus.processing_failed)
                 if self._dirty:
                     self._flush_dirty()
+                if self._behind:
+                    self._behind = False
+                    self._caught_up.set()
                 if deadlines and deadlines[0][0] <= now:
                     self._run_timers()
         except Exception:
@@ -824,6 +857,7 @@ class Reactor:
             groups = list(self._groups)
         for group in groups:
             group._deliver(SHUTDOWN)
+        self._caught_up.set()  # a post waiting in _catch_up goes on (and finds the engine stopped)
         self._timers.clear()
         self._selector.close()
         self._wake_r.close()

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import tofu
-from engine_support import TIMEOUT, connect, is_closed_signal, listen, make, recv, tcp_listen
+from engine_support import TIMEOUT, connect, is_closed_signal, listen, make, recv, tcp_listen, wait_for
 from tofu import Message, OpCode
 
 
@@ -190,3 +190,73 @@ def test_client_and_server_in_separate_processes():
     finally:
         if proc.is_alive():
             proc.kill()
+
+
+def _held_io_thread(rtr: tofu.Reactor) -> threading.Event:
+    """Keep the I/O thread busy (inside its wake-up handler) until the returned event is set."""
+    gate, held = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        held.set()
+        gate.wait(TIMEOUT)
+
+    rtr._call_soon(hold)
+    assert held.wait(TIMEOUT), "the I/O thread did not run the call"
+    return gate
+
+
+def test_a_post_far_ahead_of_the_io_thread_waits_until_it_catches_up():
+    catch_up_at = tofu.reactor._CATCH_UP_AT
+    with tofu.Reactor() as rtr:
+        rtr._catch_up_wait = 60.0  # only the I/O thread catching up can end the wait within the test
+        ampe = rtr.ampe()
+        server, client = ampe.create(), ampe.create()
+        _, port = tcp_listen(server)
+        cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
+        gate = _held_io_thread(rtr)
+        count = catch_up_at + 10
+        posted: list[int] = []
+
+        def post_all() -> None:
+            for i in range(count):
+                client.post(make(OpCode.Signal, cch, b"%d" % i))
+                posted.append(i)
+
+        poster = threading.Thread(target=post_all)
+        poster.start()
+        wait_for(lambda: rtr._behind, "a post waiting for the I/O thread")
+        # The post that found catch_up_at posts queued is the one waiting (the
+        # first post may have been written directly: runtime/direct.py).
+        assert len(rtr._inbox) == catch_up_at
+        assert len(posted) < count
+        gate.set()
+        poster.join(TIMEOUT)
+        assert not poster.is_alive(), "the post still waits after the I/O thread caught up"
+        for i in range(count):
+            msg = recv(server)
+            assert bytes(msg.body) == b"%d" % i
+            ampe.put(msg)
+
+
+def test_posts_on_the_io_thread_never_wait_for_it():
+    catch_up_at = tofu.reactor._CATCH_UP_AT
+    with tofu.Reactor() as rtr:
+        rtr._catch_up_wait = 60.0  # a wait would outlast the test's
+        ampe = rtr.ampe()
+        server, client = ampe.create(), ampe.create()
+        _, port = tcp_listen(server)
+        cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
+        count = catch_up_at + 10
+        done = threading.Event()
+
+        def post_all() -> None:  # on the I/O thread: the inbox grows past the mark, nobody takes it meanwhile
+            for i in range(count):
+                client.post(make(OpCode.Signal, cch, b"%d" % i))
+            done.set()
+
+        rtr._call_soon(post_all)
+        assert done.wait(TIMEOUT), "a post on the I/O thread waited for the I/O thread"
+        for i in range(count):
+            msg = recv(server)
+            assert bytes(msg.body) == b"%d" % i
+            ampe.put(msg)
