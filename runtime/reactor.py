@@ -680,13 +680,16 @@ class Reactor:
             del out[:n]
             if out or conn.transport.wants_write:
                 break  # the kernel's buffer is full: wait until writable
-            window = self._windows.get(conn.number)
-            if window is not None:  # give back the permits of what was written
-                window.release(sum(msg._bhdr.proto.op_code is not _HELLO_REQUEST for msg in inflight))
             pool = self._pool
+            permits = 0  # of what was written, to give back to the send window (a HelloRequest took none)
             for msg in inflight:
+                if msg._bhdr.proto.op_code is not _HELLO_REQUEST:
+                    permits += 1
                 pool.put(msg)
             inflight.clear()
+            window = self._windows.get(conn.number)
+            if window is not None:
+                window.release(permits)
         if not out and not conn.transport.wants_write:
             if conn.bye_done:
                 self._close(conn, _CHANNEL_CLOSED)
