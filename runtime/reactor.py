@@ -9,6 +9,10 @@ queue. Everything that touches a socket runs on the I/O thread:
 
 except that a post to an idle connection may write its frame itself
 (runtime/direct.py says when, and how it shares the socket with the I/O thread).
+
+A post that finds 1024 posts still in the inbox waits for the I/O thread's
+round to end (_catch_up): a thread that posts faster than the I/O thread
+writes would otherwise keep the GIL from it.
 """
 
 from __future__ import annotations
