@@ -1,6 +1,6 @@
 """The README says true things: the quickstart prints what the README shows,
 and the sentence about testing in an environment of your own holds (the
-`tshark` marker deselects exactly the tests that need tshark, and .ci/run
+`tshark` and `valgrind` markers deselect exactly the tests that need those tools, and .ci/run
 runs everything). Every code block also runs in test_docs.py; the install
 command runs in test_install.py."""
 
@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -53,23 +55,40 @@ def collected(*args: str) -> set[str]:
     return {line for line in proc.stdout.splitlines() if "::" in line}
 
 
-def test_not_tshark_leaves_out_exactly_the_tests_that_need_tshark() -> None:
+@pytest.mark.parametrize(
+    ("marker", "needs", "files", "needed"),
+    [
+        ("tshark", r"\b(tshark|dumpcap)\b", ["tests/test_wireshark.py"], ["tests/test_wireshark.py"]),
+        (
+            "valgrind",
+            r"--instructions",  # tofu bench --instructions runs valgrind
+            ["tests/test_bench_instructions.py"],
+            ["tests/test_bench_instructions.py::test_bench_instructions_counts_tofu_and_pyzmq_with_callgrind"],
+        ),
+    ],
+)
+def test_each_marker_leaves_out_exactly_the_tests_that_need_its_tool(
+    marker: str, needs: str, files: list[str], needed: list[str]
+) -> None:
     install = " ".join(section("Install and try it").split())
-    assert "`pip install -e '.[test,bench]' && pytest -m \"not tshark\"` does the same minus tshark" in install
-    # A test file needs tshark when it runs it or dumpcap; a test can only carry the marker when
+    assert (
+        "`pip install -e '.[test,bench]' && pytest -m \"not tshark and not valgrind\"` does the same minus those two"
+        in install
+    )
+    # A test file needs the tool when it runs it; a test can only carry the marker when
     # its file (or a conftest.py) names it. So collecting the files that name it is enough.
     naming = {
         p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8")
         for p in (ROOT / "tests").glob("*.py")
-        if "tshark" in p.read_text(encoding="utf-8") and p.name != Path(__file__).name
+        if marker in p.read_text(encoding="utf-8") and p.name != Path(__file__).name
     }
-    needing = sorted(name for name, text in naming.items() if re.search(r"\b(tshark|dumpcap)\b", text))
-    assert needing == ["tests/test_wireshark.py"]
+    needing = sorted(name for name, text in naming.items() if re.search(needs, text))
+    assert needing == files
     assert "tests/conftest.py" not in naming  # no marker is added behind the files' backs
     tests = [name for name in naming if Path(name).name.startswith("test_")]
-    marked = collected("-m", "tshark", *tests)  # what -m "not tshark" leaves out
-    assert marked == collected(*needing)
-    assert len(marked) >= 2
+    marked = collected("-m", marker, *tests)  # what -m "not MARKER" leaves out
+    assert marked == collected(*needed)
+    assert len(marked) >= 1
 
 
 def test_ci_runs_every_test() -> None:
@@ -78,4 +97,4 @@ def test_ci_runs_every_test() -> None:
     assert runs, ".ci/run does not run pytest"
     assert all("-m" not in args.split() for args in runs), runs  # no marker deselects anything in CI
     assert re.search(r"python\"? -m codegen --check", script)
-    assert "tshark" in script  # and it installs what the tshark tests need
+    assert "tshark" in script and "valgrind" in script  # and it installs what the marked tests need

@@ -88,6 +88,21 @@ def _tls_files(transports: list[str], notes: list[str]) -> dict[str, str] | None
     return files
 
 
+def _count_instructions(args: argparse.Namespace) -> int:
+    """`tofu bench --instructions` (see tofu.bench.instructions)."""
+    from .instructions import LARGE, QUICK_LARGE, QUICK_SMALL, SMALL, run_bench
+
+    if args.messages:
+        small, large = max(args.messages // 6, 1), args.messages
+    else:
+        small, large = (QUICK_SMALL, QUICK_LARGE) if args.quick else (SMALL, LARGE)
+    impls = _split(args.impls, IMPLS, "implementation")
+    if "pyzmq" in impls and have_pyzmq() is None:
+        impls.remove("pyzmq")
+        print("pyzmq is absent (pip install 'tofu-messaging[bench]'): tofu only", file=sys.stderr)
+    return run_bench(args.workload_list, impls, args.clients, small, large, args.json)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `tofu bench` (also used by `python -m tofu.bench`)."""
     parser.add_argument(
@@ -156,11 +171,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="draw the figures, tofu, pyzmq and the floor side by side, to FILE (.svg or .png; needs matplotlib)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per message with callgrind instead of timing (needs valgrind): "
+        "oneway-64, rtt and fanin of tofu and pyzmq, each in one process; a figure that does not "
+        "wobble with the machine's load",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the bench as `args` says; print the table; 0 when every trial ran."""
     args.workload_list = _split(args.workloads, list(WORKLOADS), "workload")
+    if args.instructions:
+        return _count_instructions(args)
     args.transport_list = _split(args.transports, TRANSPORTS, "transport")
     impls = _split(args.impls, IMPLS, "implementation")
     zmq_version = have_pyzmq()
