@@ -18,6 +18,7 @@ writes would otherwise keep the GIL from it.
 from __future__ import annotations
 
 import logging
+import select
 import selectors
 import signal
 import socket
@@ -26,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final, Self
+from typing import Any, Final, Self
 
 from . import limits, listening
 from .addresses import (
@@ -106,6 +107,131 @@ _HELLO_OPS: Final = HELLO_OPS
 _PEER_HEADER_MARK: Final = PEER_HEADER_MARK
 
 
+# What the loop calls for a ready socket: (handler, channel); the wake-up socket's channel is None.
+_Entry = tuple[Callable[[Any, int], None], Any]
+
+
+class _Poller:
+    """What the loop needs of a selector: register, modify and unregister a
+    socket with its (handler, channel), and select() -> a list of
+    ((handler, channel), ready READ/WRITE events)."""
+
+    def register(self, sock: socket.socket, events: int, data: _Entry) -> None:
+        raise NotImplementedError
+
+    def modify(self, sock: socket.socket, events: int) -> None:
+        raise NotImplementedError
+
+    def unregister(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def select(self, timeout: float | None) -> list[tuple[_Entry, int]]:
+        """Wait at most `timeout` seconds (None: no limit) for registered sockets."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _SelectorPoller(_Poller):
+    """A _Poller over selectors.DefaultSelector, where there is no epoll."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+
+    def register(self, sock: socket.socket, events: int, data: _Entry) -> None:
+        self._selector.register(sock, events, data)
+
+    def modify(self, sock: socket.socket, events: int) -> None:
+        self._selector.modify(sock, events, self._selector.get_key(sock).data)
+
+    def unregister(self, sock: socket.socket) -> None:
+        self._selector.unregister(sock)
+
+    def select(self, timeout: float | None) -> list[tuple[_Entry, int]]:
+        return [(key.data, mask) for key, mask in self._selector.select(timeout)]
+
+    def close(self) -> None:
+        self._selector.close()
+
+
+class _EpollPoller(_Poller):
+    """The _Poller on Linux: selectors.EpollSelector's register, modify,
+    unregister and select, with the same events and the same results, but
+    compiled with the engine (selectors' select() is interpreted Python that
+    costs more than the rest of a round trip's I/O-thread work)."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        # fd -> (the registered READ/WRITE events, (handler, channel))
+        self._fds: dict[int, tuple[int, _Entry]] = {}
+
+    def register(self, sock: socket.socket, events: int, data: _Entry) -> None:
+        fd = sock.fileno()
+        if fd in self._fds:
+            raise KeyError(f"{sock!r} (FD {fd}) is already registered")
+        self._epoll.register(fd, _epoll_mask(events))
+        self._fds[fd] = (events, data)
+
+    def modify(self, sock: socket.socket, events: int) -> None:
+        fd = sock.fileno()
+        old, data = self._fds[fd]
+        if events != old:
+            self._epoll.modify(fd, _epoll_mask(events))
+            self._fds[fd] = (events, data)
+
+    def unregister(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        del self._fds[fd]
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass  # already closed, as selectors tolerates
+
+    def select(self, timeout: float | None) -> list[tuple[_Entry, int]]:
+        fds = self._fds
+        try:
+            ready = self._epoll.poll(-1.0 if timeout is None else max(timeout, 0.0), max(len(fds), 1))
+        except InterruptedError:
+            return []
+        result: list[tuple[_Entry, int]] = []
+        for fd, event in ready:
+            entry = fds.get(fd)
+            if entry is not None:
+                events = 0
+                if event & _NOT_EPOLLIN:
+                    events |= WRITE
+                if event & _NOT_EPOLLOUT:
+                    events |= READ
+                registered, data = entry
+                result.append((data, events & registered))
+        return result
+
+    def close(self) -> None:
+        self._epoll.close()
+        self._fds.clear()
+
+
+_EPOLLIN: Final[int] = getattr(select, "EPOLLIN", 1)  # (no epoll: _EpollPoller is never made)
+_EPOLLOUT: Final[int] = getattr(select, "EPOLLOUT", 4)
+_NOT_EPOLLIN: Final = ~_EPOLLIN
+_NOT_EPOLLOUT: Final = ~_EPOLLOUT
+
+
+def _epoll_mask(events: int) -> int:
+    mask = 0
+    if events & READ:
+        mask |= _EPOLLIN
+    if events & WRITE:
+        mask |= _EPOLLOUT
+    return mask
+
+
+def _poller() -> _Poller:
+    """epoll where there is one (as selectors.DefaultSelector would choose), else a selector."""
+    return _EpollPoller() if hasattr(select, "epoll") else _SelectorPoller()
+
+
 def _block_signals() -> None:
     """Keep SIGINT and SIGTERM off the engine's threads: the kernel then
     delivers them to a thread that can run the application's handlers, and a
@@ -145,7 +271,7 @@ class Reactor:
         self._wake_w.setblocking(False)
 
         # State owned by the I/O thread.
-        self._selector = selectors.DefaultSelector()
+        self._selector = _poller()
         self._selector.register(self._wake_r, READ, (self._on_wakeup, None))
         self._channels: dict[int, Channel] = {}
         self._dirty: set[Connection] = set()
@@ -310,7 +436,7 @@ class Reactor:
 
     def _run(self) -> None:
         _block_signals()
-        select = self._selector.select
+        selector = self._selector
         timers = self._timers
         deadlines = timers.heap  # checked inline: no call per loop when there are no timers
         monotonic = time.monotonic
@@ -318,10 +444,10 @@ class Reactor:
             while self._running:
                 # self._now is from before the handlers ran: a deadline may
                 # fire that much late, which is nothing next to its seconds.
-                events = select(timers.timeout(self._now) if deadlines else None)
+                events = selector.select(timers.timeout(self._now) if deadlines else None)
                 self._now = now = monotonic()
-                for key, mask in events:
-                    handler, channel = key.data
+                for data, mask in events:
+                    handler, channel = data
                     try:
                         handler(channel, mask)
                     except Exception:
@@ -758,7 +884,7 @@ class Reactor:
         elif want == 0:
             self._selector.unregister(ch.sock)  # type: ignore[arg-type]
         else:
-            self._selector.modify(ch.sock, want, self._selector.get_key(ch.sock).data)  # type: ignore[arg-type]
+            self._selector.modify(ch.sock, want)  # type: ignore[arg-type]
         ch.events = want
 
     def _pause(self, group: ChannelGroup) -> None:

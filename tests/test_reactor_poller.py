@@ -1,0 +1,71 @@
+"""The I/O loop's poller: epoll where there is one, else a selectors selector,
+both reporting what selectors.DefaultSelector would."""
+
+from __future__ import annotations
+
+import select
+import socket
+
+import pytest
+from tofu.reactor import READ, WRITE, _EpollPoller, _Poller, _poller, _SelectorPoller
+
+KINDS = [_SelectorPoller] + ([_EpollPoller] if hasattr(select, "epoll") else [])
+
+
+def _handler(channel: object, mask: int) -> None:
+    raise AssertionError("the poller never calls a handler")
+
+
+@pytest.fixture(params=KINDS, ids=lambda kind: kind.__name__)
+def poller(request: pytest.FixtureRequest):
+    p = request.param()
+    yield p
+    p.close()
+
+
+def test_default_is_epoll_where_linux_has_it() -> None:
+    p = _poller()
+    try:
+        assert isinstance(p, _EpollPoller if hasattr(select, "epoll") else _SelectorPoller)
+    finally:
+        p.close()
+
+
+def test_reports_registered_events_with_their_data(poller: _Poller) -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        data = (_handler, "chan")
+        poller.register(a, READ, data)
+        assert poller.select(0) == []  # nothing to read, and WRITE was not asked for
+        b.send(b"x")
+        assert poller.select(1.0) == [(data, READ)]
+        poller.modify(a, READ | WRITE)
+        assert poller.select(1.0) == [(data, READ | WRITE)]
+        poller.modify(a, WRITE)
+        assert poller.select(1.0) == [(data, WRITE)]
+        poller.unregister(a)
+        assert poller.select(0) == []
+
+
+def test_a_socket_registers_once(poller: _Poller) -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        poller.register(a, READ, (_handler, None))
+        with pytest.raises(KeyError):
+            poller.register(a, READ, (_handler, None))
+
+
+def test_a_peer_that_closed_reads_as_ready(poller: _Poller) -> None:
+    """A hang-up wakes a reader (it then reads the end of the stream), as with selectors."""
+    a, b = socket.socketpair()
+    with a:
+        poller.register(a, READ, (_handler, None))
+        b.close()
+        assert poller.select(1.0) == [((_handler, None), READ)]
+
+
+def test_negative_timeout_does_not_block(poller: _Poller) -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        poller.register(a, READ, (_handler, None))
+        assert poller.select(-1.0) == []
