@@ -57,7 +57,7 @@ log = logging.getLogger("tofu")
 def write_direct(rtr: Reactor, conn: Connection, msg: Message) -> bool:
     """Write `msg` on the posting thread if `conn` is idle; False (nothing
     done) when it must go through the I/O thread."""
-    if conn.group._queue.qsize():
+    if conn.group._qsize():
         return False  # more to receive: more posts are likely to follow, let them go out together
     with conn.send_lock:
         out = conn.outbuf

@@ -98,7 +98,8 @@ class ChannelGroup:
 
     def __init__(self, reactor: Reactor) -> None:
         self._reactor = reactor
-        self._queue: queue.SimpleQueue[Message | _Shutdown] = queue.SimpleQueue()
+        self._set_queue(queue.SimpleQueue())
+        self._max_queued = reactor._options.max_queued_msgs
         self._destroyed = False
         self._stopped = False  # wait_receive() met the engine's stop: it raises from now on
         # Backpressure, shared with the I/O thread (see Options.max_queued_msgs).
@@ -109,6 +110,14 @@ class ChannelGroup:
         self._on_delivery: Callable[[], None] | None = None
         # The engine's own bookkeeping, touched only on its I/O thread.
         self._channels: set[Channel] = set()
+
+    def _set_queue(self, q: queue.SimpleQueue[Message | _Shutdown]) -> None:
+        """Receive through `q` (a test may hand in a queue of its own)."""
+        self._queue = q
+        # Its bound methods, looked up once: each is called for every message.
+        self._get = q.get
+        self._put = q.put
+        self._qsize = q.qsize
 
     def __enter__(self) -> Self:
         return self
@@ -193,20 +202,19 @@ class ChannelGroup:
         and on every call after that."""
         if self._stopped:
             raise ShutdownStarted("the engine has stopped")
-        q = self._queue
         try:
             if timeout is None:
-                msg = q.get()
+                msg = self._get()
             elif timeout <= 0:
-                msg = q.get_nowait()
+                msg = self._get(False)
             else:
-                msg = q.get(timeout=timeout)
+                msg = self._get(True, timeout)
         except queue.Empty:
             return None
         if msg is SHUTDOWN:
             self._stopped = True  # every later call raises too
             raise ShutdownStarted("the engine has stopped")
-        if self._paused and not self._resume_requested and q.qsize() <= self._resume_at:
+        if self._paused and not self._resume_requested and self._qsize() <= self._resume_at:
             self._resume_requested = True
             self._reactor._resume_reading(self)
         return msg  # type: ignore[return-value]
@@ -222,22 +230,22 @@ class ChannelGroup:
         update.bhdr.status = AmpeStatus.receiver_update
         update.bhdr.proto.origin = OriginFlag.engine
         update.bhdr.proto.more = MoreMessagesFlag.last
-        self._queue.put(update)
+        self._put(update)
         if self._on_delivery is not None:
             self._on_delivery()
 
     def pending(self) -> int:
         """Messages queued for this group and not yet received."""
-        return self._queue.qsize()
+        return self._qsize()
 
     # ---- called on the engine's I/O thread
 
     def _deliver(self, msg: Message | _Shutdown) -> None:
         """Queue `msg` for the receiver (the engine's side of wait_receive)."""
-        self._queue.put(msg)
+        self._put(msg)
         if self._on_delivery is not None:
             self._on_delivery()
 
     def _over_limit(self) -> bool:
         """True when the receiver is Options.max_queued_msgs behind."""
-        return self._queue.qsize() >= self._reactor._options.max_queued_msgs
+        return self._qsize() >= self._max_queued

@@ -501,7 +501,7 @@ def test_pause_does_not_stick_when_the_receiver_drains_first():
                     drained.wait(TIMEOUT)
                 return size
 
-        group._queue = HoldingQueue()  # empty, as the group's own queue is here
+        group._set_queue(HoldingQueue())  # empty, as the group's own queue is here
         with _raw_connect(port) as sock:
             frames = [tofu.encode(make(OpCode.Signal, 1, b"%d" % i + b"." * 60000)) for i in range(frames_total)]
             # Sent from a thread: the kernel need not take 2.4 MB while the engine is held.
