@@ -59,7 +59,10 @@ def write_direct(rtr: Reactor, conn: Connection, msg: Message) -> bool:
     done) when it must go through the I/O thread."""
     if conn.group._qsize():
         return False  # more to receive: more posts are likely to follow, let them go out together
-    with conn.send_lock:
+    # acquire()/release() rather than `with`: no bound __enter__/__exit__ per post.
+    lock = conn.send_lock
+    lock.acquire()
+    try:
         out = conn.outbuf
         if not conn.direct_ok or not conn.direct_credit or out or conn.sendq:
             return False
@@ -72,8 +75,7 @@ def write_direct(rtr: Reactor, conn: Connection, msg: Message) -> bool:
         except OSError as exc:
             conn.inflight.append(msg)
             conn.direct_ok = False
-            error = exc
-            rtr._call_soon(lambda: send_failed(rtr, conn, error))
+            _hand_over_failure(rtr, conn, exc)
             return True
         if rtr._idle_timeout is not None:
             conn.last_active = time.monotonic()
@@ -88,8 +90,20 @@ def write_direct(rtr: Reactor, conn: Connection, msg: Message) -> bool:
         del out[:n]
         conn.inflight.append(msg)
         conn.direct_ok = False
-        rtr._call_soon(lambda: rtr._flush(conn))
+        _hand_over_rest(rtr, conn)
         return True
+    finally:
+        lock.release()
+
+
+# The closures for the I/O thread are made here, not in write_direct: a
+# function that makes a closure pays for its variables' cell on every call.
+def _hand_over_failure(rtr: Reactor, conn: Connection, exc: OSError) -> None:
+    rtr._call_soon(lambda: send_failed(rtr, conn, exc))
+
+
+def _hand_over_rest(rtr: Reactor, conn: Connection) -> None:
+    rtr._call_soon(lambda: rtr._flush(conn))
 
 
 def send_failed(rtr: Reactor, conn: Connection, exc: OSError) -> None:
