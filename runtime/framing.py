@@ -166,7 +166,10 @@ class FrameDecoder:
         recycle = self._recycle
         # Slicing a memoryview copies nothing: worth it once bodies are large
         # (the copy into the Message is then the only one), not for small chunks.
-        view = memoryview(data) if end_of_data >= _VIEW_THRESHOLD and not isinstance(data, memoryview) else data
+        made: memoryview | None = None
+        if end_of_data >= _VIEW_THRESHOLD and not isinstance(data, memoryview):
+            made = memoryview(data)
+        view = made if made is not None else data
         pos = 0
         try:
             while end_of_data - pos >= HEADER_SIZE:
@@ -209,6 +212,6 @@ class FrameDecoder:
                 frames.append(msg)
                 pos = end
         finally:
-            if isinstance(view, memoryview) and view is not data:
-                view.release()
+            if made is not None:  # (no isinstance() per feed: the engine's chunks are small memoryviews)
+                made.release()
         return pos
