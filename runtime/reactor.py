@@ -449,7 +449,10 @@ class Reactor:
                 for data, mask in events:
                     handler, channel = data
                     try:
-                        handler(channel, mask)
+                        if type(channel) is Connection:  # the common case: a direct (compiled) call
+                            self._on_connection_event(channel, mask)
+                        else:
+                            handler(channel, mask)
                     except Exception:
                         log.exception("tofu: internal error on channel %s", getattr(channel, "number", "-"))
                         if channel is not None:
