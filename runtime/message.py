@@ -460,15 +460,24 @@ class Message:
     __slots__ = ("_bhdr", "_body", "_thdrs")
 
     def __init__(
-        self, op_code: OpCode = OpCode.Request, *, _parts: tuple[BinaryHeader, TextHeaders, Body] | None = None
+        self,
+        op_code: OpCode = OpCode.Request,
+        *,
+        _bhdr: BinaryHeader | None = None,
+        _thdrs: TextHeaders | None = None,
+        _body: Body | None = None,
     ) -> None:
-        # `_parts` is private: take(), copy() and _from_wire() hand over parts
-        # they built, instead of making defaults to throw away.
+        # `_bhdr`, `_thdrs` and `_body` are private: take(), copy() and
+        # _from_wire() hand over the three parts they built, instead of making
+        # defaults to throw away (three arguments, not a tuple of them: no
+        # tuple made per message).
         self._bhdr: BinaryHeader
         self._thdrs: TextHeaders
         self._body: Body
-        if _parts is not None:
-            self._bhdr, self._thdrs, self._body = _parts
+        if _bhdr is not None and _thdrs is not None and _body is not None:
+            self._bhdr = _bhdr
+            self._thdrs = _thdrs
+            self._body = _body
         elif _PURE:  # slot by slot: a Message is made for every message the pool lacks
             pf = _new(ProtoFields)
             pf.op_code, pf.origin, pf.more, pf.internal_a, pf.internal_b = op_code, _APPLICATION, _LAST, 0, 0
@@ -557,7 +566,7 @@ class Message:
     def copy(self) -> Message:
         """A deep copy."""
         bh = self.bhdr  # NotAllowed when posted
-        return Message(_parts=(bh.copy(), TextHeaders(self._thdrs._buf), Body(self._body._buf)))
+        return Message(_bhdr=bh.copy(), _thdrs=TextHeaders(self._thdrs._buf), _body=Body(self._body._buf))
 
     @classmethod
     def _from_wire(
@@ -574,7 +583,7 @@ class Message:
         The decoder's path when the pool has no message to recycle."""
         if cls is Message:
             return _from_wire(channel_number, proto, status, message_id, thdrs, body)
-        m = cls(_parts=(BinaryHeader(), TextHeaders(thdrs), Body(body)))
+        m = cls(_bhdr=BinaryHeader(), _thdrs=TextHeaders(thdrs), _body=Body(body))
         bh = m._bhdr
         bh.channel_number, bh.status, bh.message_id = channel_number, status, message_id
         bh.proto.set_byte(proto)
@@ -589,7 +598,7 @@ class Message:
             m = _new(Message)
             m._bhdr, m._thdrs, m._body = bh, self._thdrs, self._body
         else:
-            m = Message(_parts=(bh, self._thdrs, self._body))
+            m = Message(_bhdr=bh, _thdrs=self._thdrs, _body=self._body)
         self._bhdr, self._thdrs, self._body = _NO_BHDR, _NO_THDRS, _NO_BODY
         return m
 
@@ -623,4 +632,4 @@ def _from_wire(
         return m
     pf = ProtoFields(op_code, origin, more, internal_a, internal_b)
     bh = BinaryHeader(channel_number, pf, status, message_id)
-    return Message(_parts=(bh, TextHeaders(thdrs), Body(body)))
+    return Message(_bhdr=bh, _thdrs=TextHeaders(thdrs), _body=Body(body))
