@@ -80,7 +80,7 @@ def write_direct(rtr: Reactor, conn: Connection, msg: Message) -> bool:
         if rtr._idle_timeout is not None:
             conn.last_active = time.monotonic()
         if n == len(out):
-            out.clear()
+            conn.outbuf = bytearray()  # a fresh buffer: cheaper than clear() (a method call and a shrinking realloc)
             window = rtr._windows.get(conn.number)
             if window is not None:
                 window.release(1)
