@@ -557,11 +557,12 @@ class Message:
     def _reset(self) -> None:
         """reset() of a message known not to be posted (the pool's)."""
         self._bhdr.reset()
-        th, bd = self._thdrs._buf, self._body._buf
-        if th:  # most messages have no text headers: no call for those
-            th.clear()
-        if bd:
-            bd.clear()
+        # A fresh empty buffer for a part that has bytes: cheaper than clear()
+        # (a method call and a shrinking realloc, then a growing one on reuse).
+        if self._thdrs._buf:  # most messages have no text headers: nothing to do for those
+            self._thdrs._buf = bytearray()
+        if self._body._buf:
+            self._body._buf = bytearray()
 
     def copy(self) -> Message:
         """A deep copy."""
