@@ -21,6 +21,7 @@ COMPILED_MODULES = (
     "tofu.inbound",
     "tofu.ampe",
     "tofu.direct",
+    "tofu.poller",
     "tofu.generated.codec",
 )
 

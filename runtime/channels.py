@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .framing import FrameDecoder
-from .generated import CHANNEL_MAX, CHANNEL_MIN, AmpeStatus
+from .generated import CHANNEL_MAX, CHANNEL_MIN, HEADER_SIZE, AmpeStatus
 from .inbound import Inbound
 from .message import Message
 from .transport import NOT_CONNECTED, PlainTransport, Transport
@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     from .groups import ChannelGroup
     from .timers import Timer
 
-__all__ = ["QUEUED_MESSAGE_COST", "Channel", "ChannelNumbers", "Connection", "Listener"]
+__all__ = ["QUEUED_FRAME_COST", "QUEUED_MESSAGE_COST", "Channel", "ChannelNumbers", "Connection", "Listener"]
 
 # What a message waiting in a send queue counts for Options.max_unsent_bytes
 # beyond its encoded size: its Python objects (a small message's dominate).
 QUEUED_MESSAGE_COST = 256
+# What a queued message counts beyond its parts: its frame's header and the cost above.
+QUEUED_FRAME_COST = HEADER_SIZE + QUEUED_MESSAGE_COST
 
 
 class ChannelNumbers:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import selectors
 import socket
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ from .channels import Connection, Listener
 from .framing import FrameDecoder
 from .generated import LISTEN_ON_HEADER, AmpeError, AmpeStatus, OpCode, WrongAddress
 from .message import Message
+from .poller import READ
 from .sockets import Resolved, listen, tune
 from .transport import accept_wrapper, check_listen
 
@@ -82,7 +82,7 @@ def start_listening(rtr: Reactor, lst: Listener, msg: Message, address: Address,
     msg.thdrs.clear()
     msg.thdrs.append(LISTEN_ON_HEADER, value)
     rtr._return(lst.group, msg, AmpeStatus.success)
-    rtr._set_events(lst, selectors.EVENT_READ)
+    rtr._set_events(lst, READ)
 
 
 def on_listener_event(rtr: Reactor, lst: Listener, mask: int) -> None:

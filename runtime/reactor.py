@@ -18,8 +18,6 @@ writes would otherwise keep the GIL from it.
 from __future__ import annotations
 
 import logging
-import select
-import selectors
 import signal
 import socket
 import threading
@@ -27,36 +25,31 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final, Self
+from typing import Final, Self
 
-from . import limits, listening
+from . import connecting, limits, listening
 from .addresses import (
     Address,
-    TCPClientAddress,
-    TLSClientAddress,
-    UDSClientAddress,
-    parse_address,
 )
 from .ampe import Ampe
-from .channels import QUEUED_MESSAGE_COST, Channel, ChannelNumbers, Connection, Listener, SendWindow
+from .channels import QUEUED_FRAME_COST, QUEUED_MESSAGE_COST, Channel, ChannelNumbers, Connection, Listener, SendWindow
 from .direct import write_direct
-from .framing import FrameDecoder, encode_into
+from .framing import encode_into
 from .generated import (
     CLOSE_DETAIL_HEADER,
     CLOSE_REASON_HEADER,
-    HEADER_SIZE,
     AmpeError,
     AmpeStatus,
     NotAllowed,
     OpCode,
     OriginFlag,
     ShutdownStarted,
-    WrongAddress,
 )
 from .groups import SHUTDOWN, ChannelGroup
 from .identity import HELLO_OPS, PEER_HEADER_MARK, stamp_identity
 from .message import BinaryHeader, Message
 from .options import Options
+from .poller import READ, WRITE, make_poller
 from .pool import AllocationStrategy, Pool, pool_capacity
 from .sockets import (
     Resolved,
@@ -65,18 +58,15 @@ from .sockets import (
     finish_connect,
     needs_resolving,
     resolve,
-    start_connect,
     unlink_uds,
 )
 from .timers import Timers
-from .transport import HandshakeFailed, PlainTransport, client_transport, connected_transport
+from .transport import HandshakeFailed, PlainTransport
 
 __all__ = ["Ampe", "Reactor"]
 
 log = logging.getLogger("tofu")
 
-READ: Final = selectors.EVENT_READ
-WRITE: Final = selectors.EVENT_WRITE
 
 RECV_BUFFER_SIZE: Final = 256 * 1024  # one buffer per engine, shared by all its connections
 SEND_BATCH: Final = 256 * 1024  # encode at most this much ahead of what the kernel took
@@ -86,7 +76,7 @@ JOIN_TIMEOUT: Final = 10.0  # seconds destroy() waits for the I/O thread
 # what it could; see Reactor._submit.
 _CATCH_UP_AT: Final = 1024
 _CATCH_UP_WAIT: Final = 0.02
-_QUEUED: Final = HEADER_SIZE + QUEUED_MESSAGE_COST  # what a queued message counts beyond its parts
+_QUEUED: Final = QUEUED_FRAME_COST  # what a queued message counts beyond its parts
 
 # The members the per-message methods compare with. Final: compiled code holds
 # them in C variables instead of looking up the enum and then its member.
@@ -105,131 +95,6 @@ _ALWAYS: Final = AllocationStrategy.always
 _POOL_ONLY: Final = AllocationStrategy.poolOnly
 _HELLO_OPS: Final = HELLO_OPS
 _PEER_HEADER_MARK: Final = PEER_HEADER_MARK
-
-
-# What the loop calls for a ready socket: (handler, channel); the wake-up socket's channel is None.
-_Entry = tuple[Callable[[Any, int], None], Any]
-
-
-class _Poller:
-    """What the loop needs of a selector: register, modify and unregister a
-    socket with its (handler, channel), and select() -> a list of
-    ((handler, channel), ready READ/WRITE events)."""
-
-    def register(self, sock: socket.socket, events: int, data: _Entry) -> None:
-        raise NotImplementedError
-
-    def modify(self, sock: socket.socket, events: int) -> None:
-        raise NotImplementedError
-
-    def unregister(self, sock: socket.socket) -> None:
-        raise NotImplementedError
-
-    def select(self, timeout: float | None) -> list[tuple[_Entry, int]]:
-        """Wait at most `timeout` seconds (None: no limit) for registered sockets."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _SelectorPoller(_Poller):
-    """A _Poller over selectors.DefaultSelector, where there is no epoll."""
-
-    def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
-
-    def register(self, sock: socket.socket, events: int, data: _Entry) -> None:
-        self._selector.register(sock, events, data)
-
-    def modify(self, sock: socket.socket, events: int) -> None:
-        self._selector.modify(sock, events, self._selector.get_key(sock).data)
-
-    def unregister(self, sock: socket.socket) -> None:
-        self._selector.unregister(sock)
-
-    def select(self, timeout: float | None) -> list[tuple[_Entry, int]]:
-        return [(key.data, mask) for key, mask in self._selector.select(timeout)]
-
-    def close(self) -> None:
-        self._selector.close()
-
-
-class _EpollPoller(_Poller):
-    """The _Poller on Linux: selectors.EpollSelector's register, modify,
-    unregister and select, with the same events and the same results, but
-    compiled with the engine (selectors' select() is interpreted Python that
-    costs more than the rest of a round trip's I/O-thread work)."""
-
-    def __init__(self) -> None:
-        self._epoll = select.epoll()
-        # fd -> (the registered READ/WRITE events, (handler, channel))
-        self._fds: dict[int, tuple[int, _Entry]] = {}
-
-    def register(self, sock: socket.socket, events: int, data: _Entry) -> None:
-        fd = sock.fileno()
-        if fd in self._fds:
-            raise KeyError(f"{sock!r} (FD {fd}) is already registered")
-        self._epoll.register(fd, _epoll_mask(events))
-        self._fds[fd] = (events, data)
-
-    def modify(self, sock: socket.socket, events: int) -> None:
-        fd = sock.fileno()
-        old, data = self._fds[fd]
-        if events != old:
-            self._epoll.modify(fd, _epoll_mask(events))
-            self._fds[fd] = (events, data)
-
-    def unregister(self, sock: socket.socket) -> None:
-        fd = sock.fileno()
-        del self._fds[fd]
-        try:
-            self._epoll.unregister(fd)
-        except OSError:
-            pass  # already closed, as selectors tolerates
-
-    def select(self, timeout: float | None) -> list[tuple[_Entry, int]]:
-        fds = self._fds
-        try:
-            ready = self._epoll.poll(-1.0 if timeout is None else max(timeout, 0.0), max(len(fds), 1))
-        except InterruptedError:
-            return []
-        result: list[tuple[_Entry, int]] = []
-        for fd, event in ready:
-            entry = fds.get(fd)
-            if entry is not None:
-                events = 0
-                if event & _NOT_EPOLLIN:
-                    events |= WRITE
-                if event & _NOT_EPOLLOUT:
-                    events |= READ
-                registered, data = entry
-                result.append((data, events & registered))
-        return result
-
-    def close(self) -> None:
-        self._epoll.close()
-        self._fds.clear()
-
-
-_EPOLLIN: Final[int] = getattr(select, "EPOLLIN", 1)  # (no epoll: _EpollPoller is never made)
-_EPOLLOUT: Final[int] = getattr(select, "EPOLLOUT", 4)
-_NOT_EPOLLIN: Final = ~_EPOLLIN
-_NOT_EPOLLOUT: Final = ~_EPOLLOUT
-
-
-def _epoll_mask(events: int) -> int:
-    mask = 0
-    if events & READ:
-        mask |= _EPOLLIN
-    if events & WRITE:
-        mask |= _EPOLLOUT
-    return mask
-
-
-def _poller() -> _Poller:
-    """epoll where there is one (as selectors.DefaultSelector would choose), else a selector."""
-    return _EpollPoller() if hasattr(select, "epoll") else _SelectorPoller()
 
 
 def _block_signals() -> None:
@@ -271,7 +136,7 @@ class Reactor:
         self._wake_w.setblocking(False)
 
         # State owned by the I/O thread.
-        self._selector = _poller()
+        self._selector = make_poller()
         self._selector.register(self._wake_r, READ, (self._on_wakeup, None))
         self._channels: dict[int, Channel] = {}
         self._dirty: set[Connection] = set()
@@ -596,50 +461,13 @@ class Reactor:
             )
         self._resolver.submit(work)
 
-    # ---- connections
+    # ---- connections (runtime/connecting.py)
 
     def _open_connection(self, group: ChannelGroup, msg: Message) -> None:
-        conn = Connection(msg.bhdr.channel_number, group, msg.bhdr.message_id, FrameDecoder(self._recycled))
-        conn.sendq.append(msg)  # the HelloRequest goes out first
-        conn.queued = _QUEUED + len(msg.thdrs._buf) + len(msg.body._buf)
-        conn.connecting = True
-        if self._set_deadline(conn, self._options.connect_timeout, AmpeStatus.connect_failed):
-            conn.hello = msg.copy()  # returned if the deadline passes after it was sent
-        self._channels[conn.number] = conn
-        group._channels.add(conn)
-        try:
-            address = parse_address(msg)
-            if not isinstance(address, (TCPClientAddress, TLSClientAddress, UDSClientAddress)):
-                raise WrongAddress("a HelloRequest needs a ~connect_to header")
-            conn.transport = client_transport(address, self._options, msg)
-        except AmpeError as exc:
-            self._close(conn, exc.status, detail=str(exc))
-            return
-        self._resolve_then(
-            address,
-            lambda resolved: self._connect(conn, resolved),
-            lambda status: self._close(conn, status),
-        )
-
-    def _connect(self, conn: Connection, resolved: Resolved) -> None:
-        if conn.closed:
-            return
-        try:
-            conn.sock, connected = start_connect(resolved)
-        except AmpeError as exc:
-            self._close(conn, exc.status)
-            return
-        conn.transport = connected_transport(conn.transport, conn.sock)
-        if connected:
-            self._connected(conn)
-        else:
-            self._set_events(conn, WRITE)
+        connecting.open_connection(self, group, msg)
 
     def _connected(self, conn: Connection) -> None:
-        conn.connecting = False
-        log.debug("channel %d connected", conn.number)
-        self._watch_idle(conn)
-        self._flush(conn)
+        connecting.connected(self, conn)
 
     def _on_connection_event(self, conn: Connection, mask: int) -> None:
         if conn.connecting:
@@ -737,17 +565,7 @@ class Reactor:
             self._pause(group)
 
     def _handshake_failed(self, conn: Connection, exc: HandshakeFailed) -> None:
-        """A listener drops the connection, logged, unseen by the application;
-        a client's channel closes with connect_failed and the reason, and its
-        HelloRequest comes back even if it had already gone out."""
-        if exc.server_side:
-            log.warning("channel %d: dropped an incoming connection: %s", conn.number, exc)
-            self._close(conn, AmpeStatus.connect_failed, notify=False)
-            return
-        log.info("channel %d: connect failed: %s", conn.number, exc)
-        if exc.hello is not None and not any(m.bhdr.proto.op_code is OpCode.HelloRequest for m in conn.inflight):
-            self._return(conn.group, exc.hello, AmpeStatus.connect_failed)
-        self._close(conn, AmpeStatus.connect_failed, detail=str(exc))
+        connecting.handshake_failed(self, conn, exc)
 
     def _flush(self, conn: Connection) -> None:
         """Write what is queued, holding the connection against direct writes;

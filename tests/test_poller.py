@@ -7,7 +7,7 @@ import select
 import socket
 
 import pytest
-from tofu.reactor import READ, WRITE, _EpollPoller, _Poller, _poller, _SelectorPoller
+from tofu.poller import READ, WRITE, _EpollPoller, _Poller, _SelectorPoller, make_poller
 
 KINDS = [_SelectorPoller] + ([_EpollPoller] if hasattr(select, "epoll") else [])
 
@@ -24,7 +24,7 @@ def poller(request: pytest.FixtureRequest):
 
 
 def test_default_is_epoll_where_linux_has_it() -> None:
-    p = _poller()
+    p = make_poller()
     try:
         assert isinstance(p, _EpollPoller if hasattr(select, "epoll") else _SelectorPoller)
     finally:
