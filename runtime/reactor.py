@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, Self
 
-from . import connecting, limits, listening
+from . import closing, connecting, limits, listening
 from .addresses import (
     Address,
 )
@@ -36,8 +36,6 @@ from .channels import QUEUED_FRAME_COST, QUEUED_MESSAGE_COST, Channel, ChannelNu
 from .direct import write_direct
 from .framing import encode_into
 from .generated import (
-    CLOSE_DETAIL_HEADER,
-    CLOSE_REASON_HEADER,
     AmpeError,
     AmpeStatus,
     NotAllowed,
@@ -58,7 +56,6 @@ from .sockets import (
     finish_connect,
     needs_resolving,
     resolve,
-    unlink_uds,
 )
 from .timers import Timers
 from .transport import HandshakeFailed, PlainTransport
@@ -732,88 +729,14 @@ class Reactor:
             if isinstance(ch, Connection) and not ch.connecting:
                 self._update_events(ch)
 
+    # ---- closing (runtime/closing.py)
+
     def _close(self, ch: Channel, reason: AmpeStatus, notify: bool = True, detail: str = "") -> None:
-        """Close a channel: give back its unsent messages with `reason` as their
-        status, then a channel_closed Signal (unless `notify` is False); when
-        the close was not a normal one, the Signal names `reason` in its
-        `~close_reason` header, and `detail` (words) in `~close_detail`."""
-        if ch.closed:
-            return
-        if isinstance(ch, Connection):
-            with ch.send_lock:  # waits for a direct write in progress (runtime/direct.py)
-                ch.direct_ok = False
-        ch.closed = True
-        if self._channels.get(ch.number) is ch:
-            del self._channels[ch.number]
-        self._numbers.release(ch.number)
-        self._close_window(ch.number)
-        group = ch.group
-        group._channels.discard(ch)
-        if ch.sock is not None:
-            if ch.events:
-                self._selector.unregister(ch.sock)
-                ch.events = 0
-            ch.sock.close()
-        if isinstance(ch, Listener):
-            self._starved.discard(ch)
-        for lst in self._starved:  # a descriptor is free again: accept again
-            self._set_events(lst, READ)
-        self._starved.clear()
-        log.debug("channel %d closed: %s", ch.number, reason.name)
-
-        unsent: list[Message] = []
-        if isinstance(ch, Listener):
-            if ch.uds_path:
-                unlink_uds(ch.uds_path, ch.uds_inode)
-        else:
-            assert isinstance(ch, Connection)
-            self._dirty.discard(ch)
-            ch.stop_timers()
-            ch.queued = 0
-            if ch.listener is not None:
-                self._connection_gone(ch.listener)
-            unsent = ch.inflight + list(ch.sendq)
-            ch.inflight.clear()
-            ch.sendq.clear()
-            ch.outbuf = bytearray()
-
-        if not notify or group._destroyed:
-            for msg in unsent:
-                self._pool.put(msg)
-            return
-        for msg in unsent:
-            self._return(group, msg, reason)
-        closed = self._engine_signal(AmpeStatus.channel_closed, ch.number, ch.first_mid)
-        if reason is not AmpeStatus.channel_closed:
-            closed.thdrs.append(CLOSE_REASON_HEADER, reason.name)
-        if detail:
-            closed.thdrs.append(CLOSE_DETAIL_HEADER, detail)
-        group._deliver(closed)
+        """Close a channel (see closing.close)."""
+        closing.close(self, ch, reason, notify, detail)
 
     def _destroy_group(self, group: ChannelGroup, done: threading.Event) -> None:
-        try:
-            for ch in list(group._channels):
-                self._close(ch, AmpeStatus.channel_closed, notify=False)
-            group._deliver(SHUTDOWN)
-        finally:
-            done.set()
+        closing.destroy_group(self, group, done)
 
     def _shutdown_on_thread(self) -> None:
-        """Last act of the I/O thread: close everything, wake every receiver."""
-        self._closing = True
-        for ch in list(self._channels.values()):
-            self._close(ch, AmpeStatus.shutdown_started)
-        while self._inbox:
-            group, item = self._inbox.popleft()
-            if group is not None and not group._destroyed:
-                self._return(group, item, AmpeStatus.shutdown_started)  # type: ignore[arg-type]
-        with self._lock:
-            groups = list(self._groups)
-        for group in groups:
-            group._deliver(SHUTDOWN)
-        self._caught_up.set()  # a post waiting in _catch_up goes on (and finds the engine stopped)
-        self._timers.clear()
-        self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
-        self._pool.clear()
+        closing.shutdown_on_thread(self)
