@@ -426,7 +426,7 @@ def micro(number: int = 200_000) -> list[tuple[str, float]]:
         chunk = frame * k
         for label, factory in (
             ("pool factory, pool refilled", None),
-            ("no recycling: Message._from_wire", "from_wire"),
+            ("no recycling: message._from_wire", "from_wire"),
         ):
             if factory is None:
                 p2 = Pool(k + 16, k + 16)

@@ -569,27 +569,6 @@ class Message:
         bh = self.bhdr  # NotAllowed when posted
         return Message(_bhdr=bh.copy(), _thdrs=TextHeaders(self._thdrs._buf), _body=Body(self._body._buf))
 
-    @classmethod
-    def _from_wire(
-        cls,
-        channel_number: int,
-        proto: int,
-        status: int,
-        message_id: int,
-        thdrs: bytes | bytearray | memoryview,
-        body: bytes | bytearray | memoryview,
-    ) -> Message:
-        """A Message of one decoded frame's fields and parts (copied).
-
-        The decoder's path when the pool has no message to recycle."""
-        if cls is Message:
-            return _from_wire(channel_number, proto, status, message_id, thdrs, body)
-        m = cls(_bhdr=BinaryHeader(), _thdrs=TextHeaders(thdrs), _body=Body(body))
-        bh = m._bhdr
-        bh.channel_number, bh.status, bh.message_id = channel_number, status, message_id
-        bh.proto.set_byte(proto)
-        return m
-
     def _take(self) -> Message:
         """Move the contents into a new Message and leave this one empty."""
         bh = self._bhdr
@@ -617,7 +596,9 @@ def _from_wire(
     thdrs: bytes | bytearray | memoryview,
     body: bytes | bytearray | memoryview,
 ) -> Message:
-    """Message._from_wire as a function: compiled code calls it directly."""
+    """A Message of one decoded frame's fields and parts (copied): the
+    decoder's path when the pool has no message to recycle. A function, not
+    a classmethod: compiled code calls it directly."""
     op_code, origin, more, internal_a, internal_b = PROTO_FIELDS[proto & 0xFF]
     if _PURE:  # the parts slot by slot, no __init__ calls
         pf = _new(ProtoFields)

@@ -38,6 +38,14 @@ def _listen(group: tofu.ChannelGroup, ampe: tofu.Ampe) -> int:
     return tofu.TCPServerAddress.from_message(welcome).port
 
 
+def _expect(group: tofu.ChannelGroup, op: tofu.OpCode) -> tofu.Message:
+    """The next message of `group`, which must be an `op`."""
+    msg = group.wait_receive(TIMEOUT)
+    if msg is None or msg.bhdr.proto.op_code != op:
+        raise RuntimeError(f"expected a {op.name}, got {msg!r}")
+    return msg
+
+
 def _connect(
     client: tofu.ChannelGroup, server: tofu.ChannelGroup, sampe: tofu.Ampe, campe: tofu.Ampe, port: int, n: int
 ) -> list[int]:
@@ -53,16 +61,11 @@ def _connect(
         for _ in range(n)
     ]
     for _ in range(n):
-        req = server.wait_receive(TIMEOUT)
-        if req is None or req.bhdr.proto.op_code != OpCode.HelloRequest:
-            raise RuntimeError(f"expected a HelloRequest, got {req!r}")
+        req = _expect(server, OpCode.HelloRequest)
         req.bhdr.proto.op_code = OpCode.HelloResponse
         server.post(req)
     for _ in range(n):
-        resp = client.wait_receive(TIMEOUT)
-        if resp is None or resp.bhdr.proto.op_code != OpCode.HelloResponse:
-            raise RuntimeError(f"expected a HelloResponse, got {resp!r}")
-        campe.put(resp)
+        campe.put(_expect(client, OpCode.HelloResponse))
     return channels
 
 
@@ -110,9 +113,7 @@ def tofu_rtt(n: int, connections: int) -> None:
 
         def echo() -> None:
             for _ in range(n):
-                msg = server.wait_receive(TIMEOUT)
-                if msg is None or msg.bhdr.proto.op_code != OpCode.Request:
-                    raise RuntimeError(f"expected a Request, got {msg!r}")
+                msg = _expect(server, OpCode.Request)
                 msg.bhdr.proto.op_code = OpCode.Response
                 server.post(msg)
 
@@ -124,10 +125,7 @@ def tofu_rtt(n: int, connections: int) -> None:
             msg.bhdr.channel_number = channel
             msg.body.append(BODY)
             client.post(msg)
-            answer = client.wait_receive(TIMEOUT)
-            if answer is None or answer.bhdr.proto.op_code != OpCode.Response:
-                raise RuntimeError(f"expected a Response, got {answer!r}")
-            campe.put(answer)
+            campe.put(_expect(client, OpCode.Response))
         echoer.join()
 
 
