@@ -453,7 +453,12 @@ def engine_traffic(port: int) -> Sent:
             if msg.is_from_application():
                 return msg
 
-    with tofu.Reactor() as client_rtr, tofu.Reactor() as server_rtr:
+    # Every post through the I/O thread, which writes the Signals posted
+    # together in one send: the capture must show segments of several frames.
+    # (A post to an idle connection would otherwise write its own frame;
+    # those direct writes are tested in test_engine_direct.py.)
+    queued = tofu.Options(direct_send=False)
+    with tofu.Reactor(queued) as client_rtr, tofu.Reactor(queued) as server_rtr:
         client, server = client_rtr.ampe().create(), server_rtr.ampe().create()
         server.post(tofu.TCPServerAddress("127.0.0.1", port).format(Message()))
         welcome = server.wait_receive(TIMEOUT)
