@@ -192,7 +192,7 @@ class ChannelGroup:
                 raise PostTimeout(f"channel {number}: no room in the send window within {timeout} s")
             if reactor._closing:
                 raise ShutdownStarted("the engine is shutting down")
-        return reactor._post(self, msg, is_regular)
+        return reactor._post(self, msg, bh, is_regular)
 
     def wait_receive(self, timeout: float | None = None) -> Message | None:
         """The next message for this group, or None after `timeout` seconds.

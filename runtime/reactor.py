@@ -226,12 +226,12 @@ class Reactor:
         if window is not None:
             window.close()
 
-    def _post(self, group: ChannelGroup, msg: Message, regular: bool) -> BinaryHeader:
-        """The end of ChannelGroup.post(), once `msg` has passed its checks:
-        write it now if its connection is idle and `regular` (a Request,
-        Response or Signal; runtime/direct.py), else queue it for the I/O
-        thread. Returns a copy of its header."""
-        bh = msg.bhdr
+    def _post(self, group: ChannelGroup, msg: Message, bh: BinaryHeader, regular: bool) -> BinaryHeader:
+        """The end of ChannelGroup.post(), once `msg` (binary header `bh`, which
+        post() already holds) has passed its checks: write it now if its
+        connection is idle and `regular` (a Request, Response or Signal;
+        runtime/direct.py), else queue it for the I/O thread. Returns a copy
+        of its header."""
         header = bh.copy()
         msg = msg._take()
         ch = self._channels.get(bh.channel_number)  # (None for a channel post() is opening)
