@@ -21,6 +21,8 @@ from typing import Any
 
 import jinja2
 
+from codegen.machine import MachineError, build_machine, table_context
+
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec" / "tofu.toml"
 OUT = ROOT / "generated"
@@ -36,6 +38,7 @@ OUTPUTS = {
     "codec.py.j2": "codec.py",
     "structs.py.j2": "structs.py",
     "tofu.lua.j2": "tofu.lua",
+    "machine.py.j2": "machine.py",
 }
 # template name -> file written under docs/
 DOC_OUTPUTS = {
@@ -129,6 +132,10 @@ def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
     _, address_docs = _split_docs({k: v for k, v in addresses.items() if k != "schemes"}, "addresses")
     addresses.pop("doc", None)
     address_headers, address_header_docs = _split_docs(spec.get("address_headers", {}), "address_headers")
+    try:
+        machine = build_machine(spec, [o["name"] for o in op_codes], [s["name"] for s in statuses])
+    except MachineError as exc:
+        raise SpecError(f"[machine]: {exc}") from exc
 
     return {
         "spec_name": spec_name,
@@ -153,17 +160,20 @@ def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
         "engine_header_docs": engine_header_docs,
         "address_headers": address_headers,
         "address_header_docs": address_header_docs,
+        **table_context(machine, [o["name"] for o in op_codes], {s["name"]: s["value"] for s in statuses}),
     }
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["pystr"] = repr  # a Python string literal
+    return env
 
 
 def _context(spec_path: Path) -> dict[str, Any]:
