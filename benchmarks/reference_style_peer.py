@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import tofu
-import tofu.reactor
+import tofu.transfer
+
 from tofu.generated.codec import pack_header
 
 OP = tofu.OpCode
@@ -107,14 +108,14 @@ def round_trips(port: int, n: int) -> list[float]:
 
 
 def measure(n: int, ack_now: bool) -> list[float]:
-    original = tofu.reactor.can_ack_now
+    original = tofu.transfer.can_ack_now
     if not ack_now:
-        tofu.reactor.can_ack_now = lambda sock: False
+        tofu.transfer.can_ack_now = lambda sock: False
     try:
         with echo_server() as port:
             return round_trips(port, n)
     finally:
-        tofu.reactor.can_ack_now = original
+        tofu.transfer.can_ack_now = original
 
 
 def main() -> None:

@@ -89,6 +89,10 @@ class Machine:
     def of_role(self, role: str) -> list[State]:
         return [s for s in self.states if s.role == role]
 
+    def terminal_of(self, state: State) -> State:
+        """The terminal state of `state`'s role."""
+        return next(s for s in self.of_role(state.role) if s.terminal)
+
     def state(self, role: str, name: str) -> State:
         for s in self.states:
             if s.role == role and s.name == name:

@@ -36,6 +36,7 @@ __all__ = [
     "CONNECTOR_CLOSED",
     "ACCEPTOR_AWAITING_HELLO",
     "ACCEPTOR_GREETED",
+    "ACCEPTOR_HELLO_AND_BYE",
     "ACCEPTOR_OPEN",
     "ACCEPTOR_BYE_SENT",
     "ACCEPTOR_BYE_RECEIVED",
@@ -57,6 +58,7 @@ __all__ = [
     "STATE_PEER_END",
     "STATE_RETURNS_HELLO",
     "STATE_TERMINAL",
+    "TERMINAL_OF",
     "TIMER_STATUS",
     "INITIAL_STATE",
     "ACCEPTED_STATE",
@@ -87,10 +89,11 @@ class ChannelState(IntEnum):
     connector_closed = 6
     acceptor_awaiting_hello = 7
     acceptor_greeted = 8
-    acceptor_open = 9
-    acceptor_bye_sent = 10
-    acceptor_bye_received = 11
-    acceptor_closed = 12
+    acceptor_hello_and_bye = 9
+    acceptor_open = 10
+    acceptor_bye_sent = 11
+    acceptor_bye_received = 12
+    acceptor_closed = 13
 
     __str__ = Enum.__str__
 
@@ -113,10 +116,11 @@ CONNECTOR_BYE_RECEIVED: Final = 5
 CONNECTOR_CLOSED: Final = 6
 ACCEPTOR_AWAITING_HELLO: Final = 7
 ACCEPTOR_GREETED: Final = 8
-ACCEPTOR_OPEN: Final = 9
-ACCEPTOR_BYE_SENT: Final = 10
-ACCEPTOR_BYE_RECEIVED: Final = 11
-ACCEPTOR_CLOSED: Final = 12
+ACCEPTOR_HELLO_AND_BYE: Final = 9
+ACCEPTOR_OPEN: Final = 10
+ACCEPTOR_BYE_SENT: Final = 11
+ACCEPTOR_BYE_RECEIVED: Final = 12
+ACCEPTOR_CLOSED: Final = 13
 
 # A refusal in SEND and RECEIVE is the status, negated: post() raises its
 # error and keeps the message with the caller; a received frame closes its
@@ -128,21 +132,22 @@ CHANNEL_CLOSED: Final = -22  # AmpeStatus.channel_closed
 OPENS: Final = -128
 
 # SEND[state][op_code]
-#    Request                 Response                Signal                  HelloRequest  HelloResponse   ByeRequest          ByeResponse       ByeSignal         WelcomeRequest  WelcomeResponse
+#    Request                 Response                Signal                  HelloRequest  HelloResponse          ByeRequest          ByeResponse       ByeSignal         WelcomeRequest  WelcomeResponse
 SEND: Final[tuple[tuple[int, ...], ...]] = (
-    (NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,    NOT_ALLOWED,        NOT_ALLOWED,      LISTENER_CLOSED,  OPENS,          NOT_ALLOWED),  # LISTENER_LISTENING
-    (CHANNEL_CLOSED,         CHANNEL_CLOSED,         CHANNEL_CLOSED,         OPENS,        CHANNEL_CLOSED, CHANNEL_CLOSED,     CHANNEL_CLOSED,   LISTENER_CLOSED,  OPENS,          CHANNEL_CLOSED),  # LISTENER_CLOSED
-    (NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,    NOT_ALLOWED,        NOT_ALLOWED,      CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED),  # CONNECTOR_CONNECTING
-    (CONNECTOR_OPEN,         CONNECTOR_OPEN,         CONNECTOR_OPEN,         OPENS,        NOT_ALLOWED,    CONNECTOR_BYE_SENT, NOT_ALLOWED,      CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED),  # CONNECTOR_OPEN
-    (NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,    NOT_ALLOWED,        NOT_ALLOWED,      CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED),  # CONNECTOR_BYE_SENT
-    (CONNECTOR_BYE_RECEIVED, CONNECTOR_BYE_RECEIVED, CONNECTOR_BYE_RECEIVED, OPENS,        NOT_ALLOWED,    CONNECTOR_CLOSED,   CONNECTOR_CLOSED, CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED),  # CONNECTOR_BYE_RECEIVED
-    (CHANNEL_CLOSED,         CHANNEL_CLOSED,         CHANNEL_CLOSED,         OPENS,        CHANNEL_CLOSED, CHANNEL_CLOSED,     CHANNEL_CLOSED,   CONNECTOR_CLOSED, OPENS,          CHANNEL_CLOSED),  # CONNECTOR_CLOSED
-    (NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,    NOT_ALLOWED,        NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED),  # ACCEPTOR_AWAITING_HELLO
-    (ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          OPENS,        ACCEPTOR_OPEN,  ACCEPTOR_BYE_SENT,  NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED),  # ACCEPTOR_GREETED
-    (ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          OPENS,        NOT_ALLOWED,    ACCEPTOR_BYE_SENT,  NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED),  # ACCEPTOR_OPEN
-    (NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,    NOT_ALLOWED,        NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED),  # ACCEPTOR_BYE_SENT
-    (ACCEPTOR_BYE_RECEIVED,  ACCEPTOR_BYE_RECEIVED,  ACCEPTOR_BYE_RECEIVED,  OPENS,        NOT_ALLOWED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,  ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED),  # ACCEPTOR_BYE_RECEIVED
-    (CHANNEL_CLOSED,         CHANNEL_CLOSED,         CHANNEL_CLOSED,         OPENS,        CHANNEL_CLOSED, CHANNEL_CLOSED,     CHANNEL_CLOSED,   ACCEPTOR_CLOSED,  OPENS,          CHANNEL_CLOSED),  # ACCEPTOR_CLOSED
+    (NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,           NOT_ALLOWED,        NOT_ALLOWED,      LISTENER_CLOSED,  OPENS,          NOT_ALLOWED),  # LISTENER_LISTENING
+    (CHANNEL_CLOSED,         CHANNEL_CLOSED,         CHANNEL_CLOSED,         OPENS,        CHANNEL_CLOSED,        CHANNEL_CLOSED,     CHANNEL_CLOSED,   LISTENER_CLOSED,  OPENS,          CHANNEL_CLOSED),  # LISTENER_CLOSED
+    (NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,           NOT_ALLOWED,        NOT_ALLOWED,      CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED),  # CONNECTOR_CONNECTING
+    (CONNECTOR_OPEN,         CONNECTOR_OPEN,         CONNECTOR_OPEN,         OPENS,        NOT_ALLOWED,           CONNECTOR_BYE_SENT, NOT_ALLOWED,      CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED),  # CONNECTOR_OPEN
+    (NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,           NOT_ALLOWED,        NOT_ALLOWED,      CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED),  # CONNECTOR_BYE_SENT
+    (CONNECTOR_BYE_RECEIVED, CONNECTOR_BYE_RECEIVED, CONNECTOR_BYE_RECEIVED, OPENS,        NOT_ALLOWED,           CONNECTOR_CLOSED,   CONNECTOR_CLOSED, CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED),  # CONNECTOR_BYE_RECEIVED
+    (CHANNEL_CLOSED,         CHANNEL_CLOSED,         CHANNEL_CLOSED,         OPENS,        CHANNEL_CLOSED,        CHANNEL_CLOSED,     CHANNEL_CLOSED,   CONNECTOR_CLOSED, OPENS,          CHANNEL_CLOSED),  # CONNECTOR_CLOSED
+    (NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,           NOT_ALLOWED,        NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED),  # ACCEPTOR_AWAITING_HELLO
+    (ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          OPENS,        ACCEPTOR_OPEN,         ACCEPTOR_BYE_SENT,  NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED),  # ACCEPTOR_GREETED
+    (ACCEPTOR_BYE_RECEIVED,  ACCEPTOR_BYE_RECEIVED,  ACCEPTOR_BYE_RECEIVED,  OPENS,        ACCEPTOR_BYE_RECEIVED, ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,  ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED),  # ACCEPTOR_HELLO_AND_BYE
+    (ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          OPENS,        NOT_ALLOWED,           ACCEPTOR_BYE_SENT,  NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED),  # ACCEPTOR_OPEN
+    (NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,           NOT_ALLOWED,        NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED),  # ACCEPTOR_BYE_SENT
+    (ACCEPTOR_BYE_RECEIVED,  ACCEPTOR_BYE_RECEIVED,  ACCEPTOR_BYE_RECEIVED,  OPENS,        NOT_ALLOWED,           ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,  ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED),  # ACCEPTOR_BYE_RECEIVED
+    (CHANNEL_CLOSED,         CHANNEL_CLOSED,         CHANNEL_CLOSED,         OPENS,        CHANNEL_CLOSED,        CHANNEL_CLOSED,     CHANNEL_CLOSED,   ACCEPTOR_CLOSED,  OPENS,          CHANNEL_CLOSED),  # ACCEPTOR_CLOSED
 )
 
 # RECEIVE[state][op_code], op codes 0..15 (invalid: 10..15)
@@ -156,7 +161,8 @@ RECEIVE: Final[tuple[tuple[int, ...], ...]] = (
     (NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,            NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE),  # CONNECTOR_BYE_RECEIVED
     (CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,       CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED),  # CONNECTOR_CLOSED
     (NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        ACCEPTOR_GREETED,   NOT_ALLOWED,        NOT_ALLOWED,            NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE),  # ACCEPTOR_AWAITING_HELLO
-    (ACCEPTOR_GREETED,   NOT_ALLOWED,        ACCEPTOR_GREETED,   NOT_ALLOWED,        NOT_ALLOWED,        ACCEPTOR_BYE_RECEIVED,  NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE),  # ACCEPTOR_GREETED
+    (ACCEPTOR_GREETED,   NOT_ALLOWED,        ACCEPTOR_GREETED,   NOT_ALLOWED,        NOT_ALLOWED,        ACCEPTOR_HELLO_AND_BYE, NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE),  # ACCEPTOR_GREETED
+    (NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,            NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE),  # ACCEPTOR_HELLO_AND_BYE
     (ACCEPTOR_OPEN,      ACCEPTOR_OPEN,      ACCEPTOR_OPEN,      NOT_ALLOWED,        NOT_ALLOWED,        ACCEPTOR_BYE_RECEIVED,  NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE),  # ACCEPTOR_OPEN
     (ACCEPTOR_BYE_SENT,  ACCEPTOR_BYE_SENT,  ACCEPTOR_BYE_SENT,  NOT_ALLOWED,        NOT_ALLOWED,        ACCEPTOR_CLOSED,        ACCEPTOR_CLOSED,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE),  # ACCEPTOR_BYE_SENT
     (NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,            NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE),  # ACCEPTOR_BYE_RECEIVED
@@ -167,33 +173,35 @@ RECEIVE: Final[tuple[tuple[int, ...], ...]] = (
 # (what the move means, where the reference does otherwise and why we do not).
 SEND_MOVE: Final[tuple[tuple[int, ...], ...]] = (
     (1,       1,        1,      -1,           1,             1,          1,           0,         -1,             1),  # LISTENER_LISTENING
-    (24,      24,       24,     -1,           24,            24,         24,          23,        -1,             24),  # LISTENER_CLOSED
-    (4,       4,        4,      -1,           16,            10,         14,          19,        -1,             18),  # CONNECTOR_CONNECTING
-    (2,       2,        2,      -1,           16,            9,          14,          22,        -1,             18),  # CONNECTOR_OPEN
-    (11,      11,       11,     -1,           16,            11,         14,          22,        -1,             18),  # CONNECTOR_BYE_SENT
-    (3,       3,        3,      -1,           16,            13,         12,          22,        -1,             18),  # CONNECTOR_BYE_RECEIVED
-    (24,      24,       24,     -1,           24,            24,         24,          23,        -1,             24),  # CONNECTOR_CLOSED
-    (5,       5,        5,      -1,           5,             5,          5,           20,        -1,             5),  # ACCEPTOR_AWAITING_HELLO
-    (7,       7,        7,      -1,           6,             8,          15,          21,        -1,             18),  # ACCEPTOR_GREETED
-    (2,       2,        2,      -1,           17,            9,          14,          22,        -1,             18),  # ACCEPTOR_OPEN
-    (11,      11,       11,     -1,           17,            11,         14,          22,        -1,             18),  # ACCEPTOR_BYE_SENT
-    (3,       3,        3,      -1,           17,            13,         12,          22,        -1,             18),  # ACCEPTOR_BYE_RECEIVED
-    (24,      24,       24,     -1,           24,            24,         24,          23,        -1,             24),  # ACCEPTOR_CLOSED
+    (26,      26,       26,     -1,           26,            26,         26,          25,        -1,             26),  # LISTENER_CLOSED
+    (4,       4,        4,      -1,           18,            12,         16,          21,        -1,             20),  # CONNECTOR_CONNECTING
+    (2,       2,        2,      -1,           18,            11,         16,          24,        -1,             20),  # CONNECTOR_OPEN
+    (13,      13,       13,     -1,           18,            13,         16,          24,        -1,             20),  # CONNECTOR_BYE_SENT
+    (3,       3,        3,      -1,           18,            15,         14,          24,        -1,             20),  # CONNECTOR_BYE_RECEIVED
+    (26,      26,       26,     -1,           26,            26,         26,          25,        -1,             26),  # CONNECTOR_CLOSED
+    (5,       5,        5,      -1,           5,             5,          5,           22,        -1,             5),  # ACCEPTOR_AWAITING_HELLO
+    (7,       7,        7,      -1,           6,             8,          17,          23,        -1,             20),  # ACCEPTOR_GREETED
+    (9,       9,        9,      -1,           9,             10,         10,          24,        -1,             20),  # ACCEPTOR_HELLO_AND_BYE
+    (2,       2,        2,      -1,           19,            11,         16,          24,        -1,             20),  # ACCEPTOR_OPEN
+    (13,      13,       13,     -1,           19,            13,         16,          24,        -1,             20),  # ACCEPTOR_BYE_SENT
+    (3,       3,        3,      -1,           19,            15,         14,          24,        -1,             20),  # ACCEPTOR_BYE_RECEIVED
+    (26,      26,       26,     -1,           26,            26,         26,          25,        -1,             26),  # ACCEPTOR_CLOSED
 )
 RECEIVE_MOVE: Final[tuple[tuple[int, ...], ...]] = (
     (-1,      -1,       -1,     -1,           -1,            -1,         -1,          -1,        -1,             -1,              -1, -1, -1, -1, -1, -1),  # LISTENER_LISTENING
     (-1,      -1,       -1,     -1,           -1,            -1,         -1,          -1,        -1,             -1,              -1, -1, -1, -1, -1, -1),  # LISTENER_CLOSED
-    (28,      29,       28,     30,           27,            31,         29,          25,        25,             25,              25, 25, 25, 25, 25, 25),  # CONNECTOR_CONNECTING
-    (39,      39,       39,     30,           40,            41,         42,          25,        25,             25,              25, 25, 25, 25, 25, 25),  # CONNECTOR_OPEN
-    (43,      43,       43,     30,           40,            45,         44,          25,        25,             25,              25, 25, 25, 25, 25, 25),  # CONNECTOR_BYE_SENT
-    (46,      46,       46,     30,           40,            46,         46,          25,        25,             25,              25, 25, 25, 25, 25, 25),  # CONNECTOR_BYE_RECEIVED
-    (26,      26,       26,     26,           26,            26,         26,          26,        26,             26,              26, 26, 26, 26, 26, 26),  # CONNECTOR_CLOSED
-    (33,      33,       33,     32,           33,            33,         33,          25,        25,             25,              25, 25, 25, 25, 25, 25),  # ACCEPTOR_AWAITING_HELLO
-    (34,      35,       34,     37,           38,            36,         35,          25,        25,             25,              25, 25, 25, 25, 25, 25),  # ACCEPTOR_GREETED
-    (39,      39,       39,     37,           38,            41,         42,          25,        25,             25,              25, 25, 25, 25, 25, 25),  # ACCEPTOR_OPEN
-    (43,      43,       43,     37,           38,            45,         44,          25,        25,             25,              25, 25, 25, 25, 25, 25),  # ACCEPTOR_BYE_SENT
-    (46,      46,       46,     37,           38,            46,         46,          25,        25,             25,              25, 25, 25, 25, 25, 25),  # ACCEPTOR_BYE_RECEIVED
-    (26,      26,       26,     26,           26,            26,         26,          26,        26,             26,              26, 26, 26, 26, 26, 26),  # ACCEPTOR_CLOSED
+    (30,      31,       30,     32,           29,            33,         31,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # CONNECTOR_CONNECTING
+    (41,      41,       41,     32,           42,            43,         44,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # CONNECTOR_OPEN
+    (45,      45,       45,     32,           42,            47,         46,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # CONNECTOR_BYE_SENT
+    (48,      48,       48,     32,           42,            48,         48,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # CONNECTOR_BYE_RECEIVED
+    (28,      28,       28,     28,           28,            28,         28,          28,        28,             28,              28, 28, 28, 28, 28, 28),  # CONNECTOR_CLOSED
+    (35,      35,       35,     34,           35,            35,         35,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_AWAITING_HELLO
+    (36,      37,       36,     39,           40,            38,         37,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_GREETED
+    (48,      48,       48,     39,           40,            48,         48,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_HELLO_AND_BYE
+    (41,      41,       41,     39,           40,            43,         44,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_OPEN
+    (45,      45,       45,     39,           40,            47,         46,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_BYE_SENT
+    (48,      48,       48,     39,           40,            48,         48,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_BYE_RECEIVED
+    (28,      28,       28,     28,           28,            28,         28,          28,        28,             28,              28, 28, 28, 28, 28, 28),  # ACCEPTOR_CLOSED
 )
 MOVES: Final[tuple[tuple[str, str], ...]] = (
     ('stops listening; the connections it accepted stay open', ''),  # 0
@@ -205,44 +213,46 @@ MOVES: Final[tuple[tuple[str, str], ...]] = (
     ('accepts the channel', ''),  # 6
     ("accepts the channel by sending to it, without a HelloResponse (the reference's print server does so; a Response answers a Request the peer sent right behind its HelloRequest)", ''),  # 7
     ('declines the channel gracefully: the peer answers with a ByeResponse', ''),  # 8
-    ('closes gracefully: the ByeRequest goes out behind everything posted before it', ''),  # 9
-    ('there is no channel to close gracefully before the peer accepts it: a ByeSignal abandons the connect', ''),  # 10
-    ('after its ByeRequest this side sends nothing more', 'the reference accepts the post, never sends the message and gives it back when the channel closes'),  # 11
-    ('completes the exchange: the engine writes the ByeResponse behind what was posted before it, then closes the socket', "the reference's side that sends the ByeResponse keeps the connection until its peer closes it"),  # 12
-    ('both sides said bye (the two ByeRequests crossed): the exchange is complete once this one is written', "in the reference, two crossing ByeRequests wait for each other's ByeResponse forever"),  # 13
-    ('only a ByeRequest from the peer is answered with a ByeResponse', ''),  # 14
-    ('only a ByeRequest from the peer is answered with a ByeResponse', ''),  # 15
-    ('only the accepting side answers a HelloRequest', 'the reference sends it, and the peer takes it for an answer'),  # 16
-    ('the HelloRequest is answered once, when the channel is accepted', ''),  # 17
-    ('only the engine makes a WelcomeResponse, to answer a WelcomeRequest', 'the reference logs and drops it'),  # 18
-    ('abandons the connect: the HelloRequest comes back', ''),  # 19
-    ('drops the connection', ''),  # 20
-    ("rejects the channel: the connection closes and the peer's HelloRequest is never answered", ''),  # 21
-    ('aborts: what is still queued comes back, the socket closes at once', ''),  # 22
-    ('already closing: what is still queued comes back at once', ''),  # 23
-    ('the channel is closing: nothing more is sent', ''),  # 24
-    ('a local command, or no op code at all: it never travels on the wire', 'the reference delivers such a frame as it is (and a debug build of it aborts on an invalid op code)'),  # 25
-    ('the channel is over: nothing more is delivered', ''),  # 26
-    ('the peer accepted the channel', ''),  # 27
-    ("the peer accepted the channel by sending to it, without a HelloResponse (the reference's print server)", ''),  # 28
-    ('nothing was asked of the peer yet', 'the reference delivers every frame as it is'),  # 29
-    ('only the connecting side says hello, and this side did', 'the reference delivers every frame as it is'),  # 30
-    ('the peer says bye instead of hello: it declines the channel gracefully', ''),  # 31
-    ('the peer says hello: the HelloRequest is delivered and the application sees the channel', ''),  # 32
-    ('the first frame on an accepted connection is a HelloRequest (the connection closes unseen by the application)', 'the reference delivers every frame as it is, on a channel its application was never told about'),  # 33
-    ("the peer did not wait for the answer to its HelloRequest (the reference's client may send right behind it): delivered", ''),  # 34
-    ('nothing was asked of the peer yet', 'the reference delivers every frame as it is'),  # 35
-    ('the peer gives up before the answer to its HelloRequest', ''),  # 36
-    ('the peer says hello once', 'the reference delivers every frame as it is'),  # 37
-    ('only the accepting side answers a HelloRequest, and this side is it', 'the reference delivers every frame as it is'),  # 38
-    ('the traffic of an open channel', ''),  # 39
-    ('the peer answers the HelloRequest once', 'the reference delivers every frame as it is'),  # 40
-    ('the peer closes gracefully: this side answers what it was asked, then the ByeResponse', ''),  # 41
-    ('no ByeRequest was sent', 'the reference closes the channel on any ByeResponse'),  # 42
-    ('the peer sent them before it read the ByeRequest: delivered', ''),  # 43
-    ('the exchange is complete: the channel closes at once (a peer that resets right after it closes normally too)', ''),  # 44
-    ('both sides said bye (the two ByeRequests crossed): delivered, and the channel closes at once', "in the reference, two crossing ByeRequests wait for each other's ByeResponse forever"),  # 45
-    ("the peer's ByeRequest came after everything it had to send", 'the reference delivers every frame as it is'),  # 46
+    ('accepts the channel the peer is already closing (a HelloResponse, or simply answering it): the answers follow, then the ByeResponse', ''),  # 9
+    ("completes the peer's Bye without accepting the channel (a ByeRequest: both said bye)", ''),  # 10
+    ('closes gracefully: the ByeRequest goes out behind everything posted before it', ''),  # 11
+    ('there is no channel to close gracefully before the peer accepts it: a ByeSignal abandons the connect', ''),  # 12
+    ('after its ByeRequest this side sends nothing more', 'the reference accepts the post, never sends the message and gives it back when the channel closes'),  # 13
+    ('completes the exchange: the engine writes the ByeResponse behind what was posted before it, then closes the socket', "the reference's side that sends the ByeResponse keeps the connection until its peer closes it"),  # 14
+    ('both sides said bye (the two ByeRequests crossed): the exchange is complete once this one is written', "in the reference, two crossing ByeRequests wait for each other's ByeResponse forever"),  # 15
+    ('only a ByeRequest from the peer is answered with a ByeResponse', ''),  # 16
+    ('only a ByeRequest from the peer is answered with a ByeResponse', ''),  # 17
+    ('only the accepting side answers a HelloRequest', 'the reference sends it, and the peer takes it for an answer'),  # 18
+    ('the HelloRequest is answered once, when the channel is accepted', ''),  # 19
+    ('only the engine makes a WelcomeResponse, to answer a WelcomeRequest', 'the reference logs and drops it'),  # 20
+    ('abandons the connect: the HelloRequest comes back', ''),  # 21
+    ('drops the connection', ''),  # 22
+    ("rejects the channel: the connection closes and the peer's HelloRequest is never answered", ''),  # 23
+    ('aborts: what is still queued comes back, the socket closes at once', ''),  # 24
+    ('already closing: what is still queued comes back at once', ''),  # 25
+    ('the channel is closing: nothing more is sent', ''),  # 26
+    ('a local command, or no op code at all: it never travels on the wire', 'the reference delivers such a frame as it is (and a debug build of it aborts on an invalid op code)'),  # 27
+    ('the channel is over: nothing more is delivered', ''),  # 28
+    ('the peer accepted the channel', ''),  # 29
+    ("the peer accepted the channel by sending to it, without a HelloResponse (the reference's print server)", ''),  # 30
+    ('nothing was asked of the peer yet', 'the reference delivers every frame as it is'),  # 31
+    ('only the connecting side says hello, and this side did', 'the reference delivers every frame as it is'),  # 32
+    ('the peer says bye instead of hello: it declines the channel gracefully', ''),  # 33
+    ('the peer says hello: the HelloRequest is delivered and the application sees the channel', ''),  # 34
+    ('the first frame on an accepted connection is a HelloRequest (the connection closes unseen by the application)', 'the reference delivers every frame as it is, on a channel its application was never told about'),  # 35
+    ("the peer did not wait for the answer to its HelloRequest (the reference's client may send right behind it): delivered", ''),  # 36
+    ('nothing was asked of the peer yet', 'the reference delivers every frame as it is'),  # 37
+    ('the peer says bye before the answer to its HelloRequest: it gives up, or wrote its whole session at once', ''),  # 38
+    ('the peer says hello once', 'the reference delivers every frame as it is'),  # 39
+    ('only the accepting side answers a HelloRequest, and this side is it', 'the reference delivers every frame as it is'),  # 40
+    ('the traffic of an open channel', ''),  # 41
+    ('the peer answers the HelloRequest once', 'the reference delivers every frame as it is'),  # 42
+    ('the peer closes gracefully: this side answers what it was asked, then the ByeResponse', ''),  # 43
+    ('no ByeRequest was sent', 'the reference closes the channel on any ByeResponse'),  # 44
+    ('the peer sent them before it read the ByeRequest: delivered', ''),  # 45
+    ('the exchange is complete: the channel closes at once (a peer that resets right after it closes normally too)', ''),  # 46
+    ('both sides said bye (the two ByeRequests crossed): delivered, and the channel closes at once', "in the reference, two crossing ByeRequests wait for each other's ByeResponse forever"),  # 47
+    ("the peer's ByeRequest came after everything it had to send", 'the reference delivers every frame as it is'),  # 48
 )
 
 STATE_ROLE: Final[tuple[ChannelRole, ...]] = (
@@ -255,6 +265,7 @@ STATE_ROLE: Final[tuple[ChannelRole, ...]] = (
     ChannelRole.connector,  # CONNECTOR_CLOSED
     ChannelRole.acceptor,  # ACCEPTOR_AWAITING_HELLO
     ChannelRole.acceptor,  # ACCEPTOR_GREETED
+    ChannelRole.acceptor,  # ACCEPTOR_HELLO_AND_BYE
     ChannelRole.acceptor,  # ACCEPTOR_OPEN
     ChannelRole.acceptor,  # ACCEPTOR_BYE_SENT
     ChannelRole.acceptor,  # ACCEPTOR_BYE_RECEIVED
@@ -270,6 +281,7 @@ STATE_NAME: Final[tuple[str, ...]] = (
     "closed",
     "awaiting_hello",
     "greeted",
+    "hello_and_bye",
     "open",
     "bye_sent",
     "bye_received",
@@ -285,6 +297,7 @@ STATE_DOC: Final[tuple[str, ...]] = (
     'the channel is over: the engine writes what was posted up to the last Bye frame, closes the socket and gives the application a channel_closed notice',
     "a listener accepted the connection: the engine waits for the peer's HelloRequest; the application does not know the channel yet",
     "the peer's HelloRequest was delivered: the application accepts the channel (HelloResponse, or simply sending) or rejects it (ByeSignal)",
+    "the peer's HelloRequest and then its ByeRequest arrived before this side answered the hello (a client that writes its whole session at once): this side may still accept and answer what it was asked, then posts the ByeResponse",
     'the handshake is done: both sides are equal peers and send Requests, Responses and Signals either way',
     "this side posted a ByeRequest: it goes out behind everything posted before it, and the channel waits for the peer's ByeResponse",
     'the peer sent a ByeRequest: this side may still answer what it was asked, then posts the ByeResponse',
@@ -300,6 +313,7 @@ STATE_TIMERS: Final[tuple[ChannelTimer, ...]] = (
     ChannelTimer(0),  # CONNECTOR_CLOSED
     ChannelTimer.handshake_timeout | ChannelTimer.idle_timeout,  # ACCEPTOR_AWAITING_HELLO
     ChannelTimer.handshake_timeout | ChannelTimer.idle_timeout,  # ACCEPTOR_GREETED
+    ChannelTimer.handshake_timeout | ChannelTimer.idle_timeout,  # ACCEPTOR_HELLO_AND_BYE
     ChannelTimer.idle_timeout,  # ACCEPTOR_OPEN
     ChannelTimer.idle_timeout,  # ACCEPTOR_BYE_SENT
     ChannelTimer.idle_timeout,  # ACCEPTOR_BYE_RECEIVED
@@ -317,6 +331,7 @@ STATE_NOTIFY: Final[tuple[bool, ...]] = (
     True,  # CONNECTOR_CLOSED
     False,  # ACCEPTOR_AWAITING_HELLO
     True,  # ACCEPTOR_GREETED
+    True,  # ACCEPTOR_HELLO_AND_BYE
     True,  # ACCEPTOR_OPEN
     True,  # ACCEPTOR_BYE_SENT
     True,  # ACCEPTOR_BYE_RECEIVED
@@ -333,6 +348,7 @@ STATE_PEER_END: Final[tuple[AmpeStatus, ...]] = (
     AmpeStatus.channel_closed,  # CONNECTOR_CLOSED
     AmpeStatus.accept_failed,  # ACCEPTOR_AWAITING_HELLO
     AmpeStatus.peer_disconnected,  # ACCEPTOR_GREETED
+    AmpeStatus.channel_closed,  # ACCEPTOR_HELLO_AND_BYE
     AmpeStatus.peer_disconnected,  # ACCEPTOR_OPEN
     AmpeStatus.channel_closed,  # ACCEPTOR_BYE_SENT
     AmpeStatus.channel_closed,  # ACCEPTOR_BYE_RECEIVED
@@ -349,6 +365,7 @@ STATE_RETURNS_HELLO: Final[tuple[bool, ...]] = (
     False,  # CONNECTOR_CLOSED
     False,  # ACCEPTOR_AWAITING_HELLO
     False,  # ACCEPTOR_GREETED
+    False,  # ACCEPTOR_HELLO_AND_BYE
     False,  # ACCEPTOR_OPEN
     False,  # ACCEPTOR_BYE_SENT
     False,  # ACCEPTOR_BYE_RECEIVED
@@ -365,10 +382,29 @@ STATE_TERMINAL: Final[tuple[bool, ...]] = (
     True,  # CONNECTOR_CLOSED
     False,  # ACCEPTOR_AWAITING_HELLO
     False,  # ACCEPTOR_GREETED
+    False,  # ACCEPTOR_HELLO_AND_BYE
     False,  # ACCEPTOR_OPEN
     False,  # ACCEPTOR_BYE_SENT
     False,  # ACCEPTOR_BYE_RECEIVED
     True,  # ACCEPTOR_CLOSED
+)
+
+# The terminal state of each state's role: where a close leads.
+TERMINAL_OF: Final[tuple[int, ...]] = (
+    LISTENER_CLOSED,  # LISTENER_LISTENING
+    LISTENER_CLOSED,  # LISTENER_CLOSED
+    CONNECTOR_CLOSED,  # CONNECTOR_CONNECTING
+    CONNECTOR_CLOSED,  # CONNECTOR_OPEN
+    CONNECTOR_CLOSED,  # CONNECTOR_BYE_SENT
+    CONNECTOR_CLOSED,  # CONNECTOR_BYE_RECEIVED
+    CONNECTOR_CLOSED,  # CONNECTOR_CLOSED
+    ACCEPTOR_CLOSED,  # ACCEPTOR_AWAITING_HELLO
+    ACCEPTOR_CLOSED,  # ACCEPTOR_GREETED
+    ACCEPTOR_CLOSED,  # ACCEPTOR_HELLO_AND_BYE
+    ACCEPTOR_CLOSED,  # ACCEPTOR_OPEN
+    ACCEPTOR_CLOSED,  # ACCEPTOR_BYE_SENT
+    ACCEPTOR_CLOSED,  # ACCEPTOR_BYE_RECEIVED
+    ACCEPTOR_CLOSED,  # ACCEPTOR_CLOSED
 )
 
 TIMER_STATUS: Final[dict[ChannelTimer, AmpeStatus]] = {

@@ -13,16 +13,22 @@ import importlib.machinery
 COMPILED_MODULES = (
     "tofu.message",
     "tofu.framing",
+    "tofu.protocol",
     "tofu.pool",
+    "tofu.mailbox",
+    "tofu.inbox",
+    "tofu.window",
     "tofu.groups",
     "tofu.channels",
+    "tofu.transfer",
     "tofu.reactor",
     "tofu.options",
-    "tofu.inbound",
     "tofu.ampe",
     "tofu.direct",
     "tofu.poller",
+    "tofu.timers",
     "tofu.generated.codec",
+    "tofu.generated.machine",
 )
 
 

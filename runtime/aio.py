@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Self
 
 from .generated import NotAllowed, ShutdownStarted
-from .groups import ChannelGroup
+from .groups import ChannelGroup, mailbox_of
 from .message import BinaryHeader, Message
 
 __all__ = ["AsyncChannelGroup", "wrap"]
@@ -59,7 +59,8 @@ class AsyncChannelGroup:
     """
 
     def __init__(self, group: ChannelGroup) -> None:
-        hook = group._on_delivery
+        mailbox = mailbox_of(group)
+        hook = mailbox.on_delivery
         owner = getattr(hook, "__self__", None)
         if isinstance(owner, AsyncChannelGroup) and not owner.closed:
             raise NotAllowed("this channel group already has an AsyncChannelGroup")
@@ -77,7 +78,8 @@ class AsyncChannelGroup:
         self._shutdown = False
         #: Wake-up bytes written so far (one per burst of deliveries, not per message).
         self.wakeups = 0
-        group._on_delivery = self._notify
+        self._mailbox = mailbox
+        mailbox.on_delivery = self._notify
         try:
             self._bind(asyncio.get_running_loop())
         except RuntimeError:
@@ -265,8 +267,8 @@ class AsyncChannelGroup:
         if self._released:
             return
         group = self._group
-        if group._on_delivery == self._notify:
-            group._on_delivery = self._previous_hook
+        if self._mailbox.on_delivery == self._notify:
+            self._mailbox.on_delivery = self._previous_hook
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.remove_reader(self._rsock.fileno())

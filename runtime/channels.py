@@ -1,9 +1,16 @@
-"""Channels: the engine's table of channel numbers and the state of each channel.
+"""Channels: the engine's table of channel numbers, and what each channel holds.
 
 A channel is a listener (a listening socket) or a connection (a connected or
-accepted socket). Numbers 1..65534 are handed out round-robin, so a number
-that was just closed is the last to come back: a late message for an old
-channel is far less likely to land on a new connection that reuses its number.
+accepted socket). Each has its protocol (runtime/protocol.py: its state and,
+for a connection, its frame decoder) and the mailbox of the group it belongs
+to. Numbers 1..65534 are handed out round-robin, so a number that was just
+closed is the last to come back: a late message for an old channel is far
+less likely to meet a new connection that reuses its number.
+
+post() makes the channel it opens (a listener for a WelcomeRequest, a
+connection for a HelloRequest) on the application's thread, so the channel
+and its state exist from the moment post() returns its number; the I/O
+thread makes the connections its listeners accept.
 """
 
 from __future__ import annotations
@@ -12,152 +19,71 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Final, TypeVar
 
-from .framing import FrameDecoder
-from .generated import CHANNEL_MAX, CHANNEL_MIN, HEADER_SIZE, AmpeStatus
-from .inbound import Inbound
+from .generated import CHANNEL_MAX, CHANNEL_MIN, HEADER_SIZE, NotAllowed, OpCode
+from .generated.machine import ACCEPTED_STATE, INITIAL_STATE
+from .mailbox import Mailbox
 from .message import Message
+from .protocol import ChannelProtocol
+from .timers import Timer
 from .transport import NOT_CONNECTED, PlainTransport, Transport
+from .window import SendWindow
 
-if TYPE_CHECKING:
-    from .groups import ChannelGroup
-    from .timers import Timer
-
-__all__ = ["QUEUED_FRAME_COST", "QUEUED_MESSAGE_COST", "Channel", "ChannelNumbers", "Connection", "Listener"]
+__all__ = ["QUEUED_FRAME_COST", "QUEUED_MESSAGE_COST", "Channel", "ChannelTable", "Connection", "Listener"]
 
 # What a message waiting in a send queue counts for Options.max_unsent_bytes
 # beyond its encoded size: its Python objects (a small message's dominate).
-QUEUED_MESSAGE_COST = 256
+QUEUED_MESSAGE_COST: Final = 256
 # What a queued message counts beyond its parts: its frame's header and the cost above.
-QUEUED_FRAME_COST = HEADER_SIZE + QUEUED_MESSAGE_COST
+QUEUED_FRAME_COST: Final = HEADER_SIZE + QUEUED_MESSAGE_COST
 
-
-class ChannelNumbers:
-    """Which channel numbers are in use, and by which channel group.
-
-    `allocate` and `release` take a lock (they are rare: a connect, an accept,
-    a close); `owner` does not: a dict read is atomic, and post() calls it for
-    every message.
-    """
-
-    def __init__(self, first: int = CHANNEL_MIN, last: int = CHANNEL_MAX) -> None:
-        self._first = first
-        self._last = last
-        self._next = first
-        self._owners: dict[int, ChannelGroup] = {}
-        self._lock = threading.Lock()
-
-    def allocate(self, owner: ChannelGroup) -> int | None:
-        """A free number for `owner`, or None when every number is in use."""
-        with self._lock:
-            span = self._last - self._first + 1
-            if len(self._owners) >= span:
-                return None
-            number = self._next
-            while number in self._owners:
-                number = number + 1 if number < self._last else self._first
-            self._owners[number] = owner
-            self._next = number + 1 if number < self._last else self._first
-            return number
-
-    def release(self, number: int) -> None:
-        with self._lock:
-            self._owners.pop(number, None)
-
-    def owner(self, number: int) -> ChannelGroup | None:
-        return self._owners.get(number)
-
-    def __len__(self) -> int:
-        return len(self._owners)
-
-
-class SendWindow:
-    """How many more messages may be posted on one connection before post()
-    waits (Options.max_unsent_msgs). post() takes a permit per message on an
-    application thread; the I/O thread gives permits back once messages are
-    written, and closes the window when the channel closes, which lets every
-    waiting post go on (the engine then returns its message as undeliverable).
-
-    One lock and no Condition: an idle connection costs a few dozen bytes; a
-    waiting post blocks on a lock of its own, handed a permit by release().
-    """
-
-    __slots__ = ("_free", "_lock", "_open", "_waiters")
-
-    def __init__(self, size: int) -> None:
-        self._lock = threading.Lock()
-        self._free = size
-        self._open = True
-        self._waiters: list[threading.Lock] = []  # few: the posting threads of one channel
-
-    def acquire(self, timeout: float | None = None) -> bool:
-        """Take a permit, waiting at most `timeout` seconds (None: no limit).
-        False when the time ran out first (no permit was taken)."""
-        with self._lock:
-            if self._free > 0 or not self._open:
-                self._free -= 1
-                return True
-            if timeout is not None and timeout <= 0:
-                return False
-            waiter = threading.Lock()
-            waiter.acquire()
-            self._waiters.append(waiter)
-        # Until release() hands this post a permit, or close(), or the time is up.
-        if waiter.acquire(timeout=-1 if timeout is None else timeout):
-            return True
-        with self._lock:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-                return False
-        return True  # a permit was handed over just as the time ran out
-
-    def release(self, n: int = 1) -> None:
-        with self._lock:
-            self._free += n
-            while self._waiters and self._free > 0:
-                self._free -= 1
-                self._waiters.pop(0).release()
-
-    def close(self) -> None:
-        with self._lock:
-            self._open = False
-            while self._waiters:
-                self._waiters.pop(0).release()
+_WELCOME_REQUEST: Final = OpCode.WelcomeRequest
 
 
 class Channel:
-    """What every channel has: its number, its group and its socket."""
+    """What every channel has: its number, its group's mailbox, its protocol
+    and its socket.
 
-    __slots__ = ("closed", "direct_ok", "events", "first_mid", "group", "number", "sock")
+    events: the poller events registered now (0: not registered).
+    closed: the engine closed it (its number may already name another channel).
+    direct_ok: a post may write to the socket itself (runtime/direct.py); only
+        ever True for a Connection, here so post() clears it without a type test.
+    """
 
-    def __init__(self, number: int, group: ChannelGroup, first_mid: int) -> None:
+    __slots__ = ("closed", "direct_ok", "events", "mailbox", "number", "protocol", "sock")
+
+    def __init__(self, number: int, mailbox: Mailbox, protocol: ChannelProtocol) -> None:
         self.number = number
-        self.group = group
+        self.mailbox = mailbox
+        self.protocol = protocol
         self.sock: socket.socket | None = None
-        # The message id of the channel's first message: the channel_closed
-        # Signal carries it, as the reference's does.
-        self.first_mid = first_mid
-        self.events = 0  # selector events registered now; 0 = not registered
+        self.events = 0
         self.closed = False
-        # A post may write to the socket itself (runtime/direct.py). Only
-        # ever True for a Connection; here so post() clears it without a type test.
         self.direct_ok = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.protocol!r})"
 
 
 class Listener(Channel):
-    """A listening socket; accepted connections join the listener's group."""
+    """A listening socket; the connections it accepts join its group.
 
-    __slots__ = ("open_connections", "refusing", "uds_inode", "uds_path", "wrap")
+    welcome: the WelcomeRequest, until the WelcomeResponse answers it.
+    wrap: what to do with an accepted socket: its transport, or None to refuse it.
+    open_connections, refusing: Options.max_connections (refusals are logged once per episode).
+    """
 
-    def __init__(self, number: int, group: ChannelGroup, first_mid: int) -> None:
-        super().__init__(number, group, first_mid)
+    __slots__ = ("open_connections", "refusing", "uds_inode", "uds_path", "welcome", "wrap")
+
+    def __init__(self, number: int, mailbox: Mailbox, protocol: ChannelProtocol) -> None:
+        super().__init__(number, mailbox, protocol)
+        self.welcome: Message | None = None
         self.uds_path: str | None = None
         self.uds_inode = 0
-        # What to do with an accepted socket: its transport, or None to refuse it.
         self.wrap: Callable[[socket.socket], Transport | None] = PlainTransport
-        self.open_connections = 0  # accepted and not yet closed (Options.max_connections)
-        self.refusing = False  # over max_connections now: refusals were logged once
+        self.open_connections = 0
+        self.refusing = False
 
     def full(self, limit: int | None) -> bool:
         """Whether an accepted connection must be refused (Options.max_connections)."""
@@ -165,34 +91,29 @@ class Listener(Channel):
 
 
 class Connection(Channel):
-    """A connected socket with its send queue, its frame decoder and the
-    rules its peer's frames must follow (`inbound`; `accepted` is True for a
-    connection a listener accepted).
+    """A connected socket: what is queued to send, and how bytes cross it.
 
     sendq: messages posted and not yet encoded.
-    outbuf: encoded bytes not yet accepted by the kernel; inflight: the
-        messages those bytes came from (returned to the application if the
-        channel dies before they are written).
-    queued: what the messages in sendq will cost, in bytes (their encoded
-        size plus QUEUED_MESSAGE_COST each): with outbuf, the unsent data
-        Options.max_unsent_bytes bounds.
-    transport: how bytes cross the socket (plain or TLS, runtime/transport.py);
-        NOT_CONNECTED until a connecting socket exists.
-    send_lock, direct_ok, direct_credit: who may write to the socket, the
-        I/O thread or a posting thread (runtime/direct.py).
+    outbuf: encoded bytes the kernel has not taken; inflight: the messages
+        those bytes came from (given back if the channel dies first).
+    queued: what the messages in sendq will cost, in bytes (encoded size plus
+        QUEUED_MESSAGE_COST each): with outbuf, what Options.max_unsent_bytes bounds.
+    transport: plain or TLS (runtime/transport.py); NOT_CONNECTED until a
+        connecting socket exists. connecting: the socket is still connecting.
+    listener: the listener that accepted it (None on the connecting side).
+    hello: a copy of the HelloRequest this side sent, given back if the
+        channel closes before the peer answers (the state says when).
+    timers, timed_state: the running timers (runtime/deadlines.py) and the
+        state they were set for; last_active: the last bytes either way.
+    send_lock, direct_credit: who writes to the socket, the I/O thread or a
+        posting thread (runtime/direct.py).
+    throttled: reading stopped: too much unsent (Options.max_unsent_bytes).
     """
 
     __slots__ = (
-        "bye_done",
-        "bye_received",
-        "bye_sent",
         "connecting",
-        "deadline",
-        "decoder",
         "direct_credit",
         "hello",
-        "idle_timer",
-        "inbound",
         "inflight",
         "last_active",
         "listener",
@@ -201,63 +122,149 @@ class Connection(Channel):
         "send_lock",
         "sendq",
         "throttled",
+        "timed_state",
+        "timers",
         "transport",
     )
 
-    def __init__(
-        self, number: int, group: ChannelGroup, first_mid: int, decoder: FrameDecoder, accepted: bool = False
-    ) -> None:
-        super().__init__(number, group, first_mid)
-        self.decoder = decoder
-        self.inbound = Inbound(accepted)
+    def __init__(self, number: int, mailbox: Mailbox, protocol: ChannelProtocol) -> None:
+        super().__init__(number, mailbox, protocol)
         self.sendq: deque[Message] = deque()
         self.outbuf = bytearray()
         self.inflight: list[Message] = []
+        self.queued = 0
         self.connecting = False
         self.transport: Transport = NOT_CONNECTED
-        self.bye_sent = False  # a ByeRequest or ByeResponse went out: send nothing more
-        self.bye_received = False  # the peer sent ByeRequest
-        self.bye_done = False  # the Bye exchange is complete: a reset now is a normal close
-        self.queued = 0
-        self.throttled = False  # reading stopped: too much unsent (Options.max_unsent_bytes)
-        self.listener: Listener | None = None  # the listener that accepted it
-        # Timeouts (runtime/timers.py): `deadline` closes the channel unless
-        # the handshake completes first; `hello` is a copy of the HelloRequest
-        # this engine sent, returned to the application if the connect fails.
-        self.deadline: Timer | None = None
+        self.listener: Listener | None = None
         self.hello: Message | None = None
-        self.idle_timer: Timer | None = None
-        self.last_active = 0.0  # monotonic time of the last bytes read or written
-        # Held by the I/O thread while it writes or closes, and by a post
-        # that writes directly (reentrant: _flush may close the channel).
+        self.timers: dict[int, Timer] | None = None
+        self.timed_state = -1
+        self.last_active = 0.0
+        # Held by the I/O thread while it writes, and by a post that writes
+        # directly (reentrant: a flush may close the channel).
         self.send_lock = threading.RLock()
-        self.direct_credit = False  # bytes were read since the last direct write
+        self.direct_credit = False
+        self.throttled = False
 
     def over_unsent(self, limit: int | None) -> bool:
         """Whether to stop reading this connection (Options.max_unsent_bytes):
         from when its unsent bytes pass `limit` until they are down to half.
-        Only accepted connections are throttled, and none that said bye (it
-        must still read the answer)."""
-        if limit is None or self.listener is None or self.bye_sent:
+        Only accepted connections are throttled, and none that may not send
+        more (it must still read the answer to its Bye)."""
+        if limit is None or self.listener is None or not self.protocol.steady:
             self.throttled = False
             return False
         unsent = len(self.outbuf) + self.queued
         self.throttled = unsent > (limit // 2 if self.throttled else limit)
         return self.throttled
 
-    def stop_timers(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-        self.hello = None
 
-    def ended_status(self) -> AmpeStatus:
-        """What the peer's end of the stream means now. Once either side has
-        said bye it is the expected close (the reference even resets the
-        connection right after a Bye exchange); before, the peer vanished."""
-        if self.bye_sent or self.bye_received:
-            return AmpeStatus.channel_closed
-        return AmpeStatus.peer_disconnected
+ChannelT = TypeVar("ChannelT", bound=Channel)
+
+
+class ChannelTable:
+    """The engine's channels by number and by group, with their send
+    windows, and how a new channel is made.
+
+    `open` (an application thread's post) and `accept` (the I/O thread) take
+    the lock, as `remove` does (all rare: a connect, an accept, a close);
+    `get` and `window` do not: a dict read is atomic, and post() calls them
+    for every message. `recycle` and `release` are the engine's pool, for
+    the protocols' decoders; `window_size` is Options.max_unsent_msgs.
+    """
+
+    def __init__(
+        self,
+        recycle: Callable[[], Message | None],
+        release: Callable[[Message], None],
+        window_size: int = 0,
+        first: int = CHANNEL_MIN,
+        last: int = CHANNEL_MAX,
+    ) -> None:
+        self._recycle = recycle
+        self._release = release
+        self._window_size = window_size
+        self._first = first
+        self._last = last
+        self._next = first
+        self._channels: dict[int, Channel] = {}
+        self._windows: dict[int, SendWindow] = {}
+        self._groups: dict[Mailbox, set[Channel]] = {}  # each group's channels
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def get(self, number: int) -> Channel | None:
+        """The channel with this number, or None."""
+        return self._channels.get(number)
+
+    def window(self, number: int) -> SendWindow | None:
+        """The send window of this connection (None without Options.max_unsent_msgs)."""
+        return self._windows.get(number)
+
+    def snapshot(self) -> list[Channel]:
+        """Every channel, now (a copy: channels come and go meanwhile)."""
+        with self._lock:
+            return list(self._channels.values())
+
+    def of_group(self, mailbox: Mailbox) -> list[Channel]:
+        """The channels of the group whose mailbox this is, now."""
+        with self._lock:
+            return list(self._groups.get(mailbox, ()))
+
+    def open(self, mailbox: Mailbox, op: OpCode, first_mid: int) -> Channel:
+        """The channel a WelcomeRequest or a HelloRequest posted to `mailbox`
+        opens, in its initial state. NotAllowed when every number is in use."""
+        if op is _WELCOME_REQUEST:
+            ch: Channel | None = self._add(lambda n: Listener(n, mailbox, self._protocol(op, n, first_mid)), False)
+        else:
+            ch = self._add(lambda n: Connection(n, mailbox, self._protocol(op, n, first_mid)), True)
+        if ch is None:
+            raise NotAllowed("every channel number is in use")
+        return ch
+
+    def accept(self, mailbox: Mailbox) -> Connection | None:
+        """A connection a listener of `mailbox`'s group accepted, awaiting its
+        hello; None when every number is in use."""
+
+        def make(number: int) -> Connection:
+            lock = threading.Lock()
+            protocol = ChannelProtocol(ACCEPTED_STATE, number, 0, self._recycle, self._release, lock)
+            return Connection(number, mailbox, protocol)
+
+        return self._add(make, True)
+
+    def _protocol(self, op: OpCode, number: int, first_mid: int) -> ChannelProtocol:
+        return ChannelProtocol(INITIAL_STATE[op], number, first_mid, self._recycle, self._release, threading.Lock())
+
+    def _add(self, make: Callable[[int], ChannelT], windowed: bool) -> ChannelT | None:
+        with self._lock:
+            span = self._last - self._first + 1
+            if len(self._channels) >= span:
+                return None
+            number = self._next
+            while number in self._channels:
+                number = number + 1 if number < self._last else self._first
+            self._next = number + 1 if number < self._last else self._first
+            ch = make(number)
+            self._channels[number] = ch
+            self._groups.setdefault(ch.mailbox, set()).add(ch)
+            if windowed and self._window_size:
+                self._windows[number] = SendWindow(self._window_size)
+            return ch
+
+    def remove(self, ch: Channel) -> None:
+        """Forget a closed channel: its number is free again, and every post
+        waiting on its send window goes on."""
+        with self._lock:
+            if self._channels.get(ch.number) is not ch:
+                return
+            del self._channels[ch.number]
+            group = self._groups[ch.mailbox]
+            group.discard(ch)
+            if not group:
+                del self._groups[ch.mailbox]
+            window = self._windows.pop(ch.number, None)
+        if window is not None:
+            window.close()

@@ -1,95 +1,85 @@
-"""The connecting side of a Reactor: open a connection for a HelloRequest.
+"""The connecting side: a posted HelloRequest becomes a connection.
 
-Reactor's methods of that job: they run on the I/O thread, Reactor binds
-them as its private methods (`_open_connection`, `_connected`,
-`_handshake_failed`), and `rtr` is the Reactor. A posted HelloRequest opens
-a channel that sends it first; the address is resolved (off the I/O thread
-when it needs DNS), the socket connects without blocking, and a TLS
-handshake that fails closes the channel with the reason.
+The address is resolved (off the I/O thread when it needs DNS), the socket
+connects without blocking, and the HelloRequest goes out first, through TLS
+when the address says so. Whatever fails on the way (a bad address, a
+refused connect, a TLS context that cannot be used) closes the channel at
+once with the reason; while the peer has not answered, the state machine
+gives the HelloRequest back with the close's status.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from .addresses import TCPClientAddress, TLSClientAddress, UDSClientAddress, parse_address
-from .channels import QUEUED_FRAME_COST, Connection
-from .framing import FrameDecoder
-from .generated import AmpeError, AmpeStatus, OpCode, WrongAddress
-from .message import Message
+from .channels import QUEUED_FRAME_COST, Channel, Connection
+from .generated import AmpeError, AmpeStatus, WrongAddress
+from .message import Message, body_buffer, headers_buffer
+from .options import Options
 from .poller import WRITE
+from .resolver import Resolver
 from .sockets import Resolved, start_connect
-from .transport import HandshakeFailed, client_transport, connected_transport
+from .transfer import Transfer
+from .transport import client_transport, connected_transport
 
-if TYPE_CHECKING:
-    from .groups import ChannelGroup
-    from .reactor import Reactor
-
-__all__ = ["connected", "handshake_failed", "open_connection"]
+__all__ = ["Connector"]
 
 log = logging.getLogger("tofu")
 
 
-def open_connection(rtr: Reactor, group: ChannelGroup, msg: Message) -> None:
-    """A posted HelloRequest: a new connection channel that sends it first,
-    within Options.connect_timeout (DNS, connect and the HelloResponse)."""
-    conn = Connection(msg.bhdr.channel_number, group, msg.bhdr.message_id, FrameDecoder(rtr._recycled))
-    conn.sendq.append(msg)  # the HelloRequest goes out first
-    conn.queued = QUEUED_FRAME_COST + len(msg.thdrs._buf) + len(msg.body._buf)
-    conn.connecting = True
-    if rtr._set_deadline(conn, rtr._options.connect_timeout, AmpeStatus.connect_failed):
-        conn.hello = msg.copy()  # returned if the deadline passes after it was sent
-    rtr._channels[conn.number] = conn
-    group._channels.add(conn)
-    try:
-        address = parse_address(msg)
-        if not isinstance(address, (TCPClientAddress, TLSClientAddress, UDSClientAddress)):
-            raise WrongAddress("a HelloRequest needs a ~connect_to header")
-        conn.transport = client_transport(address, rtr._options, msg)
-    except AmpeError as exc:
-        rtr._close(conn, exc.status, detail=str(exc))
-        return
-    rtr._resolve_then(
-        address,
-        lambda resolved: _connect(rtr, conn, resolved),
-        lambda status: rtr._close(conn, status),
-    )
+class Connector:
+    """Opens one engine's connections; close(ch, status, detail) is the engine's close."""
 
+    def __init__(
+        self,
+        options: Options,
+        resolver: Resolver,
+        transfer: Transfer,
+        close: Callable[[Channel, AmpeStatus, str], None],
+    ) -> None:
+        self._options = options
+        self._resolver = resolver
+        self._transfer = transfer
+        self._close = close
 
-def _connect(rtr: Reactor, conn: Connection, resolved: Resolved) -> None:
-    """The address is resolved: start connecting (the loop then waits to write)."""
-    if conn.closed:
-        return
-    try:
-        conn.sock, at_once = start_connect(resolved)
-    except AmpeError as exc:
-        rtr._close(conn, exc.status)
-        return
-    conn.transport = connected_transport(conn.transport, conn.sock)
-    if at_once:
-        connected(rtr, conn)
-    else:
-        rtr._set_events(conn, WRITE)
+    def open(self, conn: Connection, hello: Message) -> None:
+        """Connect for the posted HelloRequest `hello`, which goes out first."""
+        conn.sendq.append(hello)
+        conn.queued = QUEUED_FRAME_COST + len(headers_buffer(hello)) + len(body_buffer(hello))
+        conn.connecting = True
+        conn.hello = hello.copy()  # given back if the channel closes before the peer answers
+        try:
+            address = parse_address(hello)
+            if not isinstance(address, (TCPClientAddress, TLSClientAddress, UDSClientAddress)):
+                raise WrongAddress("a HelloRequest needs a ~connect_to header")
+            conn.transport = client_transport(address, self._options)
+        except AmpeError as exc:
+            self._close(conn, exc.status, str(exc))
+            return
+        except Exception as exc:  # e.g. a TLS context that cannot make a client session
+            self._close(conn, AmpeStatus.connect_failed, f"{type(exc).__name__}: {exc}")
+            return
+        self._resolver.resolve_then(
+            address,
+            lambda resolved: self._connect(conn, resolved),
+            lambda status, detail: self._close(conn, status, detail),
+        )
 
-
-def connected(rtr: Reactor, conn: Connection) -> None:
-    """The socket is connected: watch its idle time and send what is queued."""
-    conn.connecting = False
-    log.debug("channel %d connected", conn.number)
-    rtr._watch_idle(conn)
-    rtr._flush(conn)
-
-
-def handshake_failed(rtr: Reactor, conn: Connection, exc: HandshakeFailed) -> None:
-    """A listener drops the connection, logged, unseen by the application;
-    a client's channel closes with connect_failed and the reason, and its
-    HelloRequest comes back even if it had already gone out."""
-    if exc.server_side:
-        log.warning("channel %d: dropped an incoming connection: %s", conn.number, exc)
-        rtr._close(conn, AmpeStatus.connect_failed, notify=False)
-        return
-    log.info("channel %d: connect failed: %s", conn.number, exc)
-    if exc.hello is not None and not any(m.bhdr.proto.op_code is OpCode.HelloRequest for m in conn.inflight):
-        rtr._return(conn.group, exc.hello, AmpeStatus.connect_failed)
-    rtr._close(conn, AmpeStatus.connect_failed, detail=str(exc))
+    def _connect(self, conn: Connection, resolved: Resolved) -> None:
+        """The address is resolved: start connecting (the loop then waits to write)."""
+        if conn.closed:
+            return
+        try:
+            conn.sock, at_once = start_connect(resolved)
+            conn.transport = connected_transport(conn.transport, conn.sock)
+        except AmpeError as exc:
+            self._close(conn, exc.status, str(exc))
+            return
+        if at_once:
+            conn.connecting = False
+            log.debug("channel %d connected", conn.number)
+            self._transfer.flush(conn)
+        else:
+            self._transfer.set_events(conn, WRITE)

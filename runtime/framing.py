@@ -27,7 +27,7 @@ from .generated.codec import (
     pack_header_into,
     unpack_header,
 )
-from .message import Message, _from_wire
+from .message import Message, body_buffer, from_wire, header_of, headers_buffer, refill
 
 __all__ = ["MAX_FRAME_SIZE", "FrameDecoder", "encode", "encode_into"]
 
@@ -38,7 +38,7 @@ _ZERO_HEADER: Final = bytes(HEADER_SIZE)  # room for a header, packed in place
 
 def _proto_byte(msg: Message) -> int:
     """The proto byte of `msg`'s binary header."""
-    p = msg._bhdr.proto
+    p = header_of(msg).proto
     # Plain ints (the members are IntEnums): compiled code then shifts and ors natively.
     op_code: int = p.op_code
     origin: int = p.origin
@@ -65,22 +65,24 @@ def encode(msg: Message) -> bytes:
     """The frame of `msg`; `thl` and `bl` come from the parts themselves.
 
     Raises InvalidHeadersLen / InvalidBodyLen when a part is over 65535 bytes."""
-    th = msg.thdrs._buf  # the property: NotAllowed for a posted message
-    body = msg._body._buf
+    msg.thdrs  # noqa: B018 - NotAllowed for a posted message
+    th = headers_buffer(msg)
+    body = body_buffer(msg)
     thl, bl = len(th), len(body)
     _check_lengths(thl, bl)
-    bh = msg._bhdr
+    bh = header_of(msg)
     return pack_header(bh.channel_number, _proto_byte(msg), bh.status, bh.message_id, thl, bl) + th + body
 
 
 def encode_into(out: bytearray, msg: Message) -> None:
     """Append the frame of `msg` to `out` (to send many frames in one call)."""
-    th = msg.thdrs._buf  # the property: NotAllowed for a posted message
-    body = msg._body._buf
+    msg.thdrs  # noqa: B018 - NotAllowed for a posted message
+    th = headers_buffer(msg)
+    body = body_buffer(msg)
     thl, bl = len(th), len(body)
     if thl > MAX_HEADERS_LEN or bl > MAX_BODY_LEN:
         _check_lengths(thl, bl)
-    bh = msg._bhdr
+    bh = header_of(msg)
     # The header straight into `out`: no bytes object made and copied per frame.
     start = len(out)
     out += _ZERO_HEADER
@@ -188,27 +190,11 @@ class FrameDecoder:
                 if end > end_of_data:
                     break
                 msg = recycle() if recycle is not None else None
+                thdrs = view[start:split] if thl else b""  # most frames have none: no slice
                 if msg is None:
-                    thdrs = view[start:split] if thl else b""  # most frames have none: no slice
-                    msg = _from_wire(channel_number, proto, status, message_id, thdrs, view[split:end])
-                else:
-                    bh = msg._bhdr
-                    bh.channel_number = channel_number
-                    bh.status = status
-                    bh.message_id = message_id
-                    bh.proto.set_byte(proto)
-                    # A recycled message keeps nothing of its past (the pool's are
-                    # empty already); `+=` of a slice is cheaper than assigning one.
-                    th = msg._thdrs._buf
-                    if th:
-                        th.clear()
-                    if thl:
-                        th += view[start:split]
-                    bd = msg._body._buf
-                    if bd:
-                        bd.clear()
-                    if bl:
-                        bd += view[split:end]
+                    msg = from_wire(channel_number, proto, status, message_id, thdrs, view[split:end])
+                else:  # a recycled message: the pool's have empty parts
+                    refill(msg, channel_number, proto, status, message_id, thdrs, view[split:end] if bl else b"")
                 frames.append(msg)
                 pos = end
         finally:

@@ -1,18 +1,29 @@
 """ChannelGroup: where an application posts messages and receives them.
 
-Each group has its own receive queue. Messages of a channel go to the group
-that opened it; connections accepted by a listener belong to the listener's
-group. post() and update_receiver() may be called from any thread;
-wait_receive() from one thread at a time per group.
+Each group has its own receive queue (its mailbox, runtime/mailbox.py).
+Messages of a channel go to the group that opened it; connections accepted
+by a listener belong to the listener's group. post() and update_receiver()
+may be called from any thread; wait_receive() from one thread at a time per
+group.
+
+post() checks the message (the protocol's order, docs/protocol.md), then
+asks the channel's protocol whether this side may send it in the channel's
+state now (runtime/protocol.py, the state machine's table): a refusal raises
+its error and the caller keeps the message. Then the message goes to the
+I/O thread through the engine's inbox, or straight to the socket when the
+connection is idle (runtime/direct.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import queue
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Self
+from typing import Final, Self
 
+from .channels import ChannelTable, Connection
+from .direct import DirectWriter
 from .generated import (
     CHANNEL_ENGINE,
     FIRST_MESSAGE_ID,
@@ -20,6 +31,7 @@ from .generated import (
     MAX_HEADERS_LEN,
     OP_ROLE,
     OP_TYPE,
+    AmpeError,
     AmpeStatus,
     InvalidBodyLen,
     InvalidChannelNumber,
@@ -39,13 +51,17 @@ from .generated import (
     ShutdownStarted,
     WrongAddress,
 )
-from .message import BinaryHeader, Message
+from .inbox import Inbox
+from .mailbox import SHUTDOWN, Mailbox
+from .message import BinaryHeader, Message, body_buffer, headers_buffer, restore, take
 
-if TYPE_CHECKING:
-    from .channels import Channel
-    from .reactor import Reactor
-
-__all__ = ["WAIT_RECEIVE_INFINITE_TIMEOUT", "WAIT_RECEIVE_SEC_TIMEOUT", "ChannelGroup", "PostTimeout"]
+__all__ = [
+    "WAIT_RECEIVE_INFINITE_TIMEOUT",
+    "WAIT_RECEIVE_SEC_TIMEOUT",
+    "ChannelGroup",
+    "PostTimeout",
+    "mailbox_of",
+]
 
 
 class PostTimeout(SendFailed):
@@ -66,7 +82,6 @@ _next_message_id: Final = itertools.count(FIRST_MESSAGE_ID).__next__
 
 # Final: compiled code holds these in C variables instead of looking them up per message.
 _BYE_SIGNAL: Final = OpCode.ByeSignal
-_HELLO_REQUEST: Final = OpCode.HelloRequest
 _APPLICATION: Final = OriginFlag.application
 
 # What post() checks of each op code, looked up once per message:
@@ -82,13 +97,6 @@ _OP_CHECKS: Final[dict[int, tuple[OpCode, bool, bool, bool]]] = {
 }
 
 
-class _Shutdown:
-    """Queued last when the engine stops: wait_receive then raises ShutdownStarted."""
-
-
-SHUTDOWN: Final = _Shutdown()
-
-
 class ChannelGroup:
     """A set of channels with one receive queue. Made by `Ampe.create()`.
 
@@ -96,34 +104,29 @@ class ChannelGroup:
     the group (closing its channels), like the reference's
     `defer tofu.DestroyChannels(ampe, chnls)`."""
 
-    def __init__(self, reactor: Reactor) -> None:
-        self._reactor = reactor
-        self._set_queue(queue.SimpleQueue())
-        self._max_queued = reactor._options.max_queued_msgs
-        self._destroyed = False
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        inbox: Inbox,
+        table: ChannelTable,
+        writer: DirectWriter,
+        resume: Callable[[Mailbox], None],
+        retire: Callable[[Mailbox], None],
+    ) -> None:
+        # The engine's parts this group works with (runtime/reactor.py makes them).
+        self._mailbox = mailbox
+        self._inbox = inbox
+        self._table = table
+        self._writer = writer
+        self._resume = resume
+        self._retire = retire
         self._stopped = False  # wait_receive() met the engine's stop: it raises from now on
-        # Backpressure, shared with the I/O thread (see Options.max_queued_msgs).
-        self._paused = False
-        self._resume_requested = False
-        self._resume_at = max(reactor._options.max_queued_msgs // 2, 1)
-        # Called on the I/O thread after messages were queued (used by tofu.aio).
-        self._on_delivery: Callable[[], None] | None = None
-        # The engine's own bookkeeping, touched only on its I/O thread.
-        self._channels: set[Channel] = set()
-
-    def _set_queue(self, q: queue.SimpleQueue[Message | _Shutdown]) -> None:
-        """Receive through `q` (a test may hand in a queue of its own)."""
-        self._queue = q
-        # Its bound methods, looked up once: each is called for every message.
-        self._get = q.get
-        self._put = q.put
-        self._qsize = q.qsize
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._reactor._retire_group(self)
+        self._retire(self._mailbox)
 
     def post(self, msg: Message | None, timeout: float | None = None) -> BinaryHeader:
         """Hand `msg` to the engine and return a copy of its binary header with
@@ -131,22 +134,28 @@ class ChannelGroup:
 
         With Options.max_unsent_msgs set, post() waits while the channel's send
         window is full: at most `timeout` seconds (None: until there is room),
-        then it raises PostTimeout and `msg` stays with the caller.
+        then it raises PostTimeout and `msg` stays with the caller. It never
+        waits on the engine's own thread (a post from a delivery hook): there
+        a full window raises PostTimeout at once.
 
         Checks, in this order (docs/protocol.md), raising and leaving `msg` with
         the caller: InvalidOpCode, InvalidMessageId, InvalidMoreUsage,
         InvalidChannelNumber, InvalidHeadersLen, WrongAddress, InvalidBodyLen;
         then InvalidChannelNumber / InvalidMessageChannelGroup when the channel
-        is unknown or belongs to another group. On success `msg` is emptied:
-        any later use of it raises NotAllowed."""
-        reactor = self._reactor
-        if reactor._closing:
+        is unknown or belongs to another group; then the state machine's
+        refusal: NotAllowed when this side may not send that op code in the
+        channel's state (docs/protocol.md, "Channel states"), ChannelClosed
+        when the channel is closing. On success `msg` is emptied: any later
+        use of it raises NotAllowed."""
+        inbox = self._inbox
+        if inbox.closing:
             raise ShutdownStarted("the engine is shutting down")
-        if self._destroyed:
+        mailbox = self._mailbox
+        if mailbox.destroyed:
             raise NotAllowed("this channel group was destroyed")
         if msg is None:
             raise NullMessage("post() needs a message")
-        bh = msg.bhdr  # raises NotAllowed if msg was already posted; the slots from here on
+        bh = msg.bhdr  # raises NotAllowed if msg was already posted
         proto = bh.proto
         checks = _OP_CHECKS.get(proto.op_code)
         if checks is None:
@@ -160,39 +169,59 @@ class ChannelGroup:
         number = bh.channel_number
         if number == 0 and not opens:
             raise InvalidChannelNumber(f"{op.name} needs the channel number of an open channel")
-        thdrs = msg._thdrs._buf
+        thdrs = headers_buffer(msg)
         if len(thdrs) > MAX_HEADERS_LEN:
             raise InvalidHeadersLen(f"text headers are {len(thdrs)} bytes, at most {MAX_HEADERS_LEN} fit")
         if opens and not thdrs:
             raise WrongAddress(f"a {op.name} needs an address header")
-        body_len = len(msg._body._buf)
+        body_len = len(body_buffer(msg))
         if body_len > MAX_BODY_LEN:
             raise InvalidBodyLen(f"body is {body_len} bytes, at most {MAX_BODY_LEN} fit")
-        if not opens:
-            owner = reactor._numbers.owner(number)
-            if owner is None or number == CHANNEL_ENGINE:
-                raise InvalidChannelNumber(f"channel {number} is not open")
-            if owner is not self:
-                raise InvalidMessageChannelGroup(f"channel {number} belongs to another channel group")
-
-        proto.op_code = op
-        proto.origin = _APPLICATION
-        bh.status = 0
-        if op is _BYE_SIGNAL:
-            proto.internal_a = 1  # the engine's trigger for an abort, as in the reference
         if message_id == 0:
-            bh.message_id = _next_message_id()
+            message_id = _next_message_id()
         if opens:
             # Welcome/HelloRequest always open a new channel, so a returned
             # request can be posted again as it is to retry.
-            bh.channel_number = reactor._open_channel_number(self, connection=op is _HELLO_REQUEST)
-        elif op is not _BYE_SIGNAL and (window := reactor._windows.get(number)) is not None:
-            # Options.max_unsent_msgs: wait until the channel has room.
-            if not window.acquire(timeout):
-                raise PostTimeout(f"channel {number}: no room in the send window within {timeout} s")
-            if reactor._closing:
-                raise ShutdownStarted("the engine is shutting down")
-        return reactor._post(self, msg, bh, is_regular)
+            ch = self._table.open(mailbox, op, message_id)
+            moved = True
+        else:
+            found = self._table.get(number)
+            if found is None or number == CHANNEL_ENGINE:
+                raise InvalidChannelNumber(f"channel {number} is not open")
+            if found.mailbox is not mailbox:
+                raise InvalidMessageChannelGroup(f"channel {number} belongs to another channel group")
+            ch = found
+            window = self._table.window(number) if op is not _BYE_SIGNAL else None
+            if window is not None:
+                # Options.max_unsent_msgs: wait until the channel has room (never on the I/O thread).
+                if not window.acquire(0 if threading.current_thread() is inbox.io_thread else timeout):
+                    raise PostTimeout(f"channel {number}: no room in the send window within {timeout} s")
+                if inbox.closing:
+                    raise ShutdownStarted("the engine is shutting down")
+            try:
+                moved = ch.protocol.post(op)  # the state machine: may this side send `op` now?
+            except AmpeError:
+                if window is not None:
+                    window.release(1)
+                raise
+        proto.op_code = op
+        proto.origin = _APPLICATION
+        proto.internal_a = 1 if op is _BYE_SIGNAL else 0  # the engine's trigger for an abort, as in the reference
+        proto.internal_b = 0  # the mark of the engine's own notices (Message.is_close_notice)
+        bh.status = 0
+        bh.message_id = message_id
+        bh.channel_number = ch.number
+        header = bh.copy()
+        taken = take(msg)
+        if is_regular and not moved and ch.direct_ok and isinstance(ch, Connection) and self._writer.write(ch, taken):
+            return header
+        if not inbox.submit(ch, taken):
+            restore(msg, taken)
+            raise ShutdownStarted("the engine is shutting down")
+        # After the append: no later post writes directly until the I/O thread
+        # has written this message (see runtime/direct.py).
+        ch.direct_ok = False
+        return header
 
     def wait_receive(self, timeout: float | None = None) -> Message | None:
         """The next message for this group, or None after `timeout` seconds.
@@ -202,50 +231,40 @@ class ChannelGroup:
         and on every call after that."""
         if self._stopped:
             raise ShutdownStarted("the engine has stopped")
+        mailbox = self._mailbox
         try:
             if timeout is None:
-                msg = self._get()
+                msg = mailbox.get()
             elif timeout <= 0:
-                msg = self._get(False)
+                msg = mailbox.get(False)
             else:
-                msg = self._get(True, timeout)
+                msg = mailbox.get(True, timeout)
         except queue.Empty:
             return None
         if msg is SHUTDOWN:
             self._stopped = True  # every later call raises too
             raise ShutdownStarted("the engine has stopped")
-        if self._paused and not self._resume_requested and self._qsize() <= self._resume_at:
-            self._resume_requested = True
-            self._reactor._resume_reading(self)
+        if mailbox.paused and not mailbox.resume_requested and mailbox.qsize() <= mailbox.resume_at:
+            mailbox.resume_requested = True
+            self._resume(mailbox)
         return msg  # type: ignore[return-value]
 
     def update_receiver(self, msg: Message | None = None) -> None:
         """Wake this group's receiver with `msg` (or an empty Signal), its
         status set to receiver_update. Any thread may call it; `msg` is
         handed over as with post()."""
-        if msg is None:
-            update = Message(OpCode.Signal)
-        else:
-            update = msg._take()
+        update = Message(OpCode.Signal) if msg is None else take(msg)
         update.bhdr.status = AmpeStatus.receiver_update
         update.bhdr.proto.origin = OriginFlag.engine
         update.bhdr.proto.more = MoreMessagesFlag.last
-        self._put(update)
-        if self._on_delivery is not None:
-            self._on_delivery()
+        self._mailbox.deliver(update)
 
     def pending(self) -> int:
         """Messages queued for this group and not yet received."""
-        return self._qsize()
+        return self._mailbox.qsize()
 
-    # ---- called on the engine's I/O thread
 
-    def _deliver(self, msg: Message | _Shutdown) -> None:
-        """Queue `msg` for the receiver (the engine's side of wait_receive)."""
-        self._put(msg)
-        if self._on_delivery is not None:
-            self._on_delivery()
-
-    def _over_limit(self) -> bool:
-        """True when the receiver is Options.max_queued_msgs behind."""
-        return self._qsize() >= self._max_queued
+def mailbox_of(group: ChannelGroup) -> Mailbox:
+    """The engine's side of `group` (for tofu.aio, which installs its
+    delivery hook there, and the engine's own tests)."""
+    return group._mailbox

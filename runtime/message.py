@@ -45,7 +45,22 @@ from .generated.codec import (
     pack_proto,
 )
 
-__all__ = ["BinaryHeader", "Body", "Message", "ProtoFields", "TextHeaders", "text_headers_problem"]
+__all__ = [
+    "BinaryHeader",
+    "Body",
+    "Message",
+    "ProtoFields",
+    "TextHeaders",
+    "body_buffer",
+    "from_wire",
+    "header_of",
+    "headers_buffer",
+    "recycle",
+    "refill",
+    "restore",
+    "take",
+    "text_headers_problem",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +111,7 @@ _APPLICATION: Final = OriginFlag.application
 _ENGINE: Final = OriginFlag.engine
 _LAST: Final = MoreMessagesFlag.last
 _MORE: Final = MoreMessagesFlag.more
+_CHANNEL_CLOSED: Final = AmpeStatus.channel_closed
 
 # Text headers, well formed (docs/concepts.md, "Messages"): lines separated by CRLF; an
 # empty line is skipped; a last line needs no CRLF; every other line is
@@ -544,6 +560,14 @@ class Message:
         """True when more frames with this message id follow."""
         return self.bhdr.proto.more == _MORE
 
+    def is_close_notice(self) -> bool:
+        """True for the engine's channel_closed notice: the last message a
+        channel gives its group. A message the application posted that comes
+        back unsent, even a Signal with status channel_closed, is not one: the
+        engine marks its own notices with internal bit B, which post() clears."""
+        p = self.bhdr.proto
+        return p.origin == _ENGINE and p.internal_b == 1 and self._bhdr.status == _CHANNEL_CLOSED
+
     @property
     def is_posted(self) -> bool:
         """True once post() took this object's contents."""
@@ -588,7 +612,7 @@ class Message:
         return f"Message({self.bhdr!r}, thdrs={len(self.thdrs._buf)}B, body={len(self.body._buf)}B)"
 
 
-def _from_wire(
+def from_wire(
     channel_number: int,
     proto: int,
     status: int,
@@ -597,8 +621,7 @@ def _from_wire(
     body: bytes | bytearray | memoryview,
 ) -> Message:
     """A Message of one decoded frame's fields and parts (copied): the
-    decoder's path when the pool has no message to recycle. A function, not
-    a classmethod: compiled code calls it directly."""
+    decoder's path when the pool has no message to recycle."""
     op_code, origin, more, internal_a, internal_b = PROTO_FIELDS[proto & 0xFF]
     if _PURE:  # the parts slot by slot, no __init__ calls
         pf = _new(ProtoFields)
@@ -615,3 +638,72 @@ def _from_wire(
     pf = ProtoFields(op_code, origin, more, internal_a, internal_b)
     bh = BinaryHeader(channel_number, pf, status, message_id)
     return Message(_bhdr=bh, _thdrs=TextHeaders(thdrs), _body=Body(body))
+
+
+# ---- The package's own access to a message's parts: the frame codec, the
+# pool and the engine read and fill the slots through these functions, never
+# the private slots themselves. Module functions, not methods, so a user sees
+# none of them on a Message; `tofu` exports none. None of them checks for a
+# posted message: the callers hold messages that are not.
+
+
+def header_of(msg: Message) -> BinaryHeader:
+    """The binary header, unguarded."""
+    return msg._bhdr
+
+
+def headers_buffer(msg: Message) -> bytearray:
+    """The text headers' bytes, unguarded."""
+    return msg._thdrs._buf
+
+
+def body_buffer(msg: Message) -> bytearray:
+    """The body's bytes, unguarded."""
+    return msg._body._buf
+
+
+def take(msg: Message) -> Message:
+    """post()'s hand-over: a new Message with `msg`'s parts; `msg` is left
+    empty (NotAllowed on any use). NotAllowed if it was posted already."""
+    return msg._take()
+
+
+def restore(msg: Message, taken: Message) -> None:
+    """Undo take(): `msg` (emptied by it) gets back the parts of `taken`,
+    the message take() made."""
+    msg._bhdr, msg._thdrs, msg._body = taken._bhdr, taken._thdrs, taken._body
+    taken._bhdr, taken._thdrs, taken._body = _NO_BHDR, _NO_THDRS, _NO_BODY
+
+
+def recycle(msg: Message) -> None:
+    """Reset a pooled message (not a posted one) to a fresh Request."""
+    msg._reset()
+
+
+def refill(
+    msg: Message,
+    channel_number: int,
+    proto: int,
+    status: int,
+    message_id: int,
+    thdrs: bytes | bytearray | memoryview,
+    body: bytes | bytearray | memoryview,
+) -> None:
+    """Fill a recycled message with one decoded frame's fields and parts: it
+    keeps nothing of its past (the pool's have empty parts already)."""
+    bh = msg._bhdr
+    bh.channel_number = channel_number
+    bh.status = status
+    bh.message_id = message_id
+    bh.proto.set_byte(proto)
+    # `+=` of a slice is cheaper than assigning one.
+    th = msg._thdrs._buf
+    if th:
+        th.clear()
+    if thdrs:
+        th += thdrs
+    bd = msg._body._buf
+    if bd:
+        bd.clear()
+    if body:
+        bd += body

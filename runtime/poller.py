@@ -1,7 +1,7 @@
 """The engine's poller: which sockets are ready, and what to call for each.
 
 The I/O loop needs little of a selector: register, modify and unregister a
-socket with its (handler, channel), and select() returning those pairs with
+socket with an object of the caller's, and select() returning those objects with
 the READ/WRITE events that are ready. On Linux that is epoll, driven here
 directly (the standard library's selectors module does the same in
 interpreted Python, which costs more per wake-up than the rest of a round
@@ -13,23 +13,23 @@ from __future__ import annotations
 import select
 import selectors
 import socket
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
-__all__ = ["READ", "WRITE", "make_poller"]
+__all__ = ["READ", "WRITE", "Poller", "make_poller"]
 
 READ: Final = selectors.EVENT_READ
 WRITE: Final = selectors.EVENT_WRITE
 
 
-# What the loop calls for a ready socket: (handler, channel); the wake-up socket's channel is None.
-_Entry = tuple[Callable[[Any, int], None], Any]
+# What the loop gets back for a ready socket: the object registered with it
+# (the engine registers each channel, and its inbox for the wake-up socket).
+_Entry = object
 
 
-class _Poller:
+class Poller:
     """What the loop needs of a selector: register, modify and unregister a
-    socket with its (handler, channel), and select() -> a list of
-    ((handler, channel), ready READ/WRITE events)."""
+    socket with an object of the caller's, and select() -> a list of
+    (that object, ready READ/WRITE events)."""
 
     def register(self, sock: socket.socket, events: int, data: _Entry) -> None:
         raise NotImplementedError
@@ -48,8 +48,8 @@ class _Poller:
         raise NotImplementedError
 
 
-class _SelectorPoller(_Poller):
-    """A _Poller over selectors.DefaultSelector, where there is no epoll."""
+class _SelectorPoller(Poller):
+    """A Poller over selectors.DefaultSelector, where there is no epoll."""
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
@@ -70,15 +70,15 @@ class _SelectorPoller(_Poller):
         self._selector.close()
 
 
-class _EpollPoller(_Poller):
-    """The _Poller on Linux: selectors.EpollSelector's register, modify,
+class _EpollPoller(Poller):
+    """The Poller on Linux: selectors.EpollSelector's register, modify,
     unregister and select, with the same events and the same results, but
     compiled with the engine (selectors' select() is interpreted Python that
     costs more than the rest of a round trip's I/O-thread work)."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
-        # fd -> (the registered READ/WRITE events, (handler, channel))
+        # fd -> (the registered READ/WRITE events, the object registered)
         self._fds: dict[int, tuple[int, _Entry]] = {}
 
     def register(self, sock: socket.socket, events: int, data: _Entry) -> None:
@@ -142,6 +142,6 @@ def _epoll_mask(events: int) -> int:
     return mask
 
 
-def make_poller() -> _Poller:
+def make_poller() -> Poller:
     """epoll where there is one (as selectors.DefaultSelector would choose), else a selector."""
     return _EpollPoller() if hasattr(select, "epoll") else _SelectorPoller()

@@ -6,7 +6,7 @@ import itertools
 from enum import Enum
 from typing import Literal, overload
 
-from .message import _NO_BHDR, Message
+from .message import Message, recycle
 from .options import Options
 
 __all__ = ["AllocationStrategy", "Pool", "pool_capacity"]
@@ -34,7 +34,7 @@ class Pool:
     leave the pool a message or two over its maximum, which is harmless.
     """
 
-    __slots__ = ("_dropped", "_drops", "_free", "_made", "_makes", "_max", "_short")
+    __slots__ = ("_dropped", "_drops", "_free", "_made", "_makes", "_max", "_short", "ran_dry")
 
     def __init__(self, initial: int, maximum: int) -> None:
         # A list used as a stack (append/pop at its end): the compiled build
@@ -47,6 +47,7 @@ class Pool:
         self._drops = itertools.count(1).__next__
         self._dropped = 0
         self._short = False  # a shortage was reported and has not ended
+        self.ran_dry = False  # for_frame() found it empty with all its messages in use
 
     def __len__(self) -> int:
         return len(self._free)
@@ -74,6 +75,20 @@ class Pool:
         self._made = self._makes()
         return Message()
 
+    def for_frame(self) -> Message | None:
+        """A pooled message for a decoded frame, or None (the decoder then
+        makes one); sets `ran_dry` when the pool is empty with all its
+        messages in use (the engine may warn the application: pool_empty)."""
+        free = self._free
+        if free:
+            try:
+                return free.pop()
+            except IndexError:
+                pass  # another thread took the last one
+        if self.made_one():
+            self.ran_dry = True
+        return None
+
     def made_one(self) -> bool:
         """Count a message the caller made because get(poolOnly) found the pool
         empty. True when all `maximum` messages are in use and no shortage is
@@ -96,11 +111,11 @@ class Pool:
         """Reset `msg` and keep it, or drop it when the pool is full.
 
         None and messages already handed to post() are ignored."""
-        if msg is None or msg._bhdr is _NO_BHDR:  # is_posted, without a property call
+        if msg is None or msg.is_posted:
             return  # an emptied (posted) message: nothing to keep
         free = self._free
         if len(free) < self._max:
-            msg._reset()
+            recycle(msg)
             free.append(msg)
         elif self._made - self._dropped > len(free):  # full: dropped; not one made elsewhere, as far as we know
             self._dropped = self._drops()

@@ -16,7 +16,17 @@ import heapq
 import time
 from collections.abc import Callable
 
-__all__ = ["Timer", "Timers"]
+__all__ = ["Clock", "Timer", "Timers"]
+
+
+class Clock:
+    """The I/O loop's clock: `now` is the monotonic time of its last wake-up,
+    what the I/O path stamps activity with (a plain read, no call)."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
 
 
 class Timer:

@@ -134,6 +134,18 @@ class TLSSession:
         except ssl.SSLError as exc:
             self._fail(_reason(exc))
 
+    def close_notify(self) -> None:
+        """End this side's TLS stream: a close_notify alert goes to
+        outgoing() (the peer's own close_notify is not waited for)."""
+        if self.error is not None or not self.handshake_done:
+            return
+        try:
+            self._obj.unwrap()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass  # the alert is written; the peer's has not come: nothing to wait for
+        except ssl.SSLError as exc:
+            self._fail(_reason(exc))
+
     def outgoing(self) -> bytes:
         """The bytes to send to the peer now (may be empty)."""
         return self._outgoing.read()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -32,7 +33,6 @@ from typing import TYPE_CHECKING
 from .addresses import Address, TLSClientAddress, TLSServerAddress, UDSServerAddress
 from .generated import ConnectFailed, ListenFailed
 from .identity import Identity, credentials_identity, tls_identity
-from .message import Message
 from .options import Options
 
 if TYPE_CHECKING:
@@ -64,14 +64,11 @@ _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 class HandshakeFailed(OSError):
     """The secure channel could not be set up; str() says why.
 
-    server_side: it happened on a listener's accepted connection.
-    hello: the client's HelloRequest, for the engine to give back when it has
-        already gone out (else None)."""
+    server_side: it happened on a listener's accepted connection."""
 
-    def __init__(self, reason: str, server_side: bool, hello: Message | None = None) -> None:
+    def __init__(self, reason: str, server_side: bool) -> None:
         super().__init__(reason)
         self.server_side = server_side
-        self.hello = hello
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -121,13 +118,12 @@ class PlainTransport:
 class TLSTransport:
     """A connection's TLS: ciphertext on the socket, plaintext to the engine."""
 
-    __slots__ = ("_hello", "_out", "_plaintext_seen", "_session", "_sock", "flush_after_read", "identity")
+    __slots__ = ("_out", "_plaintext_seen", "_session", "_sock", "flush_after_read", "identity")
 
-    def __init__(self, session: TLSSession, hello: Message | None = None) -> None:
+    def __init__(self, session: TLSSession) -> None:
         self._session = session
         self._sock: socket.socket | None = None
         self._out = bytearray(session.outgoing())  # ciphertext not yet sent
-        self._hello = hello
         self._plaintext_seen = False
         self.flush_after_read = False
         self.identity: Identity = ()
@@ -155,7 +151,7 @@ class TLSTransport:
     def _failed(self, reason: str) -> HandshakeFailed:
         server_side = self._session.server_side
         what = "TLS handshake" if server_side or not self._session.handshake_done else "TLS channel setup"
-        return HandshakeFailed(f"{what} failed: {reason}", server_side, self._hello)
+        return HandshakeFailed(f"{what} failed: {reason}", server_side)
 
     def _drain(self) -> None:
         out = self._out
@@ -207,10 +203,22 @@ class TLSTransport:
                 return 0
             raise BlockingIOError
         self._plaintext_seen = True
-        self._hello = None
         n = len(plaintext)
         buf[:n] = plaintext
         return n
+
+    def close_notify(self) -> None:
+        """Tell the peer the TLS stream ends here (a close_notify alert),
+        as far as the socket takes it now: the engine is closing the
+        connection. Never raises."""
+        if self._sock is None or not self._session.handshake_done:
+            return
+        try:
+            self._session.close_notify()
+            self._out += self._session.outgoing()
+            self._drain()
+        except OSError:
+            pass  # the connection is going anyway
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Encrypt and write what the socket takes; return how much of
@@ -279,9 +287,10 @@ def check_listen(address: Address, options: Options) -> None:
         raise ListenFailed(f"{address.value}: a TLS listener needs Options.tls_server_context")
 
 
-def client_transport(address: Address, options: Options, hello: Message) -> Transport:
+def client_transport(address: Address, options: Options) -> Transport:
     """The transport for a connect to `address` (for plain ones, NOT_CONNECTED
-    until the socket exists). ConnectFailed when TLS has no context to use."""
+    until the socket exists). ConnectFailed when TLS has no context to use,
+    or one that cannot start a client's handshake (a server's context, say)."""
     if not isinstance(address, TLSClientAddress):
         return NOT_CONNECTED
     context = options.tls_client_context
@@ -289,8 +298,13 @@ def client_transport(address: Address, options: Options, hello: Message) -> Tran
         raise ConnectFailed(f"{address.value}: a TLS connect needs Options.tls_client_context")
     from .tls import TLSSession
 
-    session = TLSSession(context, server_side=False, server_hostname=address.server_hostname or address.host)
-    return TLSTransport(session, hello.copy())
+    try:
+        session = TLSSession(context, server_side=False, server_hostname=address.server_hostname or address.host)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConnectFailed(f"{address.value}: Options.tls_client_context cannot start a TLS client: {exc}") from None
+    if session.error is not None:
+        raise ConnectFailed(f"{address.value}: Options.tls_client_context cannot start a TLS client: {session.error}")
+    return TLSTransport(session)
 
 
 def connected_transport(transport: Transport, sock: socket.socket) -> Transport:

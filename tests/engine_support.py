@@ -39,12 +39,30 @@ def recv_until(
 
 
 def is_closed_signal(msg: Message) -> bool:
-    """The engine's channel_closed notification (a peer's Signal may carry that status too)."""
-    return (
-        msg.is_from_engine()
-        and msg.bhdr.proto.op_code == OpCode.Signal
-        and msg.bhdr.status == AmpeStatus.channel_closed
-    )
+    """The engine's channel_closed notice (Message.is_close_notice: a Signal
+    of the application that comes back unsent is not one). A predicate, for
+    recv_until: what the close was is assert_closed's business."""
+    return msg.is_close_notice()
+
+
+def assert_closed(
+    msg: Message, reason: AmpeStatus | None | frozenset[AmpeStatus], channel: int | None = None
+) -> Message:
+    """`msg` is the engine's channel_closed notice of a close for `reason`:
+    None for a normal close (a Bye exchange, a ByeSignal), which names no
+    reason; otherwise the status its ~close_reason must name (one of a set,
+    where the test cannot tell which of two failures the engine meets first).
+    Returns `msg`."""
+    assert msg.is_close_notice(), f"not a channel_closed notice: {msg!r} {list(msg.thdrs)}"
+    named = msg.thdrs.get(tofu.CLOSE_REASON_HEADER)
+    if isinstance(reason, frozenset):
+        assert named in {r.name for r in reason}, f"channel {msg.bhdr.channel_number} closed for {named}"
+    else:
+        expected = None if reason is None else reason.name
+        assert named == expected, f"channel {msg.bhdr.channel_number} closed for {named}, expected {expected}"
+    if channel is not None:
+        assert msg.bhdr.channel_number == channel, f"closed channel {msg.bhdr.channel_number}, expected {channel}"
+    return msg
 
 
 def make(
@@ -95,6 +113,21 @@ def connect(client: tofu.ChannelGroup, server: tofu.ChannelGroup, address) -> tu
     assert resp.bhdr.proto.op_code == OpCode.HelloResponse, resp
     assert resp.bhdr.channel_number == hello.channel_number
     return hello.channel_number, server_channel
+
+
+def answer_hello(lsock: socket.socket, group: tofu.ChannelGroup, channel: int) -> socket.socket:
+    """Accept, on a plain listener, the connection of `group`'s HelloRequest
+    (channel `channel`) and answer it as a tofu server does: a HelloResponse,
+    which the group receives, so the channel is open and may carry Requests.
+    Returns the peer's socket."""
+    peer, _ = lsock.accept()
+    hello = read_frame(peer)
+    assert hello.bhdr.proto.op_code == OpCode.HelloRequest, hello
+    hello.bhdr.proto.op_code = OpCode.HelloResponse
+    peer.sendall(tofu.encode(hello))
+    answer = recv(group)
+    assert answer.bhdr.proto.op_code == OpCode.HelloResponse and answer.bhdr.channel_number == channel, answer
+    return peer
 
 
 def read_exactly(sock: socket.socket, n: int, timeout: float = TIMEOUT) -> bytes:

@@ -11,7 +11,9 @@ import threading
 import time
 
 import pytest
+from engine_support import answer_hello
 import tofu
+from tofu.groups import mailbox_of
 import tofu.aio
 from tofu.aio import AsyncChannelGroup
 
@@ -156,7 +158,7 @@ def _coalescing(rtr: tofu.Reactor) -> None:
         if seen == count:
             delivered.set()
 
-    cli_group._on_delivery = counting_hook
+    mailbox_of(cli_group).on_delivery = counting_hook
 
     async def main() -> tuple[int, list[bytes]]:
         agroup = AsyncChannelGroup(cli_group)
@@ -176,7 +178,7 @@ def _coalescing(rtr: tofu.Reactor) -> None:
     wakeups, bodies = asyncio.run(main())
     assert wakeups == 1  # one byte for a burst of 300 deliveries
     assert bodies == [str(i).encode() for i in range(count)]
-    assert cli_group._on_delivery is counting_hook  # restored by close()
+    assert mailbox_of(cli_group).on_delivery is counting_hook  # restored by close()
 
 
 def test_update_receiver_from_the_loop_thread_coalesces(rtr: tofu.Reactor) -> None:
@@ -303,7 +305,7 @@ def test_close_releases_everything_and_ends_iteration(rtr: tofu.Reactor) -> None
     agroup = asyncio.run(main())
     assert agroup.closed
     assert agroup._rsock.fileno() == -1 and agroup._wsock.fileno() == -1
-    assert cli_group._on_delivery is None
+    assert mailbox_of(cli_group).on_delivery is None
     # The group itself still works, synchronously.
     srv_group.post(signal_to(srv_channel, b"after"))
     msg = cli_group.wait_receive(TIMEOUT)
@@ -317,7 +319,7 @@ def test_one_wrapper_per_group(rtr: tofu.Reactor) -> None:
         AsyncChannelGroup(group)
     first.close()
     second = tofu.aio.wrap(group)  # fine once the first is closed
-    assert group._on_delivery == second._notify
+    assert mailbox_of(group).on_delivery == second._notify
     second.close()
 
 
@@ -340,7 +342,7 @@ def test_created_outside_a_loop_binds_on_first_receive(rtr: tofu.Reactor) -> Non
         return got
 
     assert asyncio.run(main()) == [b"early", b"later"]
-    assert cli_group._on_delivery is None
+    assert mailbox_of(cli_group).on_delivery is None
 
 
 def test_post_with_timeout_0_never_holds_up_the_loop_on_a_full_window() -> None:
@@ -349,9 +351,11 @@ def test_post_with_timeout_0_never_holds_up_the_loop_on_a_full_window() -> None:
     import socket
 
     with tofu.Reactor(tofu.Options(max_unsent_msgs=2)) as engine, socket.create_server(("127.0.0.1", 0)) as silent:
-        group = AsyncChannelGroup(engine.ampe().create())
+        plain = engine.ampe().create()
         port = silent.getsockname()[1]
-        hello = group.post(tofu.TCPClientAddress("127.0.0.1", port).format(tofu.Message()))
+        hello = plain.post(tofu.TCPClientAddress("127.0.0.1", port).format(tofu.Message()))
+        peer = answer_hello(silent, plain, hello.channel_number)  # open, then it never reads
+        group = AsyncChannelGroup(plain)
 
         async def fill() -> tuple[int, tofu.Message]:
             posted = 0
@@ -369,3 +373,4 @@ def test_post_with_timeout_0_never_holds_up_the_loop_on_a_full_window() -> None:
         posted, kept = asyncio.run(asyncio.wait_for(fill(), 30))
         assert posted >= 2 and len(kept.body) == 65535
         group.close()
+        peer.close()

@@ -8,9 +8,13 @@ import time
 
 import pytest
 import tofu
+from tofu.groups import mailbox_of
 from engine_support import make, recv, wait_for
 from tofu import AllocationStrategy, AmpeStatus, Message, OpCode, Options
-from tofu.channels import ChannelNumbers
+from tofu.channels import ChannelTable, Connection, Listener
+from tofu.generated.machine import ACCEPTED_STATE, INITIAL_STATE, ChannelState
+from tofu.mailbox import Mailbox
+from tofu.pool import Pool
 
 # ---------------------------------------------------------------- lifecycle
 
@@ -20,7 +24,7 @@ def test_create_and_destroy():
         ampe = rtr.ampe()
         group = ampe.create()
         ampe.destroy(group)
-        thread = rtr._loop_thread
+        thread = rtr._thread
         assert thread.is_alive()
     assert not thread.is_alive()
 
@@ -330,11 +334,11 @@ def test_parts_of_exactly_65535_bytes_are_posted(rtr):
 def test_post_refuses_none_and_posts_to_a_destroyed_group(rtr):
     ampe = rtr.ampe()
     group = ampe.create()
-    assert group._destroyed is False
+    assert mailbox_of(group).destroyed is False
     with pytest.raises(tofu.NullMessage, match="^post\\(\\) needs a message$"):
         group.post(None)
     ampe.destroy(group)
-    assert group._destroyed is True
+    assert mailbox_of(group).destroyed is True
     msg = tofu.TCPServerAddress("127.0.0.1", 0).format(Message())
     with pytest.raises(tofu.NotAllowed, match="^this channel group was destroyed$"):
         group.post(msg)
@@ -391,9 +395,9 @@ def test_the_receive_queue_is_over_its_limit_at_max_queued_msgs():
         group = small.ampe().create()
         for _ in range(3):
             group.update_receiver(None)
-        assert not group._over_limit()
+        assert not mailbox_of(group).over_limit()
         group.update_receiver(None)
-        assert group._over_limit()  # 4 queued: reading pauses now, not at 5
+        assert mailbox_of(group).over_limit()  # 4 queued: reading pauses now, not at 5
 
 
 def test_a_posted_bye_signal_carries_the_abort_trigger(rtr):
@@ -428,7 +432,7 @@ def test_a_group_as_a_context_manager_is_destroyed_on_leaving(rtr):
 
         _, port = tcp_listen(server)
         cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
-    assert server._destroyed
+    assert mailbox_of(server).destroyed
     closed = recv(client)  # the server's channels were closed with it
     assert closed.is_from_engine() and closed.bhdr.status == AmpeStatus.channel_closed
     assert closed.bhdr.channel_number == cch
@@ -463,23 +467,44 @@ def test_dump_is_one_readable_line_logged_at_debug(caplog):
 # ---------------------------------------------------------------- channel numbers
 
 
-def test_channel_numbers_skip_0_and_65535_and_are_reused_after_close(rtr):
-    numbers = ChannelNumbers()
-    owner = rtr.ampe().create()  # a ChannelGroup: compiled code checks the type
-    seen = {numbers.allocate(owner) for _ in range(65534)}
-    assert seen == set(range(1, 65535))
-    assert numbers.allocate(owner) is None  # all in use
-    numbers.release(5)
-    assert numbers.allocate(owner) == 5  # reused after close
-    assert numbers.owner(5) is owner and numbers.owner(0) is None and numbers.owner(65535) is None
+def _table(first: int = tofu.CHANNEL_MIN, last: int = tofu.CHANNEL_MAX) -> ChannelTable:
+    pool = Pool(0, 4)
+    return ChannelTable(pool.for_frame, pool.put, 0, first, last)
 
 
-def test_channel_numbers_round_robin_delays_reuse(rtr):
-    numbers = ChannelNumbers(1, 10)
-    group = rtr.ampe().create()
-    a = numbers.allocate(group)
-    numbers.release(a)
-    assert numbers.allocate(group) != a  # the freshly closed number comes back last
+def test_channel_numbers_skip_0_and_65535_and_are_reused_after_close():
+    table = _table()
+    mailbox = Mailbox(8)
+    channels = [table.accept(mailbox) for _ in range(65534)]
+    assert {ch.number for ch in channels if ch is not None} == set(range(1, 65535))
+    assert table.accept(mailbox) is None  # all in use
+    with pytest.raises(tofu.NotAllowed, match="every channel number is in use"):
+        table.open(mailbox, OpCode.HelloRequest, 1)
+    table.remove(channels[4])
+    again = table.accept(mailbox)
+    assert again is not None and again.number == 5  # reused after close
+    assert table.get(5) is again and table.get(0) is None and table.get(65535) is None
+
+
+def test_channel_numbers_round_robin_delays_reuse():
+    table = _table(1, 10)
+    mailbox = Mailbox(8)
+    first = table.open(mailbox, OpCode.HelloRequest, 1)
+    table.remove(first)
+    assert table.open(mailbox, OpCode.HelloRequest, 2).number != first.number  # the freshly closed number comes back last
+
+
+def test_a_channel_opened_by_a_post_starts_in_its_initial_state():
+    table = _table()
+    mailbox = Mailbox(8)
+    listener = table.open(mailbox, OpCode.WelcomeRequest, 7)
+    connection = table.open(mailbox, OpCode.HelloRequest, 8)
+    accepted = table.accept(mailbox)
+    assert isinstance(listener, Listener) and isinstance(connection, Connection) and accepted is not None
+    assert listener.protocol.state == INITIAL_STATE[OpCode.WelcomeRequest] == ChannelState.listener_listening
+    assert connection.protocol.state == ChannelState.connector_connecting
+    assert accepted.protocol.state == ACCEPTED_STATE == ChannelState.acceptor_awaiting_hello
+    assert (listener.protocol.first_mid, connection.protocol.first_mid, accepted.protocol.first_mid) == (7, 8, 0)
 
 
 def test_destroying_a_group_while_the_engine_stops_wakes_its_receiver():
@@ -487,10 +512,10 @@ def test_destroying_a_group_while_the_engine_stops_wakes_its_receiver():
     ampe = rtr.ampe()
     group = ampe.create()
     release = threading.Event()
-    rtr._call_soon(lambda: release.wait(10))  # hold the I/O thread
+    rtr._inbox.call_soon(lambda: release.wait(10))  # hold the I/O thread
     stopper = threading.Thread(target=rtr.destroy)
     stopper.start()
-    wait_for(lambda: rtr._closing, "destroy() to begin")  # the I/O thread cannot stop yet
+    wait_for(lambda: rtr._inbox.closing, "destroy() to begin")  # the I/O thread cannot stop yet
     ampe.destroy(group)
     release.set()
     stopper.join(10)
@@ -504,8 +529,8 @@ def test_engine_threads_leave_sigint_to_the_application():
     with tofu.Reactor() as rtr:
         group = rtr.ampe().create()
         blocked = []
-        rtr._call_soon(lambda: blocked.append(signal.pthread_sigmask(signal.SIG_BLOCK, set())))
-        rtr._call_soon(lambda: group.update_receiver(None))  # the inbox is first in, first out
+        rtr._inbox.call_soon(lambda: blocked.append(signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+        rtr._inbox.call_soon(lambda: group.update_receiver(None))  # the inbox is first in, first out
         recv(group)
         assert signal.SIGINT in blocked[0] and signal.SIGTERM in blocked[0]
 

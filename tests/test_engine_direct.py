@@ -13,7 +13,18 @@ from collections.abc import Iterator
 
 import pytest
 import tofu
-from engine_support import TIMEOUT, connect, listen, make, plain_listener, read_frame, recv, recv_until, tcp_listen
+from engine_support import (
+    TIMEOUT,
+    connect,
+    listen,
+    make,
+    plain_listener,
+    read_frame,
+    recv,
+    recv_until,
+    tcp_listen,
+    wait_for,
+)
 from tofu import AmpeStatus, Message, OpCode
 from tofu.channels import Connection
 
@@ -28,7 +39,7 @@ def io_thread_parked(rtr: tofu.Reactor) -> Iterator[None]:
         parked.set()
         release.wait(TIMEOUT)
 
-    rtr._call_soon(park)
+    rtr._inbox.call_soon(park)
     assert parked.wait(TIMEOUT), "the I/O thread did not park"
     try:
         yield
@@ -76,7 +87,7 @@ def test_a_post_to_an_idle_connection_writes_its_frame_itself() -> None:
                 assert got.bhdr.proto.op_code == OpCode.Request and bytes(got.body) == b"direct"
                 # Nothing read since: the next post goes through the I/O thread.
                 client.post(request(channel, b"queued"))
-                assert len(rtr._inbox) == 1
+                assert len(rtr._inbox.items) == 1
             got = read_frame(peer)
             assert bytes(got.body) == b"queued"
 
@@ -88,28 +99,44 @@ def test_with_direct_send_off_every_post_goes_through_the_io_thread() -> None:
             peer_speaks(peer, client)
             with io_thread_parked(rtr):
                 client.post(request(channel, b"queued"))
-                assert len(rtr._inbox) == 1  # queued, not written
+                assert len(rtr._inbox.items) == 1  # queued, not written
             got = read_frame(peer)
             assert bytes(got.body) == b"queued"
 
 
 def test_a_direct_write_never_overtakes_a_queued_message() -> None:
-    """A ByeRequest, a HelloResponse... always go through the I/O thread; so
-    does every post after one until the I/O thread has written it."""
+    """A post that had to queue (here: its group had a message still to
+    receive) clears the way for direct writes: every post after it goes
+    through the I/O thread too until that one is written, credit or not."""
+    with tofu.Reactor() as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(client) as (peer, channel):
+            peer_speaks(peer, client)
+            peer.sendall(tofu.encode(make(OpCode.Signal, 1, b"unread")))
+            wait_for(lambda: client.pending() == 1, "the Signal to be queued for the client")
+            with io_thread_parked(rtr):
+                client.post(request(channel, b"first"))  # more to receive: queued
+                assert bytes(recv(client).body) == b"unread"  # nothing left to receive now
+                client.post(request(channel, b"second"))  # has credit, but must wait its turn
+                assert len(rtr._inbox.items) == 2
+            assert [bytes(read_frame(peer).body) for _ in range(2)] == [b"first", b"second"]
+
+
+def test_a_post_that_moves_the_state_goes_through_the_io_thread() -> None:
+    """A ByeRequest never writes directly (the I/O thread follows the state's
+    timers), and after it post() refuses a Request."""
     with tofu.Reactor() as rtr:
         client = rtr.ampe().create()
         with raw_peer(client) as (peer, channel):
             peer_speaks(peer, client)
             with io_thread_parked(rtr):
                 client.post(make(OpCode.ByeRequest, channel))
-                client.post(request(channel, b"after the bye"))  # has credit, but must wait its turn
-                assert len(rtr._inbox) == 2
-            bye = read_frame(peer)
-            assert bye.bhdr.proto.op_code == OpCode.ByeRequest
-            # The engine sends nothing after a ByeRequest: the Request comes back at the close.
-            peer.sendall(tofu.encode(make(OpCode.ByeResponse, 1, mid=bye.bhdr.message_id)))
-            back, _ = recv_until(client, lambda m: m.bhdr.proto.op_code == OpCode.Request)
-            assert back.is_from_engine() and bytes(back.body) == b"after the bye"
+                assert len(rtr._inbox.items) == 1
+                late = request(channel, b"after the bye")
+                with pytest.raises(tofu.NotAllowed, match="after its ByeRequest this side sends nothing more"):
+                    client.post(late)
+                assert not late.is_posted
+            assert read_frame(peer).bhdr.proto.op_code == OpCode.ByeRequest
 
 
 def test_a_partial_direct_write_is_finished_by_the_io_thread_in_order() -> None:
@@ -120,7 +147,7 @@ def test_a_partial_direct_write_is_finished_by_the_io_thread_in_order() -> None:
     with tofu.Reactor() as rtr:
         client = rtr.ampe().create()
         with raw_peer(client) as (peer, channel):
-            conn = rtr._channels[channel]
+            conn = rtr._table.get(channel)
             assert isinstance(conn, Connection)
             sent = 0
             partial = False
@@ -196,7 +223,7 @@ def test_a_direct_write_to_a_reset_peer_fails_as_the_io_thread_would() -> None:
                 peer.close()  # a reset
                 client.post(request(channel, b"lost"))
                 # It went the direct way and failed there: the inbox holds no message, only the failure.
-                assert [group for group, _ in rtr._inbox] == [None]
+                assert [group for group, _ in rtr._inbox.items] == [None]
             back = recv(client)
             assert back.bhdr.proto.op_code == OpCode.Request and bytes(back.body) == b"lost"
             assert back.is_from_engine() and back.bhdr.status == AmpeStatus.peer_disconnected

@@ -8,6 +8,8 @@ import socket
 import pytest
 import tofu
 from engine_support import (
+    answer_hello,
+    assert_closed,
     connect,
     is_closed_signal,
     listen,
@@ -248,13 +250,13 @@ def test_bye_signal_with_frames_pending(groups):
     # A plain listener that never reads: the client's frames pile up unsent.
     with plain_listener() as (lsock, port):
         header = client.post(_tcp(port).format(Message()))
-        peer, _ = lsock.accept()
+        peer = answer_hello(lsock, client, header.channel_number)
         big = b"z" * 65535
         for _ in range(200):  # ~13 MB: far more than the socket buffers hold
             client.post(make(OpCode.Request, header.channel_number, big))
         client.post(make(OpCode.ByeSignal, header.channel_number))
         closed, returned = recv_until(client, is_closed_signal)
-        assert closed.bhdr.channel_number == header.channel_number
+        assert_closed(closed, None, header.channel_number)  # asked for: a normal close
         assert returned, "pending frames come back to the application"
         for msg in returned:
             assert msg.is_from_engine() and msg.bhdr.status == AmpeStatus.channel_closed
@@ -287,8 +289,7 @@ def test_peer_disconnect_returns_queued_messages(groups):
     _, client = groups
     with plain_listener() as (lsock, port):
         header = client.post(_tcp(port).format(Message()))
-        peer, _ = lsock.accept()
-        read_frame(peer)  # the HelloRequest: the client is connected
+        peer = answer_hello(lsock, client, header.channel_number)
         for _ in range(200):  # ~13 MB: far more than the socket buffers hold
             client.post(make(OpCode.Request, header.channel_number, b"q" * 65535))
         # The inbox is first in, first out: once this listener is up, the
@@ -299,8 +300,10 @@ def test_peer_disconnect_returns_queued_messages(groups):
         closed, returned = recv_until(client, is_closed_signal)
         assert returned
         assert all(m.is_from_engine() for m in returned)
-        assert {m.bhdr.status for m in returned} <= {AmpeStatus.peer_disconnected, AmpeStatus.send_failed}
-        assert closed.bhdr.channel_number == header.channel_number
+        failures = frozenset((AmpeStatus.peer_disconnected, AmpeStatus.send_failed))
+        assert {m.bhdr.status for m in returned} <= failures
+        assert_closed(closed, failures, header.channel_number)
+        assert closed.bhdr.status == AmpeStatus.channel_closed
 
 
 # ---------------------------------------------------------------- groups

@@ -200,15 +200,15 @@ def _held_io_thread(rtr: tofu.Reactor) -> threading.Event:
         held.set()
         gate.wait(TIMEOUT)
 
-    rtr._call_soon(hold)
+    rtr._inbox.call_soon(hold)
     assert held.wait(TIMEOUT), "the I/O thread did not run the call"
     return gate
 
 
 def test_a_post_far_ahead_of_the_io_thread_waits_until_it_catches_up():
-    catch_up_at = tofu.reactor._CATCH_UP_AT
+    catch_up_at = tofu.inbox.CATCH_UP_AT
     with tofu.Reactor() as rtr:
-        rtr._catch_up_wait = 60.0  # only the I/O thread catching up can end the wait within the test
+        rtr._inbox.catch_up_wait = 60.0  # only the I/O thread catching up can end the wait within the test
         ampe = rtr.ampe()
         server, client = ampe.create(), ampe.create()
         _, port = tcp_listen(server)
@@ -224,10 +224,10 @@ def test_a_post_far_ahead_of_the_io_thread_waits_until_it_catches_up():
 
         poster = threading.Thread(target=post_all)
         poster.start()
-        wait_for(lambda: rtr._behind, "a post waiting for the I/O thread")
+        wait_for(lambda: rtr._inbox._behind, "a post waiting for the I/O thread")
         # The post that found catch_up_at posts queued is the one waiting (the
         # first post may have been written directly: runtime/direct.py).
-        assert len(rtr._inbox) == catch_up_at
+        assert len(rtr._inbox.items) == catch_up_at
         assert len(posted) < count
         gate.set()
         poster.join(TIMEOUT)
@@ -239,9 +239,9 @@ def test_a_post_far_ahead_of_the_io_thread_waits_until_it_catches_up():
 
 
 def test_posts_on_the_io_thread_never_wait_for_it():
-    catch_up_at = tofu.reactor._CATCH_UP_AT
+    catch_up_at = tofu.inbox.CATCH_UP_AT
     with tofu.Reactor() as rtr:
-        rtr._catch_up_wait = 60.0  # a wait would outlast the test's
+        rtr._inbox.catch_up_wait = 60.0  # a wait would outlast the test's
         ampe = rtr.ampe()
         server, client = ampe.create(), ampe.create()
         _, port = tcp_listen(server)
@@ -254,7 +254,7 @@ def test_posts_on_the_io_thread_never_wait_for_it():
                 client.post(make(OpCode.Signal, cch, b"%d" % i))
             done.set()
 
-        rtr._call_soon(post_all)
+        rtr._inbox.call_soon(post_all)
         assert done.wait(TIMEOUT), "a post on the I/O thread waited for the I/O thread"
         for i in range(count):
             msg = recv(server)

@@ -14,10 +14,21 @@ from pathlib import Path
 import pytest
 import tofu
 import trustme
-from engine_support import TIMEOUT, connect, is_closed_signal, listen, make, read_frame, recv, recv_until
+from engine_support import (
+    TIMEOUT,
+    assert_closed,
+    connect,
+    is_closed_signal,
+    listen,
+    make,
+    read_frame,
+    recv,
+    recv_until,
+)
 from tls_support import Pems
 from tofu import AmpeStatus, Message, OpCode
 from tofu.channels import Connection
+from tofu.groups import mailbox_of
 
 DROPPED = "dropped an incoming connection"
 
@@ -67,7 +78,7 @@ def assert_listener_dropped_it(
     good = tofu.Reactor(tofu.Options(tls_client_context=engine._options.tls_client_context))
     with good:
         _, server_channel = connect(good.ampe().create(), server, tofu.TLSClientAddress("127.0.0.1", port))
-        connections = [ch.number for ch in list(server._channels) if isinstance(ch, Connection)]
+        connections = [ch.number for ch in engine._table.of_group(mailbox_of(server)) if isinstance(ch, Connection)]
         assert connections == [server_channel]  # nothing left of the failed one
     if caplog is not None:
         dropped = [r for r in caplog.records if DROPPED in r.getMessage()]
@@ -338,7 +349,11 @@ def test_a_listener_that_rejects_the_hello_is_no_tls_failure(engine: tofu.Reacto
         hello = client.post(tofu.TLSClientAddress("127.0.0.1", port).format(Message()))
         req = recv(server)
         server.post(make(OpCode.ByeSignal, req.bhdr.channel_number))
-        closed, _ = recv_until(client, is_closed_signal)
-        assert closed.bhdr.channel_number == hello.channel_number
-        assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == "peer_disconnected"
-        assert closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER) is None
+        closed, before = recv_until(client, is_closed_signal)
+        # What a refused connect gives over plain TCP: the HelloRequest back, then the notice.
+        assert [(m.bhdr.proto.op_code, m.bhdr.status) for m in before] == [
+            (OpCode.HelloRequest, AmpeStatus.connect_failed)
+        ]
+        assert_closed(closed, AmpeStatus.connect_failed, hello.channel_number)
+        detail = closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER)
+        assert detail == "the peer closed the connection before answering the HelloRequest"

@@ -8,6 +8,8 @@ import threading
 import pytest
 import tofu
 from engine_support import (
+    answer_hello,
+    assert_closed,
     TIMEOUT,
     connect,
     is_closed_signal,
@@ -45,15 +47,15 @@ class Poster(threading.Thread):
 @pytest.fixture
 def held_client():
     """An engine with a send window, a client connected to a plain socket, and
-    a way to hold the I/O thread so that nothing posted gets written."""
-    with tofu.Reactor(tofu.Options(max_unsent_msgs=WINDOW)) as rtr, plain_listener() as (lsock, port):
+    a way to hold the I/O thread so that nothing posted gets written (direct
+    writes off: a post could write to the idle connection itself)."""
+    with tofu.Reactor(tofu.Options(max_unsent_msgs=WINDOW, direct_send=False)) as rtr, plain_listener() as (lsock, port):
         client = rtr.ampe().create()
         header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
-        peer, _ = lsock.accept()
+        peer = answer_hello(lsock, client, header.channel_number)  # the channel is open
         with peer:
-            read_frame(peer)  # the HelloRequest: connected
             release = threading.Event()
-            rtr._call_soon(lambda: release.wait(TIMEOUT))  # the I/O thread writes nothing now
+            rtr._inbox.call_soon(lambda: release.wait(TIMEOUT))  # the I/O thread writes nothing now
             yield rtr, client, header.channel_number, peer, release
             release.set()
 
@@ -80,33 +82,35 @@ def test_a_closing_channel_frees_its_waiting_posts(held_client):
     client.post(make(OpCode.ByeSignal, channel))  # an abort never waits for the window
     release.set()
     poster.join(TIMEOUT)
-    assert not poster.is_alive() and poster.error is None
-    # A returned Signal also has status channel_closed: the notification is the
-    # one without a body (it carries the channel's first message id).
-    closed, unsent = recv_until(client, lambda m: is_closed_signal(m) and not len(m.body))
-    assert closed.bhdr.channel_number == channel
-    late = recv(client)  # the post that waited, given back: its channel is gone
-    returned = [*unsent, late]
-    assert [bytes(m.body) for m in returned] == [b"%d" % i for i in range(WINDOW + 1)]
-    assert all(m.is_from_engine() and m.bhdr.status == tofu.AmpeStatus.channel_closed for m in returned)
+    # The post that waited goes on, and finds its channel closing: refused,
+    # its message still the poster's.
+    assert not poster.is_alive() and isinstance(poster.error, tofu.ChannelClosed), poster.error
+    assert poster.posted == WINDOW
+    # A returned Signal also has status channel_closed: the notice is the
+    # engine's own (Message.is_close_notice).
+    closed, unsent = recv_until(client, is_closed_signal)
+    assert_closed(closed, None, channel)  # the application aborted it: a normal close
+    assert [bytes(m.body) for m in unsent] == [b"%d" % i for i in range(WINDOW)]
+    assert all(m.is_from_engine() and m.bhdr.status == tofu.AmpeStatus.channel_closed for m in unsent)
+    assert not any(m.is_close_notice() for m in unsent)
+    assert client.wait_receive(0) is None
 
 
 def test_shutdown_wakes_a_waiting_post():
     with plain_listener() as (lsock, port):
-        rtr = tofu.Reactor(tofu.Options(max_unsent_msgs=WINDOW))
+        rtr = tofu.Reactor(tofu.Options(max_unsent_msgs=WINDOW, direct_send=False))
         client = rtr.ampe().create()
         header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
-        peer, _ = lsock.accept()
+        peer = answer_hello(lsock, client, header.channel_number)
         with peer:
-            read_frame(peer)
             release = threading.Event()
-            rtr._call_soon(lambda: release.wait(TIMEOUT))
+            rtr._inbox.call_soon(lambda: release.wait(TIMEOUT))
             poster = Poster(client, header.channel_number, WINDOW + 1)
             poster.start()
             wait_for(lambda: poster.posted == WINDOW, "the window to fill")
             stopper = threading.Thread(target=rtr.destroy)
             stopper.start()
-            wait_for(lambda: rtr._closing, "destroy() to begin")
+            wait_for(lambda: rtr._inbox.closing, "destroy() to begin")
             release.set()
             poster.join(TIMEOUT)
             stopper.join(TIMEOUT)
@@ -120,9 +124,9 @@ def test_no_window_by_default():
         client, server = rtr.ampe().create(), rtr.ampe().create()
         _, port = tcp_listen(server)
         cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
-        assert rtr._windows == {}
+        assert rtr._table._windows == {}
         release = threading.Event()
-        rtr._call_soon(lambda: release.wait(TIMEOUT))
+        rtr._inbox.call_soon(lambda: release.wait(TIMEOUT))
         for i in range(100):  # nothing is written while the I/O thread is held: no wait
             client.post(make(OpCode.Signal, cch, b"%d" % i))
         release.set()

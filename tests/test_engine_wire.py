@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 import tofu
+from tofu.groups import mailbox_of
 from engine_support import (
     TIMEOUT,
+    assert_closed,
     connect,
     is_closed_signal,
     make,
@@ -52,7 +54,7 @@ _HELLO = tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")]
 
 
 def _raw_frame(
-    op: int, thdrs: bytes = b"", body: bytes = b"", mid: int = 0, more: int = 0, status: int = 0, origin: int = 0
+    op: int, thdrs: bytes = b"", body: bytes = b"", mid: int = 9, more: int = 0, status: int = 0, origin: int = 0
 ) -> bytes:
     """A frame with exactly these bytes, whatever post() or append() would allow."""
     proto = pack_proto(op, origin, more)
@@ -164,35 +166,43 @@ def test_tofu_server_answers_a_zig_client_as_a_zig_server_does(server):
 
 def test_tofu_client_speaks_like_a_zig_client(rtr):
     """A tofu client sending the golden session's messages writes the Zig
-    client's bytes, channel numbers aside, and reads the Zig server's bytes."""
+    client's bytes, channel numbers aside, and reads the Zig server's bytes.
+    It sends its Requests once the HelloResponse is in: before it, post()
+    refuses them (the state machine: nothing goes out before the peer accepts)."""
     client = rtr.ampe().create()
     from_client = (GOLDEN / "zig-client-to-server.bin").read_bytes()
     from_server = (GOLDEN / "zig-server-to-client.bin").read_bytes()
     zig_frames = _frames(from_client)
+    server_frames = _frames(from_server)
     with plain_listener() as (lsock, port):
         # The Zig client dialled port 47413; ours dials our listener instead.
         hello = zig_frames[0]
         assert list(hello.thdrs) == [("~connect_to", "tcp|127.0.0.1|47413")]
         hello.thdrs.clear()
         hello.thdrs.append("~connect_to", f"tcp|127.0.0.1|{port}")
-        expected = tofu.encode(zig_frames[0])[2:] + b"".join(tofu.encode(f)[2:] for f in zig_frames[1:])
-        channel = 0
-        for frame in zig_frames:
-            frame.bhdr.channel_number = channel
-            opens = frame.bhdr.proto.op_code == OpCode.HelloRequest
-            channel = client.post(frame).channel_number
-            if opens:
-                hello_channel = channel
-                peer, _ = lsock.accept()
+        expected = [tofu.encode(f)[2:] for f in zig_frames]
+        hello_channel = client.post(hello).channel_number
+        early = make(OpCode.Request, hello_channel, body=b"too early")
+        with pytest.raises(tofu.NotAllowed, match="before the peer accepts the channel"):
+            client.post(early)
+        assert not early.is_posted  # refused: the caller keeps it
+        peer, _ = lsock.accept()
         with peer:
-            ours = read_exactly(peer, len(from_client))
-            frames = _frames(ours)
-            assert b"".join(tofu.encode(f)[2:] for f in frames) == expected
-            assert all(f.bhdr.channel_number == hello_channel for f in frames)
-            peer.sendall(from_server)
+            first = read_frame(peer)
+            assert tofu.encode(first)[2:] == expected[0] and first.bhdr.channel_number == hello_channel
+            peer.sendall(tofu.encode(server_frames[0]))  # the Zig server's HelloResponse
+            answer = recv(client)
+            assert answer.bhdr.proto.op_code == OpCode.HelloResponse and answer.bhdr.message_id == 1
+            for frame in zig_frames[1:]:
+                frame.bhdr.channel_number = hello_channel
+                client.post(frame)
+            rest = [read_frame(peer) for _ in zig_frames[1:]]
+            assert [tofu.encode(f)[2:] for f in rest] == expected[1:]
+            assert all(f.bhdr.channel_number == hello_channel for f in rest)
+            peer.sendall(b"".join(tofu.encode(f) for f in server_frames[1:]))
             replies, _ = recv_until(client, lambda m: m.bhdr.proto.op_code == OpCode.ByeResponse)
             assert replies.bhdr.message_id == 2
-            assert is_closed_signal(recv(client))
+            assert_closed(recv(client), None)  # the Bye exchange: a normal close
 
 
 # ---------------------------------------------------------------- bad input
@@ -225,7 +235,9 @@ BAD_INPUTS = {
     "a HelloResponse from the connecting side": (_raw_frame(OpCode.HelloResponse, mid=5), AmpeStatus.not_allowed),
     # more on a type that cannot carry it
     "ByeRequest with more": (_raw_frame(OpCode.ByeRequest, more=1), AmpeStatus.invalid_more_usage),
-    "ByeResponse with more": (_raw_frame(OpCode.ByeResponse, more=1, mid=5), AmpeStatus.invalid_more_usage),
+    "a Request with message id 0": (_raw_frame(OpCode.Request, mid=0), AmpeStatus.invalid_message_id),
+    "a Response with message id 0": (_raw_frame(OpCode.Response, mid=0), AmpeStatus.invalid_message_id),
+    "a ByeResponse nothing asked for": (_raw_frame(OpCode.ByeResponse, mid=5), AmpeStatus.not_allowed),
 }
 
 
@@ -241,6 +253,9 @@ def test_bad_input_closes_only_that_channel(rtr, server, name):
         bad.sendall(tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=5)))
         hello = recv(group)
         bad_channel = hello.bhdr.channel_number
+        hello.bhdr.proto.op_code = OpCode.HelloResponse
+        group.post(hello)  # the channel is open
+        assert read_frame(bad).bhdr.proto.op_code == OpCode.HelloResponse
         bad.sendall(data)
         if status == AmpeStatus.communication_failed:
             bad.shutdown(socket.SHUT_WR)
@@ -297,6 +312,10 @@ FIRST_FRAMES = {
         _raw_frame(OpCode.HelloRequest, b"~connect_to:tcp|x|1\r\n", mid=7, more=1),
         AmpeStatus.invalid_more_usage,
     ),
+    "HelloRequest with message id 0": (
+        _raw_frame(OpCode.HelloRequest, b"~connect_to:tcp|x|1\r\n", mid=0),
+        AmpeStatus.invalid_message_id,
+    ),
     "a Request first": (_raw_frame(OpCode.Request, b"n:1\r\n", b"x", mid=7), AmpeStatus.not_allowed),
     "a Signal first": (_raw_frame(OpCode.Signal, mid=7), AmpeStatus.not_allowed),
     "a ByeRequest first": (_raw_frame(OpCode.ByeRequest, mid=7), AmpeStatus.not_allowed),
@@ -305,23 +324,25 @@ FIRST_FRAMES = {
 
 
 @pytest.mark.parametrize("name", list(FIRST_FRAMES))
-def test_an_accepted_connection_starts_with_a_well_formed_hello_request(rtr, server, name):
-    """Nothing reaches the application before a good HelloRequest: the channel
-    closes with the status, and the server's other channels go on."""
+def test_an_accepted_connection_starts_with_a_well_formed_hello_request(rtr, server, name, caplog):
+    """Nothing reaches the application before a good HelloRequest, not even a
+    channel_closed notice (the application never saw the channel): the
+    connection closes with the status, logged, and the server's other
+    channels go on."""
     group, port = server
     data, status = FIRST_FRAMES[name]
     good = rtr.ampe().create()
     gch, _ = connect(good, group, tofu.TCPClientAddress("127.0.0.1", port))
-    with _raw_connect(port) as bad:
+    with caplog.at_level(logging.DEBUG, logger="tofu"), _raw_connect(port) as bad:
         bad.sendall(data + _raw_frame(OpCode.Signal, b"n:1\r\n", b"never seen"))
-        closed = recv(group)
-        assert is_closed_signal(closed), closed  # and nothing before it
-        assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == status.name
-        assert list(closed.thdrs) == [(tofu.CLOSE_REASON_HEADER, status.name)]
-        wait_for_eof(bad)
-    good.post(make(OpCode.Signal, gch, b"still here"))
-    assert bytes(recv(group).body) == b"still here"
-    assert group.wait_receive(0) is None  # the bad peer's frames never arrived
+        wait_for_eof(bad)  # the engine closed it
+        # The close is one step of the I/O thread: what it gave the group is
+        # queued before the Signal the good client sends now.
+        good.post(make(OpCode.Signal, gch, b"still here"))
+        assert bytes(recv(group).body) == b"still here"
+        assert group.wait_receive(0) is None  # the bad peer's frames never arrived, nor a notice
+        closes = [r.getMessage() for r in caplog.records if r.getMessage().endswith(f"closed: {status.name}")]
+        assert len(closes) == 1, [r.getMessage() for r in caplog.records]
 
 
 def test_status_origin_and_internal_bits_from_a_peer_are_cleared(server):
@@ -366,7 +387,10 @@ def test_reset_after_bye_exchange_is_a_normal_close(rtr):
     with plain_listener() as (lsock, port):
         header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
         peer, _ = lsock.accept()
-        read_frame(peer)  # HelloRequest
+        hello = read_frame(peer)
+        hello.bhdr.proto.op_code = OpCode.HelloResponse
+        peer.sendall(tofu.encode(hello))
+        assert recv(client).bhdr.proto.op_code == OpCode.HelloResponse
         client.post(make(OpCode.ByeRequest, header.channel_number))
         bye = read_frame(peer)
         assert bye.bhdr.proto.op_code == OpCode.ByeRequest
@@ -376,8 +400,7 @@ def test_reset_after_bye_exchange_is_a_normal_close(rtr):
         peer.close()
         resp = recv(client)
         assert resp.bhdr.proto.op_code == OpCode.ByeResponse
-        closed = recv(client)
-        assert is_closed_signal(closed)
+        assert_closed(recv(client), None, header.channel_number)  # normal: no ~close_reason
 
 
 def test_a_frame_written_in_pieces_is_acknowledged_at_once(server, monkeypatch):
@@ -385,11 +408,11 @@ def test_a_frame_written_in_pieces_is_acknowledged_at_once(server, monkeypatch):
     with Nagle on: each piece waits for the ACK of the one before. The engine
     acknowledges a read that ends inside a frame at once (docs/protocol.md),
     where the system can (TCP_QUICKACK, Linux); elsewhere it never tries."""
-    import tofu.reactor
+    import tofu.transfer
 
     acked: list[int] = []
-    real_ack_now = tofu.reactor.ack_now
-    monkeypatch.setattr(tofu.reactor, "ack_now", lambda sock: (acked.append(sock.fileno()), real_ack_now(sock)))
+    real_ack_now = tofu.transfer.ack_now
+    monkeypatch.setattr(tofu.transfer, "ack_now", lambda sock: (acked.append(sock.fileno()), real_ack_now(sock)))
     group, port = server
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as peer:  # Nagle on, as the reference
         hello = tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=1))
@@ -410,10 +433,10 @@ def test_a_frame_written_in_pieces_is_acknowledged_at_once(server, monkeypatch):
 
 
 def test_no_ack_tuning_on_unix_sockets(rtr, monkeypatch):
-    import tofu.reactor
+    import tofu.transfer
 
     acked: list[object] = []
-    monkeypatch.setattr(tofu.reactor, "ack_now", acked.append)
+    monkeypatch.setattr(tofu.transfer, "ack_now", acked.append)
     group = rtr.ampe().create()
     path = tofu.temp_uds_path()
     group.post(tofu.UDSServerAddress(path).format(Message()))
@@ -423,7 +446,7 @@ def test_no_ack_tuning_on_unix_sockets(rtr, monkeypatch):
         hello = tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=1))
         peer.sendall(hello[:10])
         wait_for(
-            lambda: any(getattr(c, "decoder", None) and c.decoder.pending for c in list(rtr._channels.values())),
+            lambda: any(c.protocol.decoder.pending for c in rtr._table.snapshot()),
             "the engine to hold the partial frame",
         )
         peer.sendall(hello[10:])
@@ -440,7 +463,7 @@ def test_slow_consumer_keeps_memory_bounded():
         group = rtr.ampe().create()
         _, port = tcp_listen(group)
         with _raw_connect(port) as sock:
-            sock.sendall(tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")])))
+            sock.sendall(tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=1)))
             recv(group)
             frame = tofu.encode(make(OpCode.Signal, 1, b"s" * 1000))
             # Write until TCP itself pushes back: the engine stopped reading.
@@ -501,7 +524,7 @@ def test_pause_does_not_stick_when_the_receiver_drains_first():
                     drained.wait(TIMEOUT)
                 return size
 
-        group._set_queue(HoldingQueue())  # empty, as the group's own queue is here
+        mailbox_of(group).use(HoldingQueue())  # empty, as the group's own queue is here
         with _raw_connect(port) as sock:
             frames = [tofu.encode(make(OpCode.Signal, 1, b"%d" % i + b"." * 60000)) for i in range(frames_total)]
             # Sent from a thread: the kernel need not take 2.4 MB while the engine is held.
@@ -535,16 +558,16 @@ def test_the_receiver_asks_to_resume_once_at_half_the_limit(limit: int, resume_a
         group = rtr.ampe().create()
         asked: list[int] = []
 
-        class RecordingInbox(collections.deque):  # type: ignore[type-arg]
-            """The engine's inbox, recording the queue length at each request
-            it is handed (a resume request is the only one in this test; an
-            inbox, not a stand-in engine: compiled code checks the types)."""
+        class RecordingQueue(collections.deque):  # type: ignore[type-arg]
+            """The engine's inbox queue, recording the group's queue length at
+            each request it is handed (a resume request is the only one in this
+            test; a deque, not a stand-in engine: compiled code checks the types)."""
 
             def append(self, item: object) -> None:
                 asked.append(group.pending())
                 super().append(item)
 
-        rtr._inbox = RecordingInbox()
+        rtr._inbox.items = RecordingQueue()
         for _ in range(limit):
             group.update_receiver(None)
         for _ in range(limit):  # not paused: no request
@@ -552,7 +575,7 @@ def test_the_receiver_asks_to_resume_once_at_half_the_limit(limit: int, resume_a
         assert asked == []
         for _ in range(limit):
             group.update_receiver(None)
-        group._paused = True  # as the I/O thread leaves it when over the limit
+        mailbox_of(group).paused = True  # as the I/O thread leaves it when over the limit
         while group.wait_receive(0) is not None:
             pass
         assert asked == [resume_at]  # not before, nor again
@@ -572,7 +595,7 @@ def test_a_listener_out_of_descriptors_waits_instead_of_spinning(caplog):
         socks = []
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:
-            rtr._call_soon(lambda: release.wait(TIMEOUT))  # nothing is accepted yet
+            rtr._inbox.call_soon(lambda: release.wait(TIMEOUT))  # nothing is accepted yet
             for i in range(clients):
                 sock = _raw_connect(port)
                 sock.sendall(tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=100 + i)))
@@ -586,7 +609,7 @@ def test_a_listener_out_of_descriptors_waits_instead_of_spinning(caplog):
                 wait_for(lambda: any("cannot accept" in r.getMessage() for r in caplog.records), "EMFILE")
                 for _ in range(20):  # 20 turns of the engine's loop, still out of descriptors
                     turned = threading.Event()
-                    rtr._call_soon(turned.set)
+                    rtr._inbox.call_soon(turned.set)
                     assert turned.wait(TIMEOUT)
                 starved = [r for r in caplog.records if "cannot accept" in r.getMessage()]
                 assert len(starved) == 1, f"{len(starved)} failed accepts: the listener was retried in a loop"

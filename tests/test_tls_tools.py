@@ -188,7 +188,11 @@ def test_plaintext_ping_against_tls_serve_fails_cleanly(capsys: pytest.CaptureFi
         code, out, err = ping(capsys, plain, "-n", "2", "--timeout", "3")
         assert code == 1
         assert out == ""
-        one_line(err, f"tofu ping: {plain} closed the connection without a HelloResponse")
+        one_line(
+            err,
+            f"tofu ping: cannot connect to {plain}: connect_failed (the connection could not be made): "
+            "the peer closed the connection before answering the HelloRequest",
+        )
         assert "dropped an incoming connection: TLS handshake failed" in lines.expect("warning: ")
         code, out, err = ping(capsys, url, "--ca", pems.ca_pem, "-n", "2")  # still serving
         assert code == 0, err

@@ -172,7 +172,7 @@ def test_allow_list_refuses_other_uids(engine: tofu.Reactor, caplog: pytest.LogC
         # The application heard nothing of it (connect() checks that the next
         # message is the allowed client's Hello), and no channel was left open.
         connect(client, server, tofu.UDSClientAddress(path))
-        assert len(engine._numbers) == 3  # the listener and the allowed connection's two ends
+        assert len(engine._table) == 3  # the listener and the allowed connection's two ends
 
 
 def test_allow_list_lets_listed_uids_in(engine: tofu.Reactor) -> None:

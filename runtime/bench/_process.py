@@ -101,19 +101,6 @@ class BenchError(RuntimeError):
     pass
 
 
-def _socket_pending(sock: Any) -> int:
-    """Bytes waiting in a socket's receive buffer (-1 if unknown)."""
-    try:
-        import fcntl
-        import termios
-
-        buf = bytearray(4)
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
-        return int.from_bytes(buf, sys.byteorder)
-    except Exception:  # noqa: BLE001 - a diagnostic must never fail
-        return -1
-
-
 def _deadline_left(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:

@@ -1,0 +1,85 @@
+"""A channel group's receive side: what the engine delivers to it.
+
+The engine's I/O thread holds a Mailbox for each channel group and knows the
+group only through it: it delivers into the mailbox's queue and reads its
+backpressure flags (the channel table knows which channels are the group's).
+ChannelGroup (the public object) receives from the same queue. An asyncio
+wrapper installs a delivery hook (`on_delivery`), called on the I/O thread
+after each delivery.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import Final
+
+from .generated import AmpeStatus, OriginFlag
+from .message import Message, header_of
+
+__all__ = ["SHUTDOWN", "Mailbox", "Shutdown"]
+
+
+class Shutdown:
+    """Queued last when the engine stops: wait_receive() then raises ShutdownStarted."""
+
+
+SHUTDOWN: Final = Shutdown()
+_ENGINE: Final = OriginFlag.engine
+
+
+class Mailbox:
+    """The receive queue of one channel group, and its backpressure.
+
+    get / put / qsize: the queue's own bound methods (one lookup, not one per
+    message). max_queued, resume_at: Options.max_queued_msgs and the level at
+    which reading resumes. paused, resume_requested: the I/O thread stopped
+    reading the group's channels / the receiver asked it to resume.
+    destroyed: the group was destroyed (nothing more is delivered to it).
+    """
+
+    __slots__ = (
+        "destroyed",
+        "get",
+        "max_queued",
+        "on_delivery",
+        "paused",
+        "put",
+        "qsize",
+        "queue",
+        "resume_at",
+        "resume_requested",
+    )
+
+    def __init__(self, max_queued: int) -> None:
+        self.max_queued = max_queued
+        self.resume_at = max(max_queued // 2, 1)
+        self.paused = False
+        self.resume_requested = False
+        self.destroyed = False
+        self.on_delivery: Callable[[], None] | None = None
+        self.use(queue.SimpleQueue())
+
+    def use(self, q: queue.SimpleQueue[Message | Shutdown]) -> None:
+        """Receive through `q` (a test may hand in a queue of its own)."""
+        self.queue = q
+        self.get = q.get
+        self.put = q.put
+        self.qsize = q.qsize
+
+    def deliver(self, msg: Message | Shutdown) -> None:
+        """Queue `msg` for the receiver, then call the delivery hook."""
+        self.put(msg)
+        if self.on_delivery is not None:
+            self.on_delivery()
+
+    def give_back(self, msg: Message, status: AmpeStatus) -> None:
+        """Deliver `msg` as a message the engine gives back with `status`."""
+        bh = header_of(msg)
+        bh.proto.origin = _ENGINE
+        bh.status = status
+        self.deliver(msg)
+
+    def over_limit(self) -> bool:
+        """True when the receiver is Options.max_queued_msgs behind."""
+        return self.qsize() >= self.max_queued
