@@ -22,6 +22,7 @@ from typing import Any
 import jinja2
 
 from codegen.machine import MachineError, build_machine, table_context
+from codegen.machine_doc import doc_context
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec" / "tofu.toml"
@@ -161,6 +162,7 @@ def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
         "address_headers": address_headers,
         "address_header_docs": address_header_docs,
         **table_context(machine, [o["name"] for o in op_codes], {s["name"]: s["value"] for s in statuses}),
+        **doc_context(machine),
     }
 
 

@@ -9,6 +9,7 @@ or the spec is refused with a SpecError naming the gap or the overlap.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -348,8 +349,9 @@ def _header(names: list[str], cells: list[list[str]]) -> str:
 def table_context(machine: Machine, op_names: list[str], status_values: dict[str, int]) -> dict[str, Any]:
     """What the templates need of the machine: the machine itself, and its
     tables as aligned Python rows (generated/machine.py)."""
+    rows: list[Sequence[Cell | None]] = [*machine.send, *machine.receive]
     refused = sorted(
-        {c.refuse for row in [*machine.send, *machine.receive] for c in row if c is not None and c.refuse},
+        {c.refuse for row in rows for c in row if c is not None and c.refuse},
         key=lambda name: status_values[name],
     )
     refusals = [{"name": n, "value": status_values[n], "const": n.upper()} for n in refused]
