@@ -1,22 +1,29 @@
 """The channel state machine as the docs show it: the tables of the "Channel
-states" section of docs/protocol.md, shaped from the same Machine the
-transition table is generated from (codegen/machine.py), so the page and the
-code agree.
+states" section of docs/protocol.md and the state diagrams (docs/machine-
+<role>.dot), shaped from the same Machine the transition table is generated
+from (codegen/machine.py), so the page, the pictures and the code agree.
 
 A table has a row per state and a column per op code, each cell the next
 state or the refusal, with a number that points to the move's meaning below
 the table. Op codes that do the same thing in every state of a role share a
 column, so a table stays narrow enough to read.
+
+A diagram has a node per state, with the op codes that keep the state
+written in it, and an edge per move to another state, labelled with the
+direction and the op codes that make it; a move every state but the
+terminal one makes alike (an abort) is one edge from a box around them.
+Refusals are in the tables only.
 """
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
 from codegen.machine import RECEIVE, SEND, Cell, Machine, State
 
-__all__ = ["DocTable", "Note", "RoleDoc", "doc_context"]
+__all__ = ["Diagram", "DocTable", "Edge", "Node", "Note", "RoleDoc", "diagrams", "doc_context"]
 
 # What a close's status says when it is no status name (machine.DERIVED_CLOSE_STATUSES).
 CLOSE_STATUS_TEXT = {
@@ -24,6 +31,8 @@ CLOSE_STATUS_TEXT = {
     "refusal": "the refusal's",
     "timer": "the timer's",
 }
+EDGE_LABEL_WIDTH = 28  # characters per line of a diagram's edge label
+NODE_LABEL_WIDTH = 40  # and of the moves written in a node
 
 
 @dataclass(frozen=True)
@@ -143,4 +152,101 @@ def doc_context(machine: Machine) -> dict[str, Any]:
         "machine_terminal": next(s.name for s in machine.states if s.terminal),
         "close_status_text": CLOSE_STATUS_TEXT,
         "machine_send_refusals": sorted({c.refuse for row in machine.send for c in row if c is not None and c.refuse}),
+        "diagrams": diagrams(machine),
     }
+
+
+# ---------------------------------------------------------------- the diagrams
+
+
+@dataclass(frozen=True)
+class Node:
+    state: State
+    start: bool
+    stays: list[tuple[str, list[str]]]  # (direction, label lines): the op codes that keep this state
+
+
+@dataclass(frozen=True)
+class Edge:
+    src: State | None  # None: from every state but the terminal one (the diagram's cluster of them)
+    dst: State
+    direction: str
+    lines: list[str]  # the label: the direction, then the op codes that make the move
+
+
+@dataclass(frozen=True)
+class Diagram:
+    role: str
+    file: str  # under docs/, without the extension: machine-<role>
+    start_label: str  # what opens the channel in its initial state
+    receives: bool  # False: a listener, which receives no frames
+    nodes: list[Node]
+    edges: list[Edge]
+
+    @property
+    def clustered(self) -> bool:
+        """Whether an edge leaves every live state at once (drawn from a cluster of them)."""
+        return any(e.src is None for e in self.edges)
+
+    @property
+    def live(self) -> list[Node]:
+        return [n for n in self.nodes if not n.state.terminal]
+
+
+def _wrap(first: str, ops: list[str], width: int = EDGE_LABEL_WIDTH) -> list[str]:
+    return textwrap.wrap(f"{first} {', '.join(ops)}", width, break_long_words=False, break_on_hyphens=False)
+
+
+def _ops(machine: Machine, direction: str, cols: list[int]) -> list[str]:
+    names = machine.columns(direction)
+    if len(cols) == len(names):
+        return ["anything"]
+    return [_op_label(machine, names[c]) for c in cols]
+
+
+def _diagram(machine: Machine, role: str) -> Diagram:
+    states = machine.of_role(role)
+    live = [s for s in states if not s.terminal]
+    opened_by = next((op for op, sid in machine.opens.items() if machine.states[sid].role == role), None)
+    start = machine.opens[opened_by] if opened_by else machine.accepted
+    directions = [SEND] if role == "listener" else [SEND, RECEIVE]
+
+    def row(s: State, direction: str) -> list[Cell | None]:
+        return machine.send[s.id] if direction == SEND else list(machine.receive[s.id])
+
+    # A move every live state makes alike (an abort, say) is drawn once, from all of them.
+    common: dict[tuple[int, str], list[int]] = {}
+    if len(live) > 1:
+        for direction in directions:
+            for col, first in enumerate(row(live[0], direction)):
+                to = first.to if first is not None else None
+                if to is None or to in {s.id for s in live}:
+                    continue
+                if all((c := row(s, direction)[col]) is not None and c.to == to for s in live):
+                    common.setdefault((to, direction), []).append(col)
+
+    nodes, edges = [], []
+    for s in states:
+        stays: list[tuple[str, list[str]]] = []
+        moves: dict[tuple[int, str], list[int]] = {}
+        for direction in directions:
+            kept = [col for col, c in enumerate(row(s, direction)) if c is not None and c.to == s.id]
+            if kept:
+                stays.append((direction, _wrap(direction, _ops(machine, direction, kept), NODE_LABEL_WIDTH)))
+            for col, c in enumerate(row(s, direction)):
+                if c is None or c.to is None or c.to == s.id or col in common.get((c.to, direction), ()):
+                    continue
+                moves.setdefault((c.to, direction), []).append(col)
+        nodes.append(Node(s, s.id == start, stays))
+        for (to, direction), cols in sorted(moves.items()):
+            edges.append(Edge(s, machine.states[to], direction, _wrap(direction, _ops(machine, direction, cols))))
+    for (to, direction), cols in sorted(common.items()):
+        lines = [*_wrap(direction, _ops(machine, direction, cols)), "(from any state in the box)"]
+        edges.append(Edge(None, machine.states[to], direction, lines))
+    start_label = f"post {opened_by}" if opened_by else "a listener accepts"
+    return Diagram(role, f"machine-{role}", start_label, RECEIVE in directions, nodes, edges)
+
+
+def diagrams(machine: Machine) -> list[Diagram]:
+    """One state diagram per role, in the spec's order of roles."""
+    return [_diagram(machine, role["name"]) for role in machine.roles]
