@@ -5,10 +5,13 @@ for consistency, reshaped into a small context and rendered through the jinja2
 templates in codegen/templates/. Output is deterministic: same spec, same bytes.
 
 The same spec also renders docs/protocol.md, the protocol's reference page,
-so the page cannot drift from the code.
+and the state diagrams of its channels (docs/machine-<role>.dot, which
+Graphviz renders to the .svg beside it: codegen/diagrams.py), so the page
+cannot drift from the code.
 
-    python -m codegen           rewrite generated/ and docs/protocol.md from the spec
-    python -m codegen --check   exit 1, naming the stale files, if any of them differs
+    python -m codegen                    rewrite generated/ and docs/ from the spec
+    python -m codegen --render-diagrams  the same, then render every diagram to SVG (needs Graphviz's dot)
+    python -m codegen --check            exit 1, naming the stale files, if any of them differs
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any
 
 import jinja2
 
+from codegen import diagrams
 from codegen.machine import MachineError, build_machine, table_context
+from codegen.machine_doc import doc_context
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec" / "tofu.toml"
@@ -44,6 +49,8 @@ OUTPUTS = {
 DOC_OUTPUTS = {
     "protocol.md.j2": "protocol.md",
 }
+# rendered once per role of the channel state machine, as docs/machine-<role>.dot
+DIAGRAM_TEMPLATE = "machine.dot.j2"
 # The modules whose public names the generated package re-exports.
 PACKAGE_EXPORTS = ("constants", "enums", "errors")
 
@@ -161,6 +168,7 @@ def build_context(spec: dict[str, Any], spec_name: str) -> dict[str, Any]:
         "address_headers": address_headers,
         "address_header_docs": address_header_docs,
         **table_context(machine, [o["name"] for o in op_codes], {s["name"]: s["value"] for s in statuses}),
+        **doc_context(machine),
     }
 
 
@@ -215,7 +223,26 @@ def render_docs(spec_path: Path = SPEC) -> dict[str, str]:
     if missing:
         raise SpecError("docs/protocol.md needs a meaning for each of: " + ", ".join(missing))
     env = _environment()
-    return {out: env.get_template(tpl).render(context) for tpl, out in DOC_OUTPUTS.items()}
+    rendered = {out: env.get_template(tpl).render(context) for tpl, out in DOC_OUTPUTS.items()}
+    for diagram in context["diagrams"]:
+        rendered[f"{diagram.file}.dot"] = env.get_template(DIAGRAM_TEMPLATE).render(context, diagram=diagram)
+    return rendered
+
+
+def dot_sources(rendered_docs: dict[str, str]) -> dict[str, str]:
+    """The diagrams' DOT sources among render_docs()'s files."""
+    return {name: text for name, text in rendered_docs.items() if name.endswith(".dot")}
+
+
+def render_diagrams(rendered_docs: dict[str, str], out_dir: Path = DOCS) -> list[str]:
+    """Render each DOT source of `rendered_docs` to its SVG in `out_dir`; the names written."""
+    dot = diagrams.find_dot()
+    written = []
+    for name, source in dot_sources(rendered_docs).items():
+        svg = diagrams.svg_name(name)
+        (out_dir / svg).write_text(diagrams.render_svg(source, dot), encoding="utf-8")
+        written.append(svg)
+    return written
 
 
 def public_names(source: str) -> list[str]:
@@ -238,23 +265,40 @@ def stale_files(rendered: dict[str, str], out_dir: Path = OUT, label: str = "gen
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codegen", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if generated/ or docs/ is stale, naming the files")
     parser.add_argument(
-        "--check", action="store_true", help="exit 1 if generated/ or docs/protocol.md is stale, naming the files"
+        "--render-diagrams",
+        action="store_true",
+        help="after writing, render docs/machine-*.dot to SVG with Graphviz's dot",
     )
     parser.add_argument("--spec", type=Path, default=SPEC, help="spec file (default: spec/tofu.toml)")
     args = parser.parse_args(argv)
 
-    outputs = [(render_all(args.spec), OUT, "generated"), (render_docs(args.spec), DOCS, "docs")]
+    docs = render_docs(args.spec)
+    outputs = [(render_all(args.spec), OUT, "generated"), (docs, DOCS, "docs")]
     stale = [path for rendered, out_dir, label in outputs for path in stale_files(rendered, out_dir, label)]
     if args.check:
+        stale_svgs = diagrams.stale_svgs(dot_sources(docs), DOCS)
         if stale:
             print("stale generated files (run `python -m codegen`): " + ", ".join(stale))
-            return 1
-        return 0
+        if stale_svgs:
+            print(f"stale diagrams (run `{diagrams.RENDER_COMMAND}`, which needs Graphviz): " + ", ".join(stale_svgs))
+        return 1 if stale or stale_svgs else 0
     for rendered, out_dir, _ in outputs:
         out_dir.mkdir(exist_ok=True)
         for name, text in rendered.items():
             (out_dir / name).write_text(text, encoding="utf-8")
     written = ", ".join(f"{len(rendered)} to {label}/" for rendered, _, label in outputs)
     print(f"wrote {written} ({len(stale)} changed)")
+    if args.render_diagrams:
+        try:
+            svgs = render_diagrams(docs)
+        except diagrams.DotMissing as exc:
+            print(exc)
+            return 1
+        print(f"rendered {len(svgs)} diagrams: " + ", ".join(f"docs/{name}" for name in svgs))
+    else:
+        stale_svgs = diagrams.stale_svgs(dot_sources(docs), DOCS)
+        if stale_svgs:
+            print(f"the diagrams are stale: run `{diagrams.RENDER_COMMAND}` (needs Graphviz): " + ", ".join(stale_svgs))
     return 0

@@ -9,6 +9,7 @@ or the spec is refused with a SpecError naming the gap or the overlap.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,10 @@ __all__ = ["Cell", "Machine", "MachineError", "State", "build_machine", "table_c
 
 SEND, RECEIVE = "send", "receive"
 STAY = "="
+# A close's status in [[machine.closes]] is a status name, or one of these:
+# the status comes from where the channel is (the state's peer_end), from the
+# refusal that closed it, or from the timer that expired.
+DERIVED_CLOSE_STATUSES = ("peer_end", "refusal", "timer")
 
 
 class MachineError(ValueError):
@@ -85,6 +90,15 @@ class Machine:
     notice: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
     doc_of: dict[str, str] = field(default_factory=dict)
+    op_names: list[str] = field(default_factory=list)  # by code: the send columns
+
+    @property
+    def receive_columns(self) -> list[str]:
+        """The receive tables' columns: the op codes, then the invalid ones."""
+        return [*self.op_names, self.invalid]
+
+    def columns(self, direction: str) -> list[str]:
+        return self.op_names if direction == SEND else self.receive_columns
 
     def of_role(self, role: str) -> list[State]:
         return [s for s in self.states if s.role == role]
@@ -154,9 +168,16 @@ def build_machine(spec: dict[str, Any], op_names: list[str], status_names: list[
     machine.frame_checks = list(m["frame_checks"])
     machine.closes = list(m["closes"])
     machine.notice = dict(m["notice"])
+    machine.op_names = list(op_names)
     for check in machine.frame_checks:
         if check["status"] not in status_names:
             raise MachineError(f"frame check with unknown status {check['status']}")
+    for close in machine.closes:
+        if close["status"] not in status_names and close["status"] not in DERIVED_CLOSE_STATUSES:
+            raise MachineError(
+                f"close {close['cause']!r} has unknown status {close['status']}"
+                f" (a status name, or one of {', '.join(DERIVED_CLOSE_STATUSES)})"
+            )
     for role in role_names:
         if not any(s.terminal for s in machine.of_role(role)):
             raise MachineError(f"role {role} has no {terminal} state")
@@ -290,15 +311,21 @@ def _check_lock_free(machine: Machine) -> None:
     read just before a post moves it) is still right afterwards."""
     problems = []
     for s in machine.states:
-        for mine, theirs, what in ((machine.send, machine.receive, SEND), (machine.receive, machine.send, RECEIVE)):
+        for mine, theirs, what, other in (
+            (machine.send, machine.receive, SEND, RECEIVE),
+            (machine.receive, machine.send, RECEIVE, SEND),
+        ):
             stays = [col for col, cell in enumerate(mine[s.id]) if cell is not None and cell.to == s.id]
-            for cell in theirs[s.id]:
+            for by, cell in enumerate(theirs[s.id]):
                 if cell is None or cell.to is None or cell.to == s.id or machine.states[cell.to].terminal:
                     continue
                 for col in stays:
                     after = mine[cell.to][col]
                     if after is None or after.refused:
-                        problems.append(f"{s.key} {what} column {col} stays, but {machine.states[cell.to].key} refuses it")
+                        problems.append(
+                            f"{s.key} {what} {machine.columns(what)[col]} stays, but {other}"
+                            f" {machine.columns(other)[by]} moves to {machine.states[cell.to].key}, which refuses it"
+                        )
     if problems:
         raise MachineError("a lock-free check would be wrong: " + "; ".join(sorted(set(problems))))
 
@@ -326,8 +353,9 @@ def _header(names: list[str], cells: list[list[str]]) -> str:
 def table_context(machine: Machine, op_names: list[str], status_values: dict[str, int]) -> dict[str, Any]:
     """What the templates need of the machine: the machine itself, and its
     tables as aligned Python rows (generated/machine.py)."""
+    rows: list[Sequence[Cell | None]] = [*machine.send, *machine.receive]
     refused = sorted(
-        {c.refuse for row in [*machine.send, *machine.receive] for c in row if c is not None and c.refuse},
+        {c.refuse for row in rows for c in row if c is not None and c.refuse},
         key=lambda name: status_values[name],
     )
     refusals = [{"name": n, "value": status_values[n], "const": n.upper()} for n in refused]

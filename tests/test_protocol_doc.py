@@ -44,8 +44,13 @@ def rows(page: str, heading: str) -> list[list[str]]:
 
 
 def test_the_committed_page_is_what_the_spec_renders() -> None:
-    assert render_docs(SPEC) == {"protocol.md": PAGE.read_text(encoding="utf-8")}
-    assert generator.stale_files(render_docs(SPEC), PAGE.parent, "docs") == []
+    rendered = render_docs(SPEC)
+    assert rendered["protocol.md"] == PAGE.read_text(encoding="utf-8")
+    # the page and the state diagrams' sources (tests/test_machine_doc.py)
+    assert set(rendered) == {"protocol.md"} | {
+        f"machine-{role['name']}.dot" for role in generator.load_spec(SPEC)["machine"]["roles"]
+    }
+    assert generator.stale_files(rendered, PAGE.parent, "docs") == []
 
 
 def test_the_page_says_it_is_generated() -> None:
