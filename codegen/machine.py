@@ -334,25 +334,35 @@ def _widths(names: list[str], cells: list[list[str]]) -> list[int]:
     return [max(len(names[i]), *(len(row[i]) for row in cells)) + 1 for i in range(len(names))]
 
 
-def _rows(names: list[str], cells: list[list[str]], labels: list[str]) -> list[str]:
-    """Tuple rows with aligned columns (see _header), each commented with its label."""
+def _rows(names: list[str], cells: list[list[str]], labels: list[str], lua: bool = False) -> list[str]:
+    """Rows with aligned columns (see _header), each commented with its label:
+    Python tuples, or Lua tables indexed from 0 (`[LABEL] = {[0] = a, b, ...},`)."""
     widths = _widths(names, cells)
+    label_width = max(map(len, labels)) + 2
     out = []
     for row, label in zip(cells, labels, strict=True):
         items = [f"{c},".ljust(w) for c, w in zip(row[:-1], widths, strict=False)] + [row[-1]]
-        out.append("(" + " ".join(items) + f"),  # {label}")
+        if lua:
+            out.append(f"[{label}]".ljust(label_width) + " = {[0] = " + " ".join(items) + "},")
+        else:
+            out.append("(" + " ".join(items) + f"),  # {label}")
     return out
 
 
-def _header(names: list[str], cells: list[list[str]]) -> str:
-    """A comment naming the columns of the rows _rows makes."""
+def _header(names: list[str], cells: list[list[str]], labels: list[str] | None = None) -> str:
+    """A comment naming the columns of the rows _rows makes (given the labels:
+    of its Lua rows)."""
     widths = _widths(names, cells)
-    return "#    " + " ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)).rstrip()
+    columns = " ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)).rstrip()
+    if labels is None:
+        return "#    " + columns
+    return "-- " + " " * (max(map(len, labels)) + 2 + len(" = {[0] = ") - len("-- ")) + columns
 
 
 def table_context(machine: Machine, op_names: list[str], status_values: dict[str, int]) -> dict[str, Any]:
     """What the templates need of the machine: the machine itself, and its
-    tables as aligned Python rows (generated/machine.py)."""
+    tables as aligned Python rows (generated/machine.py) and Lua rows
+    (generated/tofu.lua)."""
     rows: list[Sequence[Cell | None]] = [*machine.send, *machine.receive]
     refused = sorted(
         {c.refuse for row in rows for c in row if c is not None and c.refuse},
@@ -384,4 +394,11 @@ def table_context(machine: Machine, op_names: list[str], status_values: dict[str
         "receive_move_rows": _rows(receive_names, receive_moves, labels),
         "send_header": _header(op_names, send),
         "receive_header": _header(receive_names, receive),
+        # the same tables as Lua (the Wireshark dissector's sequence checks)
+        "lua_send_rows": _rows(op_names, send, labels, lua=True),
+        "lua_receive_rows": _rows(receive_names, receive, labels, lua=True),
+        "lua_send_move_rows": _rows(op_names, send_moves, labels, lua=True),
+        "lua_receive_move_rows": _rows(receive_names, receive_moves, labels, lua=True),
+        "lua_send_header": _header(op_names, send, labels),
+        "lua_receive_header": _header(receive_names, receive, labels),
     }

@@ -10,6 +10,11 @@
 -- Or copy this file into Wireshark's personal Lua plugins folder.
 -- A frame is a 16-byte big-endian binary header, then text_headers (thl bytes) and body (bl bytes).
 -- Frames split over TCP segments are reassembled; one segment may carry many frames.
+--
+-- Sequence checks: each side of a conversation is followed through the
+-- channel state machine (spec [machine]), and a frame its receiver's table
+-- refuses gets the expert info tofu.illegal_in_state (see "sequence checks"
+-- below for the rules).
 
 local tofu = Proto("tofu", "tofu messaging protocol (g41797/tofu)")
 
@@ -102,6 +107,200 @@ local MoreMessagesFlag_names = {
     [1] = "more",
 }
 
+-- ------------------------------------------------------------ the channel state machine
+-- The tables of generated/machine.py.
+-- SEND, what the application may post: post() moves the state, or raises the
+-- refusal's error and keeps the message with the caller.
+-- RECEIVE, what the peer may send: a frame moves the state and is delivered,
+-- or the refusal closes the channel with that status (delivering nothing of
+-- it).
+-- A cell is the next state, or a refusal: its status value, negated.
+local LISTENER_LISTENING = 0
+local LISTENER_CLOSED = 1
+local CONNECTOR_CONNECTING = 2
+local CONNECTOR_OPEN = 3
+local CONNECTOR_BYE_SENT = 4
+local CONNECTOR_BYE_RECEIVED = 5
+local CONNECTOR_CLOSED = 6
+local ACCEPTOR_AWAITING_HELLO = 7
+local ACCEPTOR_GREETED = 8
+local ACCEPTOR_HELLO_AND_BYE = 9
+local ACCEPTOR_OPEN = 10
+local ACCEPTOR_BYE_SENT = 11
+local ACCEPTOR_BYE_RECEIVED = 12
+local ACCEPTOR_CLOSED = 13
+local NOT_ALLOWED = -3  -- not_allowed
+local INVALID_OP_CODE = -6  -- invalid_op_code
+local CHANNEL_CLOSED = -22  -- channel_closed
+local OPENS = -128  -- SEND's cell for an op code whose post() opens a new channel
+
+local STATE_ROLE = {
+    [LISTENER_LISTENING] = "listener",
+    [LISTENER_CLOSED] = "listener",
+    [CONNECTOR_CONNECTING] = "connector",
+    [CONNECTOR_OPEN] = "connector",
+    [CONNECTOR_BYE_SENT] = "connector",
+    [CONNECTOR_BYE_RECEIVED] = "connector",
+    [CONNECTOR_CLOSED] = "connector",
+    [ACCEPTOR_AWAITING_HELLO] = "acceptor",
+    [ACCEPTOR_GREETED] = "acceptor",
+    [ACCEPTOR_HELLO_AND_BYE] = "acceptor",
+    [ACCEPTOR_OPEN] = "acceptor",
+    [ACCEPTOR_BYE_SENT] = "acceptor",
+    [ACCEPTOR_BYE_RECEIVED] = "acceptor",
+    [ACCEPTOR_CLOSED] = "acceptor",
+}
+local STATE_NAME = {
+    [LISTENER_LISTENING] = "listening",
+    [LISTENER_CLOSED] = "closed",
+    [CONNECTOR_CONNECTING] = "connecting",
+    [CONNECTOR_OPEN] = "open",
+    [CONNECTOR_BYE_SENT] = "bye_sent",
+    [CONNECTOR_BYE_RECEIVED] = "bye_received",
+    [CONNECTOR_CLOSED] = "closed",
+    [ACCEPTOR_AWAITING_HELLO] = "awaiting_hello",
+    [ACCEPTOR_GREETED] = "greeted",
+    [ACCEPTOR_HELLO_AND_BYE] = "hello_and_bye",
+    [ACCEPTOR_OPEN] = "open",
+    [ACCEPTOR_BYE_SENT] = "bye_sent",
+    [ACCEPTOR_BYE_RECEIVED] = "bye_received",
+    [ACCEPTOR_CLOSED] = "closed",
+}
+-- each role's state in which the channel is over: everything received is dropped
+local CLOSED = {
+    ["listener"] = LISTENER_CLOSED,
+    ["connector"] = CONNECTOR_CLOSED,
+    ["acceptor"] = ACCEPTOR_CLOSED,
+}
+
+-- SEND[state][op_code]
+local SEND = {
+    --                                 Request                 Response                Signal                  HelloRequest  HelloResponse          ByeRequest          ByeResponse       ByeSignal         WelcomeRequest  WelcomeResponse
+    [LISTENER_LISTENING]      = {[0] = NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,           NOT_ALLOWED,        NOT_ALLOWED,      LISTENER_CLOSED,  OPENS,          NOT_ALLOWED},
+    [LISTENER_CLOSED]         = {[0] = CHANNEL_CLOSED,         CHANNEL_CLOSED,         CHANNEL_CLOSED,         OPENS,        CHANNEL_CLOSED,        CHANNEL_CLOSED,     CHANNEL_CLOSED,   LISTENER_CLOSED,  OPENS,          CHANNEL_CLOSED},
+    [CONNECTOR_CONNECTING]    = {[0] = NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,           NOT_ALLOWED,        NOT_ALLOWED,      CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED},
+    [CONNECTOR_OPEN]          = {[0] = CONNECTOR_OPEN,         CONNECTOR_OPEN,         CONNECTOR_OPEN,         OPENS,        NOT_ALLOWED,           CONNECTOR_BYE_SENT, NOT_ALLOWED,      CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED},
+    [CONNECTOR_BYE_SENT]      = {[0] = NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,           NOT_ALLOWED,        NOT_ALLOWED,      CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED},
+    [CONNECTOR_BYE_RECEIVED]  = {[0] = CONNECTOR_BYE_RECEIVED, CONNECTOR_BYE_RECEIVED, CONNECTOR_BYE_RECEIVED, OPENS,        NOT_ALLOWED,           CONNECTOR_CLOSED,   CONNECTOR_CLOSED, CONNECTOR_CLOSED, OPENS,          NOT_ALLOWED},
+    [CONNECTOR_CLOSED]        = {[0] = CHANNEL_CLOSED,         CHANNEL_CLOSED,         CHANNEL_CLOSED,         OPENS,        CHANNEL_CLOSED,        CHANNEL_CLOSED,     CHANNEL_CLOSED,   CONNECTOR_CLOSED, OPENS,          CHANNEL_CLOSED},
+    [ACCEPTOR_AWAITING_HELLO] = {[0] = NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,           NOT_ALLOWED,        NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED},
+    [ACCEPTOR_GREETED]        = {[0] = ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          OPENS,        ACCEPTOR_OPEN,         ACCEPTOR_BYE_SENT,  NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED},
+    [ACCEPTOR_HELLO_AND_BYE]  = {[0] = ACCEPTOR_BYE_RECEIVED,  ACCEPTOR_BYE_RECEIVED,  ACCEPTOR_BYE_RECEIVED,  OPENS,        ACCEPTOR_BYE_RECEIVED, ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,  ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED},
+    [ACCEPTOR_OPEN]           = {[0] = ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          ACCEPTOR_OPEN,          OPENS,        NOT_ALLOWED,           ACCEPTOR_BYE_SENT,  NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED},
+    [ACCEPTOR_BYE_SENT]       = {[0] = NOT_ALLOWED,            NOT_ALLOWED,            NOT_ALLOWED,            OPENS,        NOT_ALLOWED,           NOT_ALLOWED,        NOT_ALLOWED,      ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED},
+    [ACCEPTOR_BYE_RECEIVED]   = {[0] = ACCEPTOR_BYE_RECEIVED,  ACCEPTOR_BYE_RECEIVED,  ACCEPTOR_BYE_RECEIVED,  OPENS,        NOT_ALLOWED,           ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,  ACCEPTOR_CLOSED,  OPENS,          NOT_ALLOWED},
+    [ACCEPTOR_CLOSED]         = {[0] = CHANNEL_CLOSED,         CHANNEL_CLOSED,         CHANNEL_CLOSED,         OPENS,        CHANNEL_CLOSED,        CHANNEL_CLOSED,     CHANNEL_CLOSED,   ACCEPTOR_CLOSED,  OPENS,          CHANNEL_CLOSED},
+}
+-- RECEIVE[state][op_code], op codes 0..15 (invalid: 10..15)
+local RECEIVE = {
+    --                                 Request             Response            Signal              HelloRequest        HelloResponse       ByeRequest              ByeResponse         ByeSignal           WelcomeRequest      WelcomeResponse     10                  11                  12                  13                  14                  15
+    [LISTENER_LISTENING]      = {[0] = LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING,     LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING, LISTENER_LISTENING},
+    [LISTENER_CLOSED]         = {[0] = LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED,        LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED,    LISTENER_CLOSED},
+    [CONNECTOR_CONNECTING]    = {[0] = CONNECTOR_OPEN,     NOT_ALLOWED,        CONNECTOR_OPEN,     NOT_ALLOWED,        CONNECTOR_OPEN,     CONNECTOR_BYE_RECEIVED, NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE},
+    [CONNECTOR_OPEN]          = {[0] = CONNECTOR_OPEN,     CONNECTOR_OPEN,     CONNECTOR_OPEN,     NOT_ALLOWED,        NOT_ALLOWED,        CONNECTOR_BYE_RECEIVED, NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE},
+    [CONNECTOR_BYE_SENT]      = {[0] = CONNECTOR_BYE_SENT, CONNECTOR_BYE_SENT, CONNECTOR_BYE_SENT, NOT_ALLOWED,        NOT_ALLOWED,        CONNECTOR_CLOSED,       CONNECTOR_CLOSED,   INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE},
+    [CONNECTOR_BYE_RECEIVED]  = {[0] = NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,            NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE},
+    [CONNECTOR_CLOSED]        = {[0] = CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,       CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED,   CONNECTOR_CLOSED},
+    [ACCEPTOR_AWAITING_HELLO] = {[0] = NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        ACCEPTOR_GREETED,   NOT_ALLOWED,        NOT_ALLOWED,            NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE},
+    [ACCEPTOR_GREETED]        = {[0] = ACCEPTOR_GREETED,   NOT_ALLOWED,        ACCEPTOR_GREETED,   NOT_ALLOWED,        NOT_ALLOWED,        ACCEPTOR_HELLO_AND_BYE, NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE},
+    [ACCEPTOR_HELLO_AND_BYE]  = {[0] = NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,            NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE},
+    [ACCEPTOR_OPEN]           = {[0] = ACCEPTOR_OPEN,      ACCEPTOR_OPEN,      ACCEPTOR_OPEN,      NOT_ALLOWED,        NOT_ALLOWED,        ACCEPTOR_BYE_RECEIVED,  NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE},
+    [ACCEPTOR_BYE_SENT]       = {[0] = ACCEPTOR_BYE_SENT,  ACCEPTOR_BYE_SENT,  ACCEPTOR_BYE_SENT,  NOT_ALLOWED,        NOT_ALLOWED,        ACCEPTOR_CLOSED,        ACCEPTOR_CLOSED,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE},
+    [ACCEPTOR_BYE_RECEIVED]   = {[0] = NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,        NOT_ALLOWED,            NOT_ALLOWED,        INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE,    INVALID_OP_CODE},
+    [ACCEPTOR_CLOSED]         = {[0] = ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,        ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED,    ACCEPTOR_CLOSED},
+}
+-- The move of the spec that says so, for each cell: an index of MOVE_DOC.
+local SEND_MOVE = {
+    [LISTENER_LISTENING]      = {[0] = 1,       1,        1,      -1,           1,             1,          1,           0,         -1,             1},
+    [LISTENER_CLOSED]         = {[0] = 26,      26,       26,     -1,           26,            26,         26,          25,        -1,             26},
+    [CONNECTOR_CONNECTING]    = {[0] = 4,       4,        4,      -1,           18,            12,         16,          21,        -1,             20},
+    [CONNECTOR_OPEN]          = {[0] = 2,       2,        2,      -1,           18,            11,         16,          24,        -1,             20},
+    [CONNECTOR_BYE_SENT]      = {[0] = 13,      13,       13,     -1,           18,            13,         16,          24,        -1,             20},
+    [CONNECTOR_BYE_RECEIVED]  = {[0] = 3,       3,        3,      -1,           18,            15,         14,          24,        -1,             20},
+    [CONNECTOR_CLOSED]        = {[0] = 26,      26,       26,     -1,           26,            26,         26,          25,        -1,             26},
+    [ACCEPTOR_AWAITING_HELLO] = {[0] = 5,       5,        5,      -1,           5,             5,          5,           22,        -1,             5},
+    [ACCEPTOR_GREETED]        = {[0] = 7,       7,        7,      -1,           6,             8,          17,          23,        -1,             20},
+    [ACCEPTOR_HELLO_AND_BYE]  = {[0] = 9,       9,        9,      -1,           9,             10,         10,          24,        -1,             20},
+    [ACCEPTOR_OPEN]           = {[0] = 2,       2,        2,      -1,           19,            11,         16,          24,        -1,             20},
+    [ACCEPTOR_BYE_SENT]       = {[0] = 13,      13,       13,     -1,           19,            13,         16,          24,        -1,             20},
+    [ACCEPTOR_BYE_RECEIVED]   = {[0] = 3,       3,        3,      -1,           19,            15,         14,          24,        -1,             20},
+    [ACCEPTOR_CLOSED]         = {[0] = 26,      26,       26,     -1,           26,            26,         26,          25,        -1,             26},
+}
+local RECEIVE_MOVE = {
+    [LISTENER_LISTENING]      = {[0] = -1,      -1,       -1,     -1,           -1,            -1,         -1,          -1,        -1,             -1,              -1, -1, -1, -1, -1, -1},
+    [LISTENER_CLOSED]         = {[0] = -1,      -1,       -1,     -1,           -1,            -1,         -1,          -1,        -1,             -1,              -1, -1, -1, -1, -1, -1},
+    [CONNECTOR_CONNECTING]    = {[0] = 30,      31,       30,     32,           29,            33,         31,          27,        27,             27,              27, 27, 27, 27, 27, 27},
+    [CONNECTOR_OPEN]          = {[0] = 41,      41,       41,     32,           42,            43,         44,          27,        27,             27,              27, 27, 27, 27, 27, 27},
+    [CONNECTOR_BYE_SENT]      = {[0] = 45,      45,       45,     32,           42,            47,         46,          27,        27,             27,              27, 27, 27, 27, 27, 27},
+    [CONNECTOR_BYE_RECEIVED]  = {[0] = 48,      48,       48,     32,           42,            48,         48,          27,        27,             27,              27, 27, 27, 27, 27, 27},
+    [CONNECTOR_CLOSED]        = {[0] = 28,      28,       28,     28,           28,            28,         28,          28,        28,             28,              28, 28, 28, 28, 28, 28},
+    [ACCEPTOR_AWAITING_HELLO] = {[0] = 35,      35,       35,     34,           35,            35,         35,          27,        27,             27,              27, 27, 27, 27, 27, 27},
+    [ACCEPTOR_GREETED]        = {[0] = 36,      37,       36,     39,           40,            38,         37,          27,        27,             27,              27, 27, 27, 27, 27, 27},
+    [ACCEPTOR_HELLO_AND_BYE]  = {[0] = 48,      48,       48,     39,           40,            48,         48,          27,        27,             27,              27, 27, 27, 27, 27, 27},
+    [ACCEPTOR_OPEN]           = {[0] = 41,      41,       41,     39,           40,            43,         44,          27,        27,             27,              27, 27, 27, 27, 27, 27},
+    [ACCEPTOR_BYE_SENT]       = {[0] = 45,      45,       45,     39,           40,            47,         46,          27,        27,             27,              27, 27, 27, 27, 27, 27},
+    [ACCEPTOR_BYE_RECEIVED]   = {[0] = 48,      48,       48,     39,           40,            48,         48,          27,        27,             27,              27, 27, 27, 27, 27, 27},
+    [ACCEPTOR_CLOSED]         = {[0] = 28,      28,       28,     28,           28,            28,         28,          28,        28,             28,              28, 28, 28, 28, 28, 28},
+}
+local MOVE_DOC = {
+    [0] = "stops listening; the connections it accepted stay open",
+    [1] = "a listener carries no messages: only a ByeSignal, which closes it",
+    [2] = "the traffic of an open channel",
+    [3] = "this side may still answer what the peer asked before its ByeRequest",
+    [4] = "nothing goes out before the peer accepts the channel (its HelloResponse, or the first Request or Signal it sends)",
+    [5] = "the peer has not said hello: the application does not know this channel yet",
+    [6] = "accepts the channel",
+    [7] = "accepts the channel by sending to it, without a HelloResponse (the reference's print server does so; a Response answers a Request the peer sent right behind its HelloRequest)",
+    [8] = "declines the channel gracefully: the peer answers with a ByeResponse",
+    [9] = "accepts the channel the peer is already closing (a HelloResponse, or simply answering it): the answers follow, then the ByeResponse",
+    [10] = "completes the peer's Bye without accepting the channel (a ByeRequest: both said bye)",
+    [11] = "closes gracefully: the ByeRequest goes out behind everything posted before it",
+    [12] = "there is no channel to close gracefully before the peer accepts it: a ByeSignal abandons the connect",
+    [13] = "after its ByeRequest this side sends nothing more",
+    [14] = "completes the exchange: the engine writes the ByeResponse behind what was posted before it, then closes the socket",
+    [15] = "both sides said bye (the two ByeRequests crossed): the exchange is complete once this one is written",
+    [16] = "only a ByeRequest from the peer is answered with a ByeResponse",
+    [17] = "only a ByeRequest from the peer is answered with a ByeResponse",
+    [18] = "only the accepting side answers a HelloRequest",
+    [19] = "the HelloRequest is answered once, when the channel is accepted",
+    [20] = "only the engine makes a WelcomeResponse, to answer a WelcomeRequest",
+    [21] = "abandons the connect: the HelloRequest comes back",
+    [22] = "drops the connection",
+    [23] = "rejects the channel: the connection closes and the peer's HelloRequest is never answered",
+    [24] = "aborts: what is still queued comes back, the socket closes at once",
+    [25] = "already closing: what is still queued comes back at once",
+    [26] = "the channel is closing: nothing more is sent",
+    [27] = "a local command, or no op code at all: it never travels on the wire",
+    [28] = "the channel is over: nothing more is delivered",
+    [29] = "the peer accepted the channel",
+    [30] = "the peer accepted the channel by sending to it, without a HelloResponse (the reference's print server)",
+    [31] = "nothing was asked of the peer yet",
+    [32] = "only the connecting side says hello, and this side did",
+    [33] = "the peer says bye instead of hello: it declines the channel gracefully",
+    [34] = "the peer says hello: the HelloRequest is delivered and the application sees the channel",
+    [35] = "the first frame on an accepted connection is a HelloRequest (the connection closes unseen by the application)",
+    [36] = "the peer did not wait for the answer to its HelloRequest (the reference's client may send right behind it): delivered",
+    [37] = "nothing was asked of the peer yet",
+    [38] = "the peer says bye before the answer to its HelloRequest: it gives up, or wrote its whole session at once",
+    [39] = "the peer says hello once",
+    [40] = "only the accepting side answers a HelloRequest, and this side is it",
+    [41] = "the traffic of an open channel",
+    [42] = "the peer answers the HelloRequest once",
+    [43] = "the peer closes gracefully: this side answers what it was asked, then the ByeResponse",
+    [44] = "no ByeRequest was sent",
+    [45] = "the peer sent them before it read the ByeRequest: delivered",
+    [46] = "the exchange is complete: the channel closes at once (a peer that resets right after it closes normally too)",
+    [47] = "both sides said bye (the two ByeRequests crossed): delivered, and the channel closes at once",
+    [48] = "the peer's ByeRequest came after everything it had to send",
+}
+
+-- A connection's first frame is the HelloRequest its connector's post() sent,
+-- which started the connector in connecting; the accepting side starts in
+-- awaiting_hello.
+local HELLO = 3
+local CONNECTOR_START = CONNECTOR_CONNECTING
+local ACCEPTOR_START = ACCEPTOR_AWAITING_HELLO
+
 -- ------------------------------------------------------------ fields
 local F = {}
 -- binary header
@@ -127,6 +326,11 @@ F.header = ProtoField.new("header", "tofu.header", ftypes.STRING, nil, nil, nil,
 F.header_name = ProtoField.new("name", "tofu.header.name", ftypes.STRING, nil, nil, nil, "text header name")
 F.header_value = ProtoField.new("value", "tofu.header.value", ftypes.STRING, nil, nil, nil, "text header value, spaces and tabs around it trimmed")
 F.body = ProtoField.bytes("tofu.body", "body", base.NONE, "the body part: opaque application bytes")
+-- sequence checks
+F.state = ProtoField.new("state", "tofu.state", ftypes.STRING, nil, nil, nil,
+    "the receiving side's state before and after this frame, as its engine's table moves it")
+F.sender_state = ProtoField.new("sender state", "tofu.sender_state", ftypes.STRING, nil, nil, nil,
+    "the sending side's state before and after this frame, as its engine's table moves it")
 tofu.fields = F
 
 local E = {
@@ -138,6 +342,12 @@ local E = {
         expert.group.MALFORMED, expert.severity.WARN),
     status = ProtoExpert.new("tofu.status_not_success", "status is not success",
         expert.group.RESPONSE_CODE, expert.severity.NOTE),
+    illegal_in_state = ProtoExpert.new("tofu.illegal_in_state", "frame refused in its receiver's state",
+        expert.group.SEQUENCE, expert.severity.WARN),
+    not_from_engine = ProtoExpert.new("tofu.not_from_engine", "a tofu engine would not send this",
+        expert.group.SEQUENCE, expert.severity.NOTE),
+    sequence_unknown = ProtoExpert.new("tofu.sequence_unknown", "conversation states unknown: no sequence checks",
+        expert.group.SEQUENCE, expert.severity.NOTE),
 }
 tofu.experts = E
 
@@ -212,6 +422,145 @@ local function frame_len(tvb, pinfo, offset)
         + tvb:range(offset + 14, 2):uint()
 end
 
+-- ------------------------------------------------------------ sequence checks
+-- Each TCP conversation (its two address:port endpoints) has two sides, and
+-- each side the state its engine would be in, followed frame by frame through
+-- the tables above:
+--   * A frame from A to B is judged by B's RECEIVE table in B's state: that is
+--     what the receiving engine enforces. A refused frame gets the expert info
+--     tofu.illegal_in_state, and B is closed from then on (its engine closes
+--     the channel). A closed side drops whatever reaches it, silently.
+--   * A's state moves by A's SEND table. Where that table refuses what A sent,
+--     A's state stays, and if B refused the frame too, tofu.not_from_engine
+--     notes that a tofu engine would not have sent it. A frame B takes is
+--     legal even where A's table would not have sent it (the reference's
+--     client sends right behind its HelloRequest; RECEIVE allows it):
+--     nothing is said.
+--   * Roles: the side whose first frame is the HelloRequest is the connector, the
+--     other the acceptor. A conversation whose first frame in the capture is
+--     anything else (the capture began inside it, or a peer opened it with
+--     another frame: the two look alike) is not checked; tofu.sequence_unknown
+--     says so on that frame.
+-- Wireshark dissects every packet once in order (the first pass), then again
+-- in any order (pinfo.visited): the verdicts are made on the first pass and
+-- kept per frame; later passes only show them.
+local conversations = {}  -- [its two endpoints] = {[endpoint] = state}, or UNKNOWN
+-- ["packet number:offset"] = what judge returned, for each frame. The offset is
+-- the frame's in its data source: the packet's bytes, or the reassembled
+-- bytes of a frame that spans segments (which starts them), so it tells the
+-- frames of a packet apart in any pass.
+local verdicts = {}
+local UNKNOWN = {}
+
+function tofu.init()
+    conversations = {}
+    verdicts = {}
+end
+
+local function is_closed(state)
+    return CLOSED[STATE_ROLE[state]] == state
+end
+
+local function state_text(state)
+    return STATE_ROLE[state] .. " " .. STATE_NAME[state]
+end
+
+-- The verdict on a frame with op code `op`: a table of texts, each optional:
+-- state and sender_state (the fields), illegal, not_from_engine and unknown
+-- (the expert infos).
+local function judge(pinfo, op)
+    local src = tostring(pinfo.src) .. "|" .. pinfo.src_port
+    local dst = tostring(pinfo.dst) .. "|" .. pinfo.dst_port
+    local key = src < dst and (src .. " " .. dst) or (dst .. " " .. src)
+    local sides = conversations[key]
+    local opening = false
+    if sides == nil then
+        if op ~= HELLO then
+            conversations[key] = UNKNOWN
+            return { unknown = "the capture does not show this conversation begin with a HelloRequest"
+                .. " (it began before the capture, or a peer opened it with another frame):"
+                .. " the states of its sides are unknown, none of its frames is checked" }
+        end
+        sides = { [src] = CONNECTOR_START, [dst] = ACCEPTOR_START }
+        conversations[key] = sides
+        opening = true
+    elseif sides == UNKNOWN then
+        return {}
+    end
+    local verdict = {}
+    local name = op_code_names[op] or ("op code " .. op)
+
+    -- the receiver, by its RECEIVE table
+    local was = sides[dst]
+    local cell = RECEIVE[was][op]
+    if is_closed(was) then
+        verdict.state = state_text(was) .. " (dropped)"
+    elseif cell < 0 then
+        sides[dst] = CLOSED[STATE_ROLE[was]]
+        verdict.state = state_text(was) .. " -> " .. STATE_NAME[sides[dst]] .. " (refused: " .. status_names[-cell] .. ")"
+        verdict.illegal = name .. " is refused in " .. STATE_ROLE[was] .. " state " .. STATE_NAME[was] .. ": "
+            .. MOVE_DOC[RECEIVE_MOVE[was][op]] .. " (the receiver closes the channel with " .. status_names[-cell] .. ")"
+    else
+        sides[dst] = cell
+        verdict.state = state_text(was) .. " -> " .. STATE_NAME[cell]
+    end
+
+    -- the sender, by its SEND table
+    was = sides[src]
+    cell = SEND[was][op]  -- nil past the last op code
+    if opening then
+        verdict.sender_state = STATE_ROLE[was] .. " -> " .. STATE_NAME[was] .. " (its " .. name .. " opens the channel)"
+    elseif cell == nil or op_local_only[op] then
+        -- no post() puts it on the wire (the op code's own expert info says so): no move
+        verdict.sender_state = state_text(was) .. " (no post sends " .. name .. ")"
+    elseif cell >= 0 then
+        sides[src] = cell
+        verdict.sender_state = state_text(was) .. " -> " .. STATE_NAME[cell]
+    else
+        local why
+        if cell == OPENS then
+            why = "posting a " .. name .. " opens a new channel, on a connection of its own"
+            verdict.sender_state = state_text(was) .. " (its post() of " .. name .. " opens a new channel)"
+        else
+            why = MOVE_DOC[SEND_MOVE[was][op]] .. " (post() raises " .. status_names[-cell] .. ")"
+            verdict.sender_state = state_text(was) .. " (its post() refuses " .. name .. ": " .. status_names[-cell] .. ")"
+        end
+        if verdict.illegal then
+            verdict.not_from_engine = "a tofu engine would not send this: " .. name .. " is refused to "
+                .. STATE_ROLE[was] .. " state " .. STATE_NAME[was] .. ": " .. why
+        end
+    end
+    return verdict
+end
+
+-- The frame's verdict, made on the first pass, shown on every pass.
+local function check_sequence(tvb, pinfo, item, op)
+    local key = pinfo.number .. ":" .. tvb:offset()
+    local verdict = verdicts[key]
+    if verdict == nil then
+        if pinfo.visited then
+            return
+        end
+        verdict = judge(pinfo, op)
+        verdicts[key] = verdict
+    end
+    if verdict.state then
+        item:add(F.state, verdict.state):set_generated()
+    end
+    if verdict.sender_state then
+        item:add(F.sender_state, verdict.sender_state):set_generated()
+    end
+    if verdict.illegal then
+        item:add_proto_expert_info(E.illegal_in_state, verdict.illegal)
+    end
+    if verdict.not_from_engine then
+        item:add_proto_expert_info(E.not_from_engine, verdict.not_from_engine)
+    end
+    if verdict.unknown then
+        item:add_proto_expert_info(E.sequence_unknown, verdict.unknown)
+    end
+end
+
 local COLUMN = "TOFU"
 
 -- One whole frame (tvb starts at its first byte).
@@ -280,6 +629,7 @@ local function dissect_frame(tvb, pinfo, tree)
         dissect_body(tvb, offset, bl, item)
     end
     offset = offset + bl
+    check_sequence(tvb, pinfo, item, op)
     item:append_text(", " .. summary)
 
     -- Info column: every frame of this packet, in order.

@@ -8,9 +8,14 @@ them): without them these tests fail, they are never skipped. They carry the
 `tshark` marker, so an environment without Wireshark runs the rest of the suite
 with `pytest -m "not tshark"` (the README's command), and says so.
 
-The traffic comes from two generators with one contract (listen on
+The traffic comes from generators with one contract (listen on
 127.0.0.1:port, return the frames put on the wire): two tofu engines talking,
 and plain sockets sending hand-made frames no engine would send.
+
+The dissector also follows each connection through the channel state machine
+(spec [machine]) and marks a frame its receiver's table refuses: the scripted
+connections of plain sockets check those verdicts exactly, the engines' and
+the legal scripts that there are none.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 import pytest
 import tofu
 from tofu import AmpeStatus, Message, MoreMessagesFlag, OpCode
+from tofu.generated import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 DISSECTOR = ROOT / "generated" / "tofu.lua"
@@ -224,6 +230,60 @@ def socket_traffic(port: int) -> Sent:
     return sent
 
 
+# Scripted connections: plain sockets on both ends, so nothing enforces the
+# state machine and a script can send what no engine would. A step is (what
+# the client sends, what the server sends): each side writes its frames whole,
+# the client first, before either reads the other's, so the capture shows a
+# connection's frames in script order (a step where both send: two frames
+# crossing on the wire).
+Step = tuple[list[Message], list[Message]]
+
+
+def _frames(ch: int, ops: tuple[OpCode, ...]) -> list[Message]:
+    return [_msg(op, ch=ch, mid=i + 1) for i, op in enumerate(ops)]
+
+
+def client(*ops: OpCode) -> Step:
+    return _frames(CLIENT_CH, ops), []
+
+
+def server(*ops: OpCode) -> Step:
+    return [], _frames(SERVER_CH, ops)
+
+
+def crossing(client_op: OpCode, server_op: OpCode) -> Step:
+    return _frames(CLIENT_CH, (client_op,)), _frames(SERVER_CH, (server_op,))
+
+
+def scripted_traffic(scripts: list[list[Step]]) -> Callable[[int], Sent]:
+    """Traffic that runs each script on a connection of its own, one after the other."""
+
+    def traffic(port: int) -> Sent:
+        sent: Sent = []
+        with socket.create_server(("127.0.0.1", port)) as listener:
+            listener.settimeout(TIMEOUT)
+            for steps in scripts:
+                with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as conn:
+                    accepted, _ = listener.accept()
+                    with accepted:
+                        accepted.settimeout(TIMEOUT)
+                        ends = ((conn, CLIENT, tofu.FrameDecoder()), (accepted, SERVER, tofu.FrameDecoder()))
+                        for sock, _, _ in ends:
+                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        for step in steps:
+                            for (sock, who, _), msgs in zip(ends, step):
+                                if msgs:
+                                    sent.extend((who, m.copy()) for m in msgs)
+                                    sock.sendall(b"".join(tofu.encode(m) for m in msgs))
+                            # each side reads what the other sent
+                            for (sock, _, decoder), msgs in zip(ends, reversed(step)):
+                                got = _receive(sock, decoder, len(msgs))
+                                assert [m.bhdr.proto.op_code for m in got] == [m.bhdr.proto.op_code for m in msgs]
+        return sent
+
+    return traffic
+
+
 # ---------------------------------------------------------------- capture
 
 
@@ -364,13 +424,27 @@ def _named(showname: str) -> str:
     return m.group(1) if m else ""
 
 
-def decode(pcap: Path, port: int) -> list[dict]:
+EXPERT = re.compile(r"Expert Info \((\w+)/(\w+)\): (.*)")
+
+
+def _experts(proto: ET.Element, group: str) -> list[str]:
+    """The expert infos of `group` on one tofu frame, as 'Severity: message'."""
+    found = []
+    for field in proto.iter("field"):
+        m = EXPERT.fullmatch(field.get("showname", "")) if field.get("name") == "_ws.expert" else None
+        if m and m.group(2) == group:
+            found.append(f"{m.group(1)}: {m.group(3)}")
+    return found
+
+
+def decode(pcap: Path, port: int, *options: str) -> list[dict]:
     """Every tofu frame tshark shows in the capture, in order, as plain values."""
-    root = ET.fromstring(tshark("-r", str(pcap), "-d", f"tcp.port=={port},tofu", "-T", "pdml"))
+    root = ET.fromstring(tshark(*options, "-r", str(pcap), "-d", f"tcp.port=={port},tofu", "-T", "pdml"))
     frames = []
     for packet in root.iter("packet"):
         number = int(packet.find("proto[@name='frame']/field[@name='frame.number']").get("show"))
         srcport = int(packet.find("proto[@name='tcp']/field[@name='tcp.srcport']").get("show"))
+        dstport = int(packet.find("proto[@name='tcp']/field[@name='tcp.dstport']").get("show"))
         segments = packet.find(".//field[@name='tcp.segment.count']")
         tofus = packet.findall("proto[@name='tofu']")
         for proto in tofus:
@@ -378,12 +452,14 @@ def decode(pcap: Path, port: int) -> list[dict]:
             for field in proto.iter("field"):
                 fields.setdefault(field.get("name", ""), field)
             body = fields.get("tofu.body")
+            state, sender_state = fields.get("tofu.state"), fields.get("tofu.sender_state")
             frames.append(
                 {
                     "packet": number,
                     "frames_in_packet": len(tofus),
                     "segments": int(segments.get("show")) if segments is not None else 1,
                     "sender": SERVER if srcport == port else CLIENT,
+                    "client_port": dstport if srcport == port else srcport,
                     "channel_number": int(fields["tofu.channel_number"].get("show")),
                     "op_code": int(fields["tofu.op_code"].get("show")),
                     "op_name": _named(fields["tofu.op_code"].get("showname")),
@@ -403,6 +479,10 @@ def decode(pcap: Path, port: int) -> list[dict]:
                         if h.get("name") == "tofu.header"
                     ],
                     "body": bytes.fromhex(body.get("value")) if body is not None else b"",
+                    # the sequence checks
+                    "state": state.get("show") if state is not None else None,
+                    "sender_state": sender_state.get("show") if sender_state is not None else None,
+                    "sequence": _experts(proto, "Sequence"),
                 }
             )
     return frames
@@ -496,6 +576,51 @@ def engine_traffic(port: int) -> Sent:
     return sent
 
 
+def engine_print_server_traffic(port: int) -> Sent:
+    """Two tofu engines, the server as the reference's print server: it
+    answers the HelloRequest with a Request of its own (no HelloResponse),
+    the client answers that Request, then says bye."""
+    sent: Sent = []
+
+    def post(who: str, group: tofu.ChannelGroup, msg: Message) -> Message:
+        wire = msg.copy()
+        header = group.post(msg)
+        wire.bhdr.channel_number = header.channel_number
+        wire.bhdr.message_id = header.message_id
+        sent.append((who, wire))
+        return wire
+
+    def receive(group: tofu.ChannelGroup, op: OpCode) -> Message:
+        while True:
+            msg = group.wait_receive(TIMEOUT)
+            assert msg is not None, f"the engine delivered nothing, expected {op.name}"
+            if msg.is_from_application():
+                assert msg.bhdr.proto.op_code == op, msg
+                return msg
+
+    with tofu.Reactor() as client_rtr, tofu.Reactor() as server_rtr:
+        client, server = client_rtr.ampe().create(), server_rtr.ampe().create()
+        server.post(tofu.TCPServerAddress("127.0.0.1", port).format(Message()))
+        welcome = server.wait_receive(TIMEOUT)
+        assert welcome is not None and welcome.bhdr.status == 0, welcome
+        post(CLIENT, client, tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
+        hello = receive(server, OpCode.HelloRequest)
+        post(SERVER, server, _msg(OpCode.Request, ch=hello.bhdr.channel_number, mid=0, body=b"print me"))
+        request = receive(client, OpCode.Request)
+        post(CLIENT, client, _msg(OpCode.Response, ch=request.bhdr.channel_number, mid=request.bhdr.message_id))
+        receive(server, OpCode.Response)
+        post(CLIENT, client, _msg(OpCode.ByeRequest, ch=request.bhdr.channel_number, mid=0))
+        bye = receive(server, OpCode.ByeRequest)
+        post(SERVER, server, _msg(OpCode.ByeResponse, ch=bye.bhdr.channel_number, mid=bye.bhdr.message_id))
+        for group in (client, server):
+            while True:
+                msg = group.wait_receive(TIMEOUT)
+                assert msg is not None, "no channel_closed after the Bye exchange"
+                if msg.bhdr.status == AmpeStatus.channel_closed:
+                    break
+    return sent
+
+
 # ---------------------------------------------------------------- the tests
 
 
@@ -525,6 +650,7 @@ def _check_frames(sent: Sent, frames: list[dict]) -> None:
 def test_dissector_decodes_two_engines_talking(tmp_path: Path) -> None:
     sent, frames, _, _ = _capture_and_decode(tmp_path, engine_traffic)
     _check_frames(sent, frames)
+    _check_no_sequence_verdicts(frames)
 
 
 def test_dissector_decodes_hand_made_frames(tmp_path: Path) -> None:
@@ -532,6 +658,7 @@ def test_dissector_decodes_hand_made_frames(tmp_path: Path) -> None:
     status byte past the last one, a frame written in three pieces."""
     sent, frames, pcap, port = _capture_and_decode(tmp_path, socket_traffic)
     _check_frames(sent, frames)
+    _check_no_sequence_verdicts(frames)  # what they send is in sequence
 
     # the port preference attaches the dissector as well as Decode As; Info names each frame
     info = tshark(
@@ -546,3 +673,208 @@ def test_dissector_decodes_hand_made_frames(tmp_path: Path) -> None:
         assert summary in summaries, f"Info column lacks {summary!r}:\n{info}"
     assert re.search(r"Signal ch=\d+ id=5 more, Signal ch=\d+ id=5 more, Signal ch=\d+ id=5", summaries), info
     assert f"Response ch={SERVER_CH} id=4 processing_failed" in summaries, info
+
+
+# ---------------------------------------------------------------- the sequence checks
+
+# The dissector's words for the tables of generated/machine.py.
+OPENED = "connector -> connecting (its HelloRequest opens the channel)"
+
+
+def _in(state: int) -> str:
+    return f"{machine.ChannelRole(machine.STATE_ROLE[state]).name} state {machine.STATE_NAME[state]}"
+
+
+def illegal(op: OpCode, state: int) -> str:
+    """The warning on `op` received in `state`, which refuses it."""
+    status = machine.refusal(machine.RECEIVE[state][op]).name
+    why = machine.why(False, state, op)
+    return f"Warning: {op.name} is refused in {_in(state)}: {why} (the receiver closes the channel with {status})"
+
+
+def not_from_engine(op: OpCode, state: int) -> str:
+    """The note on `op` sent in `state`, whose post() refuses it."""
+    cell = machine.SEND[state][op]
+    if cell == machine.OPENS:
+        why = f"posting a {op.name} opens a new channel, on a connection of its own"
+    else:
+        why = f"{machine.why(True, state, op)} (post() raises {machine.refusal(cell).name})"
+    return f"Note: a tofu engine would not send this: {op.name} is refused to {_in(state)}: {why}"
+
+
+UNKNOWN = (
+    "Note: the capture does not show this conversation begin with a HelloRequest (it began before the capture,"
+    " or a peer opened it with another frame): the states of its sides are unknown, none of its frames is checked"
+)
+
+# (sender, op code, the receiver's state field, the sender's state field, the expert infos of group Sequence)
+Verdict = tuple[str, str, str | None, str | None, list[str]]
+M = machine
+HELLO_DONE: list[Verdict] = [
+    (CLIENT, "HelloRequest", "acceptor awaiting_hello -> greeted", OPENED, []),
+    (SERVER, "HelloResponse", "connector connecting -> open", "acceptor greeted -> open", []),
+]
+HELLO = [client(OpCode.HelloRequest), server(OpCode.HelloResponse)]
+O = OpCode
+
+# name: (the script, the verdict on each of its frames, in order)
+ILLEGAL: dict[str, tuple[list[Step], list[Verdict]]] = {
+    # a ByeResponse nobody asked for: refused, and the acceptor is closed from then on
+    "unasked ByeResponse": (
+        [*HELLO, client(O.ByeResponse), client(O.Request)],
+        [
+            *HELLO_DONE,
+            (
+                CLIENT, "ByeResponse", "acceptor open -> closed (refused: not_allowed)",
+                "connector open (its post() refuses ByeResponse: not_allowed)",
+                [illegal(O.ByeResponse, M.ACCEPTOR_OPEN), not_from_engine(O.ByeResponse, M.CONNECTOR_OPEN)],
+            ),
+            (CLIENT, "Request", "acceptor closed (dropped)", "connector open -> open", []),
+        ],
+    ),
+    # a second HelloRequest on an open channel; what follows reaches a closed side
+    "HelloRequest again": (
+        [*HELLO, client(O.Request), server(O.Response), client(O.HelloRequest), client(O.ByeResponse)],
+        [
+            *HELLO_DONE,
+            (CLIENT, "Request", "acceptor open -> open", "connector open -> open", []),
+            (SERVER, "Response", "connector open -> open", "acceptor open -> open", []),
+            (
+                CLIENT, "HelloRequest", "acceptor open -> closed (refused: not_allowed)",
+                "connector open (its post() of HelloRequest opens a new channel)",
+                [illegal(O.HelloRequest, M.ACCEPTOR_OPEN), not_from_engine(O.HelloRequest, M.CONNECTOR_OPEN)],
+            ),
+            (
+                CLIENT, "ByeResponse", "acceptor closed (dropped)",
+                "connector open (its post() refuses ByeResponse: not_allowed)", [],
+            ),
+        ],
+    ),
+    # a local command on the wire: the receiver refuses it; no post() sends it, so the sender stays
+    "ByeSignal on the wire": (
+        [*HELLO, server(O.ByeSignal)],
+        [
+            *HELLO_DONE,
+            (
+                SERVER, "ByeSignal", "connector open -> closed (refused: invalid_op_code)",
+                "acceptor open (no post sends ByeSignal)", [illegal(O.ByeSignal, M.CONNECTOR_OPEN)],
+            ),
+        ],
+    ),
+    # the first frame is no HelloRequest: nothing of the connection is checked, and that is said once
+    "Request first": (
+        [client(O.Request), server(O.Response), client(O.HelloRequest)],
+        [
+            (CLIENT, "Request", None, None, [UNKNOWN]),
+            (SERVER, "Response", None, None, []),
+            (CLIENT, "HelloRequest", None, None, []),
+        ],
+    ),
+}  # fmt: skip
+
+LEGAL: dict[str, tuple[list[Step], list[Verdict]]] = {
+    # the reference's print server: the acceptor answers the HelloRequest with a Request
+    "print server": (
+        [client(O.HelloRequest), server(O.Request), client(O.Response), client(O.ByeRequest), server(O.ByeResponse)],
+        [
+            (CLIENT, "HelloRequest", "acceptor awaiting_hello -> greeted", OPENED, []),
+            (SERVER, "Request", "connector connecting -> open", "acceptor greeted -> open", []),
+            (CLIENT, "Response", "acceptor open -> open", "connector open -> open", []),
+            (CLIENT, "ByeRequest", "acceptor open -> bye_received", "connector open -> bye_sent", []),
+            (SERVER, "ByeResponse", "connector bye_sent -> closed", "acceptor bye_received -> closed", []),
+        ],
+    ),
+    # the reference's client: a Request right behind its HelloRequest (a tofu
+    # engine's post() would refuse it, the acceptor takes it: legal, nothing
+    # said); then the two sides' ByeRequests cross
+    "Request right behind the HelloRequest, crossing ByeRequests": (
+        [
+            client(O.HelloRequest, O.Request), server(O.HelloResponse, O.Response),
+            crossing(O.ByeRequest, O.ByeRequest),
+        ],
+        [
+            (CLIENT, "HelloRequest", "acceptor awaiting_hello -> greeted", OPENED, []),
+            (
+                CLIENT, "Request", "acceptor greeted -> greeted",
+                "connector connecting (its post() refuses Request: not_allowed)", [],
+            ),
+            (SERVER, "HelloResponse", "connector connecting -> open", "acceptor greeted -> open", []),
+            (SERVER, "Response", "connector open -> open", "acceptor open -> open", []),
+            (CLIENT, "ByeRequest", "acceptor open -> bye_received", "connector open -> bye_sent", []),
+            (SERVER, "ByeRequest", "connector bye_sent -> closed", "acceptor bye_received -> closed", []),
+        ],
+    ),
+}  # fmt: skip
+
+
+def _verdicts(frames: list[dict]) -> list[list[Verdict]]:
+    """The verdicts tshark shows, per connection (in the order they began)."""
+    connections: dict[int, list[Verdict]] = {}
+    for f in frames:
+        verdict = (f["sender"], f["op_name"], f["state"], f["sender_state"], f["sequence"])
+        connections.setdefault(f["client_port"], []).append(verdict)
+    return list(connections.values())
+
+
+def _packets(pcap: Path, port: int, display_filter: str) -> list[int]:
+    out = tshark(
+        "-r", str(pcap), "-d", f"tcp.port=={port},tofu", "-Y", display_filter, "-T", "fields", "-e", "frame.number"
+    )
+    return [int(line) for line in out.split()]
+
+
+def _check_no_sequence_verdicts(frames: list[dict]) -> None:
+    """Every frame checked (the states known from the HelloRequest on), none refused."""
+    assert frames
+    for f in frames:
+        assert f["state"] and f["sender_state"], f"frame in packet {f['packet']} was not checked: {f}"
+        assert f["sequence"] == [], f"packet {f['packet']}: {f['op_name']} {f['state']}: {f['sequence']}"
+    assert frames[0]["state"] == "acceptor awaiting_hello -> greeted"
+
+
+def test_dissector_marks_frames_refused_in_their_state(tmp_path: Path) -> None:
+    """Scripted connections of plain sockets: the dissector's verdict on
+    every frame is the table's, the expert infos are on exactly the refused
+    frames, and a second pass (tshark -2, which shows what the first pass
+    decided) shows the same."""
+    assert illegal(O.ByeResponse, M.ACCEPTOR_OPEN) == (
+        "Warning: ByeResponse is refused in acceptor state open: no ByeRequest was sent"
+        " (the receiver closes the channel with not_allowed)"
+    )
+    cases = {**ILLEGAL, **LEGAL}
+    sent, frames, pcap, port = _capture_and_decode(tmp_path, scripted_traffic([steps for steps, _ in cases.values()]))
+    assert [(f["sender"], f["op_name"]) for f in frames] == [(w, m.bhdr.proto.op_code.name) for w, m in sent]
+    got = _verdicts(frames)
+    assert len(got) == len(cases)
+    for (name, (_, want)), verdicts in zip(cases.items(), got):
+        assert verdicts == want, f"{name}: the dissector's verdicts differ from the table's"
+
+    # the expert infos by name, on exactly the packets of the frames that carry them
+    for name, start in (
+        ("illegal_in_state", "Warning: "),
+        ("not_from_engine", "Note: a tofu"),
+        ("sequence_unknown", UNKNOWN),
+    ):
+        carrying = sorted({f["packet"] for f in frames if any(e.startswith(start) for e in f["sequence"])})
+        assert carrying, name
+        assert _packets(pcap, port, f"tofu.{name}") == carrying, name
+    assert len(_packets(pcap, port, "tofu.illegal_in_state")) == 3  # one per illegal case but "Request first"
+
+    # the fields select a side's state
+    refused = [f["packet"] for f in frames if f["state"] and "(refused: " in f["state"]]
+    assert _packets(pcap, port, 'tofu.state contains "refused"') == refused
+
+    # a second pass reads the verdicts the first pass made, in any order
+    two_pass = decode(pcap, port, "-2")
+    assert _verdicts(two_pass) == got
+
+
+def test_dissector_finds_no_sequence_errors_in_engine_traffic(tmp_path: Path) -> None:
+    """Two engines, the server answering the HelloRequest with a Request of
+    its own as the reference's print server does: every frame legal."""
+    sent, frames, _, _ = _capture_and_decode(tmp_path, engine_print_server_traffic)
+    assert [(f["sender"], f["op_name"]) for f in frames] == [(w, m.bhdr.proto.op_code.name) for w, m in sent]
+    assert [f["op_name"] for f in frames] == ["HelloRequest", "Request", "Response", "ByeRequest", "ByeResponse"]
+    _check_no_sequence_verdicts(frames)
+    assert frames[1]["state"] == "connector connecting -> open"
+    assert frames[-1]["state"] == "connector bye_sent -> closed"
