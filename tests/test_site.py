@@ -1,23 +1,39 @@
-"""The documentation site builds, strictly.
+"""The documentation site builds, strictly, and a browser shows it.
 
 `mkdocs build --strict` (mkdocs.yml; pip install -e '.[docs]') fails on any
 warning: a link to a page or file that is not there, a public name without a
 docstring, a name of `tofu.__all__` left off the API page (the checks are in
-tools/mkdocs_hooks.py). These tests build the site, the repository's and a
-copy with such mistakes made on purpose."""
+tools/mkdocs_hooks.py). The first two tests build the site, the repository's
+and a copy with such mistakes made on purpose; they need no browser.
+
+The last one (marked `chromium`: Debian's chromium package, which .ci/run
+installs) serves the built site on 127.0.0.1 and opens the start page and the
+API page in headless Chromium: their DOM has the navigation and the expected
+headings, and their screenshots (left in the test's temporary directory) are
+a rendered page, not a blank one.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 300.0  # seconds: bounds a hung build, never paces a working one
+TIMEOUT = 300.0  # seconds: bounds a hung build or browser, never paces a working one
 ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # mkdocs-material's notice about MkDocs 2.0
 
 
@@ -138,3 +154,172 @@ def test_a_missing_docstring_or_a_broken_link_fails_the_build(tmp_path: Path) ->
     ):
         assert expected in said, f"{expected!r} not in:\n{said}"
     assert "Aborted with 6 warnings in strict mode" in said, said
+
+
+# ---------------------------------------------------------------- in a browser
+
+
+class _Outline(HTMLParser):
+    """The text of a page's headings (h1-h3) and of the links of its site
+    navigation (the primary one, not the page's table of contents)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headings: list[tuple[str, str]] = []  # (tag, text)
+        self.nav: list[str] = []
+        self.active: list[str] = []  # the navigation's links marked as the current page
+        self._open: list[tuple[str, list[str], bool]] = []  # (tag, text so far, active)
+        self._navs: list[str] = []  # the <nav> elements we are in: primary, secondary or other
+
+    def _in_site_nav(self) -> bool:
+        return "primary" in self._navs and "secondary" not in self._navs
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "nav":
+            kinds = [k for k in ("primary", "secondary") if f"md-nav--{k}" in classes]
+            self._navs.append(kinds[0] if kinds else "other")
+        elif tag in ("h1", "h2", "h3"):
+            self._open.append((tag, [], False))
+        elif tag in ("a", "label", "span") and "md-nav__link" in classes and self._in_site_nav():
+            self._open.append((tag, [], "md-nav__link--active" in classes))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "nav" and self._navs:
+            self._navs.pop()
+        elif self._open and self._open[-1][0] == tag:
+            _, parts, active = self._open.pop()
+            text = " ".join("".join(parts).replace("\u00b6", "").split())  # without the headings' permalink
+            if tag.startswith("h"):
+                self.headings.append((tag, text))
+            else:
+                self.nav.append(text)
+                if active:
+                    self.active.append(text)
+
+    def handle_data(self, data: str) -> None:
+        for _, parts, _ in self._open:
+            parts.append(data)
+
+
+def outline(html: str) -> _Outline:
+    parsed = _Outline()
+    parsed.feed(html)
+    return parsed
+
+
+def nav_titles(entries: list[object]) -> list[str]:
+    """Every title in mkdocs.yml's nav, sections and pages."""
+    titles = []
+    for entry in entries:
+        for title, target in entry.items() if isinstance(entry, dict) else []:
+            titles.append(title)
+            if isinstance(target, list):
+                titles += nav_titles(target)
+    return titles
+
+
+@contextlib.contextmanager
+def serving(folder: Path) -> Iterator[str]:
+    """The built site over HTTP on 127.0.0.1 (a free port), in a thread."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # the base class names it `format`
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(TIMEOUT)
+
+
+def chromium(profiles: Path, *args: str) -> str:
+    """Run headless Chromium once (as root too), with a profile of its own; its standard output."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail(
+            "chromium is required for the browser test and was not found on PATH; install it with\n"
+            "  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium\n"
+            'or deselect the test with -m "not chromium"',
+            pytrace=False,
+        )
+    profile = tempfile.mkdtemp(prefix="profile-", dir=profiles)
+    command = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",  # a container's /dev/shm may be too small for it
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    proc = subprocess.run(command, check=False, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, f"{' '.join(command)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+WIDTH, HEIGHT = 1280, 900
+INDIGO = (0x3F, 0x51, 0xB5)  # the header bar: mkdocs.yml's primary colour, so the theme's CSS applied
+
+
+def check_screenshot(png: Path) -> None:
+    """A rendered mkdocs-material page: the coloured header bar, text in the
+    navigation on the left and in the content beside it, many colours."""
+    import matplotlib.image  # the test extra has it (the bench's plots)
+    import numpy as np
+
+    assert png.is_file() and png.stat().st_size > 10_000, f"{png}: no screenshot, or an empty one"
+    pixels = np.asarray(matplotlib.image.imread(str(png)))[:, :, :3]
+    pixels = np.rint(pixels * 255).astype(np.int16) if pixels.dtype.kind == "f" else pixels.astype(np.int16)
+    assert pixels.shape == (HEIGHT, WIDTH, 3), pixels.shape
+    header = pixels[10:40, 300:900].reshape(-1, 3)
+    assert (np.abs(header - INDIGO).max(axis=1) <= 16).mean() > 0.9, f"{png}: no indigo header bar"
+
+    def inked(top: int, bottom: int, left: int, right: int) -> float:
+        """The share of the area's pixels that are not (nearly) white."""
+        return float((pixels[top:bottom, left:right].min(axis=2) < 200).mean())
+
+    nav, content = inked(100, 560, 30, 240), inked(100, 880, 280, 980)
+    assert nav > 0.01, f"{png}: the navigation on the left is blank ({nav:.1%} inked)"
+    assert 0.02 < content < 0.6, f"{png}: the content is blank or a solid block ({content:.1%} inked)"
+    colours = len(np.unique(pixels[100:880, 280:980].reshape(-1, 3), axis=0))
+    assert colours > 100, f"{png}: {colours} colours: not a rendered page"
+
+
+def headings_of(markdown: Path) -> list[str]:
+    """The `#` and `##` headings of a Markdown page, outside code blocks."""
+    text = re.sub(r"^```.*?^```", "", markdown.read_text(encoding="utf-8"), flags=re.MULTILINE | re.DOTALL)
+    return [" ".join(h.replace("`", "").split()) for h in re.findall(r"^#{1,2} (.+)$", text, re.MULTILINE)]
+
+
+@pytest.mark.chromium
+def test_the_start_page_and_the_api_page_render_in_chromium(site: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    nav = nav_titles(config["nav"])
+    pages = {
+        "": ("Home", headings_of(ROOT / "README.md")),
+        "api/": ("tofu", [*headings_of(ROOT / "docs" / "api.md"), "Reactor", "Message", "AmpeError"]),
+    }
+    with serving(site) as base:
+        for uri, (current, headings) in pages.items():
+            url = base + uri
+            shown = outline(chromium(tmp_path, "--dump-dom", url))
+            assert set(nav) <= set(shown.nav), f"{url}: the navigation lacks {sorted(set(nav) - set(shown.nav))}"
+            assert set(shown.active) == {current}, f"{url}: the navigation marks {shown.active} as the current page"
+            texts = [text for _, text in shown.headings]
+            assert shown.headings[0] == ("h1", headings[0]), f"{url}: the title is {shown.headings[:1]}"
+            missing = [h for h in headings if h not in texts]
+            assert not missing, f"{url}: the headings {missing} are not on the page ({texts[:20]}...)"
+            png = tmp_path / f"{uri.strip('/') or 'index'}.png"
+            chromium(tmp_path, "--hide-scrollbars", f"--screenshot={png}", f"--window-size={WIDTH},{HEIGHT}", url)
+            check_screenshot(png)
