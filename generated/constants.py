@@ -33,30 +33,68 @@ __all__ = [
 ]
 
 HEADER_SIZE: Final = 16
+"""The size of a frame's binary header, in bytes."""
 
 MAX_HEADERS_LEN: Final = 65535
+"""The longest text headers part of a frame, in bytes."""
 MAX_BODY_LEN: Final = 65535
+"""The longest body of a frame, in bytes."""
 CHANNEL_UNASSIGNED: Final = 0
+"""A channel number not assigned yet: only a WelcomeRequest or a HelloRequest may be posted with it,
+and the engine assigns one."""
 CHANNEL_ENGINE: Final = 65535
+"""Reserved for the engine itself, never a real channel."""
 CHANNEL_MIN: Final = 1
+"""The lowest number of a real channel."""
 CHANNEL_MAX: Final = 65534
+"""The highest number of a real channel."""
 FIRST_MESSAGE_ID: Final = 1
+"""The first message id the engine assigns to a message posted with message id 0 (a process-wide
+counter)."""
 
-CLOSE_REASON_HEADER = "~close_reason"  # written by the engine
-CLOSE_DETAIL_HEADER = "~close_detail"  # written by the engine
-PEER_SUBJECT_HEADER = "~peer_subject"  # written by the engine
-PEER_SAN_HEADER = "~peer_san"  # written by the engine
-PEER_PID_HEADER = "~peer_pid"  # written by the engine
-PEER_UID_HEADER = "~peer_uid"  # written by the engine
-PEER_GID_HEADER = "~peer_gid"  # written by the engine
+CLOSE_REASON_HEADER = "~close_reason"
+"""Written by the engine on the channel_closed Signal of a channel that did not close normally: the
+name of the status that closed it, such as peer_disconnected."""
+CLOSE_DETAIL_HEADER = "~close_detail"
+"""Written by the engine on the same Signal, when there is more to say: the failure in words, such as
+why a TLS handshake failed."""
+PEER_SUBJECT_HEADER = "~peer_subject"
+"""Written by the engine on the HelloRequest a TLS listener receives and the HelloResponse a TLS client
+receives: the subject of the peer's verified certificate (CN=...,O=...)."""
+PEER_SAN_HEADER = "~peer_san"
+"""Written by the engine beside ~peer_subject: the certificate's subject alternative names
+(DNS:name,IP:address,...)."""
+PEER_PID_HEADER = "~peer_pid"
+"""Written by the engine on the HelloRequest a Unix domain socket listener receives (and the
+HelloResponse its client receives): the peer process's pid, from the kernel (SO_PEERCRED)."""
+PEER_UID_HEADER = "~peer_uid"
+"""Written by the engine beside ~peer_pid: the peer process's user id."""
+PEER_GID_HEADER = "~peer_gid"
+"""Written by the engine beside ~peer_pid: the peer process's group id."""
 
 ADDRESS_SEPARATOR = "|"
-CONNECT_TO_HEADER = "~connect_to"  # header of a HelloRequest
-LISTEN_ON_HEADER = "~listen_on"  # header of a WelcomeRequest
-REUSE_PORT_HEADER = "~reuse_port"  # WelcomeRequest opt-in: share a TCP port (SO_REUSEPORT)
-SERVER_NAME_HEADER = "~server_name"  # an address option
-UDS_MODE_HEADER = "~uds_mode"  # an address option
-ALLOW_UIDS_HEADER = "~allow_uids"  # an address option
-TCP_SCHEME = "tcp"  # tcp|HOST|PORT: TCP; an empty HOST on a listener means all interfaces
-TLS_SCHEME = "tls"  # tls|HOST|PORT: TLS over TCP (our extension; the reference speaks plain TCP only)
-UDS_SCHEME = "uds"  # uds|PATH: Unix domain socket at PATH
+"""Separates the parts of an address in the protocol's form (`tcp|HOST|PORT`, `uds|PATH`)."""
+CONNECT_TO_HEADER = "~connect_to"
+"""On a HelloRequest: where the engine connects; the peer receives it with the rest of the
+HelloRequest."""
+LISTEN_ON_HEADER = "~listen_on"
+"""On a WelcomeRequest: where the engine listens; on its WelcomeResponse: the address bound, with the
+real port when port 0 was asked for."""
+REUSE_PORT_HEADER = "~reuse_port"
+"""On a WelcomeRequest, with the value 1: share the TCP port with other listeners (SO_REUSEPORT); this
+implementation's opt-in, never sent to a peer."""
+SERVER_NAME_HEADER = "~server_name"
+"""On a HelloRequest over TLS: the name to verify in the server's certificate, when it is not the host
+dialled (TLSClientAddress(host, port, server_hostname=...))."""
+UDS_MODE_HEADER = "~uds_mode"
+"""On a WelcomeRequest for a Unix domain socket: the socket file's mode in octal; 600 (only the owner's
+processes may connect) unless the address widens it."""
+ALLOW_UIDS_HEADER = "~allow_uids"
+"""On a WelcomeRequest for a Unix domain socket: only processes of these user ids (comma-separated) may
+connect; the others are refused before the application sees them."""
+TCP_SCHEME = "tcp"
+"""`tcp|HOST|PORT`: TCP; an empty HOST on a listener means all interfaces."""
+TLS_SCHEME = "tls"
+"""`tls|HOST|PORT`: TLS over TCP (our extension; the reference speaks plain TCP only)."""
+UDS_SCHEME = "uds"
+"""`uds|PATH`: Unix domain socket at PATH."""

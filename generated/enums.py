@@ -149,6 +149,7 @@ OP_TYPE: dict[OpCode, MessageType] = {
     OpCode.WelcomeRequest: MessageType.welcome,
     OpCode.WelcomeResponse: MessageType.welcome,
 }
+"""The family of each op code (`OpCode.get_type()`)."""
 
 OP_ROLE: dict[OpCode, MessageRole] = {
     OpCode.Request: MessageRole.request,
@@ -162,6 +163,7 @@ OP_ROLE: dict[OpCode, MessageRole] = {
     OpCode.WelcomeRequest: MessageRole.request,
     OpCode.WelcomeResponse: MessageRole.response,
 }
+"""The part each op code plays (`OpCode.get_role()`)."""
 
 OP_ECHO: dict[OpCode, OpCode] = {
     OpCode.Request: OpCode.Response,
@@ -170,8 +172,8 @@ OP_ECHO: dict[OpCode, OpCode] = {
     OpCode.ByeRequest: OpCode.ByeResponse,
     OpCode.WelcomeRequest: OpCode.WelcomeResponse,
 }
+"""The natural reply to each op code that has one (`OpCode.echo()`)."""
 
-# Op codes that travel between peers; the others are local commands.
 OP_ON_WIRE: frozenset[OpCode] = frozenset({
     OpCode.Request,
     OpCode.Response,
@@ -181,6 +183,7 @@ OP_ON_WIRE: frozenset[OpCode] = frozenset({
     OpCode.ByeRequest,
     OpCode.ByeResponse,
 })
+"""The op codes that travel between peers; the others are local commands (`OpCode.on_wire`)."""
 
 STATUS_MEANING: dict[AmpeStatus, str] = {
     AmpeStatus.success: "the operation succeeded",
@@ -216,3 +219,4 @@ STATUS_MEANING: dict[AmpeStatus, str] = {
     AmpeStatus.processing_failed: "the engine failed to process the message",
     AmpeStatus.unknown_error: "an error with no better status",
 }
+"""A one-line explanation of each status (`AmpeStatus.meaning()`)."""

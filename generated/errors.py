@@ -273,6 +273,7 @@ STATUS_TO_ERROR: dict[AmpeStatus, type[AmpeError]] = {
     AmpeStatus.processing_failed: ProcessingFailed,
     AmpeStatus.unknown_error: UnknownError,
 }
+"""The exception class of each status but `success` (`raw_to_error()`, `status_to_error()`)."""
 
 _BY_RAW: tuple[AmpeStatus, ...] = tuple(AmpeStatus.__members__[name] for name in (
     "success",

@@ -222,10 +222,10 @@ DEFAULT_UDS_MODE = 0o600
 class UDSServerAddress:
     """Listen on a Unix domain socket at `path`.
 
-    mode: the socket file's permission bits, set before the listener accepts
+    - `mode`: the socket file's permission bits, set before the listener accepts
         anyone. The default 0o600 lets only processes of the same user (and
         root) connect; 0o660 adds the file's group, 0o666 everyone.
-    allow_uids: when given, only processes running as one of these user ids
+    - `allow_uids`: when given, only processes running as one of these user ids
         may connect; the engine closes any other connection at once, before
         the application hears of it (see docs/security.md).
     """
@@ -273,6 +273,7 @@ class UDSServerAddress:
 Address = (
     TCPClientAddress | TCPServerAddress | TLSClientAddress | TLSServerAddress | UDSClientAddress | UDSServerAddress
 )
+"""Any of the six address classes: what `parse_url()`, `parse_address()` and `parse_address_value()` return."""
 
 _A = TypeVar("_A", TCPClientAddress, TCPServerAddress, UDSClientAddress, UDSServerAddress)
 

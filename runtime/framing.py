@@ -32,6 +32,7 @@ from .message import Message, body_buffer, from_wire, header_of, headers_buffer,
 __all__ = ["MAX_FRAME_SIZE", "FrameDecoder", "encode", "encode_into"]
 
 MAX_FRAME_SIZE = HEADER_SIZE + MAX_HEADERS_LEN + MAX_BODY_LEN
+"""The longest frame, in bytes: the binary header, the longest text headers and the longest body."""
 _VIEW_THRESHOLD: Final = 4096  # decode through a memoryview from this many bytes on
 _ZERO_HEADER: Final = bytes(HEADER_SIZE)  # room for a header, packed in place
 

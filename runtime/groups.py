@@ -74,7 +74,10 @@ class PostTimeout(SendFailed):
 # wait_receive() timeouts by the reference's names (waitReceive_INFINITE_TIMEOUT,
 # waitReceive_SEC_TIMEOUT), in seconds as Python counts them.
 WAIT_RECEIVE_INFINITE_TIMEOUT: None = None
+"""`wait_receive(WAIT_RECEIVE_INFINITE_TIMEOUT)` waits as long as it takes (the reference's
+waitReceive_INFINITE_TIMEOUT; it is None)."""
 WAIT_RECEIVE_SEC_TIMEOUT: float = 1.0
+"""One second, as a `wait_receive()` timeout (the reference's waitReceive_SEC_TIMEOUT)."""
 
 # Message ids are unique across the process, as in the reference (the bound
 # __next__ of one counter: atomic, and compiled code calls it without looking up next()).

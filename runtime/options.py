@@ -31,8 +31,8 @@ class Options:
     """How a Reactor sizes its message pool, bounds its queues and times out
     connections (docs/concepts.md, "Limits and timeouts").
 
-    initial_pool_msgs: messages made up front (default 16).
-    max_pool_msgs: most messages the pool keeps (default 64), but never fewer
+    - `initial_pool_msgs`: messages made up front (default 16).
+    - `max_pool_msgs`: most messages the pool keeps (default 64), but never fewer
         than the engine itself may hold: the pool keeps up to
         max(max_pool_msgs, max_queued_msgs + max_unsent_msgs) messages, so
         ordinary traffic reuses them (1024 with every default).
@@ -40,18 +40,18 @@ class Options:
         The application hears `pool_empty` only under real pressure: when it
         holds more messages than the pool keeps, beyond those the engine
         holds itself; once per shortage (docs/concepts.md).
-    max_queued_msgs: backpressure bound. While a channel group holds more
+    - `max_queued_msgs`: backpressure bound. While a channel group holds more
         unconsumed messages than this, the engine stops reading the sockets of
         that group's channels (TCP then slows the sender); it reads again once
         the application has drained the queue to half of it. Default 1024.
-    max_unsent_msgs: send window per channel. With N > 0, post() blocks while
+    - `max_unsent_msgs`: send window per channel. With N > 0, post() blocks while
         N of the channel's messages are posted and not yet written to its
         socket, so a sender faster than the network or the peer waits instead
         of filling memory. 0 (the default, as in the reference) is no limit.
         Do not post and receive on one thread with a window: a blocked post
         cannot receive what would unblock the peer. `post(msg, timeout=...)`
         bounds the wait (it then raises tofu.PostTimeout).
-    max_unsent_bytes: flow control per accepted connection. While the bytes
+    - `max_unsent_bytes`: flow control per accepted connection. While the bytes
         waiting to be written to a connection (encoded, plus each queued
         message's encoded size and 256 bytes for its bookkeeping) exceed
         this, the engine stops reading that connection, until they drop to
@@ -61,32 +61,32 @@ class Options:
         engine opened are not throttled (only one side of a connection may
         do it, or two engines could stop reading each other). Default 1 MiB;
         None or 0 is no limit.
-    handshake_timeout: seconds an accepted connection has to complete its
+    - `handshake_timeout`: seconds an accepted connection has to complete its
         handshake: its HelloRequest received and the application's
         HelloResponse written. Past it the engine closes the connection; an
         application that already received the HelloRequest gets
         channel_closed with `~close_reason: accept_failed` (one that never
         heard of the channel gets nothing). Default 10; None or 0 disables it.
-    connect_timeout: seconds a HelloRequest has to get its HelloResponse
+    - `connect_timeout`: seconds a HelloRequest has to get its HelloResponse
         (name resolution, TCP connect and the peer's answer). Past it the
         HelloRequest comes back with status connect_failed and the channel
         closes (channel_closed, `~close_reason: connect_failed`). Default 10;
         None or 0 disables it.
-    idle_timeout: seconds a connection may carry no bytes in either
+    - `idle_timeout`: seconds a connection may carry no bytes in either
         direction; past it the engine closes it (channel_closed,
         `~close_reason: communication_failed`). Default None (never).
-    max_connections: most connections each listener holds open at once; a
+    - `max_connections`: most connections each listener holds open at once; a
         connection past it is accepted and closed at once (the application
         hears nothing; a warning is logged once per episode of refusals).
         Default None (no limit).
-    tls_server_context: the ssl.SSLContext of TLS listeners (tls:// and
+    - `tls_server_context`: the ssl.SSLContext of TLS listeners (tls:// and
         TLSServerAddress): their certificate, and the CAs of the client
         certificates they require, if any. See tofu.server_tls_context().
-    tls_client_context: the ssl.SSLContext of TLS connects (TLSClientAddress):
+    - `tls_client_context`: the ssl.SSLContext of TLS connects (TLSClientAddress):
         the CAs to trust and the client's own certificate, if any. See
         tofu.client_tls_context(). Without the matching context a TLS
         listen or connect fails (listen_failed / connect_failed).
-    direct_send: let post() write a Request, Response or Signal to an idle
+    - `direct_send`: let post() write a Request, Response or Signal to an idle
         plain TCP or Unix domain socket connection itself, instead of waking
         the engine's I/O thread to do it, when the connection has read
         something since its last such write and the group has nothing left

@@ -1,6 +1,6 @@
 """The README says true things: the quickstart prints what the README shows,
 and the sentence about testing in an environment of your own holds (the
-`tshark` and `valgrind` markers deselect exactly the tests that need those tools, and .ci/run
+`tshark`, `valgrind` and `chromium` markers deselect exactly the tests that need those tools, and .ci/run
 runs everything). Every code block also runs in test_docs.py; the install
 command runs in test_install.py."""
 
@@ -65,6 +65,12 @@ def collected(*args: str) -> set[str]:
             ["tests/test_bench_instructions.py"],
             ["tests/test_bench_instructions.py::test_bench_instructions_counts_tofu_and_pyzmq_with_callgrind"],
         ),
+        (
+            "chromium",
+            r"\bchromium\b",
+            ["tests/test_site.py"],
+            ["tests/test_site.py::test_the_start_page_and_the_api_page_render_in_chromium"],
+        ),
     ],
 )
 def test_each_marker_leaves_out_exactly_the_tests_that_need_its_tool(
@@ -72,8 +78,8 @@ def test_each_marker_leaves_out_exactly_the_tests_that_need_its_tool(
 ) -> None:
     install = " ".join(section("Install and try it").split())
     assert (
-        "`pip install -e '.[test,bench]' && pytest -m \"not tshark and not valgrind\"` does the same minus those two"
-        in install
+        "`pip install -e '.[test,bench]' && pytest -m \"not tshark and not valgrind and not chromium\"` does the same"
+        " minus those three" in install
     )
     # A test file needs the tool when it runs it; a test can only carry the marker when
     # its file (or a conftest.py) names it. So collecting the files that name it is enough.
@@ -97,4 +103,5 @@ def test_ci_runs_every_test() -> None:
     assert runs, ".ci/run does not run pytest"
     assert all("-m" not in args.split() for args in runs), runs  # no marker deselects anything in CI
     assert re.search(r"python\"? -m codegen --check", script)
-    assert "tshark" in script and "valgrind" in script  # and it installs what the marked tests need
+    # and it installs what the marked tests need
+    assert "tshark" in script and "valgrind" in script and "apt-get install -y -qq chromium" in script
