@@ -159,7 +159,7 @@ class ChannelProtocol:
         pool); lock: held for every move of the state (any context manager).
     """
 
-    __slots__ = ("_lock", "_make", "_release", "_wrote_last", "decoder", "first_mid", "number", "state")
+    __slots__ = ("_closed_from", "_lock", "_make", "_release", "_wrote_last", "decoder", "first_mid", "number", "state")
 
     def __init__(
         self,
@@ -178,6 +178,7 @@ class ChannelProtocol:
         self._release: Callable[[Message], None] = release if release is not None else _drop
         self._lock: AbstractContextManager[object] = lock if lock is not None else nullcontext()
         self._wrote_last = False  # a ByeRequest or ByeResponse went out: nothing more does
+        self._closed_from = state  # the live state a move into the terminal one left
 
     def __repr__(self) -> str:
         return f"ChannelProtocol(channel {self.number}, {_state_text(self.state)})"
@@ -216,6 +217,8 @@ class ChannelProtocol:
             if nxt < 0:
                 raise self._refused(nxt, state, op)
             self.state = nxt
+            if STATE_TERMINAL[nxt] and nxt != state:
+                self._closed_from = state
         return nxt != state
 
     def _refused(self, cell: int, state: int, op: int) -> AmpeError:
@@ -276,6 +279,8 @@ class ChannelProtocol:
                     nxt = RECEIVE[state][op]
                     if nxt >= 0:
                         self.state = nxt
+                        if STATE_TERMINAL[nxt] and nxt != state:
+                            self._closed_from = state
                 if nxt < 0:
                     closing = Closing(AmpeStatus(-nxt), f"the peer sent {op.name}: {why(False, state, op)}")
                     release(msg)
@@ -351,10 +356,16 @@ class ChannelProtocol:
         notice. Nothing at all when the state does not notify (the
         application never saw the channel) or `silent` (its group is gone):
         the messages go back to the pool. The state becomes the role's
-        terminal one."""
+        terminal one.
+
+        A channel that a move has already made terminal (a posted ByeSignal,
+        a completed Bye exchange) closes as the state that move left: a
+        ByeSignal posted while connecting gives the HelloRequest back."""
         with self._lock:
             state = self.state
             self.state = TERMINAL_OF[state]
+        if STATE_TERMINAL[state]:
+            state = self._closed_from
         if silent or not STATE_NOTIFY[state]:
             for msg in unsent:
                 self._release(msg)

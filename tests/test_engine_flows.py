@@ -265,6 +265,34 @@ def test_bye_signal_with_frames_pending(groups):
         peer.close()
 
 
+@pytest.mark.parametrize("written", [False, True], ids=["unsent", "written"])
+def test_a_bye_signal_while_connecting_gives_the_hello_request_back(groups, written):
+    """The connector's `connecting` state gives the HelloRequest back on a
+    close (STATE_RETURNS_HELLO), and a ByeSignal is such a close ("abandons
+    the connect: the HelloRequest comes back"): whether the HelloRequest is
+    still queued or already went out, it comes back once, with the close's
+    status, before the notice of a normal close."""
+    _server, client = groups
+    with plain_listener() as (lsock, port):
+        hello = make(OpCode.HelloRequest, headers=[(tofu.CONNECT_TO_HEADER, f"tcp|127.0.0.1|{port}"), ("n", "1")])
+        header = client.post(hello)
+        peer = None
+        if written:  # the peer reads the HelloRequest and does not answer
+            peer, _ = lsock.accept()
+            assert read_frame(peer).bhdr.message_id == header.message_id
+        client.post(make(OpCode.ByeSignal, header.channel_number))
+        closed, returned = recv_until(client, is_closed_signal)
+        assert_closed(closed, None, header.channel_number)
+        assert [(m.bhdr.proto.op_code, m.bhdr.message_id, m.thdrs.get("n")) for m in returned] == [
+            (OpCode.HelloRequest, header.message_id, "1")
+        ]
+        assert returned[0].is_from_engine() and returned[0].bhdr.status == AmpeStatus.channel_closed
+        assert client.wait_receive(0) is None
+        if peer is not None:
+            assert wait_for_eof(peer) == b""
+            peer.close()
+
+
 def test_server_rejects_hello_with_bye_signal(groups):
     server, client = groups
     _, port = tcp_listen(server)

@@ -440,6 +440,32 @@ def test_the_hello_request_comes_back_once_even_if_it_was_not_written() -> None:
     assert returned == [original]  # the unsent one itself; the copy goes back to the pool
 
 
+def test_a_bye_signal_while_connecting_gives_the_hello_request_back() -> None:
+    """post() moves the state to closed at once; the close that follows is
+    the close of `connecting`, the state the ByeSignal left: it gives the
+    HelloRequest back (the engine's copy, when the original went out)."""
+    proto = ChannelProtocol(CONNECTOR_CONNECTING, 5, first_mid=1)
+    assert proto.post(OpCode.ByeSignal) is True and proto.state == S.connector_closed
+    copy = Message(OpCode.HelloRequest)
+    back, notice = proto.close(AmpeStatus.channel_closed, [], copy)
+    assert back is copy and back.is_from_engine() and back.bhdr.status == AmpeStatus.channel_closed
+    assert notice.is_close_notice() and list(notice.thdrs) == []
+
+
+def test_a_completed_bye_exchange_closes_as_the_state_it_left() -> None:
+    """A connector that was once connecting, then said bye and got its answer:
+    its close is the close of `bye_sent`, which gives no HelloRequest back."""
+    released: list[Message] = []
+    proto = ChannelProtocol(CONNECTOR_CONNECTING, 5, first_mid=1, release=released.append)
+    proto.receive(data(OpCode.HelloResponse))
+    proto.post(OpCode.ByeRequest)
+    proto.receive(data(OpCode.ByeResponse, mid=2))
+    assert proto.state == S.connector_closed
+    copy = Message(OpCode.HelloRequest)
+    (notice,) = proto.close(AmpeStatus.channel_closed, [], copy)
+    assert notice.is_close_notice() and released == [copy]
+
+
 def test_a_returned_signal_is_no_close_notice() -> None:
     """The open question of the last round, settled: an application Signal
     that comes back after a normal close has the notice's op code, origin and
