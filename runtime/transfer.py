@@ -87,7 +87,11 @@ class Transfer:
     # ------------------------------------------------ events
 
     def on_event(self, conn: Connection, mask: int) -> None:
-        """The poller says `conn`'s socket is ready for `mask`."""
+        """The poller says `conn`'s socket is ready for `mask`. An event of a
+        channel that closed earlier in the same round (its socket is gone) is
+        stale: ignored."""
+        if conn.closed:
+            return
         if conn.connecting:
             try:
                 finish_connect(conn.sock)  # type: ignore[arg-type]

@@ -512,6 +512,74 @@ def test_a_peer_that_ends_the_stream_closes_the_acceptor_as_its_state_says(serve
     assert group.wait_receive(0) is None
 
 
+def _on_the_io_thread(rtr: tofu.Reactor, fn) -> list[BaseException]:
+    """Run `fn` on the engine's I/O thread; what it raised."""
+    raised: list[BaseException] = []
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - the test's to judge
+            raised.append(exc)
+        finally:
+            done.set()
+
+    rtr._inbox.call_soon(call)
+    assert done.wait(TIMEOUT)
+    return raised
+
+
+def test_an_event_for_a_connection_closed_earlier_in_the_round_is_ignored(caplog):
+    """The poller reports a batch of ready sockets; handling one of them (the
+    inbox with a ByeSignal) may close a channel whose socket comes later in
+    the same batch. Its event is stale: the engine ignores it, where it used
+    to use the closed socket (an internal error, logged, for a connect that
+    was being abandoned)."""
+    from tofu.poller import READ, WRITE
+
+    caplog.set_level(logging.INFO, logger="tofu")  # what a stale event logged: recv failed, accept failed
+    # A listener that never accepts, its backlog full: the connect stays pending.
+    with tofu.Reactor(tofu.Options(connect_timeout=None)) as rtr, socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(0)
+        port = lsock.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(8):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            client = rtr.ampe().create()
+            header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
+            conn = rtr._table.get(header.channel_number)
+            wait_for(lambda: conn.sock is not None, "the connect to start")
+            client.post(make(OpCode.ByeSignal, header.channel_number))
+            assert recv(client).bhdr.proto.op_code == OpCode.HelloRequest  # abandoned: it comes back
+            assert_closed(recv(client), None, header.channel_number)
+            assert conn.closed and conn.connecting
+            caplog.clear()
+            assert _on_the_io_thread(rtr, lambda: rtr._transfer.on_event(conn, READ | WRITE)) == []
+            assert caplog.records == []
+            assert client.wait_receive(0) is None
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_an_event_for_a_listener_closed_earlier_in_the_round_is_ignored(rtr, caplog):
+    caplog.set_level(logging.INFO, logger="tofu")
+    group = rtr.ampe().create()
+    channel, _ = tcp_listen(group)
+    listener = rtr._table.get(channel)
+    group.post(make(OpCode.ByeSignal, channel))
+    assert_closed(recv(group), None, channel)
+    caplog.clear()
+    assert _on_the_io_thread(rtr, lambda: rtr._listeners.on_event(listener)) == []
+    assert caplog.records == []
+
+
 def test_a_frame_written_in_pieces_is_acknowledged_at_once(server, monkeypatch):
     """The reference writes header, text headers and body in separate sends
     with Nagle on: each piece waits for the ACK of the one before. The engine
