@@ -88,9 +88,9 @@ class Reactor:
         self._stopped = threading.Event()  # the I/O thread has shut everything down
         self._ampe = Ampe(pool, inbox, self._new_group, lambda group: self._retire(mailbox_of(group)))
         self._poller.register(inbox.reader, READ, inbox)
-        self._thread = threading.Thread(target=self._run, name="tofu-reactor", daemon=True)
-        inbox.io_thread = self._thread
-        self._thread.start()
+        self._io_thread = threading.Thread(target=self._run, name="tofu-reactor", daemon=True)
+        inbox.io_thread = self._io_thread
+        self._io_thread.start()
 
     # ------------------------------------------------------------------ public
 
@@ -107,12 +107,12 @@ class Reactor:
                 return
             self._destroyed = True
         self._inbox.closing = True
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._io_thread:
             self._running = False
             return
         self._inbox.call_soon(self._stop)
-        self._thread.join(JOIN_TIMEOUT)
-        if self._thread.is_alive():
+        self._io_thread.join(JOIN_TIMEOUT)
+        if self._io_thread.is_alive():
             log.error("the tofu I/O thread did not stop within %.0f s", JOIN_TIMEOUT)
         self._resolver.shutdown()
 
@@ -146,7 +146,7 @@ class Reactor:
             return
         done = threading.Event()
         self._inbox.call_soon(lambda: self._destroy_group(mailbox, done))
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._io_thread:
             return
         # Until the I/O thread has done it, or has stopped (then it woke the receiver itself).
         while not done.wait(0.05) and not self._stopped.is_set():
@@ -409,7 +409,7 @@ def describe(rtr: Reactor, group: ChannelGroup | None = None) -> str:
         f"engine: woken={rtr._inbox.woken} inbox={len(rtr._inbox.items)} dirty={len(rtr._transfer.dirty)} "
         f"channels={len(rtr._table)} conns={len(conns)} sendq={sum(len(c.sendq) for c in conns)} "
         f"outbuf={sum(len(c.outbuf) for c in conns)} events={sorted({c.events for c in conns})} "
-        f"io_thread_alive={rtr._thread.is_alive()}"
+        f"io_thread_alive={rtr._io_thread.is_alive()}"
     )
     if group is not None:
         mailbox = mailbox_of(group)

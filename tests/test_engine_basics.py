@@ -24,7 +24,7 @@ def test_create_and_destroy():
         ampe = rtr.ampe()
         group = ampe.create()
         ampe.destroy(group)
-        thread = rtr._thread
+        thread = rtr._io_thread
         assert thread.is_alive()
     assert not thread.is_alive()
 
