@@ -238,35 +238,36 @@ class ChannelProtocol:
             broken = exc
         release = self._release
         closing: Closing | None = None
+        # Whether the channel is over, looked up again only when a frame moves
+        # the state (a post that ends it meanwhile, a ByeSignal, is the I/O
+        # thread's to act on next: frames read before that are delivered).
+        over = STATE_TERMINAL[self.state]
         for msg in frames:
-            if closing is not None:
-                release(msg)  # nothing after a frame that closes the channel
+            if closing is not None or over:
+                release(msg)  # nothing after a frame that closes the channel, nor once it is over
                 continue
             bh = header_of(msg)
             p = bh.proto
             op = p.op_code
             state = self.state
             nxt = RECEIVE[state][op]
-            if nxt == state:
-                if STATE_TERMINAL[state]:  # the channel is over: dropped
-                    release(msg)
-                    continue
-            elif nxt < 0:
+            if nxt < 0:
                 closing = Closing(AmpeStatus(-nxt), f"the peer sent {op.name}: {why(False, state, op)}")
                 release(msg)
                 continue
-            problem = self._frame_problem(msg, op)
-            if problem is not None:
-                closing = problem
-                release(msg)
-                continue
+            buf = headers_buffer(msg)
+            if p.more or not bh.message_id or buf:  # the frame checks have work to do
+                closing = self._frame_problem(msg, op)
+                if closing is not None:
+                    release(msg)
+                    continue
             p.origin = _APPLICATION
             p.internal_a = p.internal_b = 0
             bh.status = 0
             bh.channel_number = self.number
             if op is _HELLO_REQUEST or op is _HELLO_RESPONSE:
                 stamp_identity(msg, identity)
-            elif _PEER_MARK in headers_buffer(msg):  # only the engine names the peer
+            elif buf and _PEER_MARK in buf:  # only the engine names the peer
                 stamp_identity(msg)
             if not self.first_mid:
                 self.first_mid = bh.message_id
@@ -280,13 +281,14 @@ class ChannelProtocol:
                     closing = Closing(AmpeStatus(-nxt), f"the peer sent {op.name}: {why(False, state, op)}")
                     release(msg)
                     continue
+                over = STATE_TERMINAL[nxt]
                 if nxt != state:
                     events.append(Moved(nxt))
-                elif STATE_TERMINAL[state]:
+                elif over:  # a post ended the channel meanwhile
                     release(msg)
                     continue
                 events.append(msg)
-                if STATE_TERMINAL[nxt]:  # a Bye exchange completed
+                if over:  # a Bye exchange completed
                     closing = Closing(_CHANNEL_CLOSED)
                 continue
             events.append(msg)

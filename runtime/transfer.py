@@ -80,6 +80,7 @@ class Transfer:
         self._shortage = shortage
         self._max_unsent = options.max_unsent_bytes
         self._direct_send = bool(options.direct_send)
+        self._windowed = table.windowed
         self._rbuf = bytearray(RECV_BUFFER_SIZE)
         self._rview = memoryview(self._rbuf)
         self.dirty: set[Connection] = set()
@@ -291,9 +292,10 @@ class Transfer:
                 permits += 1
             pool.put(msg)
         conn.inflight.clear()
-        window = self._table.window(conn.number)
-        if window is not None:
-            window.release(permits)
+        if self._windowed:
+            window = self._table.window(conn.number)
+            if window is not None:
+                window.release(permits)
 
     # ------------------------------------------------ registrations
 
