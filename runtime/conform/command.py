@@ -20,7 +20,8 @@ from pathlib import Path
 from rich.console import Console
 from tofu.generated import OpCode
 
-from .catalogue import Level, catalogue, select
+from .casespec import Level
+from .catalogue import catalogue, select
 from .probe import Conn, ProbeError, ProbeTimeout, Target, TargetError, TLSOptions, frame, hello_headers, parse_target
 from .report import LiveReport, catalogue_markdown, catalogue_table, dump_json, summary_lines, to_html, to_json
 from .runner import Outcome, run_cases

@@ -26,10 +26,9 @@ from tofu.generated import (
 )
 from tofu.generated.codec import HEADER_SIZE, INTERNAL_A_SHIFT, INTERNAL_B_SHIFT, NUM_OP_CODES, OP_CODE_MASK
 
-from .cases import fill_headers
-from .catalogue import CaseSpec, Level
+from .casespec import CaseSpec, Level
 from .context import Context, Reaction, check, closed_how, describe
-from .probe import ProbeError, frame
+from .probe import ProbeError, fill_headers, frame
 
 __all__ = ["limits", "robustness"]
 
