@@ -3,9 +3,10 @@
     for case in catalogue(): print(case.id, case.level, case.title)
 
 The cases come from the case modules: cases.py (the service a peer owes:
-handshake, framing, streams, close) and robustness.py (bad input and limits,
-derived from the spec's op code table, proto bits and limits). A spec change
-changes the suite. The catalogue imports the case modules; they import only
+handshake, framing, streams, close), refusals.py (what the state machine
+refuses, made from the generated table) and robustness.py (bad input and
+limits, derived from the spec's op codes, proto bits and limits). A spec
+change changes the suite. The catalogue imports the case modules; they import only
 casespec.py (Level, CaseSpec), context.py and probe.py, never the catalogue.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from .cases import close, framing, handshake, streams
 from .casespec import CaseSpec, Level
 from .context import Context
+from .refusals import refusals
 from .robustness import limits, robustness
 
 __all__ = ["GROUPS", "Case", "catalogue", "select"]
@@ -40,6 +42,11 @@ _MAKERS: list[tuple[str, str, Callable[[], list[CaseSpec]]]] = [
     ("framing", "frames of every size and cut", framing),
     ("streams", "multi-frame messages (the more flag)", streams),
     ("close", "ByeRequest, ByeResponse and closes", close),
+    (
+        "refusals",
+        "what the state machine refuses, per state and op code: the server closes, answering nothing",
+        refusals,
+    ),
     ("robustness", "bad input from one peer", robustness),
     ("limits", "the largest frames and silent peers", limits),
 ]
