@@ -231,7 +231,7 @@ MOVES: Final[tuple[tuple[str, str], ...]] = (
     ('aborts: what is still queued comes back, the socket closes at once', ''),  # 24
     ('already closing: what is still queued comes back at once', ''),  # 25
     ('the channel is closing: nothing more is sent', ''),  # 26
-    ('a local command, or no op code at all: it never travels on the wire', 'the reference delivers such a frame as it is (and a debug build of it aborts on an invalid op code)'),  # 27
+    ('a local command, or no op code at all: it never travels on the wire', "the reference delivers such a frame as it is; an op code 10..15 aborts its whole process, so no later connection is served: a debug build panics as it reads the frame (its receive path calls getType(), an exhaustive switch, on the invalid enum value), a safe build hands the frame to the application, where the reference's recipe echo server panics (getOpCode() catch unreachable)"),  # 27
     ('the channel is over: nothing more is delivered', ''),  # 28
     ('the peer accepted the channel', ''),  # 29
     ("the peer accepted the channel by sending to it, without a HelloResponse (the reference's print server)", ''),  # 30
