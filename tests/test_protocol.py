@@ -479,3 +479,22 @@ def test_moves_from_two_threads_are_never_lost() -> None:
         assert proto.state == S.acceptor_closed
         assert results == [True]
         assert [m.bhdr.proto.op_code for m in delivered(events)] == [OpCode.ByeRequest]
+
+
+def test_a_connect_abandoned_with_a_bye_signal_gives_its_hello_request_back() -> None:
+    """post() moves the state to closed at once; the close (on the I/O
+    thread, later) still gives back what the state it left gives back."""
+    proto = ChannelProtocol(CONNECTOR_CONNECTING, 5, first_mid=1)
+    assert proto.post(OpCode.ByeSignal) and proto.state == S.connector_closed
+    copy = Message(OpCode.HelloRequest)  # the HelloRequest went out: its copy comes back
+    returned, notice = proto.close(AmpeStatus.channel_closed, [], copy)
+    assert returned is copy and returned.bhdr.status == AmpeStatus.channel_closed and returned.is_from_engine()
+    assert notice.is_close_notice() and list(notice.thdrs) == []
+
+
+def test_a_channel_its_last_bye_frame_ended_closes_as_the_state_it_left() -> None:
+    proto = open_connector()
+    proto.receive(data(OpCode.ByeRequest, mid=2))
+    proto.post(OpCode.ByeResponse)
+    (notice,) = proto.close(AmpeStatus.channel_closed, [], Message(OpCode.HelloRequest))
+    assert notice.is_close_notice()  # bye_received gives no HelloRequest back
