@@ -172,6 +172,35 @@ def tls_listen(group: tofu.ChannelGroup) -> tofu.TLSClientAddress:
     return tofu.TLSClientAddress("127.0.0.1", port)
 
 
+def faulty_sessions(context: ssl.SSLContext) -> dict[str, BaseException]:
+    """Make the TLS sessions `context` starts raise on demand: after
+    `faults["write"] = exc`, the next SSLObject.write of any of them raises
+    `exc` (once); likewise "read" and "unwrap". Through the context's
+    sslobject_class, which wrap_bio instantiates."""
+    faults: dict[str, BaseException] = {}
+
+    def fire(name: str) -> None:
+        exc = faults.pop(name, None)
+        if exc is not None:
+            raise exc
+
+    class FaultySSLObject(ssl.SSLObject):
+        def read(self, *args: object) -> bytes:  # type: ignore[override]
+            fire("read")
+            return super().read(*args)  # type: ignore[arg-type]
+
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            fire("write")
+            return super().write(data)
+
+        def unwrap(self) -> None:  # type: ignore[override]
+            fire("unwrap")
+            super().unwrap()
+
+    context.sslobject_class = FaultySSLObject
+    return faults
+
+
 # ============================================================ 1. one channel's failure stays in it
 
 
@@ -245,6 +274,34 @@ def test_one_bad_accepted_socket_never_closes_its_listener(pems: Pems, caplog: p
     dropped = [r.getMessage() for r in caplog.records if "dropped an incoming connection" in r.getMessage()]
     assert dropped == [f"channel {listener}: dropped an incoming connection: RuntimeError: no session for you"]
     assert not internal_errors(caplog)
+
+
+def test_a_transport_that_raises_while_flushing_closes_only_that_channel(
+    pems: Pems, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tofu")
+    client_context = tofu.client_tls_context(ca=pems.ca_pem)
+    faults = faulty_sessions(client_context)
+    server_rtr, client_rtr = tls_pair(pems, client_context)
+    with server_rtr, client_rtr:
+        server = server_rtr.ampe().create()
+        address = tls_listen(server)
+        bad, good = client_rtr.ampe().create(), client_rtr.ampe().create()
+        bad_ch, bad_srv = connect(bad, server, address)
+        good_ch, good_srv = connect(good, server, address)
+
+        faults["write"] = RuntimeError("cannot encrypt")
+        bad.post(make(OpCode.Request, bad_ch, b"never sent"))
+        back = recv(bad)
+        assert back.bhdr.proto.op_code == OpCode.Request and bytes(back.body) == b"never sent"
+        assert back.is_from_engine() and back.bhdr.status == AmpeStatus.processing_failed
+        closed = assert_closed(recv(bad), AmpeStatus.processing_failed, bad_ch)
+        assert detail(closed) == "internal error while flushing: RuntimeError: cannot encrypt"
+        assert_closed(recv(server), AmpeStatus.peer_disconnected, bad_srv)
+
+        round_trip(good, good_ch, server, good_srv)
+        assert io_thread_alive(client_rtr)
+    assert internal_errors(caplog) == [f"tofu: internal error flushing channel {bad_ch}"]
 
 
 # ============================================================ 2. a TLS context that cannot start a client
