@@ -233,6 +233,43 @@ def test_a_delivery_that_raises_closes_only_that_channel(pair: Pair, caplog: pyt
     assert record.exc_info is not None and str(record.exc_info[1]) == "boom"
 
 
+def test_a_delivery_hook_that_always_raises_never_stops_the_engine(
+    pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every delivery to the group raises, the close's own ones too: its
+    channel still closes with processing_failed (the notice is queued before
+    the hook runs), the other group's channel goes on, and the engine's stop
+    still closes everything and wakes every receiver."""
+    caplog.set_level(logging.INFO, logger="tofu")
+    other = pair.client_rtr.ampe().create()
+    bad_ch, bad_srv = connect(pair.client, pair.server, pair.address)
+    good_ch, good_srv = connect(other, pair.server, pair.address)
+
+    def hook() -> None:
+        raise RuntimeError("broken hook")
+
+    set_delivery_hook(pair.client, hook)
+    pair.server.post(make(OpCode.Signal, bad_srv, b"to the bad group"))
+    closed, before = recv_until(pair.client, is_closed_signal)
+    assert [bytes(m.body) for m in before] == [b"to the bad group"]
+    assert_closed(closed, AmpeStatus.processing_failed, bad_ch)
+    assert detail(closed) == "internal error while handling its socket's event: RuntimeError: broken hook"
+    assert_closed(recv(pair.server), AmpeStatus.peer_disconnected, bad_srv)
+
+    round_trip(other, good_ch, pair.server, good_srv)
+    assert io_thread_alive(pair.client_rtr)
+    errors = internal_errors(caplog)
+    assert f"tofu: internal error on channel {bad_ch} while handling its socket's event" in errors
+
+    pair.client_rtr.destroy()  # the stop delivers to the broken group too: the other still hears of it
+    closed = recv(other)
+    assert_closed(closed, AmpeStatus.shutdown_started, good_ch)
+    with pytest.raises(tofu.ShutdownStarted):
+        other.wait_receive(TIMEOUT)
+    with pytest.raises(tofu.ShutdownStarted):
+        pair.client.wait_receive(TIMEOUT)
+
+
 class OneBadWrap(ssl.SSLContext):
     """A server context whose wrap_bio raises for the first connection only."""
 
@@ -302,6 +339,41 @@ def test_a_transport_that_raises_while_flushing_closes_only_that_channel(
         round_trip(good, good_ch, server, good_srv)
         assert io_thread_alive(client_rtr)
     assert internal_errors(caplog) == [f"tofu: internal error flushing channel {bad_ch}"]
+
+
+def test_a_transport_that_raises_while_closing_still_tells_the_application(
+    pems: Pems, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The close's own failure (here the TLS session's close_notify) still
+    gives the application what a close gives: the notice, processing_failed,
+    and why; the channel's number is free and the engine goes on."""
+    caplog.set_level(logging.INFO, logger="tofu")
+    client_context = tofu.client_tls_context(ca=pems.ca_pem)
+    faults = faulty_sessions(client_context)
+    server_rtr, client_rtr = tls_pair(pems, client_context)
+    with server_rtr, client_rtr:
+        server = server_rtr.ampe().create()
+        address = tls_listen(server)
+        client = client_rtr.ampe().create()
+        bad_ch, bad_srv = connect(client, server, address)
+        good_ch, good_srv = connect(client, server, address)
+        count = channel_count(client_rtr)
+
+        faults["unwrap"] = RuntimeError("cannot say goodbye")
+        client.post(make(OpCode.ByeRequest, bad_ch))
+        bye = recv(server)
+        assert bye.bhdr.proto.op_code == OpCode.ByeRequest and bye.bhdr.channel_number == bad_srv
+        bye.bhdr.proto.op_code = OpCode.ByeResponse
+        server.post(bye)
+        answer = recv(client)
+        assert answer.bhdr.proto.op_code == OpCode.ByeResponse and answer.bhdr.channel_number == bad_ch
+        closed = assert_closed(recv(client), AmpeStatus.processing_failed, bad_ch)
+        assert detail(closed) == "internal error while closing: RuntimeError: cannot say goodbye"
+        assert channel_count(client_rtr) == count - 1
+        assert_closed(recv(server), None, bad_srv)  # the server's side ended with its ByeResponse
+
+        round_trip(client, good_ch, server, good_srv)
+    assert internal_errors(caplog) == [f"tofu: internal error closing channel {bad_ch}"]
 
 
 # ============================================================ 2. a TLS context that cannot start a client
