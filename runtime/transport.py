@@ -154,13 +154,20 @@ class TLSTransport:
         return HandshakeFailed(f"{what} failed: {reason}", server_side)
 
     def _drain(self) -> None:
+        """Write the ciphertext waiting, as far as the socket takes it; a
+        socket error while the channel is being set up is the handshake's."""
         out = self._out
-        while out:
-            try:
-                n = self._sock.send(out)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                return
-            del out[:n]
+        try:
+            while out:
+                try:
+                    n = self._sock.send(out)  # type: ignore[union-attr]
+                except (BlockingIOError, InterruptedError):
+                    return
+                del out[:n]
+        except OSError as exc:
+            if self._establishing:
+                raise self._failed(f"connection lost ({exc.strerror or exc})") from None
+            raise
 
     def recv_into(self, buf: bytearray) -> int:
         """Read ciphertext, advance the handshake, put the plaintext in `buf`.
@@ -181,12 +188,7 @@ class TLSTransport:
             return 0  # after the handshake, an end like any other (peer_disconnected...)
         plaintext = session.receive(data)
         self._out += session.outgoing()
-        try:
-            self._drain()
-        except OSError as exc:
-            if self._establishing:
-                raise self._failed(f"connection lost ({exc.strerror or exc})") from None
-            raise
+        self._drain()
         if session.error is not None:
             if self._establishing:
                 raise self._failed(session.error)
@@ -222,7 +224,8 @@ class TLSTransport:
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Encrypt and write what the socket takes; return how much of
-        `data` was taken (0 during the handshake)."""
+        `data` was taken (0 during the handshake). A failure while the
+        channel is being set up raises HandshakeFailed, as a read's does."""
         if self._out:
             self._drain()
         session = self._session
@@ -235,6 +238,8 @@ class TLSTransport:
                     session.send(chunk)
                     total += len(chunk)
                 if session.error is not None:
+                    if self._establishing:
+                        raise self._failed(session.error)
                     raise TLSFailed(f"TLS: {session.error}")
                 self._out += session.outgoing()
                 self._drain()

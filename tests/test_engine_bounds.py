@@ -668,3 +668,27 @@ def test_the_connecting_side_ends_its_tls_stream_with_close_notify(pems: Pems) -
             assert_closed(recv(client), None, header.channel_number)
             peer.settimeout(TIMEOUT)
             assert peer.recv(1) == b"", "no clean end of the TLS stream"
+
+
+def test_a_handshake_failure_found_while_writing_is_connect_failed(pems: Pems) -> None:
+    """The client's TLS session fails on its first write, the HelloRequest
+    (with TLS 1.3 the client's handshake is over before the server has judged
+    it: the channel is still being set up): connect_failed and why, as a
+    failure found while reading would be, not send_failed."""
+    client_context = tofu.client_tls_context(ca=pems.ca_pem)
+    faults = faulty_sessions(client_context)
+    alert = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required")
+    alert.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"  # type: ignore[attr-defined]
+    faults["write"] = alert
+    server_rtr, client_rtr = tls_pair(pems, client_context)
+    with server_rtr, client_rtr:
+        server = server_rtr.ampe().create()
+        address = tls_listen(server)
+        client = client_rtr.ampe().create()
+        hello = client.post(address.format(Message()))
+        back = recv(client)
+        assert back.bhdr.proto.op_code == OpCode.HelloRequest and back.bhdr.channel_number == hello.channel_number
+        assert back.bhdr.status == AmpeStatus.connect_failed, tofu.raw_to_status(back.bhdr.status)
+        closed = assert_closed(recv(client), AmpeStatus.connect_failed, hello.channel_number)
+        assert detail(closed) == "TLS channel setup failed: tlsv13 alert certificate required"
+        assert server.wait_receive(0.2) is None  # the server's application never saw it
