@@ -351,11 +351,7 @@ class Reactor:
         unsent: list[Message] = []
         hello: Message | None = None
         if type(ch) is Connection:
-            unsent = ch.inflight + list(ch.sendq)
-            ch.inflight.clear()
-            ch.sendq.clear()
-            ch.outbuf = bytearray()
-            ch.queued = 0
+            unsent = self._transfer.take_unsent(ch)  # after the TLS stream's last records went (or not)
             hello, ch.hello = ch.hello, None
         normal = reason is _CHANNEL_CLOSED
         return ch.protocol.close(reason, unsent, hello, "" if normal else detail, silent or ch.mailbox.destroyed)

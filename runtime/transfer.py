@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Final
 
 from .channels import QUEUED_MESSAGE_COST, Channel, ChannelTable, Connection
+from .framing import frame_size
 from .generated import AmpeError, AmpeStatus, OpCode, OriginFlag
 from .inbox import Inbox
 from .mailbox import Mailbox
@@ -277,6 +278,29 @@ class Transfer:
                 conn.outbuf = bytearray()  # an idle channel keeps no big buffer
         self.update_events(conn)
         return None
+
+    def take_unsent(self, conn: Connection) -> list[Message]:
+        """`conn` is closing: take what it holds to send, and return the
+        messages it did not write, in order (what the close gives back). A
+        message whose frame has wholly left, though others encoded with it
+        have not, goes back to the pool: it was written, and may have been
+        received (it must not also come back as unsent)."""
+        inflight = conn.inflight
+        left = len(conn.outbuf) + conn.transport.held  # the tail of the frames of `inflight` not yet gone
+        kept = len(inflight)
+        while kept and left > 0:
+            kept -= 1
+            left -= frame_size(inflight[kept])
+        pool = self._pool
+        for msg in inflight[:kept]:
+            pool.put(msg)
+        unsent = inflight[kept:]
+        unsent.extend(conn.sendq)
+        inflight.clear()
+        conn.sendq.clear()
+        conn.outbuf = bytearray()
+        conn.queued = 0
+        return unsent
 
     def send_failed(self, conn: Connection, exc: OSError) -> None:
         """A post's direct write failed with `exc` (runtime/direct.py): close

@@ -25,14 +25,16 @@ SSLObject). The few internals the tests reach are in the helpers below.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import ssl
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,7 @@ from engine_support import (
     assert_closed,
     connect,
     is_closed_signal,
+    is_pool_empty,
     make,
     plain_listener,
     read_frame,
@@ -411,6 +414,136 @@ def test_a_client_context_that_cannot_start_tls_fails_the_connect_at_once(
 
 
 # ============================================================ 3. nothing vanishes at shutdown
+
+
+@dataclass
+class Ledger:
+    """Where every message of a shutdown race went, by its key."""
+
+    posted: list[str] = field(default_factory=list)  # post() took it
+    refused: list[str] = field(default_factory=list)  # post() raised; the caller still holds it
+    delivered: list[str] = field(default_factory=list)  # the peer's application received it
+    returned: list[str] = field(default_factory=list)  # the engine gave it back with shutdown_started
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+POSTERS = 6
+
+
+def _poster(client: tofu.ChannelGroup, channels: list[int], name: str, ledger: Ledger, go: threading.Barrier) -> None:
+    go.wait()
+    i = 0
+    while True:
+        key = f"{name}:{i}"
+        body = bytes(20_000) if i % 10 == 3 else b"x" * (i % 50)  # now and then a big one, to fill buffers
+        msg = make(OpCode.Request, channels[i % len(channels)], body, [("key", key)])
+        try:
+            client.post(msg)
+        except tofu.AmpeError:
+            # post() refused it: the message is still the caller's, whole.
+            assert msg.thdrs.get("key") == key and len(msg.body) == len(body)
+            with ledger.lock:
+                ledger.refused.append(key)
+            return
+        with ledger.lock:
+            ledger.posted.append(key)
+        i += 1
+
+
+def _drain_server(server: tofu.ChannelGroup, channels: int, ledger: Ledger) -> None:
+    """Receive on the peer until its `channels` channels have closed."""
+    closed = 0
+    while closed < channels:
+        msg = server.wait_receive(TIMEOUT)
+        assert msg is not None, "the peer's channels never closed"
+        if is_closed_signal(msg):
+            closed += 1
+        elif msg.bhdr.proto.op_code == OpCode.Request and msg.is_from_application():
+            ledger.delivered.append(msg.thdrs.get("key"))
+        else:
+            assert is_pool_empty(msg), msg
+
+
+def _race_shutdown(delay: float, slow_peer: bool, pems: Pems | None) -> Ledger:
+    """POSTERS threads post on two channels while the engine is destroyed.
+    A slow peer reads nothing until the engine has stopped (so the engine
+    stops with its socket buffers full, frames half written); a fast one
+    reads all along. A send window (slow peer) keeps memory bounded: posts
+    then also wait in it when the stop comes. With `pems`, over TLS."""
+    ledger = Ledger()
+    server_options, options = tofu.Options(), tofu.Options(max_unsent_msgs=32 if slow_peer else 0)
+    if pems is not None:
+        server_options = tofu.Options(tls_server_context=tofu.server_tls_context(pems.server))
+        options = dataclasses.replace(options, tls_client_context=tofu.client_tls_context(ca=pems.ca_pem))
+    with tofu.Reactor(server_options) as server_rtr:
+        server = server_rtr.ampe().create()
+        address: tofu.Address = tls_listen(server) if pems is not None else tcp(tcp_listen(server)[1])
+        client_rtr = tofu.Reactor(options)
+        try:
+            client = client_rtr.ampe().create()
+            channels = [connect(client, server, address)[0] for _ in range(2)]
+            go = threading.Barrier(POSTERS + 1)
+            posters = [
+                threading.Thread(target=_poster, args=(client, channels, f"t{n}", ledger, go), daemon=True)
+                for n in range(POSTERS)
+            ]
+            for t in posters:
+                t.start()
+            reader = None
+            if not slow_peer:
+                reader = threading.Thread(target=_drain_server, args=(server, 2, ledger), daemon=True)
+                reader.start()
+            go.wait()
+            time.sleep(delay)
+            client_rtr.destroy()
+            for t in posters:
+                t.join(TIMEOUT)
+                assert not t.is_alive(), "a post hung across the shutdown"
+            # The engine gives back what it did not write, then its notices, then stops.
+            notices = 0
+            while True:
+                try:
+                    msg = client.wait_receive(TIMEOUT)
+                except tofu.ShutdownStarted:
+                    break
+                assert msg is not None, "the engine's stop never reached the group"
+                if is_closed_signal(msg):
+                    assert_closed(msg, AmpeStatus.shutdown_started)
+                    notices += 1
+                elif is_pool_empty(msg):
+                    pass
+                else:
+                    assert msg.bhdr.proto.op_code == OpCode.Request and msg.is_from_engine(), msg
+                    assert msg.bhdr.status == AmpeStatus.shutdown_started, tofu.raw_to_status(msg.bhdr.status)
+                    ledger.returned.append(msg.thdrs.get("key"))
+            assert notices == 2
+        finally:
+            client_rtr.destroy()
+        if reader is not None:
+            reader.join(TIMEOUT)
+            assert not reader.is_alive()
+        else:
+            _drain_server(server, 2, ledger)
+    return ledger
+
+
+@pytest.mark.parametrize(
+    ("slow_peer", "tls"), [(False, False), (True, False), (True, True)], ids=["fast_peer", "slow_peer", "slow_peer_tls"]
+)
+def test_every_post_racing_a_shutdown_is_written_returned_or_refused_exactly_once(
+    slow_peer: bool, tls: bool, tmp_path: Path
+) -> None:
+    pems = Pems(tmp_path) if tls else None
+    for delay in (0.0, 0.01, 0.05, 0.1, 0.2):
+        ledger = _race_shutdown(delay, slow_peer, pems)
+        posted = set(ledger.posted)
+        assert len(ledger.refused) == POSTERS  # each poster stops at its first refusal
+        twice = [k for k, n in (Counter(ledger.delivered) + Counter(ledger.returned)).items() if n > 1]
+        assert not twice, f"delivered or returned twice, or both: {twice[:10]} ({len(twice)})"
+        vanished = posted - set(ledger.delivered) - set(ledger.returned)
+        assert not vanished, f"posted, never delivered nor returned: {sorted(vanished)[:10]} ({len(vanished)})"
+        assert set(ledger.delivered) | set(ledger.returned) == posted
+        assert not posted & set(ledger.refused)
 
 
 @pytest.mark.skipif(tofu.COMPILED, reason="a compiled post() runs no Python frame to stop in")
