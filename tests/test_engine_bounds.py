@@ -825,3 +825,22 @@ def test_a_handshake_failure_found_while_writing_is_connect_failed(pems: Pems) -
         closed = assert_closed(recv(client), AmpeStatus.connect_failed, hello.channel_number)
         assert detail(closed) == "TLS channel setup failed: tlsv13 alert certificate required"
         assert server.wait_receive(0.2) is None  # the server's application never saw it
+
+
+def test_an_engine_bug_after_a_name_lookup_fails_only_that_channel(caplog: pytest.LogCaptureFixture) -> None:
+    """What follows a lookup (here: the bind a listener does with it) runs on
+    the I/O thread later; an exception there closes that channel with
+    processing_failed, and the engine goes on."""
+    from tofu.resolver import Resolver
+
+    failures: list[tuple[tofu.AmpeStatus, str]] = []
+
+    def then(resolved: object) -> None:
+        raise RuntimeError("boom")
+
+    calls: list[object] = []
+    resolver = Resolver(calls.append)  # a stand-in for call_soon: the test runs the call itself
+    with caplog.at_level(logging.ERROR, logger="tofu"):
+        resolver.resolve_then(tofu.TCPClientAddress("127.0.0.1", 1), then, lambda s, d: failures.append((s, d)))
+    assert failures == [(tofu.AmpeStatus.processing_failed, "internal error after the name lookup: RuntimeError: boom")]
+    assert any("internal error after resolving" in r.getMessage() for r in caplog.records)
