@@ -111,6 +111,29 @@ def test_fan_in_with_two_server_processes_sharing_the_port(tmp_path, capsys):
     assert max(len(line) for line in printed.splitlines()) <= 100, printed
 
 
+def test_the_service_layer_rows_stand_next_to_the_engine_alone(tmp_path, capsys):
+    """pipeline-client and pipeline-aclient: requests through tofu.Client.request
+    (threads) and tofu.aio.Client.request (tasks) against the pipeline
+    workload's echo server; each figure is reported beside the engine's own."""
+    out = tmp_path / "bench.json"
+    workloads = "pipeline,pipeline-client,pipeline-aclient"
+    args = [*ARGS, "--workloads", workloads, "--impls", "tofu,floor", "--transports", "tcp,uds", "--json", str(out)]
+    rc = bench.main(args)
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    doc = json.loads(out.read_text())
+    assert doc["errors"] == []
+    ran = {(t["workload"], t["impl"]) for t in doc["trials"]}
+    assert ran == {("pipeline", "tofu"), ("pipeline", "floor"), ("pipeline-client", "tofu"), ("pipeline-aclient", "tofu")}
+    for workload, via in (("pipeline_client", "tofu.Client"), ("pipeline_aclient", "tofu.aio.Client")):
+        for transport in ("tcp", "uds"):
+            fig = doc["figures"][f"{workload}_msgs/{transport}"]
+            assert _positive(fig["tofu"]) and _positive(fig["tofu/engine alone"]), fig
+            assert fig["tofu/engine alone"] == fig["tofu"] / doc["figures"][f"pipeline_msgs/{transport}"]["tofu"]
+            assert f"layer req/resp, {via}, 64 out, {transport}: tofu " in printed
+    assert max(len(line) for line in printed.splitlines()) <= 100, printed
+
+
 def test_multi_process_workloads_run_tofu_over_tcp_only():
     import argparse
 

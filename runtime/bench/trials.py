@@ -18,6 +18,7 @@ from typing import Any
 
 from ._process import PREFIX, BenchError
 from .workloads import (
+    FACE_IMPLS,
     IMPL_SCALE,
     MULTI_PROC_IMPLS,
     MULTI_PROC_TRANSPORTS,
@@ -195,7 +196,7 @@ def plan(args: argparse.Namespace) -> list[Trial]:
                 continue
             for run_no in range(args.repeat):
                 for impl in args.impl_list:
-                    if w.procs > 1 and impl not in MULTI_PROC_IMPLS:
+                    if (w.procs > 1 and impl not in MULTI_PROC_IMPLS) or (w.face and impl not in FACE_IMPLS):
                         continue
                     if transport == "tls" and (
                         impl not in TLS_IMPLS or (impl == "floor" and w.kind not in TLS_FLOOR_KINDS)
@@ -217,6 +218,7 @@ def plan(args: argparse.Namespace) -> list[Trial]:
                         "tofu_options": args.tofu_options_dict,
                         "close_timeout": 10.0,
                         "procs": w.procs,
+                        "face": w.face,
                     }
                     if transport == "tls":
                         spec["tls"] = getattr(args, "tls_files", None)

@@ -12,7 +12,7 @@ from typing import Final, Self
 
 from ..addresses import Address
 from ..asyncgroup import AsyncChannelGroup
-from ..generated import AmpeError, NotAllowed, OpCode, ShutdownStarted
+from ..generated import MAX_BODY_LEN, AmpeError, NotAllowed, OpCode, ShutdownStarted
 from ..message import Message
 from ..options import Options
 from .engines import client_engine
@@ -129,6 +129,7 @@ class Client:
         self._engine = client_engine(address, options, ca, cert, key)
         self._ampe = self._engine.reactor.ampe()
         self._group = self._ampe.create()
+        self._get, self._put, self._post = self._ampe.get, self._ampe.put, self._group.post
         self._agroup = AsyncChannelGroup(self._group)
         self._state_waiters: list[asyncio.Future[None]] = []
         self._room_waiters: list[asyncio.Future[None]] = []
@@ -191,9 +192,36 @@ class Client:
         tofu.ConnectionLost. Cancelling the task leaves nothing behind."""
         seconds = self.request_timeout if timeout is None else timeout
         deadline = None if seconds is None else self._loop.time() + seconds
-        msgs = frames(self._ampe, _REQUEST, body, headers)
         fut: asyncio.Future[Reply | BaseException | _Expired] = self._loop.create_future()
-        mid = await self._register(_Answer(fut), msgs, deadline)
+        session = self._session
+        pending = session.pending
+        channel = session.channel
+        if (
+            channel
+            and headers is None
+            and type(body) is bytes
+            and len(body) <= MAX_BODY_LEN
+            and len(pending) < self._max_in_flight
+            and not self._closed
+        ):  # the common case, in short: one frame on an open channel with room
+            msg = self._get()
+            bh = msg.bhdr
+            bh.channel_number = channel
+            mid = bh.message_id = next_id()
+            if body:
+                msg.body.append(body)
+            pending[mid] = _Answer(fut)  # the receiver runs on this loop: nothing can come before the post
+            try:
+                self._post(msg)
+            except BaseException as exc:
+                pending.pop(mid, None)
+                self._freed()
+                self._put(msg)
+                if isinstance(exc, AmpeError):
+                    raise self._lost_error(exc) from None
+                raise
+        else:
+            mid = await self._register(_Answer(fut), frames(self._ampe, _REQUEST, body, headers), deadline)
         timer = None if deadline is None else self._loop.call_at(deadline, _expire, fut)
         try:
             result = await fut

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from ..addresses import Address
-from ..generated import AmpeError, OpCode, ShutdownStarted
+from ..generated import MAX_BODY_LEN, AmpeError, OpCode, ShutdownStarted
 from ..message import Message
 from ..options import Options
 from .engines import client_engine
@@ -128,6 +128,7 @@ class Client:
         self._engine = client_engine(address, options, ca, cert, key)
         self._ampe = self._engine.reactor.ampe()
         self._group = self._ampe.create()
+        self._get, self._put, self._post = self._ampe.get, self._ampe.put, self._group.post
         self._state = threading.Condition()  # the session's changes wake waiting callers
         self._room = threading.Condition()  # a request finished: room for a waiting one
         self._room_waiters = 0
@@ -198,10 +199,43 @@ class Client:
         `status` is not success (see Reply.raise_for_status)."""
         seconds = self.request_timeout if timeout is None else timeout
         deadline = None if seconds is None else time.monotonic() + seconds
-        msgs = frames(self._ampe, _REQUEST, body, headers)
         answer = _Answer()
-        mid = self._register(answer, msgs, deadline)
-        pending = self._session.pending
+        session = self._session
+        pending = session.pending
+        channel = session.channel
+        if (
+            channel
+            and headers is None
+            and type(body) is bytes
+            and len(body) <= MAX_BODY_LEN
+            and len(pending) < self._max_in_flight
+            and not self._closed
+        ):  # the common case, in short: one frame on an open channel with room
+            msg = self._get()
+            bh = msg.bhdr
+            bh.channel_number = channel
+            mid = bh.message_id = next_id()
+            if body:
+                msg.body.append(body)
+            pending[mid] = answer
+            if session.channel != channel:  # closed meanwhile: the long way says how
+                if pending.pop(mid, None) is None:
+                    self._put(msg)
+                    raise self._swept(answer)
+                mid = self._register(answer, [msg], deadline)
+            else:
+                try:
+                    self._post(msg)
+                except BaseException as exc:
+                    if pending.pop(mid, None) is None:
+                        raise self._swept(answer) from None
+                    self._freed()
+                    self._put(msg)
+                    if isinstance(exc, AmpeError):
+                        raise self._lost_error(exc) from None
+                    raise
+        else:
+            mid = self._register(answer, frames(self._ampe, _REQUEST, body, headers), deadline)
         try:
             answered = answer.done.acquire(True, _wait(deadline))
         except BaseException:  # e.g. KeyboardInterrupt: nothing of the request stays behind

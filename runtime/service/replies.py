@@ -4,7 +4,7 @@ Signal), with the status a server's error headers name."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Self
+from typing import Final, Self
 
 from ..generated import AmpeStatus, STATUS_TO_ERROR, UnknownError
 from ..message import Message
@@ -78,12 +78,27 @@ class Reply:
         return f"<{kind} {self.message_id}{more}{state} {len(self.headers.pairs)} header(s), {len(self.body)} B>"
 
 
+_new: Final = object.__new__
+_EMPTY: Final = Headers()
+
+
 def reply_of(msg: Message, signal: bool = False) -> Reply:
-    """The Reply of a received message (the message stays the caller's)."""
+    """The Reply of a received message (the message stays the caller's).
+    Made without Reply.__init__: it runs for every answer a client gets."""
+    thdrs = msg.thdrs
+    if thdrs:
+        bh = msg.bhdr
+        return Reply(bytes(msg.body), Headers(thdrs), message_id=bh.message_id, more=bool(bh.proto.more), signal=signal)
+    reply: Reply = _new(Reply)
     bh = msg.bhdr
-    return Reply(
-        bytes(msg.body), Headers.of(msg.thdrs), message_id=bh.message_id, more=bool(bh.proto.more), signal=signal
-    )
+    reply.body = bytes(msg.body)
+    reply.headers = _EMPTY
+    reply.message_id = bh.message_id
+    reply.more = bool(bh.proto.more)
+    reply.signal = signal
+    reply.status = _SUCCESS
+    reply.error = None
+    return reply
 
 
 def joined(parts: Sequence[Reply]) -> Reply:

@@ -28,6 +28,7 @@ from ..generated import (
     AmpeError,
     AmpeStatus,
     OpCode,
+    OriginFlag,
     raw_to_status,
 )
 from ..groups import ChannelGroup
@@ -45,6 +46,7 @@ log = logging.getLogger("tofu.client")
 _RESPONSE: Final = OpCode.Response
 _SIGNAL: Final = OpCode.Signal
 _CLOSED: Final = AmpeStatus.channel_closed
+_APPLICATION: Final = OriginFlag.application
 
 
 class Waiter(Protocol):
@@ -76,6 +78,7 @@ class Session:
         on_reconnect: Callable[[], object] | None = None,
     ) -> None:
         self.ampe, self.group, self.address, self.url = ampe, group, address, url
+        self._put = ampe.put
         self._hello = hello
         self._connect_timeout = connect_timeout
         self.policy = policy
@@ -104,7 +107,9 @@ class Session:
     def timeout(self) -> float | None:
         """Seconds until on_timer() is due (None: nothing is)."""
         due = self._next_attempt if self._next_attempt is not None else self._hello_deadline
-        return None if due is None else max(0.0, due - time.monotonic())
+        if due is None:
+            return None
+        return max(0.0, due - time.monotonic())
 
     def on_timer(self) -> None:
         """Make a due connect attempt, or give up a hello that got no answer in time."""
@@ -122,6 +127,15 @@ class Session:
         ch = bh.channel_number
         proto = bh.proto
         op = proto.op_code
+        if op is _RESPONSE and proto.origin is _APPLICATION and not proto.more and ch == self.channel:
+            waiter = self.pending.pop(bh.message_id, None)  # the common case: a request's one answer
+            if waiter is not None:
+                waiter.frame(reply_of(msg))
+                self._freed()
+            else:
+                log.debug("%s: dropped an answer to request %d, which nobody waits for", self.url, bh.message_id)
+            self._put(msg)
+            return
         if msg.is_from_engine():
             self._from_engine(msg, ch, op)
         elif ch == self.channel and ch:
