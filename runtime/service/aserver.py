@@ -109,9 +109,9 @@ class Server:
             ordered=self._ordered,
             max_request_size=self._max_request_size,
         )
-        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="tofu-server")
         try:
-            core.listen()
+            core.listen()  # before the dispatcher runs: it must know the listeners when their answers come
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="tofu-server")
             await self._wait_for(lambda: core.listening, 10.0)
             if core.listen_error is not None or not core.listening:
                 raise core.listen_error or AmpeError("no answer to listening within 10 s")
@@ -157,6 +157,7 @@ class Server:
         core, engine, agroup = self._core, self._engine, self._agroup
         assert core is not None and engine is not None and agroup is not None
         try:
+            log.info("stopping: closing the listeners, then Bye to %d client(s) within %g s", len(core.peers), grace)
             core.stop()
             self._changed()
             if not await self._wait_for(lambda: not core.peers and not core.listeners, max(grace, 0.0)):

@@ -138,10 +138,10 @@ class Server:
                 ordered=self._ordered,
                 max_request_size=self._max_request_size,
             )
+        try:
+            core.listen()  # before the dispatcher runs: it must know the listeners when their answers come
             self._threads = [start_thread(self._dispatch, "tofu-server")]
             self._threads += [start_thread(self._work, f"tofu-worker-{i}") for i in range(self._workers_wanted)]
-        try:
-            core.listen()
             self._wait_for(lambda: core.listening, time.monotonic() + 10.0)
             if core.listen_error is not None or not core.listening:
                 raise core.listen_error or AmpeError("no answer to listening within 10 s")
@@ -183,6 +183,7 @@ class Server:
         assert core is not None and self._engine is not None
         try:
             deadline = time.monotonic() + max(grace, 0.0)
+            log.info("stopping: closing the listeners, then Bye to %d client(s) within %g s", len(core.peers), grace)
             self._command(core.stop)
             self._wait_for(lambda: not core.peers and not core.listeners, deadline)
             if core.peers:
