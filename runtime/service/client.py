@@ -227,10 +227,10 @@ class Client:
                 try:
                     self._post(msg)
                 except BaseException as exc:
+                    self._put(msg)  # still ours (the pool ignores a message the engine took)
                     if pending.pop(mid, None) is None:
                         raise self._swept(answer) from None
                     self._freed()
-                    self._put(msg)
                     if isinstance(exc, AmpeError):
                         raise self._lost_error(exc) from None
                     raise
@@ -552,7 +552,9 @@ def connect(
     Raises tofu.ConnectionRefused when the server closed the connection
     instead of answering the hello (it refused it), tofu.ConnectError for
     every other failure (`status`: connect_failed, invalid_address,
-    uds_path_not_found, ...; `detail`: why, e.g. a failed TLS handshake).
+    uds_path_not_found, ...; `detail`: why, e.g. a failed TLS handshake);
+    when no HelloResponse came within `timeout`, that ConnectError is also a
+    TimeoutError.
     """
     return Client(
         url,

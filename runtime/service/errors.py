@@ -93,6 +93,11 @@ class ConnectError(ConnectFailed, ConnectionError):
         self.detail = detail
 
 
+class _ConnectTimeout(ConnectError, TimeoutError):
+    """connect() got no HelloResponse within its `timeout`: a ConnectError
+    (status connect_failed) that is also a TimeoutError."""
+
+
 class ConnectionRefused(ConnectError, ConnectionRefusedError):
     """The server closed the connection instead of answering the HelloRequest:
     it refused the hello (a tofu.Server's `on_hello` said no; any tofu peer

@@ -34,7 +34,7 @@ from ..generated import (
 from ..groups import ChannelGroup
 from ..message import Message
 from .frames import next_id
-from .errors import ConnectError, ConnectionLost, ConnectionRefused, status_named
+from .errors import ConnectError, ConnectionLost, ConnectionRefused, _ConnectTimeout, status_named
 from .headers import EMPTY_HEADERS, Headers
 from .reconnect import Reconnect
 from .replies import Reply, error_pairs, reply_of
@@ -339,7 +339,7 @@ class Session:
         err: ConnectError
         if self._abandoned and not self.closing:
             t = self._connect_timeout
-            err = ConnectError(
+            err = _ConnectTimeout(
                 f"cannot connect to {self.url}: no HelloResponse within {t:g} s",
                 AmpeStatus.connect_failed,
                 reason,
