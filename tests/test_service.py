@@ -357,6 +357,24 @@ def test_shutdown_finishes_the_requests_in_flight_then_says_bye_to_every_client(
     assert not server.serving and server.peers == []
 
 
+def test_a_client_that_stays_is_closed_when_the_grace_period_ends_or_is_cut_short() -> None:
+    closed: list[tofu.Peer] = []
+    server = tofu.Server("tcp://127.0.0.1:0", echo, on_close=closed.append).start()
+    with tofu.Reactor() as rtr, rtr.ampe().create() as group:  # a client that never answers the Bye
+        group.post(tofu.parse_url(server.urls[0], server=False).format(tofu.Message()))
+        assert recv(group).bhdr.proto.op_code == OpCode.HelloResponse
+        with ThreadPoolExecutor(1) as pool:
+            stopping = pool.submit(server.shutdown, 60.0)
+            bye = recv(group)  # the server is in its grace period now
+            assert bye.bhdr.proto.op_code == OpCode.ByeRequest and bye.thdrs.get("reason") == "server shutting down"
+            assert server.shutdown(0) == 0  # a shorter grace: the first call stops waiting; this one waited for it
+            assert stopping.result(TIMEOUT) == 1  # one client was still there: closed
+        closed_signal, _ = recv_until(group, lambda m: m.is_from_engine())
+        assert closed_signal.bhdr.status == AmpeStatus.channel_closed
+    (peer,) = closed
+    assert peer.close_reason is AmpeStatus.shutdown_started and not server.serving
+
+
 def test_a_vanished_client_cancels_its_replies_quietly() -> None:
     gate = Gate()
     gone = threading.Event()

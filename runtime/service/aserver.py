@@ -76,6 +76,8 @@ class Server:
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._force = False
+        self._deadline: float | None = None  # when the shutdown's grace period ends (loop time)
+        self._stopper: asyncio.Task[int] | None = None  # a second signal's shutdown(0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._engine: Engine | None = None
         self._core: Dispatcher | None = None
@@ -137,34 +139,43 @@ class Server:
                 pass  # not the main thread (or no signals here): shutdown() alone stops it
         try:
             await self._stop_requested.wait()
+            await self.shutdown(0 if self._force else grace)  # a second signal meanwhile cuts it short
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
-        await self.shutdown(0 if self._force else grace)
 
-    async def shutdown(self, grace: float = 5.0) -> None:
+    async def shutdown(self, grace: float = 5.0) -> int:
         """tofu.Server.shutdown for asyncio: stop listening, let the requests
         in flight finish, say Bye to every client and wait for them at most
-        `grace` seconds, then close what is left. Idempotent."""
+        `grace` seconds, then close what is left; return how many were
+        closed so. A call while another is in progress waits for it, and
+        cuts its grace period short when it gives a shorter one."""
         self._stop_requested.set()
+        loop = asyncio.get_running_loop()
         state, self._state = self._state, max(self._state, _STOPPING)
+        end = loop.time() + max(grace, 0.0)
+        if self._deadline is None or end < self._deadline:
+            self._deadline = end
         if state == _NEW:
             self._stopped.set()
-            return
+            return 0
         if state != _SERVING:
+            self._changed()  # a shorter grace: the shutdown in progress sees it
             await self._stopped.wait()
-            return
+            return 0
         core, engine, agroup = self._core, self._engine, self._agroup
         assert core is not None and engine is not None and agroup is not None
+        closed = 0
         try:
             log.info("stopping: closing the listeners, then Bye to %d client(s) within %g s", len(core.peers), grace)
             core.stop()
             self._changed()
-            if not await self._wait_for(lambda: not core.peers and not core.listeners, max(grace, 0.0)):
-                if core.peers:
-                    log.warning("grace period over: closing %d channel(s)", len(core.peers))
-                    core.abort_all()
-                    await self._wait_for(lambda: not core.peers, 2.0)
+            await self._wait_for(lambda: not core.peers and not core.listeners, None, lambda: self._deadline)
+            if core.peers:
+                closed = len(core.peers)
+                log.warning("grace period over: closing %d channel(s)", closed)
+                core.abort_all()
+                await self._wait_for(lambda: not core.peers, 2.0)
             for task in list(self._tasks):
                 task.cancel()
             if self._tasks:
@@ -180,6 +191,7 @@ class Server:
             engine.release()
             self._state = _STOPPED
             self._stopped.set()
+        return closed
 
     @property
     def peers(self) -> list[Peer]:
@@ -211,16 +223,22 @@ class Server:
         if self._stop_requested.is_set():
             log.warning("%s again: stopping at once", name)
             self._force = True
-            if self._core is not None:
-                self._core.abort_all()
+            self._stopper = asyncio.get_running_loop().create_task(self.shutdown(0))  # cuts the grace short
             return
         log.info("%s: stopping", name)
         self._stop_requested.set()
 
-    async def _wait_for(self, condition: Callable[[], bool], timeout: float | None) -> bool:
+    async def _wait_for(
+        self, condition: Callable[[], bool], timeout: float | None, moving: Callable[[], float | None] | None = None
+    ) -> bool:
+        """Wait until `condition()` holds, at most `timeout` seconds (None: as
+        long as it takes), or until the deadline `moving()` says (loop time;
+        it may change while we wait)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while not condition():
+            if moving is not None:
+                deadline = moving()
             if deadline is not None and loop.time() >= deadline:
                 return False
             fut: asyncio.Future[None] = loop.create_future()

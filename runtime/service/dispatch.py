@@ -131,8 +131,9 @@ class Dispatcher:
         self.leave_all()
 
     def abort_all(self) -> None:
-        """Close every peer's channel now (ByeSignal)."""
-        for ch in list(self.peers):
+        """Close every peer's channel now (ByeSignal); their close_reason is shutdown_started."""
+        for ch, peer in list(self.peers.items()):
+            peer._aborted = True
             self._command(OpCode.ByeSignal, ch)
 
     # ------------------------------------------------------------ the dispatcher's call
@@ -362,6 +363,8 @@ class Dispatcher:
 
     def _peer_closed(self, peer: Peer, reason: AmpeStatus, detail: str | None) -> None:
         del self.peers[peer.channel]
+        if peer._aborted:
+            reason, detail = AmpeStatus.shutdown_started, "closed when the server stopped"
         with self._lock:
             peer.closed = True
             peer.close_reason, peer.close_detail = reason, detail

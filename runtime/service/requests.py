@@ -46,11 +46,13 @@ class Peer:
     `~peer_pid`, `~peer_uid`, `~peer_gid`), which `identity` holds alone.
     `requests` counts its requests so far. Once its channel closed, `closed`
     is True, `close_reason` says why (channel_closed for a Bye from either
-    side, else e.g. peer_disconnected) and `close_detail` may say more;
-    `said_bye` tells whether the client asked to close.
+    side, shutdown_started when the server closed it at the end of its
+    shutdown's grace period, else e.g. peer_disconnected) and `close_detail`
+    may say more; `said_bye` tells whether the client asked to close.
     """
 
     __slots__ = (
+        "_aborted",
         "_bye",
         "_first_mid",
         "_in_flight",
@@ -77,6 +79,7 @@ class Peer:
         self.close_detail: str | None = None
         self.said_bye = False
         self._first_mid = first_mid  # its channel_closed notification carries it
+        self._aborted = False  # the server closed it when it stopped
         self._in_flight = 0  # requests and signals received and not yet handled
         self._bye: Message | None = None  # its ByeRequest, answered once nothing is in flight
         self._leaving = 0  # 1: the server is stopping, a ByeRequest goes once nothing is in flight; 2: it went

@@ -104,6 +104,7 @@ class Server:
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._force = False
+        self._deadline: float | None = None  # when the shutdown's grace period ends
         self._commands: list[Callable[[], object]] = []  # run on the dispatcher (see _command)
         self._jobs: queue.SimpleQueue[tuple[Peer, Job | None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -160,34 +161,42 @@ class Server:
         signals = StopSignals(self._on_stop_signal)
         try:
             self._stop_requested.wait()
+            self.shutdown(0 if self._force else grace)  # a second signal meanwhile cuts it short
         finally:
             signals.close()
-        self.shutdown(0 if self._force else grace)
 
-    def shutdown(self, grace: float = 5.0) -> None:
+    def shutdown(self, grace: float = 5.0) -> int:
         """Stop: close the listeners, let the requests in flight finish, send
         every client a ByeRequest (once its requests are answered) and wait
         for the channels to close, at most `grace` seconds; then close what
-        is left, stop the threads and return. Idempotent; safe from any
-        thread but a handler's."""
+        is left (those clients' `close_reason` is shutdown_started), stop the
+        threads and return how many clients were closed so (0: all left in
+        time). Safe from any thread but a handler's; a call while another is
+        in progress waits for it, and cuts its grace period short when it
+        gives a shorter one (0: close at once)."""
         self._stop_requested.set()
+        now = time.monotonic()
         with self._lock:
             state, self._state = self._state, max(self._state, _STOPPING)
+            if self._deadline is None or now + max(grace, 0.0) < self._deadline:
+                self._deadline = now + max(grace, 0.0)
         if state == _NEW:
             self._stopped.set()
-            return
+            return 0
         if state != _SERVING:
+            self._changed(force=True)  # a shorter grace: the shutdown in progress sees it
             self._stopped.wait()
-            return
+            return 0
         core = self._core
         assert core is not None and self._engine is not None
+        closed = 0
         try:
-            deadline = time.monotonic() + max(grace, 0.0)
             log.info("stopping: closing the listeners, then Bye to %d client(s) within %g s", len(core.peers), grace)
             self._command(core.stop)
-            self._wait_for(lambda: not core.peers and not core.listeners, deadline)
+            self._wait_for(lambda: not core.peers and not core.listeners, None, lambda: self._deadline)
             if core.peers:
-                log.warning("grace period over: closing %d channel(s)", len(core.peers))
+                closed = len(core.peers)
+                log.warning("grace period over: closing %d channel(s)", closed)
                 self._command(core.abort_all)
                 self._wait_for(lambda: not core.peers, time.monotonic() + 2.0)
             try:
@@ -196,7 +205,8 @@ class Server:
                 pass
             for _ in range(self._workers_wanted):
                 self._jobs.put(_STOP)
-            end = time.monotonic() + max(deadline - time.monotonic(), 1.0)
+            assert self._deadline is not None
+            end = time.monotonic() + max(self._deadline - time.monotonic(), 1.0)
             for thread in self._threads:
                 if thread is threading.current_thread():
                     continue
@@ -208,6 +218,7 @@ class Server:
             with self._lock:
                 self._state = _STOPPED
             self._stopped.set()
+        return closed
 
     @property
     def peers(self) -> list[Peer]:
@@ -238,9 +249,7 @@ class Server:
         if self._stop_requested.is_set():
             log.warning("%s again: stopping at once", signal.Signals(signum).name)
             self._force = True
-            core = self._core
-            if core is not None:
-                self._command(core.abort_all)
+            self.shutdown(0)  # cuts the grace period of the shutdown in progress short
             return
         log.info("%s: stopping", signal.Signals(signum).name)
         self._stop_requested.set()
@@ -260,13 +269,18 @@ class Server:
         while self._commands:
             self._commands.pop(0)()
 
-    def _wait_for(self, condition: Callable[[], bool], deadline: float | None) -> bool:
+    def _wait_for(
+        self, condition: Callable[[], bool], deadline: float | None, moving: Callable[[], float | None] | None = None
+    ) -> bool:
         """Wait until `condition()` holds (the dispatcher's news wake us), at
-        most until `deadline` (time.monotonic(); None: as long as it takes)."""
+        most until `deadline` (time.monotonic(); None: as long as it takes),
+        or the deadline `moving()` says (it may change while we wait)."""
         with self._cond:
             self._watchers += 1
             try:
                 while not condition():
+                    if moving is not None:
+                        deadline = moving()
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return False
@@ -275,8 +289,8 @@ class Server:
             finally:
                 self._watchers -= 1
 
-    def _changed(self) -> None:
-        if self._watchers:
+    def _changed(self, force: bool = False) -> None:
+        if self._watchers or force:
             with self._cond:
                 self._cond.notify_all()
 
