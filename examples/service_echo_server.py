@@ -35,10 +35,13 @@ def on_close(peer: tofu.Peer) -> None:
 
 def main() -> int:
     urls = sys.argv[1:] or ["tcp://127.0.0.1:0"]
-    with tofu.Server(urls, echo, workers=1, on_hello=on_hello, on_close=on_close) as server:
+    server = tofu.Server(urls, echo, workers=1, on_hello=on_hello, on_close=on_close)
+
+    def ready() -> None:  # it listens, and Ctrl-C or SIGTERM will stop it gracefully
         for url in server.urls:
             print(f"listening on {url}", flush=True)
-        server.serve_forever()  # until Ctrl-C or SIGTERM: then a graceful stop
+
+    server.serve_forever(ready=ready)
     print(f"echo server done: {answered} request(s) answered")
     return 0
 

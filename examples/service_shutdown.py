@@ -18,11 +18,12 @@ import threading
 import tofu
 
 CLIENTS = 3
-signalled = threading.Event()
+working, signalled = threading.Event(), threading.Event()
 
 
 def slow(request: tofu.Request) -> bytes:
     if request.body == b"work":
+        working.set()
         signalled.wait(5.0)  # still running when SIGTERM comes
     return b"finished"
 
@@ -36,12 +37,13 @@ def main() -> int:
     in_flight.start()
 
     def operator() -> None:
+        working.wait(5.0)  # the request is in the server's hands
         print(f"operator: {len(server.peers)} clients connected; sending SIGTERM")
         signal.raise_signal(signal.SIGTERM)  # as `kill PID` would
         signalled.set()
 
-    threading.Thread(target=operator).start()
-    server.serve_forever(grace=5.0)  # returns when the graceful stop is over
+    # The operator starts once the server serves (and so stops on SIGTERM, not dies of it).
+    server.serve_forever(grace=5.0, ready=threading.Thread(target=operator).start)  # returns when the stop is over
     in_flight.join()
     print(f"server: stopped, {len(server.peers)} client(s) left")
     gone = 0

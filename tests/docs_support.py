@@ -3,7 +3,8 @@ test_readme.py).
 
 A ```python block with a title that names a server file (```python
 title="echo_server.py") is a server: it runs until SIGINT or SIGTERM, and it
-prints a line once it listens. The ```python block after it is its client.
+prints a line once it listens and stops on them (serve_forever's `ready`).
+The ```python block after it is its client.
 Both say `127.0.0.1:7099`; the test gives them a free port instead, starts the
 server, waits for its first line, runs the client, then stops the server with
 SIGINT: every one of them must exit 0 without a traceback."""

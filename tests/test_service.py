@@ -297,6 +297,20 @@ def test_max_in_flight_makes_a_request_wait_for_room() -> None:
         assert server.peers[0].requests == 3
 
 
+def test_workers_0_runs_every_handler_on_the_dispatcher_thread() -> None:
+    threads: set[str] = set()
+
+    def handler(request: tofu.Request) -> bytes:
+        threads.add(threading.current_thread().name)
+        return request.body
+
+    with serving(handler, workers=0) as server, tofu.connect(server.urls[0]) as client:
+        with ThreadPoolExecutor(4) as pool:
+            bodies = [f"{i}".encode() for i in range(40)]
+            assert [r.body for r in pool.map(client.request, bodies)] == bodies
+    assert threads == {"tofu-server"}
+
+
 # ---------------------------------------------------------------- closing
 
 

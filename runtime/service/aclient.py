@@ -366,6 +366,7 @@ class Client:
             _resolve(fut)
 
     def _freed(self) -> None:
+        """A request left `pending`: wake one waiting for room."""
         if self._room_waiters:
             _resolve(self._room_waiters.pop(0))
 

@@ -123,12 +123,11 @@ class Server:
         self.urls = list(core.urls)
         return self
 
-    async def serve_forever(self, grace: float = 5.0) -> None:
+    async def serve_forever(self, grace: float = 5.0, ready: Callable[[], object] | None = None) -> None:
         """start() if needed, then serve until shutdown() or, on the main
         thread, SIGINT / SIGTERM; then shut down with `grace` seconds (a
-        second signal: at once)."""
-        if self._state == _NEW:
-            await self.start()
+        second signal: at once). `ready()` is called once the server listens
+        and the signals are taken care of."""
         loop = asyncio.get_running_loop()
         installed = []
         for sig in STOP_SIGNALS:
@@ -138,6 +137,10 @@ class Server:
             except (ValueError, RuntimeError, NotImplementedError):
                 pass  # not the main thread (or no signals here): shutdown() alone stops it
         try:
+            if self._state == _NEW:
+                await self.start()
+            if ready is not None:
+                ready()
             await self._stop_requested.wait()
             await self.shutdown(0 if self._force else grace)  # a second signal meanwhile cuts it short
         finally:

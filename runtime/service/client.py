@@ -408,6 +408,7 @@ class Client:
                 self._room_waiters -= 1
 
     def _freed(self) -> None:
+        """A request left `pending`: wake one waiting for room."""
         if self._room_waiters:
             with self._room:
                 self._room.notify()

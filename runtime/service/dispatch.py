@@ -33,7 +33,7 @@ from ..groups import ChannelGroup
 from ..message import Message
 from .errors import status_named
 from .frames import Body, Chunks, frames, next_id, stream_frames
-from .headers import Headers, HeadersLike
+from .headers import EMPTY_HEADERS, Headers, HeadersLike
 from .replies import error_pairs
 from .requests import Peer, Request, _Partial
 from .urls import url_of
@@ -303,10 +303,11 @@ class Dispatcher:
     def _request(self, msg: Message, peer: Peer) -> None:
         bh = msg.bhdr
         mid = bh.message_id
-        more = bool(bh.proto.more)
-        partial = peer._streams.get(mid)
+        more = bh.proto.more
+        partial = peer._streams.get(mid) if peer._streams else None
         if partial is None and not more:
-            parts = [(Headers.of(msg.thdrs), bytes(msg.body))]
+            thdrs = msg.thdrs
+            parts = [(Headers(thdrs) if thdrs else EMPTY_HEADERS, bytes(msg.body))]
         else:
             if partial is None:
                 partial = peer._streams[mid] = _Partial()

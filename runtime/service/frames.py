@@ -66,6 +66,12 @@ def frames(ampe: Ampe, op: OpCode, body: Body = b"", headers: HeadersLike = None
     `op`: one frame, or, for a body larger than a frame, frames with `more`
     set on all but the last (the headers go with the first). Channel and
     message id are left for the caller."""
+    if not headers and type(body) is bytes and len(body) <= MAX_BODY_LEN:  # the common case, in short
+        msg = ampe.get()
+        msg.bhdr.proto.op_code = op
+        if body:
+            msg.body.append(body)
+        return [msg]
     pieces = _pieces(_as_bytes(body))
     first = pairs_of(headers)
     out = []

@@ -132,8 +132,9 @@ class Request:
         self.peer = peer
         self.message_id = message_id
         self.frames: tuple[tuple[Headers, bytes], ...] = tuple(parts)
-        self.headers = parts[0][0]
-        self.body = parts[0][1] if len(parts) == 1 else b"".join(b for _, b in parts)
+        self.headers, self.body = parts[0]
+        if len(parts) > 1:
+            self.body = b"".join(b for _, b in parts)
         self.is_signal = is_signal
         self.replied = False
         self._streaming = False  # frames with `more` went, the last has not
@@ -218,6 +219,12 @@ def outcome(request: Request, result: object = None, error: BaseException | None
                 request.reply(result)
             elif isinstance(result, tuple) and len(result) == 2:
                 request.reply(result[1], result[0])
+            elif isinstance(result, list) and len(result) == 1:  # a stream of one frame: one reply
+                item = result[0]
+                if isinstance(item, tuple):
+                    request.reply(item[1], item[0])
+                else:
+                    request.reply(item)
             elif isinstance(result, Iterable):
                 request.stream(result)
             else:

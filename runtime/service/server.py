@@ -47,6 +47,10 @@ class Server:
 
     Handlers run on a pool of `workers` threads, many requests at once, each
     answer sent as soon as it is ready (a client matches them by message id).
+    `workers=0` runs them on the server's dispatcher thread instead, one at a
+    time and with no thread between a request and its handler: the quickest
+    for handlers that never block (an echo), but a slow one holds up every
+    client.
     `ordered=True` runs one request at a time per client, in the order they
     came, so the answers go back in that order too (what a client that does
     not match by id, or `tofu conform`, needs). Past `workers + backlog`
@@ -85,8 +89,8 @@ class Server:
         key: str | None = None,
         ca: str | None = None,
     ) -> None:
-        if workers < 1 or backlog < 0:
-            raise ValueError("a Server needs workers >= 1 and backlog >= 0")
+        if workers < 0 or backlog < 0:
+            raise ValueError("a Server needs workers >= 0 and backlog >= 0")
         self._addresses = server_addresses(urls)
         self.urls: list[str] = [url_of(a) for a in self._addresses]
         """The addresses it listens on, as URLs: after start(), the real ones (port 0 replaced)."""
@@ -152,14 +156,18 @@ class Server:
         self.urls = list(core.urls)
         return self
 
-    def serve_forever(self, grace: float = 5.0) -> None:
+    def serve_forever(self, grace: float = 5.0, ready: Callable[[], object] | None = None) -> None:
         """start() if needed, then serve until shutdown() is called (from
         another thread) or, on the main thread, until SIGINT or SIGTERM:
-        then shut down with `grace` seconds (a second signal: at once)."""
-        if self._state == _NEW:
-            self.start()
+        then shut down with `grace` seconds (a second signal: at once).
+        `ready()` is called once the server listens and the signals are
+        taken care of (e.g. to tell a supervisor, or to start a test)."""
         signals = StopSignals(self._on_stop_signal)
         try:
+            if self._state == _NEW:
+                self.start()
+            if ready is not None:
+                ready()
             self._stop_requested.wait()
             self.shutdown(0 if self._force else grace)  # a second signal meanwhile cuts it short
         finally:
@@ -295,7 +303,10 @@ class Server:
                 self._cond.notify_all()
 
     def _start_job(self, peer: Peer, job: Job | None) -> None:
-        self._jobs.put((peer, job))
+        if self._workers_wanted:
+            self._jobs.put((peer, job))
+        else:  # workers=0: right here, on the dispatcher thread
+            self._run_jobs(peer, job)
 
     def _dispatch(self) -> None:
         """The dispatcher thread: every message of the server's group."""
@@ -319,18 +330,21 @@ class Server:
 
     def _work(self) -> None:
         """A worker thread: run jobs until told to stop."""
-        core = self._core
-        assert core is not None
         get = self._jobs.get
         while (item := get()) is not _STOP:
-            peer, job = item
-            if job is not None:
-                _run(job)
-                core.done(peer)
-                continue
-            while (job := core.take(peer)) is not None:  # ordered: the peer's jobs, one after another
-                _run(job)
-                core.done(peer)
+            self._run_jobs(*item)
+
+    def _run_jobs(self, peer: Peer, job: Job | None) -> None:
+        """Run `job` (None, in ordered mode: the peer's jobs, one after another)."""
+        core = self._core
+        assert core is not None
+        if job is not None:
+            _run(job)
+            core.done(peer)
+            return
+        while (job := core.take(peer)) is not None:
+            _run(job)
+            core.done(peer)
 
 
 def _run(job: Job) -> None:

@@ -163,6 +163,8 @@ class Session:
                 self._post(msg)
                 return
             elif op == OpCode.ByeRequest:
+                # Answered at once: the server's engine sends nothing after its ByeRequest, so a
+                # request that crossed it will not be answered; it fails when the channel closes.
                 self._bye_from_server = True
                 bh.proto.op_code = OpCode.ByeResponse
                 self._post(msg)
