@@ -122,7 +122,7 @@ METRICS: list[Metric] = [
             lambda t: _rate(t, side="client"),
             base="pipeline_msgs",
             base_key="tofu/engine alone",
-            base_text="with the engine alone",
+            base_text="the engine alone",
             base_line="layer",
         )
         for w in WORKLOADS.values()

@@ -88,10 +88,12 @@ def _scaling_lines(figs: dict[str, dict[str, Any]]) -> list[str]:
         base = figs.get(f"{fig['base']}/{fig['transport']}", {}).get("tofu")
         ratio = fig[fig["base_key"]]
         fmt = {"µs": "{:,.1f}", "cores": "{:,.2f}"}.get(fig["unit"], "{:,.0f}")
-        out.append(
-            f"{fig['base_line']} {fig['title']}, {fig['transport']}: tofu {_fmt(fig.get('tofu'), fmt)} "
-            f"{fig['unit']} against {_fmt(base, fmt)} {fig['base_text']}: {_ratio(ratio)}"
-        )
+        value = f"{_fmt(fig.get('tofu'), fmt)} {fig['unit']}"
+        if fig["base_line"] == "scaling":
+            line = f"tofu {value} against {_fmt(base, fmt)} {fig['base_text']}"
+        else:  # the layer against the engine alone
+            line = f"{value}, {fig['base_text']} {_fmt(base, fmt)}"
+        out.append(f"{fig['base_line']} {fig['title']}, {fig['transport']}: {line}: {_ratio(ratio)}")
     return out
 
 

@@ -5,10 +5,12 @@ every method is called from that loop."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 from ..addresses import Address
 from ..asyncgroup import AsyncChannelGroup
@@ -80,9 +82,53 @@ class _Frames:
         self.queue.put_nowait(exc)
 
 
-def _expire(fut: asyncio.Future[Reply | BaseException | _Expired]) -> None:
-    if not fut.done():
-        fut.set_result(_EXPIRED)
+class _Deadlines:
+    """The deadlines of the requests in flight, with one timer for them all:
+    a heap of (deadline, message id) and an asyncio timer at the earliest.
+    A timer per request (call_at, then cancel) costs more than the rest of a
+    request; most requests are answered long before their deadline, and
+    their entries are dropped lazily, as they reach the top of the heap (or
+    when the heap has grown much larger than what is in flight)."""
+
+    __slots__ = ("_at", "_heap", "_loop", "_pending", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pending: dict[int, Any]) -> None:
+        self._loop = loop
+        self._pending = pending
+        self._heap: list[tuple[float, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._at = math.inf
+
+    def add(self, deadline: float, mid: int) -> None:
+        """Request `mid` (in `pending`) gives up at `deadline` (loop time)."""
+        heap, pending = self._heap, self._pending
+        while heap and heap[0][1] not in pending:  # answered: drop
+            heapq.heappop(heap)
+        if len(heap) > 4 * len(pending) + 64:  # answered ones behind a slow one: sweep them
+            heap[:] = [entry for entry in heap if entry[1] in pending]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, mid))
+        if deadline < self._at:
+            self._arm(deadline)
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._at = at
+        self._timer = self._loop.call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        """The earliest deadline came: resolve what is still waiting with _EXPIRED."""
+        self._timer, self._at = None, math.inf
+        heap, pending = self._heap, self._pending
+        now = self._loop.time()
+        while heap and (heap[0][0] <= now or heap[0][1] not in pending):
+            _, mid = heapq.heappop(heap)
+            waiter = pending.get(mid)
+            if isinstance(waiter, _Answer) and not waiter.fut.done():
+                waiter.fut.set_result(_EXPIRED)  # request() takes it out of pending
+        if heap:
+            self._arm(heap[0][0])
 
 
 class Client:
@@ -149,6 +195,7 @@ class Client:
             on_disconnect,
             on_reconnect,
         )
+        self._deadlines = _Deadlines(self._loop, self._session.pending)
         self._receiver = self._loop.create_task(self._receive(), name=f"tofu-client {self.url}")
 
     async def _first_connect(self) -> None:
@@ -222,12 +269,11 @@ class Client:
                 raise
         else:
             mid = await self._register(_Answer(fut), frames(self._ampe, _REQUEST, body, headers), deadline)
-        timer = None if deadline is None else self._loop.call_at(deadline, _expire, fut)
+        if deadline is not None:
+            self._deadlines.add(deadline, mid)
         try:
             result = await fut
         finally:
-            if timer is not None:
-                timer.cancel()
             if self._session.pending.pop(mid, None) is not None:
                 self._freed()
         if isinstance(result, Reply):
