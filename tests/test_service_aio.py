@@ -80,6 +80,32 @@ def test_a_timed_out_request_raises_and_its_late_reply_is_dropped() -> None:
     run(main())
 
 
+def test_the_deadlines_of_answered_requests_do_not_pile_up() -> None:
+    """One timer serves every request's deadline; the entries of answered
+    requests go, even while a slow request with an earlier deadline waits."""
+
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def handler(request: tofu.Request) -> bytes:
+            if request.body == b"slow":
+                await release.wait()
+            return request.body
+
+        async with tofu.aio.Server("tcp://127.0.0.1:0", handler) as server:
+            async with await tofu.aio.connect(server.urls[0]) as client:
+                slow = asyncio.ensure_future(client.request(b"slow", timeout=TIMEOUT))
+                for i in range(2000):
+                    assert (await client.request(f"{i}".encode(), timeout=2 * TIMEOUT)).body == f"{i}".encode()
+                assert client.in_flight == 1
+                assert len(client._deadlines._heap) <= 4 * client.in_flight + 65  # not 2000
+                release.set()
+                assert (await slow).body == b"slow"
+                assert client.in_flight == 0
+
+    run(main())
+
+
 def test_streams_signals_and_errors() -> None:
     async def handler(request: tofu.Request) -> Any:
         if request.body == b"fail":
