@@ -1,137 +1,35 @@
-"""tofu.aio.connect and tofu.aio.Client: tofu.Client for asyncio. The same
-session (session.py) runs in a task of the event loop instead of a thread;
-every method is called from that loop."""
+"""tofu.aio.connect and tofu.aio.Client: tofu.Client for asyncio (the
+connection under it is aconnection.py). The same session (session.py) runs
+in a task of the event loop instead of a thread; every method is called
+from that loop."""
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-import math
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Final, Self
 
 from ..addresses import Address
-from ..asyncgroup import AsyncChannelGroup
-from ..generated import MAX_BODY_LEN, AmpeError, NotAllowed, OpCode, ShutdownStarted
-from ..message import Message
+from ..generated import MAX_BODY_LEN, AmpeError, OpCode
 from ..options import Options
-from .engines import client_engine
+from .aconnection import AsyncConnection
 from .errors import ConnectionLost, RequestTimeout
 from .frames import Body, Chunks, frames, next_id, stream_frames
-from .headers import Headers, HeadersLike, pairs_of
+from .headers import HeadersLike
 from .reconnect import Reconnect
-from .replies import Reply, joined
-from .session import Session
-from .urls import client_address, url_of
+from .replies import Reply
+from .waiters import Expired, TaskAnswer, TaskFrames
 
 __all__ = ["Client", "ReplyStream", "connect"]
 
 log = logging.getLogger("tofu.client")
 
 _REQUEST: Final = OpCode.Request
-_YIELD_EVERY: Final = 256  # messages handled in a row before the receiver lets other tasks run
 
 
-class _Expired:
-    """What a timed-out request's future is resolved with."""
-
-
-_EXPIRED: Final = _Expired()
-
-
-class _Answer:
-    """request()'s waiter: a future resolved with the Reply, or the failure."""
-
-    __slots__ = ("_parts", "fut")
-
-    def __init__(self, fut: asyncio.Future[Reply | BaseException | _Expired]) -> None:
-        self.fut = fut
-        self._parts: list[Reply] | None = None
-
-    def frame(self, reply: Reply) -> None:
-        if reply.more:
-            if self._parts is None:
-                self._parts = []
-            self._parts.append(reply)
-            return
-        if self._parts is not None:
-            self._parts.append(reply)
-            reply = joined(self._parts)
-        if not self.fut.done():
-            self.fut.set_result(reply)
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.fut.done():
-            self.fut.set_result(exc)
-
-
-class _Frames:
-    """stream()'s waiter: a queue of frames (or the failure)."""
-
-    __slots__ = ("queue",)
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Reply | BaseException] = asyncio.Queue()
-
-    def frame(self, reply: Reply) -> None:
-        self.queue.put_nowait(reply)
-
-    def fail(self, exc: BaseException) -> None:
-        self.queue.put_nowait(exc)
-
-
-class _Deadlines:
-    """The deadlines of the requests in flight, with one timer for them all:
-    a heap of (deadline, message id) and an asyncio timer at the earliest.
-    A timer per request (call_at, then cancel) costs more than the rest of a
-    request; most requests are answered long before their deadline, and
-    their entries are dropped lazily, as they reach the top of the heap (or
-    when the heap has grown much larger than what is in flight)."""
-
-    __slots__ = ("_at", "_heap", "_loop", "_pending", "_timer")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, pending: dict[int, Any]) -> None:
-        self._loop = loop
-        self._pending = pending
-        self._heap: list[tuple[float, int]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._at = math.inf
-
-    def add(self, deadline: float, mid: int) -> None:
-        """Request `mid` (in `pending`) gives up at `deadline` (loop time)."""
-        heap, pending = self._heap, self._pending
-        while heap and heap[0][1] not in pending:  # answered: drop
-            heapq.heappop(heap)
-        if len(heap) > 4 * len(pending) + 64:  # answered ones behind a slow one: sweep them
-            heap[:] = [entry for entry in heap if entry[1] in pending]
-            heapq.heapify(heap)
-        heapq.heappush(heap, (deadline, mid))
-        if deadline < self._at:
-            self._arm(deadline)
-
-    def _arm(self, at: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._at = at
-        self._timer = self._loop.call_at(at, self._expire)
-
-    def _expire(self) -> None:
-        """The earliest deadline came: resolve what is still waiting with _EXPIRED."""
-        self._timer, self._at = None, math.inf
-        heap, pending = self._heap, self._pending
-        now = self._loop.time()
-        while heap and (heap[0][0] <= now or heap[0][1] not in pending):
-            _, mid = heapq.heappop(heap)
-            waiter = pending.get(mid)
-            if isinstance(waiter, _Answer) and not waiter.fut.done():
-                waiter.fut.set_result(_EXPIRED)  # request() takes it out of pending
-        if heap:
-            self._arm(heap[0][0])
-
-
-class Client:
+class Client(AsyncConnection):
     """tofu.Client for asyncio: made by `await tofu.aio.connect(url)`; an
     async context manager (leaving the block closes it).
 
@@ -143,94 +41,6 @@ class Client:
     that loop.
     """
 
-    def __init__(
-        self,
-        url: str | Address,
-        *,
-        options: Options | None = None,
-        headers: HeadersLike = None,
-        timeout: float | None = 10.0,
-        request_timeout: float | None = None,
-        reconnect: bool | Reconnect = False,
-        max_in_flight: int = 1024,
-        ca: str | None = None,
-        cert: str | None = None,
-        key: str | None = None,
-        server_name: str | None = None,
-        on_signal: Callable[[Reply], object] | None = None,
-        on_disconnect: Callable[[ConnectionLost], object] | None = None,
-        on_reconnect: Callable[[], object] | None = None,
-    ) -> None:
-        """Set up the client and start connecting; `await tofu.aio.connect(...)` is the way to call this."""
-        address = client_address(url, server_name)
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
-        self.url = url_of(address)
-        """The server's address, as a URL."""
-        self.request_timeout = request_timeout
-        """The timeout of a request that gives none (None: as long as it takes)."""
-        self._max_in_flight = max_in_flight
-        policy = Reconnect() if reconnect is True else reconnect or None
-        self._loop = asyncio.get_running_loop()
-        self._engine = client_engine(address, options, ca, cert, key)
-        self._ampe = self._engine.reactor.ampe()
-        self._group = self._ampe.create()
-        self._get, self._put, self._post = self._ampe.get, self._ampe.put, self._group.post
-        self._agroup = AsyncChannelGroup(self._group)
-        self._state_waiters: list[asyncio.Future[None]] = []
-        self._room_waiters: list[asyncio.Future[None]] = []
-        self._closed = False
-        self._finished = asyncio.Event()
-        self._session = Session(
-            self._ampe,
-            self._group,
-            address,
-            self.url,
-            pairs_of(headers),
-            timeout,
-            policy,
-            self._changed,
-            self._freed,
-            on_signal,
-            on_disconnect,
-            on_reconnect,
-        )
-        self._deadlines = _Deadlines(self._loop, self._session.pending)
-        self._receiver = self._loop.create_task(self._receive(), name=f"tofu-client {self.url}")
-
-    async def _first_connect(self) -> None:
-        session = self._session
-        try:
-            while not (session.channel or session.done):
-                await self._wait(self._state_waiters, None)
-            if session.first_error is not None:
-                raise session.first_error
-        except BaseException:
-            await self._shut()
-            raise
-
-    # ------------------------------------------------------------ properties
-
-    @property
-    def connected(self) -> bool:
-        """True while the channel is open (False while reconnecting and after close())."""
-        return bool(self._session.channel) and not self._closed
-
-    @property
-    def closed(self) -> bool:
-        """True once close() was called, or the channel closed for good."""
-        return self._closed or (self._session.done and not self._session.channel)
-
-    @property
-    def server_headers(self) -> Headers:
-        """The text headers of the server's HelloResponse."""
-        return self._session.hello_headers
-
-    @property
-    def in_flight(self) -> int:
-        """Requests (and streams) waiting for their answer."""
-        return len(self._session.pending)
-
     # ------------------------------------------------------------ requests
 
     async def request(self, body: Body = b"", headers: HeadersLike = None, timeout: float | None = None) -> Reply:
@@ -239,7 +49,7 @@ class Client:
         tofu.ConnectionLost. Cancelling the task leaves nothing behind."""
         seconds = self.request_timeout if timeout is None else timeout
         deadline = None if seconds is None else self._loop.time() + seconds
-        fut: asyncio.Future[Reply | BaseException | _Expired] = self._loop.create_future()
+        fut: asyncio.Future[Reply | BaseException | Expired] = self._loop.create_future()
         session = self._session
         pending = session.pending
         channel = session.channel
@@ -257,7 +67,7 @@ class Client:
             mid = bh.message_id = next_id()
             if body:
                 msg.body.append(body)
-            pending[mid] = _Answer(fut)  # the receiver runs on this loop: nothing can come before the post
+            pending[mid] = TaskAnswer(fut)  # the receiver runs on this loop: nothing can come before the post
             try:
                 self._post(msg)
             except BaseException as exc:
@@ -268,7 +78,7 @@ class Client:
                     raise self._lost_error(exc) from None
                 raise
         else:
-            mid = await self._register(_Answer(fut), frames(self._ampe, _REQUEST, body, headers), deadline)
+            mid = await self._register(TaskAnswer(fut), frames(self._ampe, _REQUEST, body, headers), deadline)
         if deadline is not None:
             self._deadlines.add(deadline, mid)
         try:
@@ -278,7 +88,7 @@ class Client:
                 self._freed()
         if isinstance(result, Reply):
             return result
-        if isinstance(result, _Expired):
+        if isinstance(result, Expired):
             raise RequestTimeout(f"no answer from {self.url} within {seconds:g} s", seconds)
         raise result
 
@@ -342,135 +152,6 @@ class Client:
         state = "closed" if self.closed else "connected" if self.connected else "connecting"
         return f"<tofu.aio.Client {self.url} {state}, {self.in_flight} in flight>"
 
-    # ------------------------------------------------------------ internals
-
-    async def _register(self, waiter: _Answer | _Frames, msgs: list[Message], deadline: float | None) -> int:
-        """Wait for room and a channel, then post `msgs` under a new id with
-        `waiter` in `pending`: return the id."""
-        session = self._session
-        pending = session.pending
-        try:
-            while len(pending) >= self._max_in_flight:
-                if not await self._wait(self._room_waiters, deadline) and len(pending) >= self._max_in_flight:
-                    raise RequestTimeout(f"{self.url}: {len(pending)} requests in flight, no room in time")
-            channel = await self._channel(deadline)
-        except BaseException:
-            for msg in msgs:
-                self._ampe.put(msg)
-            raise
-        mid = next_id()
-        pending[mid] = waiter  # the receiver runs on this loop: nothing can come before the post
-        try:
-            session.send(msgs, channel, mid)
-        except BaseException as exc:
-            pending.pop(mid, None)
-            self._freed()
-            if isinstance(exc, AmpeError):
-                raise self._lost_error(exc) from None
-            raise
-        return mid
-
-    def _lost_error(self, exc: AmpeError) -> ConnectionLost:
-        lost = self._session.lost
-        if lost is not None:
-            return ConnectionLost(lost.reason, lost.detail)
-        return ConnectionLost(exc.status, str(exc))
-
-    async def _channel(self, deadline: float | None) -> int:
-        """The open channel; while (re)connecting, wait for it until `deadline`."""
-        session = self._session
-        while True:
-            if self._closed:
-                raise ConnectionLost(detail="the client was closed")
-            if session.channel:
-                return session.channel
-            if session.done:
-                lost = session.lost
-                raise ConnectionLost(lost.reason, lost.detail) if lost else ConnectionLost()
-            if not await self._wait(self._state_waiters, deadline) and not (session.channel or session.done):
-                raise RequestTimeout(f"{self.url}: not connected again in time")
-
-    async def _wait(self, waiters: list[asyncio.Future[None]], deadline: float | None) -> bool:
-        """Wait for the next _changed() / _freed() (as `waiters` says); False at `deadline`."""
-        if deadline is not None and self._loop.time() >= deadline:
-            return False
-        fut: asyncio.Future[None] = self._loop.create_future()
-        waiters.append(fut)
-        timer = None if deadline is None else self._loop.call_at(deadline, _resolve, fut)
-        try:
-            await fut
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if fut in waiters:
-                waiters.remove(fut)
-        return deadline is None or self._loop.time() < deadline
-
-    def _changed(self) -> None:
-        waiters, self._state_waiters = self._state_waiters, []
-        for fut in waiters:
-            _resolve(fut)
-
-    def _freed(self) -> None:
-        """A request left `pending`: wake one waiting for room."""
-        if self._room_waiters:
-            _resolve(self._room_waiters.pop(0))
-
-    async def _receive(self) -> None:
-        """The receiver task: every message of the group goes to the session."""
-        session = self._session
-        agroup = self._agroup
-        handle = session.handle
-        try:
-            while not session.done:
-                handled = 0
-                while not session.done and (msg := agroup.receive_nowait()) is not None:
-                    handle(msg)
-                    handled += 1
-                    if handled >= _YIELD_EVERY:
-                        handled = 0
-                        await asyncio.sleep(0)
-                if session.done:
-                    break
-                msg = await agroup.receive(session.timeout())
-                if msg is None:
-                    session.on_timer()
-                else:
-                    handle(msg)
-        except (ShutdownStarted, NotAllowed):
-            session.stopped()
-        except asyncio.CancelledError:
-            session.stopped()
-            raise
-        except BaseException:
-            log.exception("%s: the client's receiver failed", self.url)
-            session.stopped()
-        finally:
-            self._finished.set()
-            self._changed()
-
-    async def _shut(self) -> None:
-        """Stop the receiver, close the group, give back an engine of our own."""
-        self._closed = True
-        self._agroup.close()  # a receive() in progress ends (the receiver task with it)
-        if not self._receiver.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self._receiver), 5.0)
-            except (TimeoutError, asyncio.CancelledError):
-                self._receiver.cancel()
-        try:
-            self._ampe.destroy(self._group)
-        except AmpeError:
-            pass
-        if not self._session.done:
-            self._session.stopped()
-        self._engine.release()
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
 
 class ReplyStream(AsyncIterator[Reply]):
     """The answer of tofu.aio.Client.stream(), frame by frame:
@@ -483,7 +164,7 @@ class ReplyStream(AsyncIterator[Reply]):
         self._body = body
         self._headers = headers
         self._timeout = timeout
-        self._waiter = _Frames()
+        self._waiter = TaskFrames()
         self.message_id = 0
         """The message id of the request (0 until it is sent)."""
         self._over = False

@@ -20,6 +20,7 @@ __all__ = [
     "ConnectionLost",
     "ConnectionRefused",
     "RequestTimeout",
+    "hello_failed",
     "status_named",
 ]
 
@@ -104,3 +105,22 @@ class ConnectionRefused(ConnectError, ConnectionRefusedError):
     refuses by closing), or it went away during the handshake. `reason` is the
     close reason the engine saw (usually peer_disconnected). A ConnectError
     with status connect_failed, and a ConnectionRefusedError."""
+
+
+def hello_failed(
+    url: str, returned: AmpeStatus | None, reason: AmpeStatus, detail: str | None, timed_out: float | None
+) -> ConnectError:
+    """Why a HelloRequest to `url` got no HelloResponse, its channel closed
+    with `reason` (and `detail`): the engine gave it back with the status
+    `returned` (connect_failed, ...), or the server closed the connection
+    (a refused hello), or it was given up after `timed_out` seconds."""
+    words = f": {detail}" if detail else ""
+    if timed_out is not None:
+        late = f"no HelloResponse within {timed_out:g} s"
+        return _ConnectTimeout(f"cannot connect to {url}: {late}", AmpeStatus.connect_failed, reason, detail or late)
+    if returned is not None:
+        status = f"{returned.name} ({returned.meaning})"
+        return ConnectError(f"cannot connect to {url}: {status}{words}", returned, reason, detail)
+    why = f" ({reason.name})" if reason is not AmpeStatus.channel_closed else ""
+    message = f"{url} closed the connection without a HelloResponse{why}{words}"
+    return ConnectionRefused(message, reason=reason, detail=detail)

@@ -34,7 +34,7 @@ from ..generated import (
 from ..groups import ChannelGroup
 from ..message import Message
 from .frames import next_id
-from .errors import ConnectError, ConnectionLost, ConnectionRefused, _ConnectTimeout, status_named
+from .errors import ConnectError, ConnectionLost, hello_failed, status_named
 from .headers import EMPTY_HEADERS, Headers
 from .reconnect import Reconnect
 from .replies import Reply, error_pairs, reply_of
@@ -336,27 +336,8 @@ class Session:
     def _hello_closed(self, reason: AmpeStatus, detail: str | None) -> None:
         self._hello_channel = 0
         self._hello_deadline = None
-        why = f" ({reason.name})" if reason is not _CLOSED else ""
-        words = f": {detail}" if detail else ""
-        err: ConnectError
-        if self._abandoned and not self.closing:
-            t = self._connect_timeout
-            err = _ConnectTimeout(
-                f"cannot connect to {self.url}: no HelloResponse within {t:g} s",
-                AmpeStatus.connect_failed,
-                reason,
-                detail or f"no HelloResponse within {t:g} s",
-            )
-        elif self._hello_status is not None:
-            s = self._hello_status
-            err = ConnectError(f"cannot connect to {self.url}: {s.name} ({s.meaning}){words}", s, reason, detail)
-        else:
-            err = ConnectionRefused(
-                f"{self.url} closed the connection without a HelloResponse{why}{words}",
-                reason=reason,
-                detail=detail,
-            )
-        self._hello_over(err, reason)
+        timed_out = self._connect_timeout if self._abandoned and not self.closing else None
+        self._hello_over(hello_failed(self.url, self._hello_status, reason, detail, timed_out), reason)
 
     def _hello_over(self, err: ConnectError, reason: AmpeStatus) -> None:
         """A connect attempt failed with `err`."""
