@@ -352,6 +352,7 @@ def test_shutdown_finishes_the_requests_in_flight_then_says_bye_to_every_client(
         gate.hold()
         return b"finished"
 
+    before = set(threading.enumerate())
     server = tofu.Server("tcp://127.0.0.1:0", handler).start()
     client = tofu.connect(server.urls[0])
     with ThreadPoolExecutor(2) as pool, watching("tofu.server") as log:
@@ -369,6 +370,8 @@ def test_shutdown_finishes_the_requests_in_flight_then_says_bye_to_every_client(
         tofu.connect(server.urls[0])
     client.close()
     assert not server.serving and server.peers == []
+    left = {t.name for t in set(threading.enumerate()) - before}
+    assert not {name for name in left if name.startswith(("tofu-server", "tofu-worker", "tofu-client"))}, left
 
 
 def test_a_client_that_stays_is_closed_when_the_grace_period_ends_or_is_cut_short() -> None:
