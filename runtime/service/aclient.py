@@ -84,7 +84,7 @@ class Client(AsyncConnection):
         try:
             result = await fut
         finally:
-            if self._session.pending.pop(mid, None) is not None:
+            if pending.pop(mid, None) is not None:  # not answered: timed out or cancelled
                 self._freed()
         if isinstance(result, Reply):
             return result

@@ -131,7 +131,12 @@ class AsyncConnection:
         pending = session.pending
         try:
             while len(pending) >= self._max_in_flight:
-                if not await self._wait(self._room_waiters, deadline) and len(pending) >= self._max_in_flight:
+                session.room_waiters += 1
+                try:
+                    room = await self._wait(self._room_waiters, deadline)
+                finally:
+                    session.room_waiters -= 1
+                if not room and len(pending) >= self._max_in_flight:
                     raise RequestTimeout(f"{self.url}: {len(pending)} requests in flight, no room in time")
             channel = await self._channel(deadline)
         except BaseException:
@@ -201,11 +206,14 @@ class AsyncConnection:
         session = self._session
         agroup = self._agroup
         handle = session.handle
+        take = self._group.wait_receive  # what is queued, without waiting (the wrapper's receive waits)
         try:
             while not session.done:
                 handled = 0
-                while not session.done and (msg := agroup.receive_nowait()) is not None:
+                while (msg := take(0)) is not None:
                     handle(msg)
+                    if session.done:
+                        break
                     handled += 1
                     if handled >= _YIELD_EVERY:
                         handled = 0

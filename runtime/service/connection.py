@@ -79,7 +79,6 @@ class Connection:
         self._get, self._put, self._post = self._ampe.get, self._ampe.put, self._group.post
         self._state = threading.Condition()  # the session's changes wake waiting callers
         self._room = threading.Condition()  # a request finished: room for a waiting one
-        self._room_waiters = 0
         self._closed = False
         self._finished = threading.Event()  # the receiver has ended
         self._session = Session(
@@ -200,7 +199,7 @@ class Connection:
     def _wait_for_room(self, deadline: float | None) -> None:
         pending = self._session.pending
         with self._room:
-            self._room_waiters += 1
+            self._session.room_waiters += 1
             try:
                 while len(pending) >= self._max_in_flight:
                     left = wait_time(deadline)
@@ -208,11 +207,11 @@ class Connection:
                         raise RequestTimeout(f"{self.url}: {len(pending)} requests in flight, no room in time")
                     self._room.wait(None if left < 0 else left)
             finally:
-                self._room_waiters -= 1
+                self._session.room_waiters -= 1
 
     def _freed(self) -> None:
         """A request left `pending`: wake one waiting for room."""
-        if self._room_waiters:
+        if self._session.room_waiters:
             with self._room:
                 self._room.notify()
 

@@ -47,6 +47,8 @@ _RESPONSE: Final = OpCode.Response
 _SIGNAL: Final = OpCode.Signal
 _CLOSED: Final = AmpeStatus.channel_closed
 _APPLICATION: Final = OriginFlag.application
+_SUCCESS: Final = AmpeStatus.success
+_new: Final = object.__new__
 
 
 class Waiter(Protocol):
@@ -85,6 +87,7 @@ class Session:
         self._changed, self._freed = changed, freed
         self._on_signal, self._on_disconnect, self._on_reconnect = on_signal, on_disconnect, on_reconnect
         self.pending: dict[int, Waiter] = {}
+        self.room_waiters = 0  # callers waiting for room in `pending` (the client counts them)
         self.channel = 0  # the open channel; 0 while there is none
         self.hello_headers: Headers = EMPTY_HEADERS  # the HelloResponse's
         self.done = False  # no channel will open any more: the receiver ends
@@ -130,8 +133,21 @@ class Session:
         if op is _RESPONSE and proto.origin is _APPLICATION and not proto.more and ch == self.channel:
             waiter = self.pending.pop(bh.message_id, None)  # the common case: a request's one answer
             if waiter is not None:
-                waiter.frame(reply_of(msg))
-                self._freed()
+                thdrs = msg.thdrs
+                if thdrs:
+                    waiter.frame(reply_of(msg))
+                else:  # a Reply made here, without a call: this runs for every answer
+                    reply: Reply = _new(Reply)
+                    reply.body = bytes(msg.body)
+                    reply.headers = EMPTY_HEADERS
+                    reply.message_id = bh.message_id
+                    reply.more = False
+                    reply.signal = False
+                    reply.status = _SUCCESS
+                    reply.error = None
+                    waiter.frame(reply)
+                if self.room_waiters:
+                    self._freed()
             else:
                 log.debug("%s: dropped an answer to request %d, which nobody waits for", self.url, bh.message_id)
             self._put(msg)

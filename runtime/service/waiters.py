@@ -114,8 +114,8 @@ class Deadlines:
     a heap of (deadline, message id) and an asyncio timer at the earliest.
     A timer per request (call_at, then cancel) costs more than the rest of a
     request; most requests are answered long before their deadline, and
-    their entries are dropped lazily, as they reach the top of the heap (or
-    when the heap has grown much larger than what is in flight)."""
+    their entries are dropped lazily: when the timer fires, and in one sweep
+    whenever the heap holds twice what is in flight (plus 64)."""
 
     __slots__ = ("_at", "_heap", "_loop", "_pending", "_timer")
 
@@ -128,13 +128,12 @@ class Deadlines:
 
     def add(self, deadline: float, mid: int) -> None:
         """Request `mid` (in `pending`) gives up at `deadline` (loop time)."""
-        heap, pending = self._heap, self._pending
-        while heap and heap[0][1] not in pending:  # answered: drop
-            heapq.heappop(heap)
-        if len(heap) > 4 * len(pending) + 64:  # answered ones behind a slow one: sweep them
+        heap = self._heap
+        heapq.heappush(heap, (deadline, mid))
+        if len(heap) > 2 * len(self._pending) + 64:  # mostly answered ones: sweep them
+            pending = self._pending
             heap[:] = [entry for entry in heap if entry[1] in pending]
             heapq.heapify(heap)
-        heapq.heappush(heap, (deadline, mid))
         if deadline < self._at:
             self._arm(deadline)
 
