@@ -112,15 +112,15 @@ class Server:
             max_request_size=self._max_request_size,
         )
         try:
-            core.listen()  # before the dispatcher runs: it must know the listeners when their answers come
+            core.listeners.listen()  # before the dispatcher runs: it must know the listeners when their answers come
             self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="tofu-server")
-            await self._wait_for(lambda: core.listening, 10.0)
-            if core.listen_error is not None or not core.listening:
-                raise core.listen_error or AmpeError("no answer to listening within 10 s")
+            await self._wait_for(lambda: core.listeners.ready, 10.0)
+            if core.listeners.error is not None or not core.listeners.ready:
+                raise core.listeners.error or AmpeError("no answer to listening within 10 s")
         except BaseException:
             await self.shutdown(0)
             raise
-        self.urls = list(core.urls)
+        self.urls = list(core.listeners.urls)
         return self
 
     async def serve_forever(self, grace: float = 5.0, ready: Callable[[], object] | None = None) -> None:
@@ -173,7 +173,7 @@ class Server:
             log.info("stopping: closing the listeners, then Bye to %d client(s) within %g s", len(core.peers), grace)
             core.stop()
             self._changed()
-            await self._wait_for(lambda: not core.peers and not core.listeners, None, lambda: self._deadline)
+            await self._wait_for(lambda: not core.peers and not core.listeners.open, None, lambda: self._deadline)
             if core.peers:
                 closed = len(core.peers)
                 log.warning("grace period over: closing %d channel(s)", closed)

@@ -16,27 +16,17 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from ..addresses import Address, parse_address_value
+from ..addresses import Address
 from ..ampe import Ampe
-from ..generated import (
-    CLOSE_DETAIL_HEADER,
-    CLOSE_REASON_HEADER,
-    LISTEN_ON_HEADER,
-    STATUS_TO_ERROR,
-    AmpeError,
-    AmpeStatus,
-    OpCode,
-    UnknownError,
-    raw_to_status,
-)
+from ..generated import CLOSE_DETAIL_HEADER, CLOSE_REASON_HEADER, AmpeError, AmpeStatus, OpCode, raw_to_status
 from ..groups import ChannelGroup
 from ..message import Message
 from .errors import status_named
 from .frames import Body, Chunks, frames, next_id, stream_frames
 from .headers import EMPTY_HEADERS, Headers, HeadersLike
-from .replies import error_pairs
+from .listeners import Listeners
+from .replies import error_answer
 from .requests import Peer, Request, _Partial
-from .urls import url_of
 
 __all__ = ["Dispatcher", "Job"]
 
@@ -76,7 +66,6 @@ class Dispatcher:
         max_request_size: int,
     ) -> None:
         self.ampe, self.group = ampe, group
-        self._addresses = addresses
         self._handler, self._on_signal = handler, on_signal
         self._start, self._changed, self._on_update = start, changed, on_update
         self._on_hello, self._on_close = on_hello, on_close
@@ -85,31 +74,15 @@ class Dispatcher:
         self._lock = threading.Lock()  # the counts below and each Peer's _in_flight, _bye, _leaving, _queue
         self.in_flight = 0  # requests and signals handed to workers and not done
         self.peers: dict[int, Peer] = {}
-        self.listeners: dict[int, str] = {}  # channel -> the URL it listens on
-        self._welcome: dict[int, int] = {}  # WelcomeRequest's channel -> index in `addresses`
-        self._first_mids: dict[int, int] = {}  # listener channel -> its WelcomeRequest's id
-        self.urls: list[str] = [url_of(a) for a in addresses]
-        self.listen_error: AmpeError | None = None
-        self.listening = False  # every listener answered
+        self.listeners = Listeners(ampe, group, addresses)
         self.stopping = False
 
     # ------------------------------------------------------------ listening and stopping
 
-    def listen(self) -> None:
-        """Post a WelcomeRequest per address; handle() takes the answers."""
-        for index, address in enumerate(self._addresses):
-            msg = self.ampe.get()
-            address.format(msg)
-            mid = msg.bhdr.message_id = next_id()
-            ch = self.group.post(msg).channel_number
-            self._welcome[ch] = index
-            self._first_mids[ch] = mid
-
     def stop_listening(self) -> None:
         """Close every listener; from now on hellos are refused."""
         self.stopping = True
-        for ch in list(self.listeners):
-            self._command(OpCode.ByeSignal, ch)
+        self.listeners.close()
 
     def leave_all(self) -> None:
         """Ask every peer to leave: a ByeRequest as soon as its requests in
@@ -143,8 +116,9 @@ class Dispatcher:
         bh = msg.bhdr
         ch = bh.channel_number
         op = bh.proto.op_code
-        if op == OpCode.WelcomeResponse and ch in self._welcome:
-            self._welcomed(msg, ch)
+        if op == OpCode.WelcomeResponse and self.listeners.answered(msg, ch):
+            if self.listeners.ready:
+                self._changed()
         elif msg.is_from_engine():
             self._from_engine(msg, ch, op)
         elif op == _REQUEST:
@@ -241,23 +215,6 @@ class Dispatcher:
     def _bye(self, peer: Peer) -> None:
         self._command(OpCode.ByeRequest, peer.channel, [("reason", "server shutting down")])
 
-    def _welcomed(self, msg: Message, ch: int) -> None:
-        index = self._welcome.pop(ch)
-        status = raw_to_status(msg.bhdr.status)
-        address = self._addresses[index]
-        if status is AmpeStatus.success:
-            value = msg.thdrs.get(LISTEN_ON_HEADER)
-            url = url_of(parse_address_value(value, server=True)) if value else url_of(address)
-            self.urls[index] = url
-            self.listeners[ch] = url
-            log.info("listening on %s", url)
-        elif self.listen_error is None:
-            error = STATUS_TO_ERROR.get(status, UnknownError)
-            self.listen_error = error(f"cannot listen on {url_of(address)}: {status.name} ({status.meaning})")
-        if not self._welcome:
-            self.listening = True
-            self._changed()
-
     def _from_engine(self, msg: Message, ch: int, op: OpCode) -> None:
         bh = msg.bhdr
         status = raw_to_status(bh.status)
@@ -272,11 +229,7 @@ class Dispatcher:
         detail = msg.thdrs.get(CLOSE_DETAIL_HEADER)
         if peer is not None and bh.message_id == peer._first_mid:
             self._peer_closed(peer, reason, detail)
-        elif ch in self.listeners and bh.message_id == self._first_mids.get(ch):
-            url = self.listeners.pop(ch)
-            del self._first_mids[ch]
-            if not self.stopping:
-                log.error("listener %s closed: %s%s", url, reason.name, f" ({detail})" if detail else "")
+        elif self.listeners.ended(ch, bh.message_id, reason, detail, expected=self.stopping):
             self._changed()
 
     def _hello(self, msg: Message, ch: int) -> None:
@@ -332,13 +285,7 @@ class Dispatcher:
 
     def _refuse(self, msg: Message, status: AmpeStatus, detail: str) -> None:
         """Answer the request `msg` ends at once with an error (reusing the message)."""
-        bh = msg.bhdr
-        bh.proto.op_code = OpCode.Response
-        msg.thdrs.clear()
-        msg.body.clear()
-        for name, value in error_pairs(status, detail):
-            msg.thdrs.append(name, value)
-        self._post(msg)
+        self._post(error_answer(msg, status, detail))
 
     def _dispatch(self, peer: Peer, job: Job) -> None:
         with self._lock:

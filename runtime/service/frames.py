@@ -9,10 +9,11 @@ from typing import Final, TypeAlias
 
 from ..ampe import Ampe
 from ..generated import MAX_BODY_LEN, MoreMessagesFlag, OpCode
+from ..groups import ChannelGroup
 from ..message import Message
 from .headers import HeadersLike, pairs_of
 
-__all__ = ["Body", "Chunks", "frames", "next_id", "stream_frames"]
+__all__ = ["Body", "Chunks", "frames", "next_id", "post_frames", "stream_frames"]
 
 # The message ids of everything the service layer posts: unique in the
 # process, so a client enters a request's id among those it waits for before
@@ -115,3 +116,19 @@ def stream_frames(ampe: Ampe, op: OpCode, chunks: Chunks, headers: HeadersLike =
         previous = _message(ampe, op, [], b"")
     previous.bhdr.proto.more = _LAST
     yield previous
+
+
+def post_frames(ampe: Ampe, group: ChannelGroup, msgs: list[Message], channel: int, mid: int) -> None:
+    """Post the frames of one message on `channel` under `mid` (any thread).
+    Raises the post's error; the frames not posted go back to the pool."""
+    post = group.post
+    for i, msg in enumerate(msgs):
+        bh = msg.bhdr
+        bh.channel_number = channel
+        bh.message_id = mid
+        try:
+            post(msg)
+        except BaseException:
+            for rest in msgs[i:]:
+                ampe.put(rest)
+            raise

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Self
 
-from ..generated import AmpeStatus, STATUS_TO_ERROR, UnknownError
+from ..generated import STATUS_TO_ERROR, AmpeStatus, OpCode, UnknownError
 from ..message import Message
 from .errors import ERROR_DETAIL_HEADER, ERROR_HEADER, status_named
 from .headers import Headers
 
-__all__ = ["Reply", "error_pairs", "joined", "reply_of"]
+__all__ = ["Reply", "error_answer", "error_pairs", "joined", "reply_of"]
 
 _SUCCESS = AmpeStatus.success
 
@@ -127,3 +127,14 @@ def error_pairs(status: AmpeStatus, detail: str) -> list[tuple[str, str | int]]:
     if text:
         pairs.append((ERROR_DETAIL_HEADER, text))
     return pairs
+
+
+def error_answer(msg: Message, status: AmpeStatus, detail: str) -> Message:
+    """The received Request `msg` made its answer: a Response reporting `status`
+    (its headers and body replaced by the error headers)."""
+    msg.bhdr.proto.op_code = OpCode.Response
+    msg.thdrs.clear()
+    msg.body.clear()
+    for name, value in error_pairs(status, detail):
+        msg.thdrs.append(name, value)
+    return msg

@@ -144,16 +144,16 @@ class Server:
                 max_request_size=self._max_request_size,
             )
         try:
-            core.listen()  # before the dispatcher runs: it must know the listeners when their answers come
+            core.listeners.listen()  # before the dispatcher runs: it must know the listeners when their answers come
             self._threads = [start_thread(self._dispatch, "tofu-server")]
             self._threads += [start_thread(self._work, f"tofu-worker-{i}") for i in range(self._workers_wanted)]
-            self._wait_for(lambda: core.listening, time.monotonic() + 10.0)
-            if core.listen_error is not None or not core.listening:
-                raise core.listen_error or AmpeError("no answer to listening within 10 s")
+            self._wait_for(lambda: core.listeners.ready, time.monotonic() + 10.0)
+            if core.listeners.error is not None or not core.listeners.ready:
+                raise core.listeners.error or AmpeError("no answer to listening within 10 s")
         except BaseException:
             self.shutdown(0)
             raise
-        self.urls = list(core.urls)
+        self.urls = list(core.listeners.urls)
         return self
 
     def serve_forever(self, grace: float = 5.0, ready: Callable[[], object] | None = None) -> None:
@@ -201,7 +201,7 @@ class Server:
         try:
             log.info("stopping: closing the listeners, then Bye to %d client(s) within %g s", len(core.peers), grace)
             self._command(core.stop)
-            self._wait_for(lambda: not core.peers and not core.listeners, None, lambda: self._deadline)
+            self._wait_for(lambda: not core.peers and not core.listeners.open, None, lambda: self._deadline)
             if core.peers:
                 closed = len(core.peers)
                 log.warning("grace period over: closing %d channel(s)", closed)

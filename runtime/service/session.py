@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Final
 
 from ..addresses import Address
 from ..ampe import Ampe
@@ -33,13 +33,14 @@ from ..generated import (
 )
 from ..groups import ChannelGroup
 from ..message import Message
-from .frames import next_id
+from .frames import next_id, post_frames
 from .errors import ConnectError, ConnectionLost, hello_failed, status_named
 from .headers import EMPTY_HEADERS, Headers
 from .reconnect import Reconnect
-from .replies import Reply, error_pairs, reply_of
+from .replies import Reply, error_answer, reply_of
+from .waiters import Waiter
 
-__all__ = ["Session", "Waiter"]
+__all__ = ["Session"]
 
 log = logging.getLogger("tofu.client")
 
@@ -49,16 +50,6 @@ _CLOSED: Final = AmpeStatus.channel_closed
 _APPLICATION: Final = OriginFlag.application
 _SUCCESS: Final = AmpeStatus.success
 _new: Final = object.__new__
-
-
-class Waiter(Protocol):
-    """A request's side of `pending`: what the receiver hands it."""
-
-    def frame(self, reply: Reply) -> None:
-        """A frame of the answer (the last one when `reply.more` is False)."""
-
-    def fail(self, exc: BaseException) -> None:
-        """The answer will never come."""
 
 
 class Session:
@@ -171,12 +162,7 @@ class Session:
             elif op == _SIGNAL:
                 self._signal(msg)
             elif op == OpCode.Request:  # a client serves nobody: say so rather than leave the peer waiting
-                bh.proto.op_code = _RESPONSE
-                msg.thdrs.clear()
-                msg.body.clear()
-                for name, value in error_pairs(AmpeStatus.not_allowed, "a tofu client answers no requests"):
-                    msg.thdrs.append(name, value)
-                self._post(msg)
+                self._post(error_answer(msg, AmpeStatus.not_allowed, "a tofu client answers no requests"))
                 return
             elif op == OpCode.ByeRequest:
                 # Answered at once: the server's engine sends nothing after its ByeRequest, so a
@@ -203,22 +189,9 @@ class Session:
         self.done = True
         self._changed()
 
-    # ------------------------------------------------------------ sending (any thread)
-
     def send(self, msgs: list[Message], channel: int, mid: int) -> None:
-        """Post the frames of one message on `channel` under `mid`. Raises the
-        post's error; the frames not posted go back to the pool."""
-        post = self.group.post
-        for i, msg in enumerate(msgs):
-            bh = msg.bhdr
-            bh.channel_number = channel
-            bh.message_id = mid
-            try:
-                post(msg)
-            except BaseException:
-                for rest in msgs[i:]:
-                    self.ampe.put(rest)
-                raise
+        """Post the frames of one message on `channel` under `mid` (any thread; see frames.post_frames)."""
+        post_frames(self.ampe, self.group, msgs, channel, mid)
 
     # ------------------------------------------------------------ internals
 
@@ -239,10 +212,15 @@ class Session:
         if self._on_signal is None:
             log.debug("%s: a Signal came and nobody listens (on_signal)", self.url)
             return
-        try:
-            self._on_signal(reply_of(msg, signal=True))
-        except Exception:
-            log.exception("%s: on_signal raised", self.url)
+        self._call(self._on_signal, reply_of(msg, signal=True))
+
+    def _call(self, hook: Callable[..., object] | None, *args: object) -> None:
+        """Call a hook of the client's; what it raises is logged, never the receiver's end."""
+        if hook is not None:
+            try:
+                hook(*args)
+            except Exception:
+                log.exception("%s: %s raised", self.url, getattr(hook, "__name__", "a hook"))
 
     def _from_engine(self, msg: Message, ch: int, op: OpCode) -> None:
         """A notification, or a message of ours the engine gave back (handle() puts it in the pool)."""
@@ -303,11 +281,7 @@ class Session:
         self.channel = ch
         if self.connects > 1:
             log.warning("%s: connected again (channel %d)", self.url, ch)
-            if self._on_reconnect is not None:
-                try:
-                    self._on_reconnect()
-                except Exception:
-                    log.exception("%s: on_reconnect raised", self.url)
+            self._call(self._on_reconnect)
         else:
             log.debug("%s: connected (channel %d)", self.url, ch)
         self._changed()
@@ -325,11 +299,7 @@ class Session:
         delay = self.policy.delay(0)
         self._next_attempt = time.monotonic() + delay
         log.warning("%s: the channel closed (%s); connecting again in %.2f s", self.url, self.lost, delay)
-        if self._on_disconnect is not None and self.lost is not None:
-            try:
-                self._on_disconnect(self.lost)
-            except Exception:
-                log.exception("%s: on_disconnect raised", self.url)
+        self._call(self._on_disconnect, self.lost)
 
     def _lose(self, reason: AmpeStatus, detail: str | None, final: bool) -> None:
         """No channel now: fail every request in flight; `final`: none will open."""

@@ -10,11 +10,21 @@ import asyncio
 import heapq
 import math
 import queue
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .replies import Reply, joined
 
-__all__ = ["EXPIRED", "Deadlines", "Expired", "TaskAnswer", "TaskFrames", "ThreadAnswer", "ThreadFrames"]
+__all__ = ["EXPIRED", "Deadlines", "Expired", "TaskAnswer", "TaskFrames", "ThreadAnswer", "ThreadFrames", "Waiter"]
+
+
+class Waiter(Protocol):
+    """A request's side of a client's `pending`: what its receiver hands it."""
+
+    def frame(self, reply: Reply) -> None:
+        """A frame of the answer (the last one when `reply.more` is False)."""
+
+    def fail(self, exc: BaseException) -> None:
+        """The answer will never come."""
 
 
 class ThreadAnswer:
