@@ -137,6 +137,36 @@ def test_the_service_layer_rows_stand_next_to_the_engine_alone(tmp_path, capsys)
     assert max(len(line) for line in printed.splitlines()) <= 100, printed
 
 
+def test_each_service_layer_run_follows_the_engine_s_own():
+    import argparse
+
+    from tofu.bench.trials import plan
+
+    ns = argparse.Namespace(
+        workload_list=["pipeline", "rtt", "pipeline-client", "pipeline-aclient"],
+        transport_list=["tcp", "uds"],
+        impl_list=["tofu", "floor"],
+        repeat=2,
+        messages=0,
+        quick=True,
+        clients=100,
+        idle=10,
+        window=64,
+        timeout=60.0,
+        stall_timeout=5.0,
+        tofu_options_dict={},
+    )
+    order = [(t.workload.name, t.transport, t.run, t.impl) for t in plan(ns)]
+    for transport in ("tcp", "uds"):
+        for run in (0, 1):
+            at = order.index(("pipeline", transport, run, "tofu"))
+            assert order[at + 1 : at + 3] == [
+                ("pipeline-client", transport, run, "tofu"),
+                ("pipeline-aclient", transport, run, "tofu"),
+            ]
+    assert len(order) == len(set(order)) == 2 * 2 * (2 + 2 + 1 + 1)
+
+
 def test_multi_process_workloads_run_tofu_over_tcp_only():
     import argparse
 

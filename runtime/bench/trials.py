@@ -18,6 +18,7 @@ from typing import Any
 
 from ._process import PREFIX, BenchError
 from .workloads import (
+    FACE_BASE,
     FACE_IMPLS,
     IMPL_SCALE,
     MULTI_PROC_IMPLS,
@@ -223,4 +224,19 @@ def plan(args: argparse.Namespace) -> list[Trial]:
                     if transport == "tls":
                         spec["tls"] = getattr(args, "tls_files", None)
                     trials.append(Trial(w, impl, transport, run_no, spec))
-    return trials
+    return _face_beside_base(trials)
+
+
+def _face_beside_base(trials: list[Trial]) -> list[Trial]:
+    """The trials with each service-layer run (Workload.face) moved right after
+    the tofu run of FACE_BASE with the same transport and run number (when that
+    one is planned)."""
+    faces = [t for t in trials if t.workload.face]
+    out: list[Trial] = []
+    for t in trials:
+        if t.workload.face:
+            continue
+        out.append(t)
+        if t.workload.name == FACE_BASE and t.impl == "tofu":
+            out += [f for f in faces if f.transport == t.transport and f.run == t.run]
+    return out + [f for f in faces if f not in out]

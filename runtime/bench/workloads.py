@@ -78,5 +78,8 @@ MULTI_PROC_IMPLS = ("tofu",)
 MULTI_PROC_TRANSPORTS = ("tcp",)
 
 # Workloads through the service layer (Workload.face) run tofu only: the same
-# echo server as `pipeline`, with a client that calls Client.request.
+# echo server as `pipeline` (FACE_BASE), with a client that calls Client.request.
+# Each of their runs comes right after the matching run of FACE_BASE, so that a
+# machine whose load drifts during the bench skews the ratio as little as it can.
 FACE_IMPLS = ("tofu",)
+FACE_BASE = "pipeline"
