@@ -50,7 +50,7 @@ def _compiled_modules() -> list[str]:
 
 COMPILED_MODULES = _compiled_modules()
 
-PACKAGES = ["tofu", "tofu.bench", "tofu.cli", "tofu.conform", "tofu.generated"]
+PACKAGES = ["tofu", "tofu.bench", "tofu.cli", "tofu.conform", "tofu.generated", "tofu.service"]
 PACKAGE_DATA = {"tofu": ["py.typed"], "tofu.generated": ["*.lua"]}
 SOURCE_DIRS = {"tofu": "runtime", "tofu.generated": "generated"}
 
