@@ -342,7 +342,7 @@ STATE_NOTIFY: Final[tuple[bool, ...]] = (
 STATE_PEER_END: Final[tuple[AmpeStatus, ...]] = (
     AmpeStatus.channel_closed,  # LISTENER_LISTENING
     AmpeStatus.channel_closed,  # LISTENER_CLOSED
-    AmpeStatus.connect_failed,  # CONNECTOR_CONNECTING
+    AmpeStatus.peer_disconnected,  # CONNECTOR_CONNECTING
     AmpeStatus.peer_disconnected,  # CONNECTOR_OPEN
     AmpeStatus.channel_closed,  # CONNECTOR_BYE_SENT
     AmpeStatus.channel_closed,  # CONNECTOR_BYE_RECEIVED

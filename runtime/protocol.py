@@ -335,14 +335,21 @@ class ChannelProtocol:
 
     # ------------------------------------------------ closing
 
-    def peer_ended(self) -> AmpeStatus:
-        """The close's status when the peer ends the stream now: the state's
-        (a normal close once either side said bye); communication_failed for
-        a peer that vanished in the middle of a frame."""
-        status = STATE_PEER_END[self.state]
-        if status is _PEER_DISCONNECTED and self.decoder.pending:
-            return _COMMUNICATION_FAILED
-        return status
+    def peer_ended(self) -> Closing:
+        """How the channel closes when the peer ends the stream now: the
+        state's status (a normal close once either side said bye;
+        peer_disconnected before, its HelloRequest unanswered while
+        connecting), communication_failed for a peer that vanished in the
+        middle of a frame; the detail says which."""
+        state = self.state
+        status = STATE_PEER_END[state]
+        if status is not _PEER_DISCONNECTED:
+            return Closing(status)
+        if self.decoder.pending:
+            return Closing(_COMMUNICATION_FAILED, "the peer closed the connection in the middle of a frame")
+        if STATE_RETURNS_HELLO[state]:
+            return Closing(status, "the peer closed the connection before answering the HelloRequest")
+        return Closing(status)
 
     def close(
         self,

@@ -159,14 +159,10 @@ class Transfer:
 
     def _peer_ended(self, conn: Connection) -> None:
         """The peer ended the stream: what that means is the state's."""
-        status = conn.protocol.peer_ended()
-        if status is AmpeStatus.communication_failed:
+        ended = conn.protocol.peer_ended()
+        if ended.status is AmpeStatus.communication_failed:
             log.warning("channel %d: peer closed in the middle of a frame", conn.number)
-            self._close(conn, status, "the peer closed the connection in the middle of a frame")
-        elif status is AmpeStatus.connect_failed:
-            self._close(conn, status, "the peer closed the connection before answering the HelloRequest")
-        else:
-            self._close(conn, status, "")  # a normal close, or peer_disconnected: the reason says it all
+        self._close(conn, ended.status, ended.detail)
 
     def _handshake_failed(self, conn: Connection, exc: HandshakeFailed) -> None:
         """A listener drops the connection (logged; its application never saw
@@ -262,8 +258,7 @@ class Transfer:
                 status = AmpeStatus.accept_failed if exc.server_side else AmpeStatus.connect_failed
                 return Closing(status, str(exc))
             except (BrokenPipeError, ConnectionResetError):
-                status = conn.protocol.peer_ended()
-                return Closing(status, "the peer reset the connection" if status is AmpeStatus.connect_failed else "")
+                return conn.protocol.peer_ended()
             except OSError as exc:
                 log.info("channel %d: send failed: %s", conn.number, exc)
                 return Closing(AmpeStatus.send_failed, str(exc))

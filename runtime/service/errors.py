@@ -112,15 +112,18 @@ def hello_failed(
 ) -> ConnectError:
     """Why a HelloRequest to `url` got no HelloResponse, its channel closed
     with `reason` (and `detail`): the engine gave it back with the status
-    `returned` (connect_failed, ...), or the server closed the connection
-    (a refused hello), or it was given up after `timed_out` seconds."""
+    `returned` (connect_failed, ...: the connection could not be made), or
+    the server closed the connection (peer_disconnected, or nothing given
+    back: a refused hello), or it was given up after `timed_out` seconds."""
     words = f": {detail}" if detail else ""
     if timed_out is not None:
         late = f"no HelloResponse within {timed_out:g} s"
         return _ConnectTimeout(f"cannot connect to {url}: {late}", AmpeStatus.connect_failed, reason, detail or late)
-    if returned is not None:
+    if returned is not None and returned is not AmpeStatus.peer_disconnected:
         status = f"{returned.name} ({returned.meaning})"
         return ConnectError(f"cannot connect to {url}: {status}{words}", returned, reason, detail)
+    # The server closed the connection before answering (the engine gives the
+    # HelloRequest back with peer_disconnected): a refused hello.
     why = f" ({reason.name})" if reason is not AmpeStatus.channel_closed else ""
     message = f"{url} closed the connection without a HelloResponse{why}{words}"
     return ConnectionRefused(message, reason=reason, detail=detail)
