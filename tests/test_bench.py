@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from tofu import bench
+from tofu.bench.metrics import TARGETS
 
 ARGS = [
     "--quick",
@@ -62,7 +63,11 @@ def test_quick_bench_reports_every_figure(tmp_path, capsys):
             assert fig["runs"][impl] and all(_positive(v) for v in fig["runs"][impl])
     fig = doc["figures"]["oneway_64_msgs/tcp"]
     assert _positive(fig["tofu/floor"])
-    assert [c["target"] for c in fig["targets"]] == ["≥0.5x pyzmq", "≥0.5x floor"]
+    assert [c["target"] for c in fig["targets"]] == [t.text for t in TARGETS if t.metric == "oneway_64_msgs"]
+    assert [(v["metric"], v["transport"]) for v in doc["verdicts"] if v["status"] != "left out"] == [
+        ("oneway_64_msgs", "tcp"),
+        ("oneway_64_msgs", "tcp"),
+    ]
 
     assert len(doc["trials"]) == len(impls)
     for t in doc["trials"]:
