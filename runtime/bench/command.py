@@ -16,10 +16,10 @@ from ._process import raise_nofile_limit
 from .child import child_main
 from .metrics import TARGETS, figures
 from .plot import PlotError, check_plot_target, write_plot
-from .report import WIDTH, _warnings, render, say
+from .report import WIDTH, render, say, trial_warnings
 from .shared_port import run_shared_trial
 from .tls_certs import make_certificates
-from .trials import _address, plan, run_trial
+from .trials import fresh_address, plan, run_trial
 from .workloads import IMPLS, MULTI_PROC_IMPLS, MULTI_PROC_TRANSPORTS, TRANSPORTS, WORKLOADS
 from .zmq_peer import have_pyzmq
 
@@ -279,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"[{i + 1}/{len(trials)}] {desc}", file=sys.stderr, flush=True)
             for attempt in range(1 + max(0, args.retries)):
                 trial.error = None
-                trial.spec["address"] = _address(trial.transport)
+                trial.spec["address"] = fresh_address(trial.transport)
                 (run_shared_trial if trial.spec["procs"] > 1 else run_trial)(trial)
                 if not trial.error:
                     break
@@ -319,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
         "failed_attempts": sum(len(t.failures) for t in trials),
         "failed_trials": sum(1 for t in trials if t.error),
     }
-    warnings = _warnings(trials)
+    warnings = trial_warnings(trials)
     meta["warnings"] = warnings
     figs = figures(trials, impls)
     verdicts = judge_timed(figs, scope, impls)

@@ -150,7 +150,7 @@ def render(
         print("error", e)
 
 
-def _warnings(trials: list[Trial]) -> list[str]:
+def trial_warnings(trials: list[Trial]) -> list[str]:
     """What went wrong without failing a trial: a Bye exchange that did not
     finish, messages a side did not expect, and how often the engine warned
     that its pool ran empty."""
