@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Final, TypeVar
 
 from .generated import (
     MAX_BODY_LEN,
@@ -113,6 +113,28 @@ _LAST: Final = MoreMessagesFlag.last
 _MORE: Final = MoreMessagesFlag.more
 _CHANNEL_CLOSED: Final = AmpeStatus.channel_closed
 
+# mypyc_attr(acyclic=True) (mypy >= 1.20): the compiled classes of a message
+# are not tracked by the cyclic garbage collector. Their attributes hold ints,
+# enum members, bytearrays and the parts below them, never anything that leads
+# back (a value outside those types breaks the declared types, and a cycle
+# through it would never be collected). Per message sent that is three tracked
+# allocations fewer (the engine's Message of post(), the BinaryHeader and
+# ProtoFields of the header copy post() returns), five per message made when
+# the pool is empty; none of them triggers a collection, and no collection
+# visits the pool's messages (up to 4096 of them, 20,000 objects, with every
+# default). One-way 22.6k -> 22.0k instructions per message compiled, round
+# trip 55.0k -> 54.6k. Pure Python has no such switch: there mypyc_attr does
+# nothing (mypy_extensions is a build and type-checking requirement, not a
+# runtime one).
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:
+    _C = TypeVar("_C")
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_C], _C]:
+        return lambda cls: cls
+
+
 # Text headers, well formed (docs/concepts.md, "Messages"): lines separated by CRLF; an
 # empty line is skipped; a last line needs no CRLF; every other line is
 # NAME ":" VALUE, NAME without ':', NAME and VALUE each not empty once the
@@ -169,6 +191,7 @@ def _line_problem(raw: bytes) -> str | None:
     return None
 
 
+@mypyc_attr(acyclic=True)
 class ProtoFields:
     """The `proto` byte: op code, origin, more flag and two internal triggers."""
 
@@ -241,6 +264,7 @@ class ProtoFields:
         return f"ProtoFields({op}, {ORIGINS[self.origin & 1].name}, {MORES[self.more & 1].name})"
 
 
+@mypyc_attr(acyclic=True)
 class BinaryHeader:
     """The fixed header: channel number, proto fields, status and message id.
 
@@ -318,6 +342,7 @@ class BinaryHeader:
         )
 
 
+@mypyc_attr(acyclic=True)
 class TextHeaders:
     """Text headers: `name:value\\r\\n` lines, kept as the bytes that go on the wire.
 
@@ -418,6 +443,7 @@ class TextHeaders:
         return f"TextHeaders({bytes(self._buf)!r})"
 
 
+@mypyc_attr(acyclic=True)
 class Body:
     """The body: opaque application bytes, at most MAX_BODY_LEN (65535) per frame."""
 
@@ -465,6 +491,7 @@ _NO_THDRS: Final = TextHeaders()
 _NO_BODY: Final = Body()
 
 
+@mypyc_attr(acyclic=True)
 class Message:
     """A tofu message: `bhdr` (BinaryHeader), `thdrs` (TextHeaders), `body` (Body)."""
 
