@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
-from typing import Final, TypeVar
+from collections.abc import Iterator
+from typing import Final
 
+from ._mypyc import mypyc_attr
 from .generated import (
     MAX_BODY_LEN,
     MAX_HEADERS_LEN,
@@ -129,15 +130,7 @@ _CHANNEL_CLOSED: Final = AmpeStatus.channel_closed
 # the application drops the message it posted (emptied) and the copy of the
 # post before: the next post takes those back instead of allocating. One-way
 # 22.0k -> 21.3k, round trip 54.6k -> 53.7k. Pure Python has no such
-# switches: there mypyc_attr does nothing (mypy_extensions is a build and
-# type-checking requirement, not a runtime one).
-try:
-    from mypy_extensions import mypyc_attr
-except ImportError:
-    _C = TypeVar("_C")
-
-    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_C], _C]:
-        return lambda cls: cls
+# switches: there mypyc_attr does nothing (runtime/_mypyc.py).
 
 
 # Text headers, well formed (docs/concepts.md, "Messages"): lines separated by CRLF; an
