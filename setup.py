@@ -8,7 +8,7 @@ wheel is pure Python. It is all or nothing: never some modules compiled and
 others not. Either way the build prints one line saying which it made
 (`pip install -v .` shows it):
 
-    tofu build: compiled with mypyc (12 modules)
+    tofu build: compiled with mypyc (19 modules)
     tofu build: pure Python (<why>)
 
 Pure Python always:
