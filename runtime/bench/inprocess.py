@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     import tofu
@@ -82,7 +82,8 @@ def tofu_oneway(n: int, connections: int) -> None:
         # Enum members in locals, as a careful loop has them: on CPython 3.11
         # each `OpCode.Signal` in a loop goes through EnumType.__getattr__
         # (about 880 instructions), more than some of the engine's steps.
-        signal, always = OpCode.Signal, tofu.AllocationStrategy.always
+        signal = OpCode.Signal
+        always: Final = tofu.AllocationStrategy.always
 
         def send() -> None:
             nch = len(channels)
@@ -116,7 +117,8 @@ def tofu_rtt(n: int, connections: int) -> None:
         server, client = sampe.create(), campe.create()
         (channel,) = _connect(client, server, sampe, campe, _listen(server, sampe), 1)
         # Enum members in locals (see tofu_oneway).
-        request, response, always = OpCode.Request, OpCode.Response, tofu.AllocationStrategy.always
+        request, response = OpCode.Request, OpCode.Response
+        always: Final = tofu.AllocationStrategy.always
 
         def echo() -> None:
             for _ in range(n):  # (checked inline: a call per message would be counted too)
