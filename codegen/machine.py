@@ -213,8 +213,8 @@ def build_machine(spec: dict[str, Any], op_names: list[str], status_names: list[
             else:
                 gaps.append(f"{s.key} send {op}")
         machine.send.append(row)
-        if s.role == "listener":
-            machine.receive.append([Cell(s.id, None, -1)] * len(receive_columns))
+        if s.role == "listener":  # a listener receives no frames: refused, by no move of the spec
+            machine.receive.append([Cell(None, "not_allowed", -1)] * len(receive_columns))
             continue
         cells = []
         for col, op in enumerate(receive_columns):

@@ -199,6 +199,11 @@ class ChannelTable:
         """The channel with this number, or None."""
         return self._channels.get(number)
 
+    @property
+    def windowed(self) -> bool:
+        """Connections have send windows (Options.max_unsent_msgs)."""
+        return self._window_size > 0
+
     def window(self, number: int) -> SendWindow | None:
         """The send window of this connection (None without Options.max_unsent_msgs)."""
         return self._windows.get(number)

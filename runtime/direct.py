@@ -61,6 +61,7 @@ class DirectWriter:
         self._inbox = inbox
         self._transfer = transfer
         self._stamp = stamp
+        self._windowed = table.windowed
 
     def write(self, conn: Connection, msg: Message) -> bool:
         """Write `msg` now if `conn` is idle; False (nothing done) when it
@@ -89,9 +90,10 @@ class DirectWriter:
                 conn.last_active = time.monotonic()
             if n == len(out):
                 conn.outbuf = bytearray()  # a fresh buffer: cheaper than clear() (a method call and a shrinking realloc)
-                window = self._table.window(conn.number)
-                if window is not None:
-                    window.release(1)
+                if self._windowed:
+                    window = self._table.window(conn.number)
+                    if window is not None:
+                        window.release(1)
                 self._pool.put(msg)
                 return True
             # The kernel's buffer is full: the I/O thread writes the rest.

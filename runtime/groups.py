@@ -123,6 +123,7 @@ class ChannelGroup:
         self._writer = writer
         self._resume = resume
         self._retire = retire
+        self._windowed = table.windowed  # Options.max_unsent_msgs: channels have send windows
         self._stopped = False  # wait_receive() met the engine's stop: it raises from now on
 
     def __enter__(self) -> Self:
@@ -194,7 +195,7 @@ class ChannelGroup:
             if found.mailbox is not mailbox:
                 raise InvalidMessageChannelGroup(f"channel {number} belongs to another channel group")
             ch = found
-            window = self._table.window(number) if op is not _BYE_SIGNAL else None
+            window = self._table.window(number) if self._windowed and op is not _BYE_SIGNAL else None
             if window is not None:
                 # Options.max_unsent_msgs: wait until the channel has room (never on the I/O thread).
                 if not window.acquire(0 if threading.current_thread() is inbox.io_thread else timeout):

@@ -159,7 +159,7 @@ class ChannelProtocol:
         pool); lock: held for every move of the state (any context manager).
     """
 
-    __slots__ = ("_closed_from", "_lock", "_make", "_release", "_wrote_last", "decoder", "first_mid", "number", "state")
+    __slots__ = ("_left", "_lock", "_make", "_release", "_wrote_last", "decoder", "first_mid", "number", "state")
 
     def __init__(
         self,
@@ -178,7 +178,9 @@ class ChannelProtocol:
         self._release: Callable[[Message], None] = release if release is not None else _drop
         self._lock: AbstractContextManager[object] = lock if lock is not None else nullcontext()
         self._wrote_last = False  # a ByeRequest or ByeResponse went out: nothing more does
-        self._closed_from = state  # the live state a move into the terminal one left
+        # The state the channel was in when a move ended it (a ByeSignal, the
+        # last Bye frame): what its close gives back is that state's.
+        self._left = state
 
     def __repr__(self) -> str:
         return f"ChannelProtocol(channel {self.number}, {_state_text(self.state)})"
@@ -216,9 +218,9 @@ class ChannelProtocol:
             nxt = SEND[state][op]
             if nxt < 0:
                 raise self._refused(nxt, state, op)
+            if not STATE_TERMINAL[state]:
+                self._left = state
             self.state = nxt
-            if STATE_TERMINAL[nxt] and nxt != state:
-                self._closed_from = state
         return nxt != state
 
     def _refused(self, cell: int, state: int, op: int) -> AmpeError:
@@ -241,35 +243,36 @@ class ChannelProtocol:
             broken = exc
         release = self._release
         closing: Closing | None = None
+        # Whether the channel is over, looked up again only when a frame moves
+        # the state (a post that ends it meanwhile, a ByeSignal, is the I/O
+        # thread's to act on next: frames read before that are delivered).
+        over = STATE_TERMINAL[self.state]
         for msg in frames:
-            if closing is not None:
-                release(msg)  # nothing after a frame that closes the channel
+            if closing is not None or over:
+                release(msg)  # nothing after a frame that closes the channel, nor once it is over
                 continue
             bh = header_of(msg)
             p = bh.proto
             op = p.op_code
             state = self.state
             nxt = RECEIVE[state][op]
-            if nxt == state:
-                if STATE_TERMINAL[state]:  # the channel is over: dropped
-                    release(msg)
-                    continue
-            elif nxt < 0:
+            if nxt < 0:
                 closing = Closing(AmpeStatus(-nxt), f"the peer sent {op.name}: {why(False, state, op)}")
                 release(msg)
                 continue
-            problem = self._frame_problem(msg, op)
-            if problem is not None:
-                closing = problem
-                release(msg)
-                continue
+            buf = headers_buffer(msg)
+            if p.more or not bh.message_id or buf:  # the frame checks have work to do
+                closing = self._frame_problem(msg, op)
+                if closing is not None:
+                    release(msg)
+                    continue
             p.origin = _APPLICATION
             p.internal_a = p.internal_b = 0
             bh.status = 0
             bh.channel_number = self.number
             if op is _HELLO_REQUEST or op is _HELLO_RESPONSE:
                 stamp_identity(msg, identity)
-            elif _PEER_MARK in headers_buffer(msg):  # only the engine names the peer
+            elif buf and _PEER_MARK in buf:  # only the engine names the peer
                 stamp_identity(msg)
             if not self.first_mid:
                 self.first_mid = bh.message_id
@@ -278,20 +281,21 @@ class ChannelProtocol:
                     state = self.state
                     nxt = RECEIVE[state][op]
                     if nxt >= 0:
+                        if not STATE_TERMINAL[state]:
+                            self._left = state
                         self.state = nxt
-                        if STATE_TERMINAL[nxt] and nxt != state:
-                            self._closed_from = state
                 if nxt < 0:
                     closing = Closing(AmpeStatus(-nxt), f"the peer sent {op.name}: {why(False, state, op)}")
                     release(msg)
                     continue
+                over = STATE_TERMINAL[nxt]
                 if nxt != state:
                     events.append(Moved(nxt))
-                elif STATE_TERMINAL[state]:
+                elif over:  # a post ended the channel meanwhile
                     release(msg)
                     continue
                 events.append(msg)
-                if STATE_TERMINAL[nxt]:  # a Bye exchange completed
+                if over:  # a Bye exchange completed
                     closing = Closing(_CHANNEL_CLOSED)
                 continue
             events.append(msg)
@@ -331,14 +335,21 @@ class ChannelProtocol:
 
     # ------------------------------------------------ closing
 
-    def peer_ended(self) -> AmpeStatus:
-        """The close's status when the peer ends the stream now: the state's
-        (a normal close once either side said bye); communication_failed for
-        a peer that vanished in the middle of a frame."""
-        status = STATE_PEER_END[self.state]
-        if status is _PEER_DISCONNECTED and self.decoder.pending:
-            return _COMMUNICATION_FAILED
-        return status
+    def peer_ended(self) -> Closing:
+        """How the channel closes when the peer ends the stream now: the
+        state's status (a normal close once either side said bye;
+        peer_disconnected before, its HelloRequest unanswered while
+        connecting), communication_failed for a peer that vanished in the
+        middle of a frame; the detail says which."""
+        state = self.state
+        status = STATE_PEER_END[state]
+        if status is not _PEER_DISCONNECTED:
+            return Closing(status)
+        if self.decoder.pending:
+            return Closing(_COMMUNICATION_FAILED, "the peer closed the connection in the middle of a frame")
+        if STATE_RETURNS_HELLO[state]:
+            return Closing(status, "the peer closed the connection before answering the HelloRequest")
+        return Closing(status)
 
     def close(
         self,
@@ -356,16 +367,14 @@ class ChannelProtocol:
         notice. Nothing at all when the state does not notify (the
         application never saw the channel) or `silent` (its group is gone):
         the messages go back to the pool. The state becomes the role's
-        terminal one.
-
-        A channel that a move has already made terminal (a posted ByeSignal,
-        a completed Bye exchange) closes as the state that move left: a
-        ByeSignal posted while connecting gives the HelloRequest back."""
+        terminal one. (A channel a move has ended already, a ByeSignal or
+        its last Bye frame, closes as the state it left: a connect
+        abandoned with a ByeSignal gives its HelloRequest back.)"""
         with self._lock:
             state = self.state
+            if STATE_TERMINAL[state]:  # a move ended it: the close is the state's it left
+                state = self._left
             self.state = TERMINAL_OF[state]
-        if STATE_TERMINAL[state]:
-            state = self._closed_from
         if silent or not STATE_NOTIFY[state]:
             for msg in unsent:
                 self._release(msg)

@@ -34,7 +34,7 @@ from .generated.machine import STATE_RETURNS_HELLO
 from .groups import ChannelGroup, mailbox_of
 from .inbox import Inbox
 from .listening import Listeners
-from .mailbox import SHUTDOWN, Mailbox
+from .mailbox import SHUTDOWN, Mailbox, Shutdown
 from .message import Message, body_buffer, header_of, headers_buffer
 from .options import Options
 from .poller import READ, make_poller
@@ -88,9 +88,9 @@ class Reactor:
         self._stopped = threading.Event()  # the I/O thread has shut everything down
         self._ampe = Ampe(pool, inbox, self._new_group, lambda group: self._retire(mailbox_of(group)))
         self._poller.register(inbox.reader, READ, inbox)
-        self._thread = threading.Thread(target=self._run, name="tofu-reactor", daemon=True)
-        inbox.io_thread = self._thread
-        self._thread.start()
+        self._io_thread = threading.Thread(target=self._run, name="tofu-reactor", daemon=True)
+        inbox.io_thread = self._io_thread
+        self._io_thread.start()
 
     # ------------------------------------------------------------------ public
 
@@ -107,12 +107,12 @@ class Reactor:
                 return
             self._destroyed = True
         self._inbox.closing = True
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._io_thread:
             self._running = False
             return
         self._inbox.call_soon(self._stop)
-        self._thread.join(JOIN_TIMEOUT)
-        if self._thread.is_alive():
+        self._io_thread.join(JOIN_TIMEOUT)
+        if self._io_thread.is_alive():
             log.error("the tofu I/O thread did not stop within %.0f s", JOIN_TIMEOUT)
         self._resolver.shutdown()
 
@@ -146,7 +146,7 @@ class Reactor:
             return
         done = threading.Event()
         self._inbox.call_soon(lambda: self._destroy_group(mailbox, done))
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._io_thread:
             return
         # Until the I/O thread has done it, or has stopped (then it woke the receiver itself).
         while not done.wait(0.05) and not self._stopped.is_set():
@@ -310,12 +310,14 @@ class Reactor:
         the state machine says a close in the channel's state gives back (its
         unsent messages with `reason`, then the channel_closed notice naming
         an abnormal `reason`, and `detail` in words) unless `silent` or the
-        group is gone. Never raises: a failure here still closes the channel."""
+        group is gone. Never raises: a failure while closing still closes the
+        channel, with processing_failed (see _close_now), and a delivery hook
+        that raises loses nothing (the message is queued before it runs)."""
         if ch.closed:
             return
         try:
             given = self._close_now(ch, reason, detail, silent)
-        except Exception:
+        except Exception:  # the state machine's own close failed: nothing to give back
             log.exception("tofu: internal error closing channel %d", ch.number)
             ch.closed = True
             self._table.remove(ch)
@@ -324,30 +326,45 @@ class Reactor:
             return
         mailbox = ch.mailbox
         for msg in given:
-            mailbox.deliver(msg)
+            self._deliver(mailbox, msg)
         log.debug("channel %d closed: %s", ch.number, reason.name)
 
     def _close_now(self, ch: Channel, reason: AmpeStatus, detail: str, silent: bool) -> list[Message]:
+        """The close itself: the channel leaves the table and the posters,
+        its resources go, what it held to send is taken; the protocol says
+        what the application gets. A failure while letting the resources go
+        (a TLS session that raises on close_notify...) closes the socket all
+        the same and turns the close into processing_failed, saying why."""
         if type(ch) is Connection:
             with ch.send_lock:  # waits for a direct write in progress (runtime/direct.py)
                 ch.direct_ok = False
         ch.closed = True
         self._table.remove(ch)
-        mailbox = ch.mailbox
-        self._transfer.unregister(ch)
+        try:
+            self._release(ch)
+        except Exception as exc:
+            log.exception("tofu: internal error closing channel %d", ch.number)
+            if ch.sock is not None:
+                ch.sock.close()
+            reason = _PROCESSING_FAILED
+            detail = f"internal error while closing: {type(exc).__name__}: {exc}"
         unsent: list[Message] = []
         hello: Message | None = None
+        if type(ch) is Connection:
+            unsent = self._transfer.take_unsent(ch)  # after the TLS stream's last records went (or not)
+            hello, ch.hello = ch.hello, None
+        normal = reason is _CHANNEL_CLOSED
+        return ch.protocol.close(reason, unsent, hello, "" if normal else detail, silent or ch.mailbox.destroyed)
+
+    def _release(self, ch: Channel) -> None:
+        """What a closing channel holds of the engine goes: its registration,
+        its timers and counts, its TLS stream (ended with close_notify), its socket."""
+        self._transfer.unregister(ch)
         if type(ch) is Connection:
             self._transfer.forget(ch)
             self._deadlines.stop(ch)
             if ch.listener is not None:
                 self._listeners.connection_closed(ch.listener)
-            unsent = ch.inflight + list(ch.sendq)
-            ch.inflight.clear()
-            ch.sendq.clear()
-            ch.outbuf = bytearray()
-            ch.queued = 0
-            hello, ch.hello = ch.hello, None
             if type(ch.transport) is TLSTransport:
                 ch.transport.close_notify()  # a TLS stream ends with its alert, not a bare FIN
         elif type(ch) is Listener:
@@ -355,8 +372,14 @@ class Reactor:
         if ch.sock is not None:
             ch.sock.close()
             self._listeners.descriptor_freed()
-        normal = reason is _CHANNEL_CLOSED
-        return ch.protocol.close(reason, unsent, hello, "" if normal else detail, silent or mailbox.destroyed)
+
+    def _deliver(self, mailbox: Mailbox, msg: Message | Shutdown) -> None:
+        """Deliver where nothing may stop the engine (a close, the stop): a
+        delivery hook that raises is logged (the message is queued already)."""
+        try:
+            mailbox.deliver(msg)
+        except Exception:
+            log.exception("tofu: a channel group's delivery hook failed")
 
     def _destroy_group(self, mailbox: Mailbox, done: threading.Event) -> None:
         """Ampe.destroy(group), on the I/O thread: close its channels, silently, and wake its receiver."""
@@ -384,13 +407,16 @@ class Reactor:
                 elif ch.mailbox.destroyed:
                     self._pool.put(msg)
                 else:
-                    ch.mailbox.give_back(msg, AmpeStatus.shutdown_started)
+                    try:
+                        ch.mailbox.give_back(msg, AmpeStatus.shutdown_started)
+                    except Exception:  # (queued before the hook ran: nothing lost)
+                        log.exception("tofu: a channel group's delivery hook failed")
             for ch in self._table.snapshot():
                 self._close(ch, AmpeStatus.shutdown_started)
             with self._lock:
                 mailboxes = list(self._mailboxes)
             for mailbox in mailboxes:
-                mailbox.deliver(SHUTDOWN)
+                self._deliver(mailbox, SHUTDOWN)
         finally:
             self._timers.clear()
             self._poller.close()
@@ -409,7 +435,7 @@ def describe(rtr: Reactor, group: ChannelGroup | None = None) -> str:
         f"engine: woken={rtr._inbox.woken} inbox={len(rtr._inbox.items)} dirty={len(rtr._transfer.dirty)} "
         f"channels={len(rtr._table)} conns={len(conns)} sendq={sum(len(c.sendq) for c in conns)} "
         f"outbuf={sum(len(c.outbuf) for c in conns)} events={sorted({c.events for c in conns})} "
-        f"io_thread_alive={rtr._thread.is_alive()}"
+        f"io_thread_alive={rtr._io_thread.is_alive()}"
     )
     if group is not None:
         mailbox = mailbox_of(group)

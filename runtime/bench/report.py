@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .metrics import METRICS
@@ -18,6 +19,7 @@ def _ratio(v: float | None) -> str:
 
 
 WIDTH = 100  # the bench's output fits in this many columns
+TARGET_STYLES = {"ok": "green", "MISS": "red", "?": "yellow"}
 
 
 def _table_rows(figs: dict[str, dict[str, Any]], impls: list[str], peak: bool) -> list[list[str]]:
@@ -60,36 +62,23 @@ def _tls_rows(figs: dict[str, dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-def _target_lines(figs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
-    """(mark, text) of every target check: mark is ok, MISS or ? (not measured)."""
-    out = []
-    for fig in figs.values():
-        for c in fig["targets"]:
-            mark = "?" if c["ok"] is None else ("ok" if c["ok"] else "MISS")
-            against = c["target"].split()[-1]
-            got = fig.get(f"tofu/{against}") if against in ("pyzmq", "floor") else fig.get("tofu")
-            got_text = (
-                "not measured"
-                if got is None
-                else (f"{got:.2f}x" if against in ("pyzmq", "floor") else f"{got:,.0f} {fig['unit']}")
-            )
-            out.append((mark, f"{fig['title']}, {fig['transport']}: tofu {c['target']} (measured {got_text})"))
-    return out
-
-
 def _scaling_lines(figs: dict[str, dict[str, Any]]) -> list[str]:
-    """tofu with N server processes against 1, for every figure that has a base."""
+    """For every figure that has a base: tofu with N server processes against
+    1 ("scaling ..."), through the service layer against the engine alone
+    ("layer ...")."""
     out = []
     for fig in figs.values():
-        if "tofu/1 process" not in fig:
+        if "base" not in fig:
             continue
         base = figs.get(f"{fig['base']}/{fig['transport']}", {}).get("tofu")
-        ratio = fig["tofu/1 process"]
+        ratio = fig[fig["base_key"]]
         fmt = {"µs": "{:,.1f}", "cores": "{:,.2f}"}.get(fig["unit"], "{:,.0f}")
-        out.append(
-            f"{fig['title']}, {fig['transport']}: tofu {_fmt(fig.get('tofu'), fmt)} {fig['unit']} "
-            f"against {_fmt(base, fmt)} with 1 process: {_ratio(ratio)}"
-        )
+        value = f"{_fmt(fig.get('tofu'), fmt)} {fig['unit']}"
+        if fig["base_line"] == "scaling":
+            line = f"tofu {value} against {_fmt(base, fmt)} {fig['base_text']}"
+        else:  # the layer against the engine alone
+            line = f"{value}, {fig['base_text']} {_fmt(base, fmt)}"
+        out.append(f"{fig['base_line']} {fig['title']}, {fig['transport']}: {line}: {_ratio(ratio)}")
     return out
 
 
@@ -102,9 +91,15 @@ def say(console: Any, text: str, style: str | None = None) -> None:
 
 
 def render(
-    figs: dict[str, dict[str, Any]], impls: list[str], meta: dict[str, Any], errors: list[str], console: Any
+    figs: dict[str, dict[str, Any]],
+    impls: list[str],
+    meta: dict[str, Any],
+    errors: list[str],
+    console: Any,
+    targets: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """The figures as tables (within WIDTH columns), the targets, then the errors."""
+    """The figures as tables (within WIDTH columns), the targets' (mark, text)
+    lines (targets.report_lines), then the errors."""
     head = ["figure", "via"] + impls + ["tofu/pyzmq", "tofu/floor"]
     rows = _table_rows(figs, impls, peak=False)
     peak_rows = _table_rows(figs, impls, peak=True)
@@ -116,7 +111,6 @@ def render(
         f"load {meta['loadavg_before']:.1f}→{meta['loadavg_after']:.1f}; "
         f"{meta['python']}; {meta['pyzmq'] or 'pyzmq absent'}"
     )
-    targets = _target_lines(figs)
     if console is not None:
         from rich import box
         from rich.table import Table
@@ -133,9 +127,9 @@ def render(
                 t.add_row(*(Text(c) for c in r))
             console.print(t, width=min(WIDTH, console.width))
         for line in _scaling_lines(figs):
-            say(console, f"scaling {line}")
+            say(console, line)
         for mark, text in targets:
-            say(console, f"target {mark:<4} {text}", "red" if mark == "MISS" else "green" if mark == "ok" else None)
+            say(console, f"target {mark:<4} {text}", TARGET_STYLES.get(mark))
         for e in errors:
             say(console, f"error {e}", "red")
         return
@@ -149,14 +143,14 @@ def render(
             print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
         print()
     for line in _scaling_lines(figs):
-        print(f"scaling {line}")
+        print(line)
     for mark, text in targets:
         print(f"target {mark:<4} {text}")
     for e in errors:
         print("error", e)
 
 
-def _warnings(trials: list[Trial]) -> list[str]:
+def trial_warnings(trials: list[Trial]) -> list[str]:
     """What went wrong without failing a trial: a Bye exchange that did not
     finish, messages a side did not expect, and how often the engine warned
     that its pool ran empty."""
