@@ -298,11 +298,13 @@ def test_server_rejects_hello_with_bye_signal(groups):
     reject = make(OpCode.ByeSignal, req.bhdr.channel_number)
     server.post(reject)
     assert_closed(recv(server), None, req.bhdr.channel_number)  # the server asked for it
-    # The connector, still connecting, sees its peer end the stream: the connect failed.
+    # The connector, still connecting, sees its peer end the stream before
+    # any answer: the peer refused the hello (the connection itself was made).
     back = recv(client)
     assert back.bhdr.proto.op_code == OpCode.HelloRequest and back.is_from_engine()
-    assert back.bhdr.status == AmpeStatus.connect_failed
-    assert_closed(recv(client), AmpeStatus.connect_failed, header.channel_number)
+    assert back.bhdr.status == AmpeStatus.peer_disconnected
+    closed = assert_closed(recv(client), AmpeStatus.peer_disconnected, header.channel_number)
+    assert closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER) == "the peer closed the connection before answering the HelloRequest"
 
 
 def test_channel_closed_carries_first_message_id(pair):

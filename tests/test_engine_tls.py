@@ -236,8 +236,11 @@ def test_plaintext_client_to_a_tls_listener(engine: tofu.Reactor, caplog: pytest
         _, port = tls_listen(server)
         hello = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
         closed, _ = recv_until(client, is_closed_signal)
-        # The listener drops it while it is still connecting: the peer ended the stream.
-        assert_closed(closed, AmpeStatus.connect_failed, hello.channel_number)
+        # The listener drops it while it is still connecting: the peer ended
+        # the stream before answering the hello.
+        assert_closed(closed, AmpeStatus.peer_disconnected, hello.channel_number)
+        detail = closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER)
+        assert detail == "the peer closed the connection before answering the HelloRequest"
         assert_listener_dropped_it(engine, server, port, caplog)
 
 
