@@ -387,7 +387,9 @@ class Transfer:
 
     def _update_all(self, mailbox: Mailbox) -> None:
         for ch in self._table.of_group(mailbox):
-            if type(ch) is Connection and not ch.connecting:
+            # A connect posted but not begun yet has no socket to register:
+            # its channel is in the table from post() on.
+            if type(ch) is Connection and not ch.connecting and ch.sock is not None:
                 self.update_events(ch)
 
 

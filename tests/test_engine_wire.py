@@ -803,3 +803,42 @@ def test_a_listener_out_of_descriptors_waits_instead_of_spinning(caplog):
             release.set()
             for sock in socks:
                 sock.close()
+
+
+def test_a_pause_or_resume_passes_over_a_channel_whose_connect_has_not_begun(caplog):
+    """post() puts a HelloRequest's channel in the table at once; the I/O
+    thread makes its socket later. A resume (or pause) of its group in between
+    passes over it: it used to register the missing socket, and the error
+    boundary closed the group's healthy channel with processing_failed (found
+    by test_engine_stateful). Forced: the I/O thread is held while the
+    receiver asks to resume and the HelloRequest is posted, in that order."""
+    caplog.set_level(logging.ERROR, logger="tofu")
+    with tofu.Reactor(tofu.Options(max_queued_msgs=2, direct_send=False)) as rtr:
+        server, client = rtr.ampe().create(), rtr.ampe().create()
+        _, port = tcp_listen(server)
+        address = tofu.TCPClientAddress("127.0.0.1", port)
+        cch, sch = connect(client, server, address)
+        for i in range(3):
+            server.post(make(OpCode.Signal, sch, b"%d" % i))
+        wait_for(lambda: mailbox_of(client).paused, "the client's group to pause")
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            held.set()
+            release.wait(TIMEOUT)
+
+        rtr._inbox.call_soon(hold)
+        try:
+            assert held.wait(TIMEOUT)
+            got = [recv(client) for _ in range(3)]  # the last receives ask to resume
+            hello = client.post(address.format(Message()))  # its channel has no socket yet
+        finally:
+            release.set()
+        assert [bytes(m.body) for m in got] == [b"0", b"1", b"2"]
+        req = recv(server)
+        assert req.bhdr.proto.op_code == OpCode.HelloRequest and req.bhdr.channel_number != sch
+        server.post(make(OpCode.Signal, sch, b"after"))  # the first channel is still open
+        after = recv(client)
+        assert (after.bhdr.channel_number, bytes(after.body)) == (cch, b"after")
+        assert hello.channel_number != cch
+        assert [r.getMessage() for r in caplog.records] == []
