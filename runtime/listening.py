@@ -120,7 +120,10 @@ class Listeners:
     # ------------------------------------------------ accepting
 
     def on_event(self, lst: Listener) -> None:
-        """The listening socket is readable: accept what is waiting."""
+        """The listening socket is readable: accept what is waiting (unless
+        the listener closed earlier in the same round: a stale event)."""
+        if lst.closed:
+            return
         for _ in range(ACCEPTS_PER_EVENT):
             try:
                 sock, _ = lst.sock.accept()  # type: ignore[union-attr]

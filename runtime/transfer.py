@@ -90,7 +90,11 @@ class Transfer:
     # ------------------------------------------------ events
 
     def on_event(self, conn: Connection, mask: int) -> None:
-        """The poller says `conn`'s socket is ready for `mask`."""
+        """The poller says `conn`'s socket is ready for `mask`. An event of a
+        channel that closed earlier in the same round (its socket is gone) is
+        stale: ignored."""
+        if conn.closed:
+            return
         if conn.connecting:
             try:
                 finish_connect(conn.sock)  # type: ignore[arg-type]
@@ -383,7 +387,9 @@ class Transfer:
 
     def _update_all(self, mailbox: Mailbox) -> None:
         for ch in self._table.of_group(mailbox):
-            if type(ch) is Connection and not ch.connecting:
+            # A connect posted but not begun yet has no socket to register:
+            # its channel is in the table from post() on.
+            if type(ch) is Connection and not ch.connecting and ch.sock is not None:
                 self.update_events(ch)
 
 

@@ -46,17 +46,18 @@ def is_closed_signal(msg: Message) -> bool:
 
 
 def assert_closed(
-    msg: Message, reason: AmpeStatus | None | frozenset[AmpeStatus], channel: int | None = None
+    msg: Message, reason: AmpeStatus | None | frozenset[AmpeStatus | None], channel: int | None = None
 ) -> Message:
     """`msg` is the engine's channel_closed notice of a close for `reason`:
     None for a normal close (a Bye exchange, a ByeSignal), which names no
     reason; otherwise the status its ~close_reason must name (one of a set,
-    where the test cannot tell which of two failures the engine meets first).
-    Returns `msg`."""
+    where the test cannot tell which of two closes the engine meets first;
+    None in the set: or a normal close). Returns `msg`."""
     assert msg.is_close_notice(), f"not a channel_closed notice: {msg!r} {list(msg.thdrs)}"
     named = msg.thdrs.get(tofu.CLOSE_REASON_HEADER)
     if isinstance(reason, frozenset):
-        assert named in {r.name for r in reason}, f"channel {msg.bhdr.channel_number} closed for {named}"
+        names = {None if r is None else r.name for r in reason}
+        assert named in names, f"channel {msg.bhdr.channel_number} closed for {named}, expected one of {names}"
     else:
         expected = None if reason is None else reason.name
         assert named == expected, f"channel {msg.bhdr.channel_number} closed for {named}, expected {expected}"

@@ -9,7 +9,7 @@ import time
 import pytest
 import tofu
 from tofu.groups import mailbox_of
-from engine_support import make, recv, wait_for
+from engine_support import assert_closed, make, recv, wait_for
 from tofu import AllocationStrategy, AmpeStatus, Message, OpCode, Options
 from tofu.channels import ChannelTable, Connection, Listener
 from tofu.generated.machine import ACCEPTED_STATE, INITIAL_STATE, ChannelState
@@ -308,7 +308,7 @@ def test_headers_length_checked_before_address_and_body(rtr):
     hello = make(OpCode.HelloRequest)
     hello.thdrs._buf += b"x" * 70000  # past append's own checks
     hello.body._buf += b"y" * 70000
-    with pytest.raises(tofu.InvalidHeadersLen):
+    with pytest.raises(tofu.InvalidHeadersLen, match="^text headers are 70000 bytes, at most 65535 fit$"):
         group.post(hello)
     hello.thdrs.clear()
     with pytest.raises(tofu.WrongAddress, match="^a HelloRequest needs an address header$"):
@@ -316,6 +316,33 @@ def test_headers_length_checked_before_address_and_body(rtr):
     hello.thdrs.append("~connect_to", "tcp|127.0.0.1|1")
     with pytest.raises(tofu.InvalidBodyLen, match="^body is 70000 bytes, at most 65535 fit$"):
         group.post(hello)
+
+
+def test_a_post_the_engine_stops_taking_stays_with_the_caller(monkeypatch):
+    """destroy() may begin between post()'s check and its hand-over to the
+    I/O thread: the inbox gives the message back, post() raises
+    ShutdownStarted and the caller has its message whole again (direct
+    writes off: every post goes through the inbox)."""
+    from engine_support import connect, tcp_listen
+    from tofu.inbox import Inbox
+
+    with tofu.Reactor(Options(direct_send=False)) as rtr:
+        server, client = rtr.ampe().create(), rtr.ampe().create()
+        _, port = tcp_listen(server)
+        cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
+        submit = Inbox.submit
+
+        def destroy_begins(inbox: Inbox, channel: object, msg: Message) -> bool:
+            inbox.closing = True  # what destroy() does first, now of all times
+            return submit(inbox, channel, msg)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Inbox, "submit", destroy_begins)
+        msg = make(OpCode.Request, cch, b"body", [("h", "v")], mid=77)
+        with pytest.raises(tofu.ShutdownStarted, match="^the engine is shutting down$"):
+            client.post(msg)
+        assert not msg.is_posted
+        assert (msg.bhdr.proto.op_code, msg.bhdr.channel_number, msg.bhdr.message_id) == (OpCode.Request, cch, 77)
+        assert list(msg.thdrs) == [("h", "v")] and bytes(msg.body) == b"body"
 
 
 def test_parts_of_exactly_65535_bytes_are_posted(rtr):
@@ -434,9 +461,8 @@ def test_a_group_as_a_context_manager_is_destroyed_on_leaving(rtr):
         _, port = tcp_listen(server)
         cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
     assert mailbox_of(server).destroyed
-    closed = recv(client)  # the server's channels were closed with it
-    assert closed.is_from_engine() and closed.bhdr.status == AmpeStatus.channel_closed
-    assert closed.bhdr.channel_number == cch
+    # The server's channels were closed with it: the client's peer vanished.
+    assert_closed(recv(client), AmpeStatus.peer_disconnected, cch)
     with pytest.raises(tofu.NotAllowed):
         server.post(make(OpCode.Signal, cch))
     ampe.destroy(server)  # destroying it again is a no-op
@@ -492,7 +518,9 @@ def test_channel_numbers_round_robin_delays_reuse():
     mailbox = Mailbox(8)
     first = table.open(mailbox, OpCode.HelloRequest, 1)
     table.remove(first)
-    assert table.open(mailbox, OpCode.HelloRequest, 2).number != first.number  # the freshly closed number comes back last
+    assert (
+        table.open(mailbox, OpCode.HelloRequest, 2).number != first.number
+    )  # the freshly closed number comes back last
 
 
 def test_a_channel_opened_by_a_post_starts_in_its_initial_state():

@@ -15,6 +15,7 @@ import pytest
 import tofu
 from engine_support import (
     TIMEOUT,
+    assert_closed,
     connect,
     listen,
     make,
@@ -227,9 +228,7 @@ def test_a_direct_write_to_a_reset_peer_fails_as_the_io_thread_would() -> None:
             back = recv(client)
             assert back.bhdr.proto.op_code == OpCode.Request and bytes(back.body) == b"lost"
             assert back.is_from_engine() and back.bhdr.status == AmpeStatus.peer_disconnected
-            closed = recv(client)
-            assert closed.bhdr.status == AmpeStatus.channel_closed
-            assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == "peer_disconnected"
+            assert_closed(recv(client), AmpeStatus.peer_disconnected, channel)
 
 
 @pytest.mark.parametrize("direct_send", [True, False])

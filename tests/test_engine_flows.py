@@ -67,8 +67,7 @@ def test_uds_listener_and_its_file(groups, rtr):
     channel, value = listen(server, tofu.UDSServerAddress(path))
     assert value == f"uds|{path}" and os.path.exists(path)
     server.post(make(OpCode.ByeSignal, channel))
-    closed = recv(server)
-    assert is_closed_signal(closed) and closed.bhdr.channel_number == channel
+    assert_closed(recv(server), None, channel)  # asked for: a normal close
     assert not os.path.exists(path)  # the listener removes its socket file
 
 
@@ -91,7 +90,8 @@ def test_a_live_uds_path_is_not_taken_over(groups):
     resp = recv(server)
     assert resp.bhdr.proto.op_code == OpCode.WelcomeResponse
     assert resp.bhdr.status == AmpeStatus.listen_failed and resp.is_from_engine()
-    assert is_closed_signal(recv(server))
+    closed = assert_closed(recv(server), AmpeStatus.listen_failed, resp.bhdr.channel_number)
+    assert closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER) == f"{path}: another listener is accepting on it"
 
 
 def test_two_listeners_on_one_tcp_port(groups):
@@ -138,8 +138,7 @@ def _expect_hello_back(client, header, status):
     assert back.is_from_engine()
     assert back.bhdr.status == status, tofu.raw_to_status(back.bhdr.status)
     assert back.bhdr.channel_number == header.channel_number
-    closed = recv(client)
-    assert is_closed_signal(closed) and closed.bhdr.channel_number == header.channel_number
+    closed = assert_closed(recv(client), status, header.channel_number)  # the notice names why
     assert closed.bhdr.message_id == header.message_id  # the id of the channel's first message
 
 
@@ -172,7 +171,7 @@ def test_a_failed_hello_can_be_posted_again(groups):
     port = tofu.find_free_tcp_port()
     client.post(_tcp(port).format(Message()))
     back, _ = recv_until(client, lambda m: m.bhdr.proto.op_code == OpCode.HelloRequest)
-    recv_until(client, is_closed_signal)
+    assert_closed(recv(client), AmpeStatus.connect_failed, back.bhdr.channel_number)
     listen(server, tofu.TCPServerAddress("127.0.0.1", port))
     header = client.post(back)  # the returned request, as it is
     assert recv(server).bhdr.proto.op_code == OpCode.HelloRequest
@@ -235,12 +234,10 @@ def test_graceful_close(pair):
     assert got.bhdr.proto.op_code == OpCode.ByeRequest and got.bhdr.message_id == bye.message_id
     got.bhdr.proto.op_code = OpCode.ByeResponse
     server.post(got)
-    closed = recv(server)
-    assert is_closed_signal(closed) and closed.bhdr.channel_number == sch
+    assert_closed(recv(server), None, sch)  # the Bye exchange: a normal close on both sides
     resp = recv(client)
     assert resp.bhdr.proto.op_code == OpCode.ByeResponse and resp.bhdr.message_id == bye.message_id
-    closed = recv(client)
-    assert is_closed_signal(closed) and closed.bhdr.channel_number == cch
+    assert_closed(recv(client), None, cch)
     with pytest.raises(tofu.InvalidChannelNumber):
         client.post(make(OpCode.Signal, cch))
 
@@ -265,6 +262,34 @@ def test_bye_signal_with_frames_pending(groups):
         peer.close()
 
 
+@pytest.mark.parametrize("written", [False, True], ids=["unsent", "written"])
+def test_a_bye_signal_while_connecting_gives_the_hello_request_back(groups, written):
+    """The connector's `connecting` state gives the HelloRequest back on a
+    close (STATE_RETURNS_HELLO), and a ByeSignal is such a close ("abandons
+    the connect: the HelloRequest comes back"): whether the HelloRequest is
+    still queued or already went out, it comes back once, with the close's
+    status, before the notice of a normal close."""
+    _server, client = groups
+    with plain_listener() as (lsock, port):
+        hello = make(OpCode.HelloRequest, headers=[(tofu.CONNECT_TO_HEADER, f"tcp|127.0.0.1|{port}"), ("n", "1")])
+        header = client.post(hello)
+        peer = None
+        if written:  # the peer reads the HelloRequest and does not answer
+            peer, _ = lsock.accept()
+            assert read_frame(peer).bhdr.message_id == header.message_id
+        client.post(make(OpCode.ByeSignal, header.channel_number))
+        closed, returned = recv_until(client, is_closed_signal)
+        assert_closed(closed, None, header.channel_number)
+        assert [(m.bhdr.proto.op_code, m.bhdr.message_id, m.thdrs.get("n")) for m in returned] == [
+            (OpCode.HelloRequest, header.message_id, "1")
+        ]
+        assert returned[0].is_from_engine() and returned[0].bhdr.status == AmpeStatus.channel_closed
+        assert client.wait_receive(0) is None
+        if peer is not None:
+            assert wait_for_eof(peer) == b""
+            peer.close()
+
+
 def test_server_rejects_hello_with_bye_signal(groups):
     server, client = groups
     _, port = tcp_listen(server)
@@ -272,16 +297,21 @@ def test_server_rejects_hello_with_bye_signal(groups):
     req = recv(server)
     reject = make(OpCode.ByeSignal, req.bhdr.channel_number)
     server.post(reject)
-    assert is_closed_signal(recv(server))
-    closed, _ = recv_until(client, is_closed_signal)
-    assert closed.bhdr.channel_number == header.channel_number
+    assert_closed(recv(server), None, req.bhdr.channel_number)  # the server asked for it
+    # The connector, still connecting, sees its peer end the stream before
+    # any answer: the peer refused the hello (the connection itself was made).
+    back = recv(client)
+    assert back.bhdr.proto.op_code == OpCode.HelloRequest and back.is_from_engine()
+    assert back.bhdr.status == AmpeStatus.peer_disconnected
+    closed = assert_closed(recv(client), AmpeStatus.peer_disconnected, header.channel_number)
+    assert closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER) == "the peer closed the connection before answering the HelloRequest"
 
 
 def test_channel_closed_carries_first_message_id(pair):
-    server, client, sch, _cch = pair
+    server, client, sch, cch = pair
     server.post(make(OpCode.ByeSignal, sch))
-    srv_closed = recv(server)
-    cli_closed, _ = recv_until(client, is_closed_signal)
+    srv_closed = assert_closed(recv(server), None, sch)
+    cli_closed = assert_closed(recv(client), AmpeStatus.peer_disconnected, cch)  # the peer aborted an open channel
     assert srv_closed.bhdr.message_id == cli_closed.bhdr.message_id != 0
 
 
@@ -300,10 +330,9 @@ def test_peer_disconnect_returns_queued_messages(groups):
         closed, returned = recv_until(client, is_closed_signal)
         assert returned
         assert all(m.is_from_engine() for m in returned)
-        failures = frozenset((AmpeStatus.peer_disconnected, AmpeStatus.send_failed))
-        assert {m.bhdr.status for m in returned} <= failures
-        assert_closed(closed, failures, header.channel_number)
-        assert closed.bhdr.status == AmpeStatus.channel_closed
+        # A reset while writing is the peer ending the stream of an open channel.
+        assert {m.bhdr.status for m in returned} == {AmpeStatus.peer_disconnected}
+        assert_closed(closed, AmpeStatus.peer_disconnected, header.channel_number)
 
 
 # ---------------------------------------------------------------- groups
@@ -324,8 +353,7 @@ def test_destroying_a_group_closes_its_channels(rtr):
     _, port = tcp_listen(server)
     cch, _ = connect(client, server, _tcp(port))
     ampe.destroy(server)
-    closed, _before = recv_until(client, is_closed_signal)
-    assert closed.bhdr.channel_number == cch
+    assert_closed(recv(client), AmpeStatus.peer_disconnected, cch)  # nothing else was on the channel
     with pytest.raises(tofu.ShutdownStarted):
         server.wait_receive(0)
     with socket.socket() as s:

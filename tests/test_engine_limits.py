@@ -55,10 +55,6 @@ def _io_thread_caught_up(rtr: tofu.Reactor) -> None:
     assert done.wait(TIMEOUT)
 
 
-def _close_reason(msg: Message) -> str | None:
-    return msg.thdrs.get(tofu.CLOSE_REASON_HEADER)
-
-
 # ------------------------------------------------------------ options
 
 
@@ -140,8 +136,7 @@ def test_an_unanswered_hello_request_comes_back_as_connect_failed():
             assert back.bhdr.channel_number == header.channel_number
             assert back.bhdr.message_id == header.message_id
             assert back.thdrs.get("who") == "me"
-            closed = recv(client)
-            assert is_closed_signal(closed) and _close_reason(closed) == "connect_failed"
+            closed = assert_closed(recv(client), AmpeStatus.connect_failed, header.channel_number)
             assert "connect_timeout" in closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER, "")
             assert wait_for_eof(peer) == b""
         # The returned request can be posted again as it is.
@@ -190,8 +185,8 @@ def test_connect_timeout_covers_the_tcp_connect():
             assert back.bhdr.proto.op_code == OpCode.HelloRequest
             assert back.bhdr.status == AmpeStatus.connect_failed
             assert back.bhdr.channel_number == header.channel_number
-            closed = recv(client)
-            assert is_closed_signal(closed)
+            closed = assert_closed(recv(client), AmpeStatus.connect_failed, header.channel_number)
+            assert "connect_timeout" in closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER, "")
         finally:
             for s in fillers:
                 s.close()
@@ -220,14 +215,10 @@ def test_an_idle_connection_is_closed():
         _, port = tcp_listen(server)
         started = time.monotonic()
         cch, sch = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
-        closed = recv(server)
-        assert is_closed_signal(closed) and closed.bhdr.channel_number == sch
-        assert _close_reason(closed) == "communication_failed"
+        closed = assert_closed(recv(server), AmpeStatus.communication_failed, sch)
         assert "idle_timeout" in closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER, "")
         assert time.monotonic() - started >= idle
-        closed = recv(client)
-        assert is_closed_signal(closed) and closed.bhdr.channel_number == cch
-        assert _close_reason(closed) == "peer_disconnected"
+        assert_closed(recv(client), AmpeStatus.peer_disconnected, cch)
 
 
 def test_traffic_keeps_a_connection_open():
@@ -247,7 +238,8 @@ def test_traffic_keeps_a_connection_open():
             time.sleep(idle / 10)  # the pacing under test, not a synchronisation
         # Silence now: the connection goes.
         closed, _ = recv_until(server, is_closed_signal)
-        assert _close_reason(closed) == "communication_failed"
+        assert_closed(closed, AmpeStatus.communication_failed)
+        assert "idle_timeout" in closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER, "")
 
 
 # ------------------------------------------------------------ max_connections
@@ -270,8 +262,7 @@ def test_connections_past_the_limit_are_refused_and_logged_once_per_episode(capl
 
         # One of the two goes: there is room for one more.
         kept[0].close()
-        closed = recv(group)
-        assert is_closed_signal(closed) and closed.bhdr.channel_number == channels[0]
+        assert_closed(recv(group), AmpeStatus.peer_disconnected, channels[0])  # greeted: the peer vanished
         with _raw_connect(port) as sock:
             sock.sendall(_hello())
             assert recv(group).bhdr.proto.op_code == OpCode.HelloRequest

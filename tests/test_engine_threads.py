@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import tofu
-from engine_support import TIMEOUT, connect, is_closed_signal, listen, make, recv, tcp_listen, wait_for
+from engine_support import TIMEOUT, assert_closed, connect, is_closed_signal, listen, make, recv, tcp_listen, wait_for
 from tofu import Message, OpCode
 
 
@@ -78,7 +78,7 @@ def _client_session(rtr: tofu.Reactor, address, requests: int, errors: list) -> 
         group.post(make(OpCode.ByeRequest, channel))
         bye = recv(group)
         assert bye.bhdr.proto.op_code == OpCode.ByeResponse
-        assert is_closed_signal(recv(group))
+        assert_closed(recv(group), None, channel)  # the Bye exchange: a normal close
         rtr.ampe().destroy(group)
     except BaseException as exc:  # noqa: BLE001 - reported by the test thread
         errors.append(exc)
@@ -156,7 +156,9 @@ def test_concurrent_posts_keep_each_threads_order():
 
 
 def _server_process(conn) -> None:
-    """Runs in a child process: an echo server; tells its port, serves one client."""
+    """Runs in a child process: an echo server; tells its port, serves one
+    client, then tells how its channel closed (the ~close_reason, None for a
+    normal close)."""
     with tofu.Reactor() as rtr:
         group = rtr.ampe().create()
         _, port = tcp_listen(group)
@@ -169,7 +171,7 @@ def _server_process(conn) -> None:
             if echo is not None and msg.is_from_application():
                 msg.bhdr.proto.op_code = echo
                 group.post(msg)
-    conn.send("done")
+    conn.send(("done", msg.thdrs.get(tofu.CLOSE_REASON_HEADER)))
 
 
 def test_client_and_server_in_separate_processes():
@@ -184,7 +186,7 @@ def test_client_and_server_in_separate_processes():
             errors: list = []
             _client_session(rtr, tofu.TCPClientAddress("127.0.0.1", port), 100, errors)
             assert errors == []
-        assert parent.poll(TIMEOUT) and parent.recv() == "done"
+        assert parent.poll(TIMEOUT) and parent.recv() == ("done", None)  # the client's Bye: a normal close
         proc.join(TIMEOUT)
         assert proc.exitcode == 0
     finally:

@@ -63,9 +63,7 @@ def connect_fails(group: tofu.ChannelGroup, address: tofu.Address) -> tuple[Mess
     assert back.bhdr.proto.op_code == OpCode.HelloRequest, back
     assert back.bhdr.status == AmpeStatus.connect_failed, tofu.raw_to_status(back.bhdr.status)
     assert back.bhdr.channel_number == hello.channel_number
-    closed = recv(group)
-    assert is_closed_signal(closed), closed
-    assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == "connect_failed"
+    closed = assert_closed(recv(group), AmpeStatus.connect_failed, hello.channel_number)
     return back, closed
 
 
@@ -83,8 +81,9 @@ def assert_listener_dropped_it(
     if caplog is not None:
         dropped = [r for r in caplog.records if DROPPED in r.getMessage()]
         assert len(dropped) == 1, [r.getMessage() for r in caplog.records]
+    # The good client's engine stopped with the channel open: for the server, the peer vanished.
     closed, _ = recv_until(server, is_closed_signal)
-    assert closed.bhdr.channel_number == server_channel
+    assert_closed(closed, AmpeStatus.peer_disconnected, server_channel)
 
 
 def test_tls_channel_carries_frames_both_ways(engine: tofu.Reactor) -> None:
@@ -159,8 +158,7 @@ def test_a_tls_address_without_a_context_fails_clearly() -> None:
         resp = recv(group)
         assert resp.bhdr.proto.op_code == OpCode.WelcomeResponse
         assert resp.bhdr.status == AmpeStatus.listen_failed
-        closed = recv(group)
-        assert is_closed_signal(closed) and closed.bhdr.channel_number == header.channel_number
+        closed = assert_closed(recv(group), AmpeStatus.listen_failed, header.channel_number)
         assert "tls_server_context" in (closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER) or "")
 
         _, closed = connect_fails(group, tofu.TLSClientAddress("127.0.0.1", tofu.find_free_tcp_port()))
@@ -238,8 +236,11 @@ def test_plaintext_client_to_a_tls_listener(engine: tofu.Reactor, caplog: pytest
         _, port = tls_listen(server)
         hello = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
         closed, _ = recv_until(client, is_closed_signal)
-        assert closed.bhdr.channel_number == hello.channel_number
-        assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) not in (None, "channel_closed")
+        # The listener drops it while it is still connecting: the peer ended
+        # the stream before answering the hello.
+        assert_closed(closed, AmpeStatus.peer_disconnected, hello.channel_number)
+        detail = closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER)
+        assert detail == "the peer closed the connection before answering the HelloRequest"
         assert_listener_dropped_it(engine, server, port, caplog)
 
 
@@ -337,7 +338,7 @@ def test_everything_before_a_bye_response_reaches_a_slow_reader(pems: Pems) -> N
         assert [f.bhdr.proto.op_code for f in frames] == [OpCode.Signal] * bodies + [OpCode.ByeResponse]
         assert all(bytes(f.body) == bytes([i]) * 60000 for i, f in enumerate(frames[:-1]))
         closed, _ = recv_until(server, is_closed_signal)
-        assert closed.bhdr.channel_number == channel and closed.thdrs.get(tofu.CLOSE_REASON_HEADER) is None
+        assert_closed(closed, None, channel)  # the Bye exchange: a normal close
 
 
 def test_a_listener_that_rejects_the_hello_is_no_tls_failure(engine: tofu.Reactor) -> None:

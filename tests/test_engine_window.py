@@ -22,6 +22,7 @@ from engine_support import (
     wait_for,
 )
 from tofu import Message, OpCode
+from tofu.window import SendWindow
 
 WINDOW = 8
 
@@ -49,7 +50,10 @@ def held_client():
     """An engine with a send window, a client connected to a plain socket, and
     a way to hold the I/O thread so that nothing posted gets written (direct
     writes off: a post could write to the idle connection itself)."""
-    with tofu.Reactor(tofu.Options(max_unsent_msgs=WINDOW, direct_send=False)) as rtr, plain_listener() as (lsock, port):
+    with (
+        tofu.Reactor(tofu.Options(max_unsent_msgs=WINDOW, direct_send=False)) as rtr,
+        plain_listener() as (lsock, port),
+    ):
         client = rtr.ampe().create()
         header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
         peer = answer_hello(lsock, client, header.channel_number)  # the channel is open
@@ -117,6 +121,72 @@ def test_shutdown_wakes_a_waiting_post():
             assert not poster.is_alive()
             assert isinstance(poster.error, tofu.ShutdownStarted)
             assert str(poster.error) == "the engine is shutting down"
+
+
+@pytest.fixture
+def window_of_one():
+    """An engine whose channels take one unsent message, a client connected
+    to a plain socket (direct writes off): (engine, group, channel, peer)."""
+    with tofu.Reactor(tofu.Options(max_unsent_msgs=1, direct_send=False)) as rtr, plain_listener() as (lsock, port):
+        client = rtr.ampe().create()
+        header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
+        peer = answer_hello(lsock, client, header.channel_number)
+        with peer:
+            yield rtr, client, header.channel_number, peer
+
+
+def test_a_post_on_the_io_thread_never_waits_for_the_window(window_of_one, monkeypatch):
+    """A post made on the engine's own thread (a delivery hook) takes a
+    permit without waiting, whatever timeout it asked for: with the window
+    full it raises PostTimeout at once (only that thread could free a permit)."""
+    rtr, client, channel, peer = window_of_one
+    asked: list[float | None] = []
+    acquire = SendWindow.acquire
+
+    def recording(window: SendWindow, timeout: float | None = None) -> bool:
+        asked.append(timeout)
+        return acquire(window, timeout)
+
+    monkeypatch.setattr(SendWindow, "acquire", recording)
+    outcome: list[object] = []
+    done = threading.Event()
+
+    def on_the_io_thread() -> None:
+        try:
+            client.post(make(OpCode.Signal, channel, b"first"), timeout=TIMEOUT)  # the one permit
+            late = make(OpCode.Signal, channel, b"late")
+            try:
+                client.post(late, timeout=TIMEOUT)
+            except tofu.PostTimeout as exc:
+                outcome.append((str(exc), late.is_posted))
+        finally:
+            done.set()
+
+    rtr._inbox.call_soon(on_the_io_thread)
+    assert done.wait(TIMEOUT)
+    assert asked == [0, 0]
+    assert outcome == [(f"channel {channel}: no room in the send window within {TIMEOUT} s", False)]
+    assert bytes(read_frame(peer).body) == b"first"
+
+
+def test_a_refused_post_gives_its_window_permit_back(window_of_one):
+    """post() takes the permit before the state machine's check: a refusal
+    gives it back, exactly one."""
+    rtr, client, channel, peer = window_of_one
+    release = threading.Event()
+    rtr._inbox.call_soon(lambda: release.wait(TIMEOUT))  # nothing is written, no permit comes back
+    try:
+        for _ in range(2):
+            with pytest.raises(tofu.NotAllowed):
+                client.post(
+                    make(OpCode.HelloResponse, channel, mid=5), timeout=0
+                )  # the connector never answers a hello
+        client.post(make(OpCode.Signal, channel, b"one"), timeout=0)  # the one permit
+        with pytest.raises(tofu.PostTimeout):
+            client.post(make(OpCode.Signal, channel, b"two"), timeout=0)
+    finally:
+        release.set()
+    assert bytes(read_frame(peer).body) == b"one"
 
 
 def test_no_window_by_default():

@@ -16,6 +16,7 @@ import tofu
 from tofu.groups import mailbox_of
 from engine_support import (
     TIMEOUT,
+    answer_hello,
     assert_closed,
     connect,
     is_closed_signal,
@@ -144,6 +145,7 @@ def test_tofu_server_answers_a_zig_client_as_a_zig_server_does(server):
         sock.sendall(from_client)
         for _ in expected:
             msg = recv(group)
+            channel = msg.bhdr.channel_number
             msg.bhdr.proto.op_code = msg.bhdr.proto.op_code.echo()
             group.post(msg)
         received = b""
@@ -161,7 +163,7 @@ def test_tofu_server_answers_a_zig_client_as_a_zig_server_does(server):
         assert (ours.bhdr.status, ours.bhdr.message_id) == (zigs.bhdr.status, zigs.bhdr.message_id)
         assert bytes(ours.thdrs) == bytes(zigs.thdrs) and bytes(ours.body) == bytes(zigs.body)
         assert tofu.encode(ours)[2:] == tofu.encode(zigs)[2:]  # every byte but the channel number
-    assert is_closed_signal(recv(group))  # after the Bye exchange
+    assert_closed(recv(group), None, channel)  # after the Bye exchange: a normal close
 
 
 def test_tofu_client_speaks_like_a_zig_client(rtr):
@@ -259,11 +261,8 @@ def test_bad_input_closes_only_that_channel(rtr, server, name):
         bad.sendall(data)
         if status == AmpeStatus.communication_failed:
             bad.shutdown(socket.SHUT_WR)
-        closed = recv(group)
-        assert is_closed_signal(closed), closed
-        assert closed.bhdr.channel_number == bad_channel
+        closed = assert_closed(recv(group), status, bad_channel)
         assert closed.bhdr.message_id == 5
-        assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == status.name
         wait_for_eof(bad)  # the engine closed the socket
 
     # The other channel and the listener still work.
@@ -284,9 +283,7 @@ def test_a_good_frame_after_a_bad_one_in_the_same_read_is_not_delivered(server):
         assert recv(group).bhdr.proto.op_code == OpCode.HelloRequest
         first = recv(group)
         assert bytes(first.body) == b"first" and first.thdrs.get("n") == "1"
-        closed = recv(group)
-        assert is_closed_signal(closed), closed
-        assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == "invalid_message"
+        assert_closed(recv(group), AmpeStatus.invalid_message, first.bhdr.channel_number)
         wait_for_eof(sock)
 
 
@@ -377,8 +374,7 @@ def test_peer_that_disconnects(server):
     sock.sendall(tofu.encode(make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=8)))
     channel = recv(group).bhdr.channel_number
     sock.close()
-    closed = recv(group)
-    assert is_closed_signal(closed) and closed.bhdr.channel_number == channel
+    assert_closed(recv(group), AmpeStatus.peer_disconnected, channel)  # greeted: the peer vanished
 
 
 def test_reset_after_bye_exchange_is_a_normal_close(rtr):
@@ -401,6 +397,187 @@ def test_reset_after_bye_exchange_is_a_normal_close(rtr):
         resp = recv(client)
         assert resp.bhdr.proto.op_code == OpCode.ByeResponse
         assert_closed(recv(client), None, header.channel_number)  # normal: no ~close_reason
+
+
+def _end_stream(sock: socket.socket, how: str) -> None:
+    """End the stream as a peer may: a FIN, or a reset (SO_LINGER 0, as the reference does)."""
+    if how == "reset":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()
+
+
+@pytest.mark.parametrize("how", ["fin", "reset"])
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        ("open", AmpeStatus.peer_disconnected),  # nobody said bye: the peer vanished
+        ("bye_sent", None),  # we said bye: the peer ends the stream instead of answering
+        ("bye_received", None),  # the peer said bye, then ended the stream
+    ],
+)
+def test_a_peer_that_ends_the_stream_closes_the_connector_as_its_state_says(rtr, state, reason, how):
+    """STATE_PEER_END of the connector's states: once either side said bye,
+    the peer ending the stream (the reference resets right after a Bye) is a
+    normal close; before, the peer vanished. Nothing comes back: all went out."""
+    client = rtr.ampe().create()
+    with plain_listener() as (lsock, port):
+        header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
+        channel = header.channel_number
+        peer = answer_hello(lsock, client, channel)
+        if state == "bye_sent":
+            bye = client.post(make(OpCode.ByeRequest, channel))
+            assert read_frame(peer).bhdr.message_id == bye.message_id
+        elif state == "bye_received":
+            peer.sendall(tofu.encode(make(OpCode.ByeRequest, 0x4321, mid=77)))
+            got = recv(client)
+            assert (got.bhdr.proto.op_code, got.bhdr.message_id) == (OpCode.ByeRequest, 77)
+        _end_stream(peer, how)
+        assert_closed(recv(client), reason, channel)
+        assert client.wait_receive(0) is None
+
+
+def test_a_peer_that_resets_after_its_bye_is_answered_closes_normally(rtr):
+    """The connector's `closed` state (its ByeResponse posted, not yet
+    written) ends normally too when the peer resets: the I/O thread is held
+    while the ByeResponse is posted and the peer resets, so the engine meets
+    the reset in `closed`, reading or writing. The ByeResponse comes back
+    unsent with the normal close's status: before the notice when the write
+    failed, after it when the read came first (the post crossed the close)."""
+    client = rtr.ampe().create()
+    with plain_listener() as (lsock, port):
+        header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
+        channel = header.channel_number
+        peer = answer_hello(lsock, client, channel)
+        peer.sendall(tofu.encode(make(OpCode.ByeRequest, 0x4321, mid=78)))
+        bye = recv(client)
+        assert bye.bhdr.proto.op_code == OpCode.ByeRequest
+        release = threading.Event()
+        rtr._inbox.call_soon(lambda: release.wait(TIMEOUT))  # the I/O thread does nothing meanwhile
+        bye.bhdr.proto.op_code = OpCode.ByeResponse
+        client.post(bye)
+        _end_stream(peer, "reset")
+        release.set()
+        got = [recv(client), recv(client)]
+        (closed,) = [m for m in got if m.is_close_notice()]
+        (back,) = [m for m in got if m is not closed]
+        assert_closed(closed, None, channel)
+        assert (back.bhdr.proto.op_code, back.bhdr.message_id) == (OpCode.ByeResponse, 78)
+        assert back.is_from_engine() and back.bhdr.status == AmpeStatus.channel_closed
+        assert client.wait_receive(0) is None
+
+
+@pytest.mark.parametrize("how", ["fin", "reset"])
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        ("greeted", AmpeStatus.peer_disconnected),  # the peer said hello and vanished
+        ("greeted, a Request behind the hello", AmpeStatus.peer_disconnected),
+        ("hello_and_bye", None),  # the whole session at once: HelloRequest, Request, ByeRequest
+        ("open", AmpeStatus.peer_disconnected),  # nobody said bye
+        ("bye_sent", None),  # we said bye: the peer ends the stream instead of answering
+        ("bye_received", None),  # the peer said bye, then ended the stream
+    ],
+)
+def test_a_peer_that_ends_the_stream_closes_the_acceptor_as_its_state_says(server, state, reason, how):
+    """STATE_PEER_END of the acceptor's states: once either side said bye
+    (a client that writes its whole session and resets, as the reference
+    does), the peer ending the stream is a normal close; before, the peer
+    vanished."""
+    group, port = server
+    sock = _raw_connect(port)
+    frames = {
+        "greeted, a Request behind the hello": [OpCode.Request],
+        "hello_and_bye": [OpCode.Request, OpCode.ByeRequest],
+    }
+    sent = frames.get(state, [])
+    sock.sendall(_HELLO + b"".join(_raw_frame(op, mid=20 + i) for i, op in enumerate(sent)))
+    hello = recv(group)
+    assert hello.bhdr.proto.op_code == OpCode.HelloRequest
+    channel = hello.bhdr.channel_number
+    for op in sent:
+        got = recv(group)
+        assert got.bhdr.proto.op_code == op and got.bhdr.channel_number == channel
+    if state in ("open", "bye_sent", "bye_received"):
+        hello.bhdr.proto.op_code = OpCode.HelloResponse
+        group.post(hello)
+        assert read_frame(sock).bhdr.proto.op_code == OpCode.HelloResponse
+    if state == "bye_sent":
+        bye = group.post(make(OpCode.ByeRequest, channel))
+        assert read_frame(sock).bhdr.message_id == bye.message_id
+    elif state == "bye_received":
+        sock.sendall(_raw_frame(OpCode.ByeRequest, mid=30))
+        assert recv(group).bhdr.proto.op_code == OpCode.ByeRequest
+    _end_stream(sock, how)
+    assert_closed(recv(group), reason, channel)
+    assert group.wait_receive(0) is None
+
+
+def _on_the_io_thread(rtr: tofu.Reactor, fn) -> list[BaseException]:
+    """Run `fn` on the engine's I/O thread; what it raised."""
+    raised: list[BaseException] = []
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - the test's to judge
+            raised.append(exc)
+        finally:
+            done.set()
+
+    rtr._inbox.call_soon(call)
+    assert done.wait(TIMEOUT)
+    return raised
+
+
+def test_an_event_for_a_connection_closed_earlier_in_the_round_is_ignored(caplog):
+    """The poller reports a batch of ready sockets; handling one of them (the
+    inbox with a ByeSignal) may close a channel whose socket comes later in
+    the same batch. Its event is stale: the engine ignores it, where it used
+    to use the closed socket (an internal error, logged, for a connect that
+    was being abandoned)."""
+    from tofu.poller import READ, WRITE
+
+    caplog.set_level(logging.INFO, logger="tofu")  # what a stale event logged: recv failed, accept failed
+    # A listener that never accepts, its backlog full: the connect stays pending.
+    with tofu.Reactor(tofu.Options(connect_timeout=None)) as rtr, socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(0)
+        port = lsock.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(8):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            client = rtr.ampe().create()
+            header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
+            conn = rtr._table.get(header.channel_number)
+            wait_for(lambda: conn.sock is not None, "the connect to start")
+            client.post(make(OpCode.ByeSignal, header.channel_number))
+            assert recv(client).bhdr.proto.op_code == OpCode.HelloRequest  # abandoned: it comes back
+            assert_closed(recv(client), None, header.channel_number)
+            assert conn.closed and conn.connecting
+            caplog.clear()
+            assert _on_the_io_thread(rtr, lambda: rtr._transfer.on_event(conn, READ | WRITE)) == []
+            assert caplog.records == []
+            assert client.wait_receive(0) is None
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_an_event_for_a_listener_closed_earlier_in_the_round_is_ignored(rtr, caplog):
+    caplog.set_level(logging.INFO, logger="tofu")
+    group = rtr.ampe().create()
+    channel, _ = tcp_listen(group)
+    listener = rtr._table.get(channel)
+    group.post(make(OpCode.ByeSignal, channel))
+    assert_closed(recv(group), None, channel)
+    caplog.clear()
+    assert _on_the_io_thread(rtr, lambda: rtr._listeners.on_event(listener)) == []
+    assert caplog.records == []
 
 
 def test_a_frame_written_in_pieces_is_acknowledged_at_once(server, monkeypatch):
@@ -626,3 +803,42 @@ def test_a_listener_out_of_descriptors_waits_instead_of_spinning(caplog):
             release.set()
             for sock in socks:
                 sock.close()
+
+
+def test_a_pause_or_resume_passes_over_a_channel_whose_connect_has_not_begun(caplog):
+    """post() puts a HelloRequest's channel in the table at once; the I/O
+    thread makes its socket later. A resume (or pause) of its group in between
+    passes over it: it used to register the missing socket, and the error
+    boundary closed the group's healthy channel with processing_failed (found
+    by test_engine_stateful). Forced: the I/O thread is held while the
+    receiver asks to resume and the HelloRequest is posted, in that order."""
+    caplog.set_level(logging.ERROR, logger="tofu")
+    with tofu.Reactor(tofu.Options(max_queued_msgs=2, direct_send=False)) as rtr:
+        server, client = rtr.ampe().create(), rtr.ampe().create()
+        _, port = tcp_listen(server)
+        address = tofu.TCPClientAddress("127.0.0.1", port)
+        cch, sch = connect(client, server, address)
+        for i in range(3):
+            server.post(make(OpCode.Signal, sch, b"%d" % i))
+        wait_for(lambda: mailbox_of(client).paused, "the client's group to pause")
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            held.set()
+            release.wait(TIMEOUT)
+
+        rtr._inbox.call_soon(hold)
+        try:
+            assert held.wait(TIMEOUT)
+            got = [recv(client) for _ in range(3)]  # the last receives ask to resume
+            hello = client.post(address.format(Message()))  # its channel has no socket yet
+        finally:
+            release.set()
+        assert [bytes(m.body) for m in got] == [b"0", b"1", b"2"]
+        req = recv(server)
+        assert req.bhdr.proto.op_code == OpCode.HelloRequest and req.bhdr.channel_number != sch
+        server.post(make(OpCode.Signal, sch, b"after"))  # the first channel is still open
+        after = recv(client)
+        assert (after.bhdr.channel_number, bytes(after.body)) == (cch, b"after")
+        assert hello.channel_number != cch
+        assert [r.getMessage() for r in caplog.records] == []

@@ -81,12 +81,11 @@ def test_what_the_address_fuzzer_found_reaches_the_engine_as_wrong_address(rtr) 
     """A HelloRequest whose port has thousands of digits once raised ValueError
     on the I/O thread (an internal error; the application never heard back)."""
     import tofu
-    from engine_support import TIMEOUT, is_closed_signal, recv_until
+    from engine_support import TIMEOUT, assert_closed, is_closed_signal, recv_until
 
     group = rtr.ampe().create()
     hello = tofu.Message(tofu.OpCode.HelloRequest)
     hello.thdrs.append(tofu.CONNECT_TO_HEADER, "tcp|127.0.0.1|" + "1" * 5000)
     header = group.post(hello)
     closed, _ = recv_until(group, is_closed_signal, TIMEOUT)
-    assert closed.bhdr.channel_number == header.channel_number
-    assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == tofu.AmpeStatus.wrong_address.name
+    assert_closed(closed, tofu.AmpeStatus.wrong_address, header.channel_number)

@@ -5,6 +5,7 @@ machine (generated/machine.py)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 import tofu
@@ -236,6 +237,99 @@ def test_nothing_after_a_refused_frame_is_delivered() -> None:
     assert c is not None and c.status == AmpeStatus.invalid_message and "no colon" in c.detail
 
 
+def test_every_frame_not_delivered_goes_back_to_the_pool() -> None:
+    """A refused frame, a frame that fails a check, every frame after either
+    in the same read, and a frame on a channel that is over are released
+    (to the engine's pool), each once; delivered frames are not."""
+    made: list[Message] = []
+    released: list[Message] = []
+
+    def recycle() -> Message:
+        made.append(Message())
+        return made[-1]
+
+    proto = ChannelProtocol(S.acceptor_greeted, 7, recycle=recycle, release=released.append)
+    events = proto.receive(data(OpCode.Signal) + data(OpCode.Response) + data(OpCode.Signal) + data(OpCode.Request))
+    assert delivered(events) == made[:1] and released == made[1:]  # the refused Response and the two after it
+    made.clear()
+    released.clear()
+    checked = ChannelProtocol(S.acceptor_open, 7, recycle=recycle, release=released.append)
+    events = checked.receive(data(OpCode.Signal, b"bad\r\n") + data(OpCode.Signal))
+    assert delivered(events) == [] and released == made and len(made) == 2  # the bad one, and the one after it
+    made.clear()
+    released.clear()
+    over = ChannelProtocol(S.acceptor_closed, 7, recycle=recycle, release=released.append)
+    assert over.receive(data(OpCode.Signal) + data(OpCode.ByeRequest)) == []
+    assert released == made and len(made) == 2
+
+
+def test_the_reprs_name_the_channel_and_its_state() -> None:
+    assert repr(ChannelProtocol(S.acceptor_greeted, 7)) == "ChannelProtocol(channel 7, acceptor greeted)"
+    assert repr(ChannelProtocol(S.listener_listening)) == "ChannelProtocol(channel 0, listener listening)"
+    assert repr(Moved(S.connector_bye_sent)) == "Moved(connector bye_sent)"
+    assert repr(Closing(AmpeStatus.not_allowed, "why")) == "Closing(not_allowed, 'why')"
+    assert Closing(AmpeStatus.channel_closed).detail == ""
+
+
+class _MovedMeanwhile:
+    """A lock under which the state is found moved to `state`: what a post on
+    another thread did between receive()'s look at the state and its lock."""
+
+    def __init__(self, state: int) -> None:
+        self.state = state
+        self.proto: ChannelProtocol | None = None
+
+    def __enter__(self) -> None:
+        assert self.proto is not None
+        self.proto.state = self.state
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _racing(state: int, meanwhile: int, made: list[Message], released: list[Message]) -> ChannelProtocol:
+    """A protocol in `state` whose lock finds it in `meanwhile`; the frames it
+    decodes are recorded in `made`, the ones it lets go in `released`."""
+
+    def recycle() -> Message:
+        made.append(Message())
+        return made[-1]
+
+    lock = _MovedMeanwhile(meanwhile)
+    proto = ChannelProtocol(state, 4, 1, recycle, released.append, lock)  # type: ignore[arg-type]
+    lock.proto = proto
+    return proto
+
+
+def test_a_frame_that_moves_the_state_is_judged_again_under_the_lock() -> None:
+    """receive() looks at the state without the lock; a frame that moves it
+    is judged again under the lock, in the state a post may have moved it
+    to meanwhile: a move, a channel over, a refusal."""
+    made: list[Message] = []
+    released: list[Message] = []
+    # Crossing ByeRequests: this side's ByeRequest was posted meanwhile.
+    proto = _racing(S.acceptor_open, S.acceptor_bye_sent, made, released)
+    events = proto.receive(data(OpCode.ByeRequest, mid=5))
+    assert [type(e) for e in events] == [Moved, Message, Closing] and proto.state == S.acceptor_closed
+    assert events[0].state == S.acceptor_closed and events[1] is made[0] and released == []  # type: ignore[attr-defined]
+    assert events[2].status == AmpeStatus.channel_closed and events[2].detail == ""  # type: ignore[attr-defined]
+    # A ByeSignal was posted meanwhile: the channel is over, the frame dropped.
+    made.clear()
+    over = _racing(S.connector_connecting, S.connector_closed, made, released)
+    assert over.receive(data(OpCode.HelloResponse)) == [] and released == made and len(made) == 1
+    assert over.state == S.connector_closed
+    # Whatever the state became, the table judges: here it refuses the frame,
+    # and nothing after it is delivered either.
+    made.clear()
+    released.clear()
+    refusing = _racing(S.acceptor_open, S.acceptor_bye_received, made, released)
+    events = refusing.receive(data(OpCode.ByeRequest, mid=5) + data(OpCode.Signal))
+    (c,) = events
+    assert isinstance(c, Closing) and c.status == AmpeStatus.not_allowed
+    assert c.detail == f"the peer sent ByeRequest: {why(False, S.acceptor_bye_received, OpCode.ByeRequest)}"
+    assert refusing.state == S.acceptor_bye_received and released == made and len(made) == 2
+
+
 def test_an_invalid_op_code_closes_even_before_its_payload_arrives() -> None:
     proto = greeted()
     head = data(12, body=b"x" * 1000)[:16]
@@ -297,7 +391,9 @@ def test_more_on_a_non_regular_type_is_invalid_more_usage(op: OpCode) -> None:
     proto = ChannelProtocol(CONNECTOR_CONNECTING) if op is OpCode.HelloResponse else greeted()
     if op is OpCode.ByeResponse:
         proto = ChannelProtocol(S.acceptor_bye_sent)
-    assert refused(proto, data(op, more=1)) == AmpeStatus.invalid_more_usage
+    c = closing(proto.receive(data(op, more=1)))
+    assert c is not None and c.status == AmpeStatus.invalid_more_usage
+    assert c.detail == f"the peer sent {op.name} with the more flag"
 
 
 def test_more_on_a_hello_request_is_invalid_more_usage_and_moves_nothing() -> None:
@@ -327,7 +423,9 @@ def test_a_request_or_response_needs_a_message_id(op: OpCode, state: S) -> None:
     """Message id 0: no engine sends it (post() numbers requests and refuses
     responses without one), and nobody could answer it."""
     frame = hello(mid=0) if op is OpCode.HelloRequest else data(op, mid=0)
-    assert refused(ChannelProtocol(state), frame) == AmpeStatus.invalid_message_id
+    c = closing(ChannelProtocol(state).receive(frame))
+    assert c is not None and c.status == AmpeStatus.invalid_message_id
+    assert c.detail == f"the peer sent {op.name} with message id 0"
 
 
 def test_a_signal_may_have_message_id_0() -> None:
@@ -427,10 +525,20 @@ def test_a_normal_close_names_no_reason_and_a_silent_one_gives_nothing() -> None
     proto = ChannelProtocol(S.connector_open, 5, first_mid=1, release=released.append)
     (notice,) = proto.close(AmpeStatus.channel_closed)
     assert notice.is_close_notice() and list(notice.thdrs) == []
-    quiet = ChannelProtocol(S.connector_open, 6, release=released.append)
-    unsent = [Message(OpCode.Request)]
-    assert quiet.close(AmpeStatus.channel_closed, unsent, silent=True) == []
-    assert released == unsent  # back to the pool
+    quiet = ChannelProtocol(S.connector_connecting, 6, release=released.append)
+    unsent, copy = [Message(OpCode.Request)], Message(OpCode.HelloRequest)
+    assert quiet.close(AmpeStatus.channel_closed, unsent, copy, silent=True) == []
+    assert released == [*unsent, copy]  # back to the pool, the HelloRequest's copy too
+
+
+def test_the_notice_is_made_of_a_pooled_message() -> None:
+    pooled = Message()
+    proto = ChannelProtocol(S.connector_open, 5, first_mid=1, recycle=lambda: pooled)
+    (notice,) = proto.close(AmpeStatus.peer_disconnected)
+    assert notice is pooled and notice.is_close_notice()
+    empty_pool = ChannelProtocol(S.connector_open, 5, first_mid=1, recycle=lambda: None)
+    (fresh,) = empty_pool.close(AmpeStatus.peer_disconnected)
+    assert fresh.is_close_notice() and fresh is not pooled
 
 
 def test_the_hello_request_comes_back_once_even_if_it_was_not_written() -> None:
@@ -438,6 +546,32 @@ def test_the_hello_request_comes_back_once_even_if_it_was_not_written() -> None:
     original, copy = Message(OpCode.HelloRequest), Message(OpCode.HelloRequest)
     *returned, _ = proto.close(AmpeStatus.connect_failed, [original], copy)
     assert returned == [original]  # the unsent one itself; the copy goes back to the pool
+
+
+def test_a_bye_signal_while_connecting_gives_the_hello_request_back() -> None:
+    """post() moves the state to closed at once; the close that follows is
+    the close of `connecting`, the state the ByeSignal left: it gives the
+    HelloRequest back (the engine's copy, when the original went out)."""
+    proto = ChannelProtocol(CONNECTOR_CONNECTING, 5, first_mid=1)
+    assert proto.post(OpCode.ByeSignal) is True and proto.state == S.connector_closed
+    copy = Message(OpCode.HelloRequest)
+    back, notice = proto.close(AmpeStatus.channel_closed, [], copy)
+    assert back is copy and back.is_from_engine() and back.bhdr.status == AmpeStatus.channel_closed
+    assert notice.is_close_notice() and list(notice.thdrs) == []
+
+
+def test_a_completed_bye_exchange_closes_as_the_state_it_left() -> None:
+    """A connector that was once connecting, then said bye and got its answer:
+    its close is the close of `bye_sent`, which gives no HelloRequest back."""
+    released: list[Message] = []
+    proto = ChannelProtocol(CONNECTOR_CONNECTING, 5, first_mid=1, release=released.append)
+    proto.receive(data(OpCode.HelloResponse))
+    proto.post(OpCode.ByeRequest)
+    proto.receive(data(OpCode.ByeResponse, mid=2))
+    assert proto.state == S.connector_closed
+    copy = Message(OpCode.HelloRequest)
+    (notice,) = proto.close(AmpeStatus.channel_closed, [], copy)
+    assert notice.is_close_notice() and released == [copy]
 
 
 def test_a_returned_signal_is_no_close_notice() -> None:

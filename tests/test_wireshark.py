@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 import tofu
+from engine_support import assert_closed
 from tofu import AmpeStatus, Message, MoreMessagesFlag, OpCode
 from tofu.generated import machine
 
@@ -571,7 +572,8 @@ def engine_traffic(port: int) -> Sent:
             while True:
                 msg = group.wait_receive(TIMEOUT)
                 assert msg is not None, "no channel_closed after the Bye exchange"
-                if msg.bhdr.status == AmpeStatus.channel_closed:
+                if msg.is_close_notice():
+                    assert_closed(msg, None)  # the Bye exchange: a normal close
                     break
     return sent
 
@@ -616,7 +618,8 @@ def engine_print_server_traffic(port: int) -> Sent:
             while True:
                 msg = group.wait_receive(TIMEOUT)
                 assert msg is not None, "no channel_closed after the Bye exchange"
-                if msg.bhdr.status == AmpeStatus.channel_closed:
+                if msg.is_close_notice():
+                    assert_closed(msg, None)  # the Bye exchange: a normal close
                     break
     return sent
 

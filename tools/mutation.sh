@@ -2,7 +2,7 @@
 # Mutation testing: does the suite fail when the code is wrong?
 #
 #   pip install -e '.[test,dev]'
-#   tools/mutation.sh                    # framing message addresses groups pool
+#   tools/mutation.sh                    # framing message addresses groups pool protocol
 #   tools/mutation.sh groups pool        # only these modules of runtime/
 #
 # mutmut 3 imports the mutated code by the path it lives at, so the package is
@@ -17,7 +17,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 python=$(command -v "${PYTHON:-python}")
 stage=${MUTATION_STAGE:-$root/.mutation}
 if [ $# -eq 0 ]; then
-    set -- framing message addresses groups pool
+    set -- framing message addresses groups pool protocol
 fi
 
 only=""
@@ -33,13 +33,16 @@ cp -r "$root/generated" "$stage/src/tofu/generated"
 cp -r "$root/tests" "$stage/tests"
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 
-# Tests that need the repository around them (the generator, the examples,
-# mypy on runtime/, tshark, the benchmark tools) are left out: they test
-# those, not the engine's behaviour. So are the CLI tests that run `tofu` in
-# a subprocess: it imports the installed package, never the mutant.
+# Tests that need the repository around them (the generator and the spec,
+# the examples, the docs and the site, the install and the build, mypy on
+# runtime/, the layering of runtime/, the benchmark and soak tools, tshark,
+# valgrind, chromium) are left out: they test those, not the engine's
+# behaviour. So are the tests that run `tofu` or an example in a
+# subprocess: it imports the installed package, never the mutant.
 cat > "$stage/pyproject.toml" <<TOML
 [tool.pytest.ini_options]
 testpaths = ["tests"]
+markers = ["tshark: needs tshark", "valgrind: needs valgrind", "chromium: needs chromium"]
 
 [tool.mutmut]
 source_paths = ["src"]
@@ -47,12 +50,26 @@ only_mutate = [$only]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
 pytest_add_cli_args_test_selection = [
     "tests",
+    "-m", "not tshark and not valgrind and not chromium",
     "--ignore=tests/test_typing.py",
     "--ignore=tests/test_codegen.py",
     "--ignore=tests/test_examples.py",
     "--ignore=tests/test_wireshark.py",
     "--ignore=tests/test_bench.py",
     "--ignore=tests/test_readme.py",
+    "--ignore=tests/test_docs.py",
+    "--ignore=tests/test_docs_security.py",
+    "--ignore=tests/test_site.py",
+    "--ignore=tests/test_install.py",
+    "--ignore=tests/test_build.py",
+    "--ignore=tests/test_architecture.py",
+    "--ignore=tests/test_machine_doc.py",
+    "--ignore=tests/test_machine_spec.py",
+    "--ignore=tests/test_protocol_doc.py",
+    "--ignore=tests/test_soak.py",
+    "--deselect=tests/test_cli.py::test_echo_server_example_says_what_it_prints",
+    "--deselect=tests/test_conform.py::test_docs_table_is_the_catalogue",
+    "--deselect=tests/test_serve_workers.py::test_the_more_than_one_core_program_in_the_docs_runs",
     "--deselect=tests/test_cli.py::test_python_dash_m_and_console_script",
     "--deselect=tests/test_cli.py::test_ping_interrupted_is_one_line_and_exit_130",
     "--deselect=tests/test_cli.py::test_serve_announces_real_port_answers_ping_and_stops_on_sigint",
@@ -60,6 +77,12 @@ pytest_add_cli_args_test_selection = [
     "--deselect=tests/test_cli.py::test_serve_stops_gracefully_with_a_connected_client",
     "--deselect=tests/test_cli.py::test_serve_logs_why_a_client_vanished",
     "--deselect=tests/test_cli.py::test_serve_on_a_taken_port_fails_with_one_line",
+    "--deselect=tests/test_cli.py::test_serve_survives_a_hello_request_it_cannot_read",
+    "--deselect=tests/test_cli.py::test_verbose_logs_the_engine_activity",
+    "--deselect=tests/test_cli.py::test_serve_grace_zero_stops_at_once",
+    "--deselect=tests/test_cli.py::test_serve_never_prints_a_peer_s_control_characters",
+    "--deselect=tests/test_cli.py::test_serve_survives_a_malformed_hello_request",
+    "--deselect=tests/test_cli.py::test_ping_ctrl_c_prints_the_statistics_so_far",
 ]
 TOML
 
