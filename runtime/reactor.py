@@ -10,7 +10,9 @@ state machine's table); what a group receives is its mailbox's.
     post() (groups.py) -> protocol check -> inbox -> _on_posted -> sendq -> Transfer.flush -> send()
     recv_into -> protocol.receive (decoder, checks, state) -> mailbox -> wait_receive()
 
-(a post to an idle connection may write its frame itself: direct.py).
+(a post to an idle connection may write its frame itself: direct.py; a
+receiver waiting on a group's one connection may read it itself:
+direct_receive.py).
 
 Failures stay where they happen: an exception while handling one channel's
 event, post, close or flush closes that channel with processing_failed and
@@ -29,6 +31,7 @@ from .channels import QUEUED_FRAME_COST, Channel, ChannelTable, Connection, List
 from .connecting import Connector
 from .deadlines import Deadlines
 from .direct import DirectWriter
+from .direct_receive import DirectReceiver
 from .generated import AmpeStatus, OpCode, ShutdownStarted
 from .generated.machine import STATE_RETURNS_HELLO
 from .groups import ChannelGroup, mailbox_of
@@ -81,6 +84,15 @@ class Reactor:
         self._listeners = Listeners(options, pool, table, transfer, resolver, self._adopt, self._close)
         self._connector = Connector(options, resolver, transfer, self._close)
         self._writer = DirectWriter(pool, table, inbox, transfer, options.idle_timeout is not None)
+        self._receiver = DirectReceiver(
+            pool,
+            inbox,
+            transfer,
+            self._timers,
+            self._shortage,
+            options.idle_timeout is not None,
+            bool(options.direct_receive),
+        )
         self._mailboxes: list[Mailbox] = []
         self._lock = threading.Lock()  # guards _mailboxes and destroy()
         self._destroyed = False
@@ -91,6 +103,7 @@ class Reactor:
         self._io_thread = threading.Thread(target=self._run, name="tofu-reactor", daemon=True)
         inbox.io_thread = self._io_thread
         self._io_thread.start()
+        self._receiver.io_ident = self._io_thread.ident or 0
 
     # ------------------------------------------------------------------ public
 
@@ -131,7 +144,9 @@ class Reactor:
             if self._inbox.closing:
                 raise ShutdownStarted("the engine is shutting down")
             self._mailboxes.append(mailbox)
-        return ChannelGroup(mailbox, self._inbox, self._table, self._writer, self._resume_reading, self._retire)
+        return ChannelGroup(
+            mailbox, self._inbox, self._table, self._writer, self._receiver, self._resume_reading, self._retire
+        )
 
     def _retire(self, mailbox: Mailbox) -> None:
         """Ampe.destroy(group): close its channels on the I/O thread and wait."""
@@ -332,6 +347,8 @@ class Reactor:
             with ch.send_lock:  # waits for a direct write in progress (runtime/direct.py)
                 ch.direct_ok = False
         ch.closed = True
+        if type(ch) is Connection:
+            self._receiver.reclaim(ch)  # waits for a direct receive in progress (runtime/direct_receive.py)
         self._table.remove(ch)
         mailbox = ch.mailbox
         self._transfer.unregister(ch)
@@ -364,6 +381,7 @@ class Reactor:
             for ch in self._table.of_group(mailbox):
                 self._close(ch, _CHANNEL_CLOSED, silent=True)
             mailbox.deliver(SHUTDOWN)
+            self._receiver.close(mailbox)
         finally:
             done.set()
 
@@ -392,6 +410,7 @@ class Reactor:
             for mailbox in mailboxes:
                 mailbox.deliver(SHUTDOWN)
         finally:
+            self._receiver.close_all()
             self._timers.clear()
             self._poller.close()
             inbox.close()

@@ -1,0 +1,511 @@
+"""Direct receives: a receiver that reads its connection's socket itself.
+
+Normally the I/O thread reads a connection: epoll wakes it, it reads,
+decodes and queues the messages in the group's mailbox, and that wakes the
+application thread blocked in wait_receive(): two thread hand-offs per
+message received, four per request / response round trip. direct.py lets a
+post write its frame itself; this is its mirror on the receive side: a
+thread that would block in wait_receive() reads and decodes the socket
+itself when
+
+- its group's queue is empty, and the group has exactly one connection
+  (`Mailbox.sole`, kept by the channel table; listeners do not count: what
+  they bring comes through the mailbox, which wakes the reader, see below);
+- that connection is lent to it already (below), or it can take it from the
+  I/O thread: registered for READ (connected, not paused for backpressure,
+  not throttled by Options.max_unsent_bytes), its state steady (open, or
+  answering the peer's Bye), plain TCP or Unix domain socket (a TLS session
+  belongs to the I/O thread), not closed; the group has no delivery hook
+  (tofu.aio receives with wait_receive(0), through the queue), the caller is
+  not the I/O thread, wait_receive() may wait (a timeout of None or more
+  than 0; a wait_receive(0) reads a lent socket without waiting, and takes
+  none), and Options.direct_receive is on.
+
+Who reads. `conn.reader` is IO (the I/O thread reads the socket), APP (it
+is lent to the thread that receives on its group, which reads it while
+`conn.polling` is set, inside wait_receive(), and between its receives
+nobody does) or HANDED_BACK (nobody, until the I/O thread has acted on what
+that thread handed back). Transfer.read reads nothing unless `reader` is
+IO, and Transfer.update_events never registers READ unless it is.
+
+Taking. Under `conn.recv_lock`, which every change of `events`, of the
+registration and of `reader` from IO takes (Transfer.update_events holds
+it), the thread sets `reader` to APP and then looks at `io_reading`, which
+the I/O thread sets before it looks at `reader` in Transfer.read and
+clears once it has delivered what it read: so at most one of them goes on
+(if both step back, the level-triggered event comes again). Then it stops
+the I/O thread watching the socket for READ (epoll_ctl from this thread),
+and the lease starts (below). An event for the socket from the I/O
+thread's current round finds `reader` APP and reads nothing.
+
+Each receive on a lent socket takes no lock and makes no epoll_ctl call.
+The thread sets `polling`, then looks at `conn.reclaim` and then at
+`reader`; the I/O thread, to take a lent socket back, sets `reclaim` (under
+the lock), then looks at `polling`, and only sets `reader` back to IO
+before it clears `reclaim`: so either the receiver sees that it must step
+back, or the I/O thread sees it reading. Then the thread sets
+`mailbox.waiting` and looks at the queue once more (a delivery made before
+the flag was set woke nobody: it is received the ordinary way), and waits
+in poll() on the socket and on the group's wake-up socket (made on its
+first direct receive). While `waiting` is set, every delivery to the
+mailbox (a notice, a message of another channel, update_receiver() from
+any thread, the engine stopping, the group destroyed) writes a byte there;
+when nobody waits, a delivery costs one flag check. poll() is
+interruptible: SIGINT still interrupts a main thread in wait_receive(),
+and the socket stays lent on the way out.
+
+What it reads goes through the protocol as in Transfer.read: its Messages,
+in order, the first to the caller and the rest to the group's queue, all
+queued before the thread lets go of the socket (so before anything read
+later, by either thread); a pool_empty warning first when the pool ran dry
+for real; the connection's `last_active` stamped (Options.idle_timeout)
+and its `direct_credit` given (an answer may be written directly). A read
+that ends inside a frame waits on for the rest while time is left; the
+decoder keeps the partial frame for whoever reads next.
+
+Between receives the socket stays lent, so the next receive finds there
+whatever came meanwhile: a round trip's answer is read by the thread that
+waits for it even when it comes before the wait. Nobody reads a lent
+socket between receives, and nothing is lost: its bytes wait in the kernel
+(TCP slows a fast peer, as a paused group does). It goes back to the I/O
+thread (`reader` IO, READ registered as Transfer.update_events decides):
+
+- by the lease: while a socket is lent, a timer of the I/O thread looks
+  every LEASE seconds, and takes back one whose thread is not reading it
+  and has not received on it since the last look. A thread that stops
+  receiving leaves its socket unread for at most twice LEASE, no longer
+  than a busy I/O thread may take; so a peer that closes, a Bye, a frame
+  that breaks the rules, a timeout give the same messages, statuses and
+  notices, at most that much later;
+- by the thread itself, when its group is paused or throttled, has gained
+  a second connection or a delivery hook (at its next wait_receive());
+- handed back, when a read brought what only the I/O thread may act on
+  (`reader` HANDED_BACK, READ still off, and inbox.call_soon of
+  Transfer.taken_back): a Moved state (the timers follow the state), a
+  Closing (after what came before it was delivered), the end of the stream
+  or a failed recv() (the channel closes exactly as Transfer.read would
+  close it), or a queue over Options.max_queued_msgs (reading pauses).
+  Until the I/O thread has run that call nobody reads, so nothing read
+  later is handled before it;
+- by a close. The I/O thread closes every channel; to close a lent one
+  that its thread is reading, it wakes the thread and waits (at most
+  RECLAIM_TIMEOUT seconds) until it lets go, so a socket is never closed
+  under a thread that polls it. The receiver then finds the close's
+  messages in the queue. A group's wake-up sockets are closed once its
+  channels are (the group destroyed, the engine stopped).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import threading
+from collections.abc import Callable
+from threading import get_ident
+from time import monotonic
+from typing import Final
+
+from .channels import APP, HANDED_BACK, IO, Connection
+from .inbox import Inbox
+from .mailbox import Mailbox
+from .message import Message
+from .poller import READ
+from .pool import Pool
+from .protocol import Closing, Moved
+from .sockets import ack_now, can_ack_now
+from .timers import Timers
+from .transfer import Transfer, pool_empty_notice
+from .transport import PlainTransport
+
+__all__ = ["LEASE", "RECLAIM_TIMEOUT", "RECV_BUFFER_SIZE", "DirectReceiver", "Reading"]
+
+log = logging.getLogger("tofu")
+
+RECV_BUFFER_SIZE: Final = 64 * 1024  # one buffer per group that receives directly
+RECLAIM_TIMEOUT: Final = 10.0  # seconds the I/O thread waits for a receiving thread to give a socket back
+LEASE: Final = 0.02  # seconds between the lease's looks at the lent sockets
+
+_POLLIN: Final = select.POLLIN
+_NOT_READ: Final = ~READ
+
+
+class Reading:
+    """A group's means to receive directly, made on its first direct
+    receive: the wake-up socket pair, the poll object over the wake-up socket
+    and the connection `conn`'s socket (`polled`: its descriptor, -1
+    before), and the receive buffer."""
+
+    __slots__ = ("buf", "conn", "poll", "polled", "view", "wake_fd", "wake_peer", "wake_sock")
+
+    def __init__(self) -> None:
+        self.wake_sock, self.wake_peer = socket.socketpair()
+        self.wake_sock.setblocking(False)
+        self.wake_peer.setblocking(False)
+        self.wake_fd = self.wake_sock.fileno()
+        self.poll = select.poll()
+        self.poll.register(self.wake_fd, _POLLIN)
+        self.polled = -1
+        self.conn: Connection | None = None
+        self.buf = bytearray(RECV_BUFFER_SIZE)
+        self.view = memoryview(self.buf)
+
+    def drain(self) -> None:
+        """Read the wake-up bytes."""
+        try:
+            while self.wake_sock.recv(256):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.wake_sock.close()
+        self.wake_peer.close()
+
+
+class DirectReceiver:
+    """Reads a group's one connection on the thread waiting in wait_receive()
+    (see the module's docstring). `shortage`: the engine's pool_empty test;
+    `stamp`: keep `last_active` for Options.idle_timeout; `enabled`:
+    Options.direct_receive; `timers`: the engine's, for the lease. `io_ident`:
+    the I/O thread's ident, set once it runs."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        inbox: Inbox,
+        transfer: Transfer,
+        timers: Timers,
+        shortage: Callable[[int], bool],
+        stamp: bool,
+        enabled: bool,
+    ) -> None:
+        self._pool = pool
+        self._inbox = inbox
+        self._transfer = transfer
+        self._shortage = shortage
+        self._stamp = stamp
+        self.enabled = enabled
+        self.io_ident = 0
+        self._timers = timers
+        self._lock = threading.Lock()  # guards _readings, _closed, _lent and _leasing
+        self._readings: list[Mailbox] = []
+        self._closed = False
+        self._lent: set[Connection] = set()  # sockets taken from the I/O thread and maybe kept
+        self._leasing = False  # the lease's timer runs
+
+    # ------------------------------------------------ the receiving thread
+
+    def receive(self, mailbox: Mailbox, conn: Connection, deadline: float) -> Message | None:
+        """The next message of `mailbox`'s group, read from `conn` by this
+        thread, waiting until the time.monotonic() `deadline` (0: no limit;
+        below 0: no wait, and only from a socket lent already).
+        None when it got none that way: the caller then waits on the queue
+        for the time left."""
+        if conn.reader != APP and (deadline < 0 or not self._take(mailbox, conn)):
+            return None
+        # Lent to us. Say we read it, then look whether the I/O thread wants
+        # it back: it says so before it looks at `polling` (see the module's
+        # docstring), so one of us steps back.
+        conn.polling = True
+        if conn.reclaim is not None or conn.reader != APP or conn.closed:  # (in this order)
+            _let_go(conn)
+            return None
+        if mailbox.paused or conn.throttled or mailbox.sole is not conn or mailbox.on_delivery is not None:
+            _let_go(conn)
+            self.give_back(mailbox)  # the I/O thread decides when to read it
+            return None
+        mailbox.waiting = True
+        if mailbox.qsize():  # delivered before `waiting` was set: receive it the ordinary way
+            mailbox.waiting = False
+            _let_go(conn)
+            return None
+        reading: Reading = mailbox.reading  # type: ignore[assignment]  # (made by _take)
+        sock = conn.sock
+        msg: Message | None = None
+        moved = False
+        closing: Closing | None = None
+        failure: OSError | None = None
+        ended = False
+        over = False
+        try:
+            fd = reading.polled
+            poll = reading.poll
+            wait_ms = -1
+            if deadline > 0:
+                wait_ms = _ms(deadline - monotonic())
+            elif deadline < 0:
+                wait_ms = 0
+            while True:
+                ready = poll.poll(wait_ms)
+                if not ready:
+                    break  # the time is up
+                readable = woken = False
+                for ready_fd, _ in ready:
+                    if ready_fd == fd:
+                        readable = True
+                    else:
+                        woken = True
+                if woken:  # a delivery, a close, or a byte left from an earlier wait
+                    reading.drain()
+                    if mailbox.qsize() or conn.reclaim is not None or conn.closed:
+                        break
+                    mailbox.waiting = True  # nothing for us: wait on
+                    if mailbox.qsize():
+                        break
+                if readable:
+                    if conn.throttled or mailbox.paused:
+                        break  # the I/O thread's view changed meanwhile
+                    try:
+                        n = sock.recv_into(reading.buf)  # type: ignore[union-attr]
+                    except (BlockingIOError, InterruptedError):
+                        n = -1
+                    except OSError as exc:
+                        failure = exc
+                        break
+                    if n == 0:
+                        ended = True
+                        break
+                    if n > 0:
+                        if self._stamp:
+                            conn.last_active = monotonic()
+                        conn.direct_credit = True  # an answer may follow: let it be written directly
+                        protocol = conn.protocol
+                        events = protocol.receive(reading.view[:n], conn.transport.identity)
+                        if protocol.decoder.pending and can_ack_now(sock):  # type: ignore[arg-type]
+                            ack_now(sock)  # type: ignore[arg-type]  # as Transfer.read does
+                        pool = self._pool
+                        if pool.ran_dry:
+                            pool.ran_dry = False
+                            if self._shortage(len(events)):
+                                msg = pool_empty_notice(pool.get(), conn.number)
+                        put = mailbox.put
+                        for event in events:
+                            if type(event) is Message:  # the common case
+                                if msg is None:
+                                    msg = event
+                                else:
+                                    put(event)
+                            elif type(event) is Moved:
+                                moved = True
+                            else:
+                                closing = event  # type: ignore[assignment]
+                        if msg is not None:
+                            over = mailbox.over_limit()
+                            break
+                        if moved or closing is not None:
+                            break
+                if deadline:
+                    wait_ms = _ms(deadline - monotonic()) if deadline > 0 else 0
+                    if not wait_ms:
+                        break
+        finally:
+            # Let go: what the read brought is queued already. Handed back,
+            # nobody reads it until the I/O thread has acted on it.
+            handed = moved or over or ended or closing is not None or failure is not None
+            conn.receives += 1
+            mailbox.waiting = False
+            if handed:
+                conn.reader = HANDED_BACK
+            _let_go(conn)
+            if handed:
+                self._hand_back(conn, moved, closing, failure, ended)
+        return msg
+
+    def _take(self, mailbox: Mailbox, conn: Connection) -> bool:
+        """Take `conn` from the I/O thread (it reads it now, nothing queued):
+        stop it watching the socket for READ; lent from now on."""
+        if (
+            not conn.events & READ
+            or type(conn.transport) is not PlainTransport
+            or not conn.protocol.steady
+            or mailbox.on_delivery is not None
+            or get_ident() == self.io_ident
+        ):
+            return False
+        reading = mailbox.reading
+        if reading is None:
+            reading = self._prepare(mailbox)
+            if reading is None:
+                return False
+        lock = conn.recv_lock
+        lock.acquire()
+        try:
+            if (
+                conn.closed
+                or conn.reader != IO
+                or not conn.events & READ
+                or mailbox.paused
+                or conn.throttled
+                or mailbox.sole is not conn
+                or mailbox.qsize()
+            ):
+                return False
+            conn.reader = APP
+            if conn.io_reading:  # it reads it now: it delivers, we receive from the queue
+                conn.reader = IO
+                return False
+            conn.reclaim = None
+            self._transfer.set_events(conn, conn.events & _NOT_READ)
+            if reading.conn is not conn:
+                fd = conn.sock.fileno()  # type: ignore[union-attr]
+                if reading.polled >= 0:
+                    reading.poll.unregister(reading.polled)
+                reading.poll.register(fd, _POLLIN)
+                reading.polled = fd
+                reading.conn = conn
+        finally:
+            lock.release()
+        self._lend(conn)
+        return True
+
+    def give_back(self, mailbox: Mailbox) -> None:
+        """On the receiving thread, outside a receive: a socket lent to it
+        goes back to the I/O thread now (its group paused, or no longer with
+        one connection)."""
+        reading = mailbox.reading
+        conn = reading.conn if reading is not None else None
+        if conn is None or conn.reader != APP:
+            return
+        lock = conn.recv_lock
+        lock.acquire()
+        try:
+            if conn.reader == APP:
+                conn.reader = IO
+                if not conn.closed:
+                    self._transfer.update_events_held(conn)
+        finally:
+            lock.release()
+
+    def _lend(self, conn: Connection) -> None:
+        """`conn` was taken from the I/O thread: let the lease run."""
+        with self._lock:
+            self._lent.add(conn)
+            if self._leasing:
+                return
+            self._leasing = True
+        self._inbox.call_soon(self._start_lease)
+
+    def _hand_back(
+        self, conn: Connection, moved: bool, closing: Closing | None, failure: OSError | None, ended: bool
+    ) -> None:
+        # Made here, not in receive(): a function that makes a closure pays
+        # for its variables' cells on every call.
+        transfer = self._transfer
+        self._inbox.call_soon(lambda: transfer.taken_back(conn, moved, closing, failure, ended))
+
+    def _prepare(self, mailbox: Mailbox) -> Reading | None:
+        """The group's first direct receive: its wake-up sockets and buffer
+        (None once the engine or the group has stopped)."""
+        with self._lock:
+            if self._closed or mailbox.destroyed:
+                return None
+            reading = Reading()
+            mailbox.wake_send = reading.wake_peer.send
+            mailbox.reading = reading
+            self._readings.append(mailbox)
+        return reading
+
+    # ------------------------------------------------ the I/O thread
+
+    def _start_lease(self) -> None:
+        self._timers.call_later(LEASE, self._check_leases)
+
+    def _check_leases(self) -> None:
+        """Every LEASE seconds while a socket is lent: one whose thread has
+        not received on it since the last look comes back."""
+        with self._lock:
+            lent = list(self._lent)
+        for conn in lent:
+            if conn.reader != APP or conn.closed:
+                back = True
+            elif conn.receives == conn.lease_seen:
+                back = self._take_back(conn, False)
+            else:
+                back = False
+            conn.lease_seen = conn.receives
+            if back:
+                with self._lock:
+                    self._lent.discard(conn)
+        with self._lock:
+            if not self._lent:
+                self._leasing = False
+                return
+        self._timers.call_later(LEASE, self._check_leases)
+
+    def reclaim(self, conn: Connection) -> None:
+        """`conn` is closing: take it back; if its receiving thread reads it
+        now, wake that thread and wait until it has let go."""
+        self._take_back(conn, True)
+
+    def _take_back(self, conn: Connection, closing: bool) -> bool:
+        """Take a lent `conn` back: at once if its thread is not reading it;
+        else, for a close, wake the thread and wait until it lets go, and
+        for the lease, not now (False)."""
+        lock = conn.recv_lock
+        lock.acquire()
+        try:
+            if conn.reader != APP:
+                if closing:
+                    conn.reader = IO
+                return True
+            done = conn.reclaim = threading.Event()
+            if conn.polling:  # (read after `reclaim` was set: see the module's docstring)
+                if not closing:
+                    conn.reclaim = None
+                    return False
+            else:
+                if conn.reader == APP:  # (not handed back while we looked)
+                    conn.reader = IO
+                    if not conn.closed:
+                        self._transfer.update_events_held(conn)
+                conn.reclaim = None
+                return True
+        finally:
+            lock.release()
+        conn.mailbox.wake()
+        if not done.wait(RECLAIM_TIMEOUT):
+            log.error("tofu: channel %d: the receiving thread did not let go of its socket", conn.number)
+        conn.reader = IO
+        conn.reclaim = None
+        return True
+
+    def close(self, mailbox: Mailbox) -> None:
+        """The group's channels are closed: close its wake-up sockets."""
+        with self._lock:
+            if mailbox in self._readings:
+                self._readings.remove(mailbox)
+                _close_reading(mailbox)
+
+    def close_all(self) -> None:
+        """The engine stopped, every channel closed: close every group's wake-up sockets."""
+        with self._lock:
+            self._closed = True
+            for mailbox in self._readings:
+                _close_reading(mailbox)
+            self._readings.clear()
+            self._lent.clear()
+
+
+def _let_go(conn: Connection) -> None:
+    """The receiving thread stops reading `conn` (it stays lent); an I/O
+    thread waiting to close it goes on."""
+    conn.polling = False
+    done = conn.reclaim
+    if done is not None:
+        done.set()
+
+
+def _close_reading(mailbox: Mailbox) -> None:
+    reading = mailbox.reading
+    mailbox.wake_send = None
+    mailbox.reading = None
+    if reading is not None:
+        reading.close()
+
+
+def _ms(seconds: float) -> int:
+    """poll()'s timeout for `seconds` left: whole milliseconds, rounded up (0: the time is up)."""
+    if seconds <= 0:
+        return 0
+    return int(seconds * 1000) + 1

@@ -1,0 +1,581 @@
+"""Direct receives (runtime/direct_receive.py, Options.direct_receive): a
+thread waiting in wait_receive() on a group whose one connection is idle
+reads and decodes that socket itself; otherwise, and between receives, the
+I/O thread reads it. Over real sockets: what each path delivers and in what
+order, a peer that closes, says bye or breaks the rules while the receiver
+reads (the same messages, statuses and notices as through the I/O thread),
+everything that must wake a receiver blocked on its socket, when it must not
+read directly (a second connection, TLS, tofu.aio), SIGINT, the timeouts
+and backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import tofu
+import tofu.aio
+from engine_support import TIMEOUT, connect, is_closed_signal, listen, make, plain_listener, read_frame, recv, wait_for
+from tls_support import Pems
+from tofu import AmpeStatus, Message, OpCode
+from tofu.channels import APP, IO, Connection
+from tofu.groups import mailbox_of
+
+
+@contextlib.contextmanager
+def io_thread_parked(rtr: tofu.Reactor) -> Iterator[None]:
+    """Hold the engine's I/O thread in a callback of its own until the block
+    ends: whatever a receiver gets meanwhile, it read itself."""
+    parked, release = threading.Event(), threading.Event()
+
+    def park() -> None:
+        parked.set()
+        release.wait(TIMEOUT)
+
+    rtr._inbox.call_soon(park)
+    assert parked.wait(TIMEOUT), "the I/O thread did not park"
+    try:
+        yield
+    finally:
+        release.set()
+
+
+@contextlib.contextmanager
+def raw_peer(rtr: tofu.Reactor, client: tofu.ChannelGroup) -> Iterator[tuple[socket.socket, Connection]]:
+    """A plain socket that accepted a tofu connection and answered its
+    HelloRequest: (the socket, the client's connection)."""
+    with plain_listener() as (lsock, port):
+        header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
+        peer, _ = lsock.accept()
+        with peer:
+            hello = read_frame(peer)
+            assert hello.bhdr.proto.op_code == OpCode.HelloRequest
+            peer.sendall(tofu.encode(make(OpCode.HelloResponse, 1, mid=hello.bhdr.message_id)))
+            answer = recv(client)
+            assert answer.bhdr.proto.op_code == OpCode.HelloResponse
+            conn = rtr._table.get(header.channel_number)
+            assert isinstance(conn, Connection)
+            yield peer, conn
+
+
+class Receiver(threading.Thread):
+    """Receives on `group` with wait_receive(`timeout`) until `done(msg)`;
+    `on_message` may answer (it runs on this thread)."""
+
+    def __init__(
+        self,
+        group: tofu.ChannelGroup,
+        done: Callable[[Message], bool] = is_closed_signal,
+        timeout: float | None = None,
+        on_message: Callable[[Message], None] | None = None,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.group = group
+        self.done = done
+        self.timeout = timeout
+        self.on_message = on_message
+        self.got: list[Message] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while True:
+                msg = self.group.wait_receive(self.timeout)
+                if msg is None:
+                    continue
+                self.got.append(msg)
+                if self.on_message is not None:
+                    self.on_message(msg)
+                if self.done(msg):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            self.error = exc
+
+    def finish(self) -> list[Message]:
+        self.join(TIMEOUT)
+        assert not self.is_alive(), f"the receiver is still waiting; it got {self.got}"
+        return self.got
+
+
+def reading_directly(conn: Connection) -> None:
+    wait_for(lambda: conn.polling, "the receiver to read its connection itself")
+
+
+def signal_frame(body: bytes, mid: int = 0) -> bytes:
+    return tofu.encode(make(OpCode.Signal, 1, body, mid=mid))
+
+
+def summary(msg: Message) -> tuple[object, ...]:
+    """What the application can tell of a message."""
+    return (
+        OpCode(msg.bhdr.proto.op_code).name,
+        tofu.raw_to_status(msg.bhdr.status),
+        msg.is_from_engine(),
+        msg.thdrs.get(tofu.CLOSE_REASON_HEADER),
+        bytes(msg.body),
+    )
+
+
+# ---------------------------------------------------------------- the paths
+
+
+@pytest.mark.parametrize("transport", ["tcp", "uds"])
+def test_a_waiting_receiver_reads_its_connection_itself(transport: str) -> None:
+    """The I/O thread is parked: the frames reach the receiver all the same,
+    so it read them itself; between receives the socket is the I/O thread's."""
+    with tofu.Reactor() as srv, tofu.Reactor() as cli:
+        server, client = srv.ampe().create(), cli.ampe().create()
+        if transport == "tcp":
+            _, value = listen(server, tofu.TCPServerAddress("127.0.0.1", 0))
+            address: tofu.Address = tofu.TCPClientAddress("127.0.0.1", int(value.split("|")[-1]))
+        else:
+            path = tofu.temp_uds_path()
+            listen(server, tofu.UDSServerAddress(path))
+            address = tofu.UDSClientAddress(path)
+        channel, server_channel = connect(client, server, address)
+        conn = cli._table.get(channel)
+        assert isinstance(conn, Connection)
+        assert mailbox_of(client).sole is conn
+        for i in range(20):
+            with io_thread_parked(cli):
+                server.post(make(OpCode.Signal, server_channel, b"%d" % i))
+                got = recv(client)
+                assert bytes(got.body) == b"%d" % i
+                assert conn.reader == APP and not conn.polling  # lent: kept for the next receive
+        # A receiver that stops receiving: its socket is the I/O thread's again within the lease.
+        wait_for(lambda: conn.reader == IO and bool(conn.events), "the lease to give the socket back")
+        server.post(make(OpCode.Signal, server_channel, b"late"))
+        wait_for(lambda: client.pending() == 1, "the I/O thread to read it")
+
+
+def test_order_across_the_direct_and_the_queued_paths() -> None:
+    """Frames read by the receiver and frames read by the I/O thread (while
+    the receiver does something else), cut anywhere, arrive in order."""
+    total = 600
+    stream = b"".join(signal_frame(b"%05d" % i + b"." * (i % 97), mid=i + 1) for i in range(total))
+    with tofu.Reactor() as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn):
+            received: list[int] = []
+            rounds = 0
+
+            def receive_some(direct: bool) -> None:
+                if direct:  # the peer writes while the receiver waits: it reads them itself
+                    msg = client.wait_receive(TIMEOUT)
+                    assert msg is not None
+                    received.append(int(bytes(msg.body)[:5]))
+                while (msg := client.wait_receive(0)) is not None:
+                    received.append(int(bytes(msg.body)[:5]))
+
+            pos = 0
+            cut = 1
+            while pos < len(stream):
+                rounds += 1
+                cut = cut * 7 % 1531 + 1  # pieces of 1..1531 bytes: frames split anywhere
+                piece = stream[pos : pos + cut]
+                pos += len(piece)
+                if rounds % 3:
+                    # The receiver waits first (directly, with nothing queued), then the piece comes.
+                    sender = threading.Timer(0.001, peer.sendall, args=(piece,))
+                    sender.start()
+                    if not client.pending():
+                        msg = client.wait_receive(0.2)
+                        if msg is not None:
+                            received.append(int(bytes(msg.body)[:5]))
+                    sender.join(TIMEOUT)
+                    receive_some(False)
+                else:
+                    # The I/O thread reads it: the receiver looks only later.
+                    peer.sendall(piece)
+                    time.sleep(0.002)
+                    receive_some(False)
+            while len(received) < total:
+                msg = client.wait_receive(TIMEOUT)
+                assert msg is not None, f"stalled after {len(received)} of {total}"
+                received.append(int(bytes(msg.body)[:5]))
+            assert received == list(range(total))
+            assert not conn.polling
+
+
+def test_a_timeout_inside_a_frame_leaves_the_rest_to_the_io_thread() -> None:
+    """A direct receive that times out with half a frame read leaves it in
+    the decoder; the I/O thread completes it; and the other way round."""
+    frames = [signal_frame(b"first" * 50, mid=1), signal_frame(b"second" * 50, mid=2)]
+    with tofu.Reactor() as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn):
+            peer.sendall(frames[0][:30])  # the receiver reads this itself, then times out
+            assert client.wait_receive(0.2) is None
+            assert conn.reader == APP and not conn.polling and conn.protocol.decoder.pending == 30
+            wait_for(lambda: conn.reader == IO, "the lease to give the socket back")
+            peer.sendall(frames[0][30:] + frames[1][:20])  # the I/O thread completes it
+            wait_for(lambda: client.pending() == 1, "the I/O thread to complete the frame")
+            assert bytes(recv(client).body) == b"first" * 50
+            assert conn.protocol.decoder.pending == 20
+            with io_thread_parked(rtr):  # now the receiver completes what the I/O thread began
+                threading.Timer(0.05, peer.sendall, args=(frames[1][20:],)).start()
+                assert bytes(recv(client).body) == b"second" * 50
+
+
+# ------------------------------------------- the same results as the I/O thread's
+
+
+def peer_session(
+    direct: bool, act: Callable[[socket.socket], None], answer_bye: bool = False
+) -> list[tuple[object, ...]]:
+    """A receiver waits on a raw peer's connection (reading it itself when
+    `direct`); the peer does `act`; what the receiver got, up to the
+    channel_closed notice."""
+    with tofu.Reactor(tofu.Options(direct_receive=direct)) as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn):
+
+            def on_message(msg: Message) -> None:
+                if answer_bye and msg.bhdr.proto.op_code == OpCode.ByeRequest:
+                    client.post(make(OpCode.ByeResponse, msg.bhdr.channel_number, mid=msg.bhdr.message_id))
+
+            receiver = Receiver(client, on_message=on_message)
+            receiver.start()
+            if direct:
+                reading_directly(conn)
+            else:
+                time.sleep(0.05)
+                assert conn.reader == IO
+            act(peer)
+            got = receiver.finish()
+            assert receiver.error is None, receiver.error
+            wait_for(lambda: conn.closed, "the channel to close")
+            return [summary(m) for m in got]
+
+
+def _close(peer: socket.socket) -> None:
+    peer.sendall(signal_frame(b"before", mid=7))
+    peer.shutdown(socket.SHUT_WR)
+
+
+def _reset(peer: socket.socket) -> None:
+    peer.sendall(signal_frame(b"before", mid=7))
+    time.sleep(0.05)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    peer.close()
+
+
+def _half_frame_then_close(peer: socket.socket) -> None:
+    peer.sendall(signal_frame(b"before", mid=7) + signal_frame(b"cut", mid=8)[:20])
+    peer.shutdown(socket.SHUT_WR)
+
+
+def _bye(peer: socket.socket) -> None:
+    peer.sendall(signal_frame(b"before", mid=7) + tofu.encode(make(OpCode.ByeRequest, 1, mid=9)))
+    answer = read_frame(peer)
+    assert answer.bhdr.proto.op_code == OpCode.ByeResponse
+    peer.shutdown(socket.SHUT_WR)
+
+
+def _refused(peer: socket.socket) -> None:
+    hello = make(OpCode.HelloRequest, 1, headers=[("~connect_to", "x")], mid=11)
+    peer.sendall(signal_frame(b"before", mid=7) + tofu.encode(hello) + signal_frame(b"after", mid=12))
+
+
+def _broken(peer: socket.socket) -> None:
+    frame = bytearray(signal_frame(b"bad", mid=13))
+    frame[2] = 0x3F  # the proto byte: an op code that does not exist
+    peer.sendall(signal_frame(b"before", mid=7) + bytes(frame))
+
+
+def _bad_more(peer: socket.socket) -> None:
+    peer.sendall(signal_frame(b"before", mid=7))
+    time.sleep(0.05)
+    bye = make(OpCode.ByeRequest, 1, mid=14)
+    bye.bhdr.proto.more = tofu.MoreMessagesFlag.more
+    peer.sendall(tofu.encode(bye))
+
+
+@pytest.mark.parametrize(
+    ("act", "answer_bye"),
+    [
+        (_close, False),
+        (_reset, False),
+        (_half_frame_then_close, False),
+        (_bye, True),
+        (_refused, False),
+        (_broken, False),
+        (_bad_more, False),
+    ],
+    ids=["close", "reset", "half-frame", "bye", "refused", "invalid-op-code", "invalid-more"],
+)
+def test_a_peer_that_ends_while_the_receiver_reads_gives_what_the_io_thread_gives(
+    act: Callable[[socket.socket], None], answer_bye: bool
+) -> None:
+    direct = peer_session(True, act, answer_bye)
+    queued = peer_session(False, act, answer_bye)
+    assert direct == queued
+    assert direct[0][-1] == b"before" and direct[-1][0] == "Signal" and direct[-1][1] == AmpeStatus.channel_closed
+
+
+# ------------------------------------------------------------- wake-ups
+
+
+def test_update_receiver_wakes_a_direct_reader() -> None:
+    with tofu.Reactor() as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn):
+            for _ in range(3):
+                receiver = Receiver(client, done=lambda m: True)
+                receiver.start()
+                reading_directly(conn)
+                client.update_receiver()
+                (got,) = receiver.finish()
+                assert got.bhdr.status == AmpeStatus.receiver_update
+                assert not conn.polling
+            peer.sendall(signal_frame(b"still here"))
+            assert bytes(recv(client).body) == b"still here"
+
+
+def test_a_delivery_from_the_io_thread_wakes_a_direct_reader() -> None:
+    """A second connection opened while the receiver reads the first: its
+    HelloResponse, delivered by the I/O thread, wakes the receiver; from then
+    on the group has two connections and receives through the queue."""
+    with tofu.Reactor() as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn), plain_listener() as (lsock, port):
+            receiver = Receiver(client, done=lambda m: True)
+            receiver.start()
+            reading_directly(conn)
+            second = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
+            peer2, _ = lsock.accept()
+            with peer2:
+                hello = read_frame(peer2)
+                peer2.sendall(tofu.encode(make(OpCode.HelloResponse, 1, mid=hello.bhdr.message_id)))
+                (got,) = receiver.finish()
+                assert got.bhdr.proto.op_code == OpCode.HelloResponse
+                assert got.bhdr.channel_number == second.channel_number
+                assert mailbox_of(client).sole is None
+                # Two connections: the receiver waits on the queue, the I/O thread reads both.
+                receiver = Receiver(client, done=lambda m: len(receiver.got) == 2)
+                receiver.start()
+                time.sleep(0.05)
+                assert conn.reader == IO
+                peer.sendall(signal_frame(b"one"))
+                peer2.sendall(signal_frame(b"two"))
+                assert sorted(bytes(m.body) for m in receiver.finish()) == [b"one", b"two"]
+
+
+@pytest.mark.parametrize("what", ["group", "engine"])
+def test_destroying_the_group_or_the_engine_wakes_a_direct_reader(what: str) -> None:
+    rtr = tofu.Reactor()
+    try:
+        ampe = rtr.ampe()
+        client = ampe.create()
+        with raw_peer(rtr, client) as (_, conn):
+            receiver = Receiver(client, done=lambda m: False)
+            receiver.start()
+            reading_directly(conn)
+            if what == "group":
+                ampe.destroy(client)
+            else:
+                rtr.destroy()
+            receiver.finish()
+            assert isinstance(receiver.error, tofu.ShutdownStarted)
+            assert conn.closed and conn.reader == IO
+            if what == "engine":  # the channel's close came before the end
+                assert [summary(m)[3] for m in receiver.got] == ["shutdown_started"]
+            assert mailbox_of(client).reading is None  # its wake-up sockets are closed
+    finally:
+        rtr.destroy()
+
+
+def test_an_idle_timeout_closes_a_connection_a_receiver_reads() -> None:
+    with tofu.Reactor(tofu.Options(idle_timeout=0.3)) as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (_, conn):
+            receiver = Receiver(client)
+            receiver.start()
+            reading_directly(conn)
+            (closed,) = receiver.finish()
+            assert closed.thdrs.get(tofu.CLOSE_REASON_HEADER) == "communication_failed"
+
+
+def test_traffic_read_directly_keeps_an_idle_timeout_away() -> None:
+    with tofu.Reactor(tofu.Options(idle_timeout=0.4)) as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn):
+            for i in range(8):
+                threading.Timer(0.1, peer.sendall, args=(signal_frame(b"%d" % i),)).start()
+                assert bytes(recv(client).body) == b"%d" % i
+            assert not conn.closed
+
+
+# ------------------------------------------------------ when it must not
+
+
+def test_with_direct_receive_off_the_io_thread_reads() -> None:
+    with tofu.Reactor(tofu.Options(direct_receive=False)) as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn):
+            receiver = Receiver(client, done=lambda m: True)
+            receiver.start()
+            time.sleep(0.1)
+            assert conn.reader == IO
+            peer.sendall(signal_frame(b"x"))
+            assert bytes(receiver.finish()[0].body) == b"x"
+            assert mailbox_of(client).reading is None
+
+
+def test_a_group_with_two_connections_receives_through_the_queue() -> None:
+    with tofu.Reactor() as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn), raw_peer(rtr, client) as (peer2, conn2):
+            assert mailbox_of(client).sole is None
+            for i in range(10):
+                receiver = Receiver(client, done=lambda m: True, timeout=TIMEOUT)
+                receiver.start()
+                time.sleep(0.01)
+                assert conn.reader == IO and conn2.reader == IO
+                (peer if i % 2 else peer2).sendall(signal_frame(b"%d" % i))
+                assert bytes(receiver.finish()[0].body) == b"%d" % i
+            assert mailbox_of(client).reading is None
+        wait_for(lambda: mailbox_of(client).sole is None, "both closed")
+
+
+def test_a_listener_does_not_count_but_a_second_accepted_connection_does() -> None:
+    """A server's group: its listener and one accepted connection read
+    directly; a second accepted connection sends it back to the queue."""
+    with tofu.Reactor() as srv, tofu.Reactor() as cli:
+        server, client = srv.ampe().create(), cli.ampe().create()
+        _, value = listen(server, tofu.TCPServerAddress("127.0.0.1", 0))
+        address = tofu.TCPClientAddress("127.0.0.1", int(value.split("|")[-1]))
+        channel, server_channel = connect(client, server, address)
+        conn = srv._table.get(server_channel)
+        assert isinstance(conn, Connection) and mailbox_of(server).sole is conn
+        with io_thread_parked(srv):
+            client.post(make(OpCode.Request, channel, b"direct"))
+            assert bytes(recv(server).body) == b"direct"
+        other = cli.ampe().create()
+        connect(other, server, address)
+        assert mailbox_of(server).sole is None
+
+
+def test_tls_is_never_read_directly(tmp_path: Path) -> None:
+    pems = Pems(tmp_path)
+    options = tofu.Options(
+        tls_server_context=tofu.server_tls_context(pems.server),
+        tls_client_context=tofu.client_tls_context(ca=pems.ca_pem),
+    )
+    with tofu.Reactor(options) as rtr:
+        ampe = rtr.ampe()
+        server, client = ampe.create(), ampe.create()
+        _, value = listen(server, tofu.TLSServerAddress("127.0.0.1", 0))
+        channel, server_channel = connect(client, server, tofu.TLSClientAddress("127.0.0.1", int(value.split("|")[-1])))
+        conn = rtr._table.get(channel)
+        assert isinstance(conn, Connection) and mailbox_of(client).sole is conn
+        for i in range(5):
+            receiver = Receiver(client, done=lambda m: True)
+            receiver.start()
+            time.sleep(0.02)
+            assert conn.reader == IO
+            server.post(make(OpCode.Signal, server_channel, b"%d" % i))
+            assert bytes(receiver.finish()[0].body) == b"%d" % i
+        assert mailbox_of(client).reading is None and mailbox_of(server).reading is None
+
+
+def test_aio_groups_receive_through_the_queue() -> None:
+    async def main(rtr: tofu.Reactor, client: tofu.ChannelGroup, peer: socket.socket) -> list[bytes]:
+        async with tofu.aio.wrap(client) as agroup:
+            got = []
+            for i in range(5):
+                loop = asyncio.get_running_loop()
+                loop.call_later(0.01, peer.sendall, signal_frame(b"%d" % i))
+                msg = await agroup.receive(TIMEOUT)
+                assert msg is not None
+                got.append(bytes(msg.body))
+            return got
+
+    with tofu.Reactor() as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn):
+            assert asyncio.run(main(rtr, client, peer)) == [b"%d" % i for i in range(5)]
+            assert conn.reader == IO and mailbox_of(client).reading is None
+
+
+# ------------------------------------------------------ interrupts, limits
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_sigint_interrupts_a_direct_reader_in_the_main_thread(timeout: float | None) -> None:
+    assert threading.current_thread() is threading.main_thread()
+    with tofu.Reactor() as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn):
+            main = threading.get_ident()
+
+            def interrupt() -> None:
+                reading_directly(conn)
+                time.sleep(0.05)  # into poll(): a signal just before it would wait for the next frame
+                signal.pthread_kill(main, signal.SIGINT)
+
+            threading.Thread(target=interrupt, daemon=True).start()
+            start = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                client.wait_receive(timeout)
+            assert time.monotonic() - start < TIMEOUT
+            assert not conn.polling and not mailbox_of(client).waiting
+            peer.sendall(signal_frame(b"after"))
+            assert bytes(recv(client).body) == b"after"
+
+
+def test_a_burst_read_directly_still_pauses_reading_at_max_queued_msgs() -> None:
+    """One direct read brings many frames: the rest go to the queue, and past
+    max_queued_msgs the engine stops reading until the receiver catches up."""
+    limit, total = 8, 400
+    with tofu.Reactor(tofu.Options(max_queued_msgs=limit)) as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, _):
+            mailbox = mailbox_of(client)
+            burst = b"".join(signal_frame(b"%d" % i, mid=i + 1) for i in range(total))
+            with io_thread_parked(rtr):
+                threading.Timer(0.05, peer.sendall, args=(burst,)).start()
+                first = recv(client)
+                assert bytes(first.body) == b"0"
+                queued = client.pending()
+                assert queued >= limit, queued  # one read brought many
+            wait_for(lambda: mailbox.paused, "reading to pause")
+            numbers = [0]
+            while len(numbers) < total:
+                numbers.append(int(bytes(recv(client).body)))
+                assert client.pending() <= max(queued, limit) + 1
+            assert numbers == list(range(total))
+            wait_for(lambda: not mailbox.paused, "reading to resume")
+
+
+def test_request_response_both_sides_read_directly_and_in_order() -> None:
+    """Many round trips between two engines, each answered by a thread, every
+    receive able to go either way: every answer matches its request."""
+    with tofu.Reactor() as srv, tofu.Reactor() as cli:
+        server, client = srv.ampe().create(), cli.ampe().create()
+        _, value = listen(server, tofu.TCPServerAddress("127.0.0.1", 0))
+        channel, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", int(value.split("|")[-1])))
+        n = 2000
+
+        def echo() -> None:
+            for _ in range(n):
+                msg = recv(server)
+                msg.bhdr.proto.op_code = OpCode.Response
+                server.post(msg)
+
+        echoer = threading.Thread(target=echo, daemon=True)
+        echoer.start()
+        for i in range(n):
+            client.post(make(OpCode.Request, channel, i.to_bytes(4, "big")))
+            answer = recv(client, timeout=TIMEOUT if i % 7 else None)  # type: ignore[arg-type]
+            assert answer.bhdr.proto.op_code == OpCode.Response
+            assert int.from_bytes(bytes(answer.body), "big") == i
+        echoer.join(TIMEOUT)
+        assert not echoer.is_alive()
