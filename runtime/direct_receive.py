@@ -208,7 +208,7 @@ class DirectReceiver:
         # it back: it says so before it looks at `polling` (see the module's
         # docstring), so one of us steps back.
         conn.polling = True
-        if conn.reclaim is not None or conn.reader != APP or conn.closed:  # (in this order)
+        if _reclaiming(conn) or conn.reader != APP or conn.closed:  # (in this order)
             _let_go(conn)
             return None
         if mailbox.paused or conn.throttled or mailbox.sole is not conn or mailbox.on_delivery is not None:
@@ -248,7 +248,7 @@ class DirectReceiver:
                         woken = True
                 if woken:  # a delivery, a close, or a byte left from an earlier wait
                     reading.drain()
-                    if mailbox.qsize() or conn.reclaim is not None or conn.closed:
+                    if mailbox.qsize() or _reclaiming(conn) or conn.closed:
                         break
                     mailbox.waiting = True  # nothing for us: wait on
                     if mailbox.qsize():
@@ -485,6 +485,13 @@ class DirectReceiver:
                 _close_reading(mailbox)
             self._readings.clear()
             self._lent.clear()
+
+
+def _reclaiming(conn: Connection) -> bool:
+    """The I/O thread wants `conn` back. (A function: a test of the attribute
+    in receive() would narrow its type there, and the compiled build would
+    then refuse the Event another thread puts in it.)"""
+    return conn.reclaim is not None
 
 
 def _let_go(conn: Connection) -> None:
