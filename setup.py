@@ -8,7 +8,7 @@ wheel is pure Python. It is all or nothing: never some modules compiled and
 others not. Either way the build prints one line saying which it made
 (`pip install -v .` shows it):
 
-    tofu build: compiled with mypyc (12 modules)
+    tofu build: compiled with mypyc (N modules: ...)
     tofu build: pure Python (<why>)
 
 Pure Python always:
@@ -50,7 +50,7 @@ def _compiled_modules() -> list[str]:
 
 COMPILED_MODULES = _compiled_modules()
 
-PACKAGES = ["tofu", "tofu.bench", "tofu.cli", "tofu.conform", "tofu.generated"]
+PACKAGES = ["tofu", "tofu.bench", "tofu.cli", "tofu.conform", "tofu.generated", "tofu.service"]
 PACKAGE_DATA = {"tofu": ["py.typed"], "tofu.generated": ["*.lua"]}
 SOURCE_DIRS = {"tofu": "runtime", "tofu.generated": "generated"}
 

@@ -49,7 +49,7 @@ async def client(agroup: tofu.aio.AsyncChannelGroup, port: int, count: int) -> i
     bye.bhdr.channel_number = channel
     agroup.post(bye)
     async for msg in agroup:  # ByeResponse, then channel_closed
-        if msg.is_from_engine() and msg.bhdr.status == tofu.AmpeStatus.channel_closed:
+        if msg.is_close_notice():
             break
     return ok
 

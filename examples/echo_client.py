@@ -52,7 +52,7 @@ def run(address: tofu.Address, count: int = 5, timeout: float = 5.0) -> int:
         bye.bhdr.channel_number = channel
         group.post(bye)
         while (msg := group.wait_receive(timeout)) is not None:  # ByeResponse, then channel_closed
-            closed = msg.is_from_engine() and msg.bhdr.status == tofu.AmpeStatus.channel_closed
+            closed = msg.is_close_notice()
             ampe.put(msg)
             if closed:
                 break

@@ -68,7 +68,7 @@ def serve(address: tofu.Address, clients: int = 1, idle: float | None = None, re
                 continue
             ch = msg.bhdr.channel_number
             if msg.is_from_engine():  # the engine tells us something
-                if msg.bhdr.status == tofu.AmpeStatus.channel_closed and ch in open_channels:
+                if msg.is_close_notice() and ch in open_channels:
                     open_channels.discard(ch)
                     finished += 1
                     idle_since = time.monotonic()

@@ -55,7 +55,7 @@ def client(number: int, port: int, farewells: list[str]) -> None:
         channel = group.post(tofu.TCPClientAddress("127.0.0.1", port).format(tofu.Message())).channel_number
         while (msg := group.wait_receive(10.0)) is not None:
             if msg.is_from_engine():
-                if msg.bhdr.status == tofu.AmpeStatus.channel_closed:
+                if msg.is_close_notice():
                     return
                 continue
             if msg.bhdr.proto.op_code == OP.ByeRequest:
@@ -146,7 +146,7 @@ def main() -> int:
             msg = group.wait_receive(left)
             if msg is None:
                 break
-            if msg.is_from_engine() and msg.bhdr.status == tofu.AmpeStatus.channel_closed:
+            if msg.is_close_notice():
                 clients.discard(msg.bhdr.channel_number)
         say(f"server: {CLIENTS - len(clients)} of {CLIENTS} clients said goodbye; destroying the engine")
         for t in threads:

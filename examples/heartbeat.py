@@ -55,7 +55,7 @@ def server(ampe: tofu.Ampe, group: tofu.ChannelGroup) -> list[str]:
             continue
         channel = msg.bhdr.channel_number
         if msg.is_from_engine():
-            if msg.bhdr.status == tofu.AmpeStatus.channel_closed:
+            if msg.is_close_notice():
                 events.append(f"server: channel {channel} closed")
                 say(events[-1])
                 ampe.put(msg)
@@ -77,7 +77,7 @@ def client(ampe: tofu.Ampe, group: tofu.ChannelGroup, port: int, result: list[st
     assert resp is not None and resp.bhdr.proto.op_code == OP.HelloResponse, "connect failed"
 
     def closed(msg: tofu.Message | None) -> bool:
-        if msg is not None and msg.is_from_engine() and msg.bhdr.status == tofu.AmpeStatus.channel_closed:
+        if msg is not None and msg.is_close_notice():
             result.append("client: the server closed the channel")
             say(result[-1])
             return True

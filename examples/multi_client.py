@@ -47,7 +47,7 @@ def client(name: str, how: str, port: int) -> None:
         leave.bhdr.channel_number = channel
         group.post(leave)
         while (msg := group.wait_receive(5.0)) is not None:  # wait for our own channel_closed
-            if msg.is_from_engine() and msg.bhdr.status == tofu.AmpeStatus.channel_closed:
+            if msg.is_close_notice():
                 break
 
 
@@ -73,7 +73,7 @@ def main() -> int:
                 raise SystemExit(f"server: stuck with {clients}")
             ch = msg.bhdr.channel_number
             if msg.is_from_engine():
-                if msg.bhdr.status == tofu.AmpeStatus.channel_closed and ch in clients:
+                if msg.is_close_notice() and ch in clients:
                     name = clients.pop(ch)
                     print(f"- {name} left (channel {ch}); online: {sorted(clients.values())}")
                 ampe.put(msg)

@@ -37,7 +37,7 @@ def client(address: tofu.Address, answers: list[str]) -> None:
         bye.bhdr.channel_number = channel
         group.post(bye)
         while (msg := group.wait_receive(5.0)) is not None:
-            if msg.is_from_engine() and msg.bhdr.status == tofu.AmpeStatus.channel_closed:
+            if msg.is_close_notice():
                 break
 
 
@@ -73,7 +73,7 @@ def main() -> int:
                 raise SystemExit("server: stuck")
             ch = msg.bhdr.channel_number
             if msg.is_from_engine():
-                if msg.bhdr.status == tofu.AmpeStatus.channel_closed and ch in transports:
+                if msg.is_close_notice() and ch in transports:
                     closed += 1
                 ampe.put(msg)
                 continue

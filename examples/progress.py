@@ -34,7 +34,7 @@ def server(ampe: tofu.Ampe, group: tofu.ChannelGroup) -> None:
             raise SystemExit("server: nothing for 10 s")
         bh = msg.bhdr
         if msg.is_from_engine():
-            closed = bh.status == tofu.AmpeStatus.channel_closed
+            closed = msg.is_close_notice()
             ampe.put(msg)
             if closed:
                 return

@@ -26,7 +26,7 @@ def server(ampe: tofu.Ampe, group: tofu.ChannelGroup) -> None:
         if msg is None:
             raise SystemExit("server: nothing for 10 s")
         if msg.is_from_engine():
-            closed = msg.bhdr.status == tofu.AmpeStatus.channel_closed
+            closed = msg.is_close_notice()
             ampe.put(msg)
             if closed:
                 return

@@ -192,7 +192,7 @@ STATUS_MEANING: dict[AmpeStatus, str] = {
     AmpeStatus.not_allowed: "the operation is not allowed in this state",
     AmpeStatus.null_message: "a message was required but none was given",
     AmpeStatus.invalid_message: "the message is malformed",
-    AmpeStatus.invalid_op_code: "the op code is not one of 0..9",
+    AmpeStatus.invalid_op_code: "the op code is not one of 0..9, or is a local command where only a frame may be (a peer sent it)",
     AmpeStatus.invalid_headers_len: "the text headers are longer than 65535 bytes",
     AmpeStatus.invalid_body_len: "the body is longer than 65535 bytes",
     AmpeStatus.invalid_more_usage: "the more flag is set on a message that is not regular",

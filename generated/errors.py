@@ -85,7 +85,7 @@ class InvalidMessage(AmpeError):
 
 
 class InvalidOpCode(AmpeError):
-    """The op code is not one of 0..9."""
+    """The op code is not one of 0..9, or is a local command where only a frame may be (a peer sent it)."""
 
     status = AmpeStatus.invalid_op_code
 

@@ -190,18 +190,18 @@ SEND_MOVE: Final[tuple[tuple[int, ...], ...]] = (
 RECEIVE_MOVE: Final[tuple[tuple[int, ...], ...]] = (
     (-1,      -1,       -1,     -1,           -1,            -1,         -1,          -1,        -1,             -1,              -1, -1, -1, -1, -1, -1),  # LISTENER_LISTENING
     (-1,      -1,       -1,     -1,           -1,            -1,         -1,          -1,        -1,             -1,              -1, -1, -1, -1, -1, -1),  # LISTENER_CLOSED
-    (30,      31,       30,     32,           29,            33,         31,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # CONNECTOR_CONNECTING
-    (41,      41,       41,     32,           42,            43,         44,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # CONNECTOR_OPEN
-    (45,      45,       45,     32,           42,            47,         46,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # CONNECTOR_BYE_SENT
-    (48,      48,       48,     32,           42,            48,         48,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # CONNECTOR_BYE_RECEIVED
-    (28,      28,       28,     28,           28,            28,         28,          28,        28,             28,              28, 28, 28, 28, 28, 28),  # CONNECTOR_CLOSED
-    (35,      35,       35,     34,           35,            35,         35,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_AWAITING_HELLO
-    (36,      37,       36,     39,           40,            38,         37,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_GREETED
-    (48,      48,       48,     39,           40,            48,         48,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_HELLO_AND_BYE
-    (41,      41,       41,     39,           40,            43,         44,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_OPEN
-    (45,      45,       45,     39,           40,            47,         46,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_BYE_SENT
-    (48,      48,       48,     39,           40,            48,         48,          27,        27,             27,              27, 27, 27, 27, 27, 27),  # ACCEPTOR_BYE_RECEIVED
-    (28,      28,       28,     28,           28,            28,         28,          28,        28,             28,              28, 28, 28, 28, 28, 28),  # ACCEPTOR_CLOSED
+    (31,      32,       31,     33,           30,            34,         32,          27,        27,             27,              28, 28, 28, 28, 28, 28),  # CONNECTOR_CONNECTING
+    (42,      42,       42,     33,           43,            44,         45,          27,        27,             27,              28, 28, 28, 28, 28, 28),  # CONNECTOR_OPEN
+    (46,      46,       46,     33,           43,            48,         47,          27,        27,             27,              28, 28, 28, 28, 28, 28),  # CONNECTOR_BYE_SENT
+    (49,      49,       49,     33,           43,            49,         49,          27,        27,             27,              28, 28, 28, 28, 28, 28),  # CONNECTOR_BYE_RECEIVED
+    (29,      29,       29,     29,           29,            29,         29,          29,        29,             29,              29, 29, 29, 29, 29, 29),  # CONNECTOR_CLOSED
+    (36,      36,       36,     35,           36,            36,         36,          27,        27,             27,              28, 28, 28, 28, 28, 28),  # ACCEPTOR_AWAITING_HELLO
+    (37,      38,       37,     40,           41,            39,         38,          27,        27,             27,              28, 28, 28, 28, 28, 28),  # ACCEPTOR_GREETED
+    (49,      49,       49,     40,           41,            49,         49,          27,        27,             27,              28, 28, 28, 28, 28, 28),  # ACCEPTOR_HELLO_AND_BYE
+    (42,      42,       42,     40,           41,            44,         45,          27,        27,             27,              28, 28, 28, 28, 28, 28),  # ACCEPTOR_OPEN
+    (46,      46,       46,     40,           41,            48,         47,          27,        27,             27,              28, 28, 28, 28, 28, 28),  # ACCEPTOR_BYE_SENT
+    (49,      49,       49,     40,           41,            49,         49,          27,        27,             27,              28, 28, 28, 28, 28, 28),  # ACCEPTOR_BYE_RECEIVED
+    (29,      29,       29,     29,           29,            29,         29,          29,        29,             29,              29, 29, 29, 29, 29, 29),  # ACCEPTOR_CLOSED
 )
 MOVES: Final[tuple[tuple[str, str], ...]] = (
     ('stops listening; the connections it accepted stay open', ''),  # 0
@@ -231,28 +231,29 @@ MOVES: Final[tuple[tuple[str, str], ...]] = (
     ('aborts: what is still queued comes back, the socket closes at once', ''),  # 24
     ('already closing: what is still queued comes back at once', ''),  # 25
     ('the channel is closing: nothing more is sent', ''),  # 26
-    ('a local command, or no op code at all: it never travels on the wire', 'the reference delivers such a frame as it is (and a debug build of it aborts on an invalid op code)'),  # 27
-    ('the channel is over: nothing more is delivered', ''),  # 28
-    ('the peer accepted the channel', ''),  # 29
-    ("the peer accepted the channel by sending to it, without a HelloResponse (the reference's print server)", ''),  # 30
-    ('nothing was asked of the peer yet', 'the reference delivers every frame as it is'),  # 31
-    ('only the connecting side says hello, and this side did', 'the reference delivers every frame as it is'),  # 32
-    ('the peer says bye instead of hello: it declines the channel gracefully', ''),  # 33
-    ('the peer says hello: the HelloRequest is delivered and the application sees the channel', ''),  # 34
-    ('the first frame on an accepted connection is a HelloRequest (the connection closes unseen by the application)', 'the reference delivers every frame as it is, on a channel its application was never told about'),  # 35
-    ("the peer did not wait for the answer to its HelloRequest (the reference's client may send right behind it): delivered", ''),  # 36
-    ('nothing was asked of the peer yet', 'the reference delivers every frame as it is'),  # 37
-    ('the peer says bye before the answer to its HelloRequest: it gives up, or wrote its whole session at once', ''),  # 38
-    ('the peer says hello once', 'the reference delivers every frame as it is'),  # 39
-    ('only the accepting side answers a HelloRequest, and this side is it', 'the reference delivers every frame as it is'),  # 40
-    ('the traffic of an open channel', ''),  # 41
-    ('the peer answers the HelloRequest once', 'the reference delivers every frame as it is'),  # 42
-    ('the peer closes gracefully: this side answers what it was asked, then the ByeResponse', ''),  # 43
-    ('no ByeRequest was sent', 'the reference closes the channel on any ByeResponse'),  # 44
-    ('the peer sent them before it read the ByeRequest: delivered', ''),  # 45
-    ('the exchange is complete: the channel closes at once (a peer that resets right after it closes normally too)', ''),  # 46
-    ('both sides said bye (the two ByeRequests crossed): delivered, and the channel closes at once', "in the reference, two crossing ByeRequests wait for each other's ByeResponse forever"),  # 47
-    ("the peer's ByeRequest came after everything it had to send", 'the reference delivers every frame as it is'),  # 48
+    ('a local command between an application and its engine: it never travels on the wire', "the reference delivers such a frame as it is, where its application cannot tell it from its own engine's"),  # 27
+    ('no op code at all (10..15): nothing after it in the stream can be trusted', "an op code 10..15 aborts the reference's whole process, so no later connection is served: a debug build panics as it reads the frame (its receive path calls getType(), an exhaustive switch, on the invalid enum value), a safe build hands the frame to the application, where the reference's recipe echo server panics (getOpCode() catch unreachable)"),  # 28
+    ('the channel is over: nothing more is delivered', ''),  # 29
+    ('the peer accepted the channel', ''),  # 30
+    ("the peer accepted the channel by sending to it, without a HelloResponse (the reference's print server)", ''),  # 31
+    ('nothing was asked of the peer yet', 'the reference delivers every frame as it is'),  # 32
+    ('only the connecting side says hello, and this side did', 'the reference delivers every frame as it is'),  # 33
+    ('the peer says bye instead of hello: it declines the channel gracefully', ''),  # 34
+    ('the peer says hello: the HelloRequest is delivered and the application sees the channel', ''),  # 35
+    ('the first frame on an accepted connection is a HelloRequest (the connection closes unseen by the application)', 'the reference delivers every frame as it is, on a channel its application was never told about'),  # 36
+    ("the peer did not wait for the answer to its HelloRequest (the reference's client may send right behind it): delivered", ''),  # 37
+    ('nothing was asked of the peer yet', 'the reference delivers every frame as it is'),  # 38
+    ('the peer says bye before the answer to its HelloRequest: it gives up, or wrote its whole session at once', ''),  # 39
+    ('the peer says hello once', 'the reference delivers every frame as it is'),  # 40
+    ('only the accepting side answers a HelloRequest, and this side is it', 'the reference delivers every frame as it is'),  # 41
+    ('the traffic of an open channel', ''),  # 42
+    ('the peer answers the HelloRequest once', 'the reference delivers every frame as it is'),  # 43
+    ('the peer closes gracefully: this side answers what it was asked, then the ByeResponse', ''),  # 44
+    ('no ByeRequest was sent', 'the reference closes the channel on any ByeResponse'),  # 45
+    ('the peer sent them before it read the ByeRequest: delivered', ''),  # 46
+    ('the exchange is complete: the channel closes at once (a peer that resets right after it closes normally too)', ''),  # 47
+    ('both sides said bye (the two ByeRequests crossed): delivered, and the channel closes at once', "in the reference, two crossing ByeRequests wait for each other's ByeResponse forever"),  # 48
+    ("the peer's ByeRequest came after everything it had to send", 'the reference delivers every frame as it is'),  # 49
 )
 
 STATE_ROLE: Final[tuple[ChannelRole, ...]] = (
@@ -341,7 +342,7 @@ STATE_NOTIFY: Final[tuple[bool, ...]] = (
 STATE_PEER_END: Final[tuple[AmpeStatus, ...]] = (
     AmpeStatus.channel_closed,  # LISTENER_LISTENING
     AmpeStatus.channel_closed,  # LISTENER_CLOSED
-    AmpeStatus.connect_failed,  # CONNECTOR_CONNECTING
+    AmpeStatus.peer_disconnected,  # CONNECTOR_CONNECTING
     AmpeStatus.peer_disconnected,  # CONNECTOR_OPEN
     AmpeStatus.channel_closed,  # CONNECTOR_BYE_SENT
     AmpeStatus.channel_closed,  # CONNECTOR_BYE_RECEIVED

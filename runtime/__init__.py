@@ -1,13 +1,22 @@
 """tofu: asynchronous, message-based, peer-to-peer messaging, wire-compatible
 with the Zig reference g41797/tofu.
 
+A service in a few lines (tofu.Server, tofu.connect; tofu.aio for asyncio):
+
     import tofu
+    with tofu.Server("tcp://127.0.0.1:0", lambda request: request.body) as server:
+        with tofu.connect(server.urls[0]) as client:
+            reply = client.request(b"hello")
+
+The engine under it (Reactor, channel groups, pooled messages):
+
     with tofu.Reactor() as rtr:
         ampe = rtr.ampe()
         chnls = ampe.create()
         ...
 
-See README.md for a quickstart and docs/protocol.md for the wire format.
+See README.md for a quickstart, docs/client-server.md for the service layer
+and docs/protocol.md for the wire format.
 """
 
 import logging as _logging
@@ -34,6 +43,23 @@ from .message import BinaryHeader, Body, Message, ProtoFields, TextHeaders
 from .options import Options
 from .pool import AllocationStrategy
 from .reactor import Reactor
+from .service import (
+    ERROR_DETAIL_HEADER,
+    ERROR_HEADER,
+    Client,
+    ConnectError,
+    ConnectionLost,
+    ConnectionRefused,
+    Headers,
+    Peer,
+    Reconnect,
+    Reply,
+    ReplyStream,
+    Request,
+    RequestTimeout,
+    Server,
+    connect,
+)
 from .testing import find_free_tcp_port, temp_uds_path
 from .tls_contexts import client_tls_context, server_tls_context
 from .transport import peer_credentials
@@ -50,6 +76,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COMPILED",
+    "ERROR_DETAIL_HEADER",
+    "ERROR_HEADER",
     "MAX_FRAME_SIZE",
     "WAIT_RECEIVE_INFINITE_TIMEOUT",
     "WAIT_RECEIVE_SEC_TIMEOUT",
@@ -59,12 +87,24 @@ __all__ = [
     "BinaryHeader",
     "Body",
     "ChannelGroup",
+    "Client",
+    "ConnectError",
+    "ConnectionLost",
+    "ConnectionRefused",
     "FrameDecoder",
+    "Headers",
     "Message",
     "Options",
+    "Peer",
     "PostTimeout",
     "ProtoFields",
     "Reactor",
+    "Reconnect",
+    "Reply",
+    "ReplyStream",
+    "Request",
+    "RequestTimeout",
+    "Server",
     "TCPClientAddress",
     "TCPServerAddress",
     "TLSClientAddress",
@@ -73,6 +113,7 @@ __all__ = [
     "UDSClientAddress",
     "UDSServerAddress",
     "client_tls_context",
+    "connect",
     "encode",
     "encode_into",
     "find_free_tcp_port",

@@ -29,7 +29,7 @@ from .generated.codec import (
 )
 from .message import Message, body_buffer, from_wire, header_of, headers_buffer, refill
 
-__all__ = ["MAX_FRAME_SIZE", "FrameDecoder", "encode", "encode_into"]
+__all__ = ["MAX_FRAME_SIZE", "FrameDecoder", "encode", "encode_into", "frame_size"]
 
 MAX_FRAME_SIZE = HEADER_SIZE + MAX_HEADERS_LEN + MAX_BODY_LEN
 """The longest frame, in bytes: the binary header, the longest text headers and the longest body."""
@@ -95,6 +95,11 @@ def encode_into(out: bytearray, msg: Message) -> None:
     if th:
         out += th
     out += body
+
+
+def frame_size(msg: Message) -> int:
+    """How many bytes encode_into appends for `msg`."""
+    return HEADER_SIZE + len(headers_buffer(msg)) + len(body_buffer(msg))
 
 
 class FrameDecoder:

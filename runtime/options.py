@@ -62,16 +62,19 @@ class Options:
         do it, or two engines could stop reading each other). Default 1 MiB;
         None or 0 is no limit.
     - `handshake_timeout`: seconds an accepted connection has to complete its
-        handshake: its HelloRequest received and the application's
-        HelloResponse written. Past it the engine closes the connection; an
-        application that already received the HelloRequest gets
-        channel_closed with `~close_reason: accept_failed` (one that never
-        heard of the channel gets nothing). Default 10; None or 0 disables it.
-    - `connect_timeout`: seconds a HelloRequest has to get its HelloResponse
-        (name resolution, TCP connect and the peer's answer). Past it the
-        HelloRequest comes back with status connect_failed and the channel
-        closes (channel_closed, `~close_reason: connect_failed`). Default 10;
-        None or 0 disables it.
+        handshake: its HelloRequest received and the application's answer
+        posted (a HelloResponse, or anything that accepts the channel: see
+        docs/protocol.md, "Channel states"). Past it the engine closes the
+        connection; an application that already received the HelloRequest
+        gets channel_closed with `~close_reason: accept_failed` (one that
+        never heard of the channel gets nothing). Default 10; None or 0
+        disables it.
+    - `connect_timeout`: seconds a HelloRequest has to be answered (name
+        resolution, TCP connect and the peer's answer: its HelloResponse, or
+        the first Request or Signal it sends). Past it the HelloRequest comes
+        back with status connect_failed and the channel closes
+        (channel_closed, `~close_reason: connect_failed`). Default 10; None
+        or 0 disables it.
     - `idle_timeout`: seconds a connection may carry no bytes in either
         direction; past it the engine closes it (channel_closed,
         `~close_reason: communication_failed`). Default None (never).

@@ -159,7 +159,7 @@ class ChannelProtocol:
         pool); lock: held for every move of the state (any context manager).
     """
 
-    __slots__ = ("_lock", "_make", "_release", "_wrote_last", "decoder", "first_mid", "number", "state")
+    __slots__ = ("_left", "_lock", "_make", "_release", "_wrote_last", "decoder", "first_mid", "number", "state")
 
     def __init__(
         self,
@@ -178,6 +178,9 @@ class ChannelProtocol:
         self._release: Callable[[Message], None] = release if release is not None else _drop
         self._lock: AbstractContextManager[object] = lock if lock is not None else nullcontext()
         self._wrote_last = False  # a ByeRequest or ByeResponse went out: nothing more does
+        # The state the channel was in when a move ended it (a ByeSignal, the
+        # last Bye frame): what its close gives back is that state's.
+        self._left = state
 
     def __repr__(self) -> str:
         return f"ChannelProtocol(channel {self.number}, {_state_text(self.state)})"
@@ -215,6 +218,8 @@ class ChannelProtocol:
             nxt = SEND[state][op]
             if nxt < 0:
                 raise self._refused(nxt, state, op)
+            if not STATE_TERMINAL[state]:
+                self._left = state
             self.state = nxt
         return nxt != state
 
@@ -276,6 +281,8 @@ class ChannelProtocol:
                     state = self.state
                     nxt = RECEIVE[state][op]
                     if nxt >= 0:
+                        if not STATE_TERMINAL[state]:
+                            self._left = state
                         self.state = nxt
                 if nxt < 0:
                     closing = Closing(AmpeStatus(-nxt), f"the peer sent {op.name}: {why(False, state, op)}")
@@ -328,14 +335,21 @@ class ChannelProtocol:
 
     # ------------------------------------------------ closing
 
-    def peer_ended(self) -> AmpeStatus:
-        """The close's status when the peer ends the stream now: the state's
-        (a normal close once either side said bye); communication_failed for
-        a peer that vanished in the middle of a frame."""
-        status = STATE_PEER_END[self.state]
-        if status is _PEER_DISCONNECTED and self.decoder.pending:
-            return _COMMUNICATION_FAILED
-        return status
+    def peer_ended(self) -> Closing:
+        """How the channel closes when the peer ends the stream now: the
+        state's status (a normal close once either side said bye;
+        peer_disconnected before, its HelloRequest unanswered while
+        connecting), communication_failed for a peer that vanished in the
+        middle of a frame; the detail says which."""
+        state = self.state
+        status = STATE_PEER_END[state]
+        if status is not _PEER_DISCONNECTED:
+            return Closing(status)
+        if self.decoder.pending:
+            return Closing(_COMMUNICATION_FAILED, "the peer closed the connection in the middle of a frame")
+        if STATE_RETURNS_HELLO[state]:
+            return Closing(status, "the peer closed the connection before answering the HelloRequest")
+        return Closing(status)
 
     def close(
         self,
@@ -353,9 +367,13 @@ class ChannelProtocol:
         notice. Nothing at all when the state does not notify (the
         application never saw the channel) or `silent` (its group is gone):
         the messages go back to the pool. The state becomes the role's
-        terminal one."""
+        terminal one. (A channel a move has ended already, a ByeSignal or
+        its last Bye frame, closes as the state it left: a connect
+        abandoned with a ByeSignal gives its HelloRequest back.)"""
         with self._lock:
             state = self.state
+            if STATE_TERMINAL[state]:  # a move ended it: the close is the state's it left
+                state = self._left
             self.state = TERMINAL_OF[state]
         if silent or not STATE_NOTIFY[state]:
             for msg in unsent:

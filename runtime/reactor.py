@@ -37,7 +37,7 @@ from .generated.machine import STATE_RETURNS_HELLO
 from .groups import ChannelGroup, mailbox_of
 from .inbox import Inbox
 from .listening import Listeners
-from .mailbox import SHUTDOWN, Mailbox
+from .mailbox import SHUTDOWN, Mailbox, Shutdown
 from .message import Message, body_buffer, header_of, headers_buffer
 from .options import Options
 from .poller import READ, make_poller
@@ -325,12 +325,14 @@ class Reactor:
         the state machine says a close in the channel's state gives back (its
         unsent messages with `reason`, then the channel_closed notice naming
         an abnormal `reason`, and `detail` in words) unless `silent` or the
-        group is gone. Never raises: a failure here still closes the channel."""
+        group is gone. Never raises: a failure while closing still closes the
+        channel, with processing_failed (see _close_now), and a delivery hook
+        that raises loses nothing (the message is queued before it runs)."""
         if ch.closed:
             return
         try:
             given = self._close_now(ch, reason, detail, silent)
-        except Exception:
+        except Exception:  # the state machine's own close failed: nothing to give back
             log.exception("tofu: internal error closing channel %d", ch.number)
             ch.closed = True
             self._table.remove(ch)
@@ -339,10 +341,15 @@ class Reactor:
             return
         mailbox = ch.mailbox
         for msg in given:
-            mailbox.deliver(msg)
+            self._deliver(mailbox, msg)
         log.debug("channel %d closed: %s", ch.number, reason.name)
 
     def _close_now(self, ch: Channel, reason: AmpeStatus, detail: str, silent: bool) -> list[Message]:
+        """The close itself: the channel leaves the table and the posters,
+        its resources go, what it held to send is taken; the protocol says
+        what the application gets. A failure while letting the resources go
+        (a TLS session that raises on close_notify...) closes the socket all
+        the same and turns the close into processing_failed, saying why."""
         if type(ch) is Connection:
             with ch.send_lock:  # waits for a direct write in progress (runtime/direct.py)
                 ch.direct_ok = False
@@ -350,21 +357,31 @@ class Reactor:
         if type(ch) is Connection:
             self._receiver.reclaim(ch)  # waits for a direct receive in progress (runtime/direct_receive.py)
         self._table.remove(ch)
-        mailbox = ch.mailbox
-        self._transfer.unregister(ch)
+        try:
+            self._release(ch)
+        except Exception as exc:
+            log.exception("tofu: internal error closing channel %d", ch.number)
+            if ch.sock is not None:
+                ch.sock.close()
+            reason = _PROCESSING_FAILED
+            detail = f"internal error while closing: {type(exc).__name__}: {exc}"
         unsent: list[Message] = []
         hello: Message | None = None
+        if type(ch) is Connection:
+            unsent = self._transfer.take_unsent(ch)  # after the TLS stream's last records went (or not)
+            hello, ch.hello = ch.hello, None
+        normal = reason is _CHANNEL_CLOSED
+        return ch.protocol.close(reason, unsent, hello, "" if normal else detail, silent or ch.mailbox.destroyed)
+
+    def _release(self, ch: Channel) -> None:
+        """What a closing channel holds of the engine goes: its registration,
+        its timers and counts, its TLS stream (ended with close_notify), its socket."""
+        self._transfer.unregister(ch)
         if type(ch) is Connection:
             self._transfer.forget(ch)
             self._deadlines.stop(ch)
             if ch.listener is not None:
                 self._listeners.connection_closed(ch.listener)
-            unsent = ch.inflight + list(ch.sendq)
-            ch.inflight.clear()
-            ch.sendq.clear()
-            ch.outbuf = bytearray()
-            ch.queued = 0
-            hello, ch.hello = ch.hello, None
             if type(ch.transport) is TLSTransport:
                 ch.transport.close_notify()  # a TLS stream ends with its alert, not a bare FIN
         elif type(ch) is Listener:
@@ -372,8 +389,14 @@ class Reactor:
         if ch.sock is not None:
             ch.sock.close()
             self._listeners.descriptor_freed()
-        normal = reason is _CHANNEL_CLOSED
-        return ch.protocol.close(reason, unsent, hello, "" if normal else detail, silent or mailbox.destroyed)
+
+    def _deliver(self, mailbox: Mailbox, msg: Message | Shutdown) -> None:
+        """Deliver where nothing may stop the engine (a close, the stop): a
+        delivery hook that raises is logged (the message is queued already)."""
+        try:
+            mailbox.deliver(msg)
+        except Exception:
+            log.exception("tofu: a channel group's delivery hook failed")
 
     def _destroy_group(self, mailbox: Mailbox, done: threading.Event) -> None:
         """Ampe.destroy(group), on the I/O thread: close its channels, silently, and wake its receiver."""
@@ -402,13 +425,16 @@ class Reactor:
                 elif ch.mailbox.destroyed:
                     self._pool.put(msg)
                 else:
-                    ch.mailbox.give_back(msg, AmpeStatus.shutdown_started)
+                    try:
+                        ch.mailbox.give_back(msg, AmpeStatus.shutdown_started)
+                    except Exception:  # (queued before the hook ran: nothing lost)
+                        log.exception("tofu: a channel group's delivery hook failed")
             for ch in self._table.snapshot():
                 self._close(ch, AmpeStatus.shutdown_started)
             with self._lock:
                 mailboxes = list(self._mailboxes)
             for mailbox in mailboxes:
-                mailbox.deliver(SHUTDOWN)
+                self._deliver(mailbox, SHUTDOWN)
         finally:
             self._receiver.close_all()
             self._timers.clear()

@@ -7,6 +7,7 @@ thread with `call_soon`. Everything else is resolved at once.
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,8 @@ from .sockets import Resolved, needs_resolving, resolve
 
 __all__ = ["Resolver", "block_signals"]
 
+log = logging.getLogger("tofu")
+
 
 def block_signals() -> None:
     """Keep SIGINT and SIGTERM off the engine's threads: the kernel then
@@ -24,6 +27,16 @@ def block_signals() -> None:
     main thread blocked in wait_receive() is interrupted as it should be."""
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _settle(then: Callable[[Resolved], None], resolved: Resolved, fail: Callable[[AmpeStatus, str], None]) -> None:
+    """then(resolved); an engine bug in it fails the channel it was for
+    (processing_failed), never the I/O thread."""
+    try:
+        then(resolved)
+    except Exception as exc:
+        log.exception("tofu: internal error after resolving an address")
+        fail(AmpeStatus.processing_failed, f"internal error after the name lookup: {type(exc).__name__}: {exc}")
 
 
 class Resolver:
@@ -45,7 +58,7 @@ class Resolver:
             except AmpeError as exc:
                 fail(exc.status, str(exc))
                 return
-            then(resolved)
+            _settle(then, resolved, fail)
             return
 
         def work() -> None:
@@ -55,7 +68,7 @@ class Resolver:
                 status, detail = exc.status, str(exc)
                 self._call_soon(lambda: fail(status, detail))
                 return
-            self._call_soon(lambda: then(resolved))
+            self._call_soon(lambda: _settle(then, resolved, fail))
 
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tofu-resolver", initializer=block_signals)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Final
 
 from .channels import IO, QUEUED_MESSAGE_COST, Channel, ChannelTable, Connection
+from .framing import frame_size
 from .generated import AmpeError, AmpeStatus, OpCode, OriginFlag
 from .inbox import Inbox
 from .mailbox import Mailbox
@@ -48,6 +49,7 @@ _SIGNAL: Final = OpCode.Signal
 _ENGINE: Final = OriginFlag.engine
 _CHANNEL_CLOSED: Final = AmpeStatus.channel_closed
 _POOL_EMPTY: Final = AmpeStatus.pool_empty
+_PROCESSING_FAILED: Final = AmpeStatus.processing_failed
 
 
 class Transfer:
@@ -205,14 +207,10 @@ class Transfer:
 
     def _peer_ended(self, conn: Connection) -> None:
         """The peer ended the stream: what that means is the state's."""
-        status = conn.protocol.peer_ended()
-        if status is AmpeStatus.communication_failed:
+        ended = conn.protocol.peer_ended()
+        if ended.status is AmpeStatus.communication_failed:
             log.warning("channel %d: peer closed in the middle of a frame", conn.number)
-            self._close(conn, status, "the peer closed the connection in the middle of a frame")
-        elif status is AmpeStatus.connect_failed:
-            self._close(conn, status, "the peer closed the connection before answering the HelloRequest")
-        else:
-            self._close(conn, status, "")  # a normal close, or peer_disconnected: the reason says it all
+        self._close(conn, ended.status, ended.detail)
 
     def _handshake_failed(self, conn: Connection, exc: HandshakeFailed) -> None:
         """A listener drops the connection (logged; its application never saw
@@ -240,16 +238,22 @@ class Transfer:
         for conn in dirty:
             try:
                 self.flush(conn)
-            except Exception as exc:  # an engine bug on one channel: close that channel only
+            except Exception as exc:  # (flush closes a channel it fails on itself: this is the last resort)
                 log.exception("tofu: internal error flushing channel %d", conn.number)
-                self._close(conn, AmpeStatus.processing_failed, f"internal error: {type(exc).__name__}: {exc}")
+                self._close(conn, _PROCESSING_FAILED, _internal_error("flushing", exc))
 
     def flush(self, conn: Connection) -> None:
         """Write what is queued, holding the connection against direct writes;
         then let posts write directly if it is idle (runtime/direct.py). A
-        failure, or the end of the channel, closes it after the lock is let go."""
+        failure, or the end of the channel, closes it after the lock is let go;
+        so does an exception of the engine's own (a transport that raises):
+        processing_failed, on this channel only, whoever asked for the flush."""
         with conn.send_lock:
-            outcome = self._write_queued(conn)
+            try:
+                outcome = self._write_queued(conn)
+            except Exception as exc:
+                log.exception("tofu: internal error flushing channel %d", conn.number)
+                outcome = Closing(_PROCESSING_FAILED, _internal_error("flushing", exc))
             idle = (
                 outcome is None
                 and self._direct_send
@@ -302,8 +306,7 @@ class Transfer:
                 status = AmpeStatus.accept_failed if exc.server_side else AmpeStatus.connect_failed
                 return Closing(status, str(exc))
             except (BrokenPipeError, ConnectionResetError):
-                status = conn.protocol.peer_ended()
-                return Closing(status, "the peer reset the connection" if status is AmpeStatus.connect_failed else "")
+                return conn.protocol.peer_ended()
             except OSError as exc:
                 log.info("channel %d: send failed: %s", conn.number, exc)
                 return Closing(AmpeStatus.send_failed, str(exc))
@@ -318,6 +321,29 @@ class Transfer:
                 conn.outbuf = bytearray()  # an idle channel keeps no big buffer
         self.update_events(conn)
         return None
+
+    def take_unsent(self, conn: Connection) -> list[Message]:
+        """`conn` is closing: take what it holds to send, and return the
+        messages it did not write, in order (what the close gives back). A
+        message whose frame has wholly left, though others encoded with it
+        have not, goes back to the pool: it was written, and may have been
+        received (it must not also come back as unsent)."""
+        inflight = conn.inflight
+        left = len(conn.outbuf) + conn.transport.held  # the tail of the frames of `inflight` not yet gone
+        kept = len(inflight)
+        while kept and left > 0:
+            kept -= 1
+            left -= frame_size(inflight[kept])
+        pool = self._pool
+        for msg in inflight[:kept]:
+            pool.put(msg)
+        unsent = inflight[kept:]
+        unsent.extend(conn.sendq)
+        inflight.clear()
+        conn.sendq.clear()
+        conn.outbuf = bytearray()
+        conn.queued = 0
+        return unsent
 
     def send_failed(self, conn: Connection, exc: OSError) -> None:
         """A post's direct write failed with `exc` (runtime/direct.py): close
@@ -419,6 +445,11 @@ class Transfer:
         for ch in self._table.of_group(mailbox):
             if type(ch) is Connection and not ch.connecting:
                 self.update_events(ch)
+
+
+def _internal_error(doing: str, exc: Exception) -> str:
+    """The ~close_detail of a channel closed by an engine bug while `doing` something."""
+    return f"internal error while {doing}: {type(exc).__name__}: {exc}"
 
 
 def pool_empty_notice(msg: Message, number: int) -> Message:

@@ -14,6 +14,9 @@ ready: the transport carries data (False while a TLS handshake runs).
 wants_write: ciphertext waits for the socket to become writable.
 flush_after_read: the last read has made something to send (the handshake
     has just completed, or a handshake reply is waiting).
+held: how many bytes of what send() took the peer cannot have read yet
+    (TLS: those of records whose ciphertext has not wholly left; a close
+    gives their messages back).
 identity: the peer's identity headers (runtime/identity.py).
 
 A handshake failure raises HandshakeFailed, which says the side and why.
@@ -55,7 +58,8 @@ __all__ = [
 
 log = logging.getLogger("tofu")
 
-_CHUNK = 64 * 1024  # plaintext encrypted per TLS write
+_CHUNK = 64 * 1024  # plaintext encrypted per TLS send(), then written in one go
+_RECORD = 16 * 1024  # plaintext per TLS record, the protocol's largest: one SSLObject.write each
 _SLACK = 32 * 1024  # a read's ciphertext stays this far below the buffer: plaintext always fits
 _SO_PEERCRED: int | None = getattr(socket, "SO_PEERCRED", None)  # Linux
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -97,6 +101,7 @@ class PlainTransport:
     ready = True
     wants_write = False
     flush_after_read = False
+    held = 0
 
     def __init__(self, sock: socket.socket, identity: Identity = (), sniff: bool = False) -> None:
         self._sock = sock
@@ -118,12 +123,25 @@ class PlainTransport:
 class TLSTransport:
     """A connection's TLS: ciphertext on the socket, plaintext to the engine."""
 
-    __slots__ = ("_out", "_plaintext_seen", "_session", "_sock", "flush_after_read", "identity")
+    __slots__ = (
+        "_out",
+        "_plaintext_seen",
+        "_queued",
+        "_records",
+        "_sent",
+        "_session",
+        "_sock",
+        "flush_after_read",
+        "identity",
+    )
 
     def __init__(self, session: TLSSession) -> None:
         self._session = session
         self._sock: socket.socket | None = None
         self._out = bytearray(session.outgoing())  # ciphertext not yet sent
+        self._queued = len(self._out)  # ciphertext bytes queued in _out, ever
+        self._sent = 0  # ... and written to the socket, ever
+        self._records: list[tuple[int, int]] = []  # the data records in _out: (where they end in _queued, plaintext)
         self._plaintext_seen = False
         self.flush_after_read = False
         self.identity: Identity = ()
@@ -141,6 +159,17 @@ class TLSTransport:
         return bool(self._out)
 
     @property
+    def held(self) -> int:
+        """The plaintext send() took whose TLS record has not wholly left:
+        the peer cannot have read it (a record is decrypted whole or not at all)."""
+        sent = self._sent
+        return sum(size for end, size in self._records if end > sent)
+
+    def _queue(self, ciphertext: bytes) -> None:
+        self._out += ciphertext
+        self._queued += len(ciphertext)
+
+    @property
     def _establishing(self) -> bool:
         """Failures now are the handshake's. A client counts the time until
         the first reply too: with TLS 1.3 a server rejects a client
@@ -154,13 +183,22 @@ class TLSTransport:
         return HandshakeFailed(f"{what} failed: {reason}", server_side)
 
     def _drain(self) -> None:
+        """Write the ciphertext waiting, as far as the socket takes it; a
+        socket error while the channel is being set up is the handshake's."""
         out = self._out
-        while out:
-            try:
-                n = self._sock.send(out)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                return
-            del out[:n]
+        try:
+            while out:
+                try:
+                    n = self._sock.send(out)  # type: ignore[union-attr]
+                except (BlockingIOError, InterruptedError):
+                    return
+                del out[:n]
+                self._sent += n
+            self._records.clear()
+        except OSError as exc:
+            if self._establishing:
+                raise self._failed(f"connection lost ({exc.strerror or exc})") from None
+            raise
 
     def recv_into(self, buf: bytearray) -> int:
         """Read ciphertext, advance the handshake, put the plaintext in `buf`.
@@ -180,13 +218,8 @@ class TLSTransport:
                 raise self._failed("the peer closed the connection (is it a TLS peer?)")
             return 0  # after the handshake, an end like any other (peer_disconnected...)
         plaintext = session.receive(data)
-        self._out += session.outgoing()
-        try:
-            self._drain()
-        except OSError as exc:
-            if self._establishing:
-                raise self._failed(f"connection lost ({exc.strerror or exc})") from None
-            raise
+        self._queue(session.outgoing())
+        self._drain()
         if session.error is not None:
             if self._establishing:
                 raise self._failed(session.error)
@@ -215,28 +248,36 @@ class TLSTransport:
             return
         try:
             self._session.close_notify()
-            self._out += self._session.outgoing()
+            self._queue(self._session.outgoing())
             self._drain()
         except OSError:
             pass  # the connection is going anyway
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Encrypt and write what the socket takes; return how much of
-        `data` was taken (0 during the handshake)."""
+        `data` was taken (0 during the handshake). A failure while the
+        channel is being set up raises HandshakeFailed, as a read's does."""
         if self._out:
             self._drain()
         session = self._session
         if self._out or not session.handshake_done:
             return 0
         total = 0
+        records = self._records
         with memoryview(data) as view:
             while total < len(view) and not self._out:
-                with view[total : total + _CHUNK] as chunk:
-                    session.send(chunk)
-                    total += len(chunk)
-                if session.error is not None:
-                    raise TLSFailed(f"TLS: {session.error}")
-                self._out += session.outgoing()
+                end = min(total + _CHUNK, len(view))
+                while total < end:  # a record at a time, to know which ones leave whole
+                    with view[total : min(total + _RECORD, end)] as record:
+                        session.send(record)
+                        taken = len(record)
+                    if session.error is not None:
+                        if self._establishing:
+                            raise self._failed(session.error)
+                        raise TLSFailed(f"TLS: {session.error}")
+                    self._queue(session.outgoing())
+                    records.append((self._queued, taken))
+                    total += taken
                 self._drain()
         return total
 
@@ -249,6 +290,7 @@ class Unconnected:
     ready = False
     wants_write = False
     flush_after_read = False
+    held = 0
     identity: Identity = ()
 
     def recv_into(self, buf: bytearray) -> int:

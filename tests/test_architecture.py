@@ -151,6 +151,22 @@ def test_construct_stays_off_the_message_path() -> None:
     assert users == ["structs.py"]
 
 
+def test_the_service_layer_uses_only_public_names() -> None:
+    """runtime/service/ builds on what tofu and tofu.aio publish, like any
+    application: every name it imports from the rest of the package is in
+    tofu.__all__ or tofu.aio.__all__ (docs/client-server.md)."""
+    import tofu
+    import tofu.aio
+
+    public = set(tofu.__all__) | set(tofu.aio.__all__)
+    wrong = []
+    for path in sorted((RUNTIME / "service").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:  # from ..module import name
+                wrong += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name not in public]
+    assert wrong == []
+
+
 @pytest.mark.parametrize(
     ("source", "package", "expected"),
     [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,61 @@ def test_fan_in_with_two_server_processes_sharing_the_port(tmp_path, capsys):
         assert _positive(fig["tofu"]) and _positive(fig["tofu/1 process"]), (key, fig)
     assert "scaling fan-in, 2 server procs, tcp: tofu " in printed
     assert max(len(line) for line in printed.splitlines()) <= 100, printed
+
+
+def test_the_service_layer_rows_stand_next_to_the_engine_alone(tmp_path, capsys):
+    """pipeline-client and pipeline-aclient: requests through tofu.Client.request
+    (threads) and tofu.aio.Client.request (tasks) against the pipeline
+    workload's echo server; each figure is reported beside the engine's own."""
+    out = tmp_path / "bench.json"
+    workloads = "pipeline,pipeline-client,pipeline-aclient"
+    args = [*ARGS, "--workloads", workloads, "--impls", "tofu,floor", "--transports", "tcp,uds", "--json", str(out)]
+    rc = bench.main(args)
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    doc = json.loads(out.read_text())
+    assert doc["errors"] == []
+    ran = {(t["workload"], t["impl"]) for t in doc["trials"]}
+    faces = {("pipeline-client", "tofu"), ("pipeline-aclient", "tofu")}
+    assert ran == {("pipeline", "tofu"), ("pipeline", "floor")} | faces
+    for workload, via in (("pipeline_client", "tofu.Client"), ("pipeline_aclient", "tofu.aio.Client")):
+        for transport in ("tcp", "uds"):
+            fig = doc["figures"][f"{workload}_msgs/{transport}"]
+            assert _positive(fig["tofu"]) and _positive(fig["tofu/engine alone"]), fig
+            assert fig["tofu/engine alone"] == fig["tofu"] / doc["figures"][f"pipeline_msgs/{transport}"]["tofu"]
+            assert f"layer req/resp, {via}, 64 out, {transport}: " in printed
+            assert re.search(rf"{transport}: [\d,]+ msg/s, the engine alone [\d,]+: \d\.\d\dx", printed)
+    assert max(len(line) for line in printed.splitlines()) <= 100, printed
+
+
+def test_each_service_layer_run_follows_the_engine_s_own():
+    import argparse
+
+    from tofu.bench.trials import plan
+
+    ns = argparse.Namespace(
+        workload_list=["pipeline", "rtt", "pipeline-client", "pipeline-aclient"],
+        transport_list=["tcp", "uds"],
+        impl_list=["tofu", "floor"],
+        repeat=2,
+        messages=0,
+        quick=True,
+        clients=100,
+        idle=10,
+        window=64,
+        timeout=60.0,
+        stall_timeout=5.0,
+        tofu_options_dict={},
+    )
+    order = [(t.workload.name, t.transport, t.run, t.impl) for t in plan(ns)]
+    for transport in ("tcp", "uds"):
+        for run in (0, 1):
+            at = order.index(("pipeline", transport, run, "tofu"))
+            assert order[at + 1 : at + 3] == [
+                ("pipeline-client", transport, run, "tofu"),
+                ("pipeline-aclient", transport, run, "tofu"),
+            ]
+    assert len(order) == len(set(order)) == 2 * 2 * (2 + 2 + 1 + 1)
 
 
 def test_multi_process_workloads_run_tofu_over_tcp_only():

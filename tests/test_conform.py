@@ -1,7 +1,8 @@
 """`tofu conform`, the conformance suite: it passes against `tofu serve`
-(TCP and UDS) and against a small correct raw-socket echo server, and each
-deliberately broken server FAILS exactly the cases its fault touches, so no
-case can pass vacuously."""
+(TCP and UDS; TLS in test_tls_tools.py) and against a small correct
+raw-socket echo server that follows the state machine, and each deliberately
+broken server FAILS exactly the cases its fault touches, so no case can pass
+vacuously."""
 
 from __future__ import annotations
 
@@ -21,9 +22,23 @@ import tofu
 from rich.console import Console
 from tofu import FrameDecoder, OpCode
 from tofu.conform import Level, Outcome, Result, catalogue, main, parse_target, run_cases, select
+from tofu.conform.catalogue import GROUPS
+from tofu.conform.refusals import COVERED, refused_cells, title
 from tofu.conform.report import catalogue_markdown, to_html
 from tofu.conform.runner import Transcript
 from tofu.generated.codec import pack_header, pack_proto, unpack_header
+from tofu.generated.machine import (
+    ACCEPTED_STATE,
+    ACCEPTOR_AWAITING_HELLO,
+    ACCEPTOR_OPEN,
+    RECEIVE,
+    SEND,
+    STATE_NAME,
+    STATE_ROLE,
+    STATE_TERMINAL,
+    ChannelRole,
+    why,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 10.0  # only bounds a failure
@@ -139,19 +154,45 @@ def test_the_tofu_command_runs_conform(served: dict[str, str], capsys: pytest.Ca
     assert tofu_main(["conform", "ftp://nowhere"]) == 2
 
 
+def refusal_id(state: int, op: int) -> str:
+    """The id of the refusals case for `op` received in `state`."""
+    group = [name for name, _ in GROUPS].index("refusals") + 1
+    return f"{group}.{refused_cells().index((state, op)) + 1}"
+
+
 def test_catalogue_follows_the_spec() -> None:
     cases = catalogue()
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids))
-    titles = " ".join(c.title for c in cases if c.group == "robustness")
-    for op in OpCode:
-        if op not in tofu.OP_ON_WIRE:
-            assert f"local-only {op.name} ({int(op)})" in titles
-    for code in range(10, 16):
-        assert f"invalid op code {code} on the wire" in titles
     assert all(c.level is not Level.info or not c.isolation for c in cases)
     assert select(cases, ["framing"]) == [c for c in cases if c.group == "framing"]
-    assert [c.id for c in select(cases, ["1.1", "6.*"])] == ["1.1"] + [c.id for c in cases if c.id.startswith("6.")]
+    assert [c.id for c in select(cases, ["1.1", "7.*"])] == ["1.1"] + [c.id for c in cases if c.id.startswith("7.")]
+    # Nothing the state machine refuses is left to a handwritten case.
+    titles = " ".join(c.title for c in cases if c.group != "refusals")
+    for word in ("local-only", "invalid op code", "HelloResponse (4)", "ByeResponse (6)", "second HelloRequest"):
+        assert word not in titles
+
+
+def test_the_refusals_are_the_tables_refused_cells() -> None:
+    """One case per op code the table refuses in each covered state (the
+    acceptor's awaiting_hello and open), in order, titled from the table."""
+    assert COVERED == (ACCEPTOR_AWAITING_HELLO, ACCEPTOR_OPEN)
+    assert all(STATE_ROLE[state] is ChannelRole.acceptor for state in COVERED)
+    cells = [(state, op) for state in COVERED for op in range(16) if RECEIVE[state][op] < 0]
+    assert refused_cells() == cells
+    # awaiting_hello refuses all but the HelloRequest; open refuses the Hello
+    # frames, the ByeResponse, the local commands and the invalid op codes.
+    assert [op for state, op in cells if state == ACCEPTOR_AWAITING_HELLO] == [0, 1, 2, *range(4, 16)]
+    assert [op for state, op in cells if state == ACCEPTOR_OPEN] == [3, 4, *range(6, 16)]
+    group = [c for c in catalogue() if c.group == "refusals"]
+    assert len(group) == len(cells) == 27
+    assert [c.id for c in group] == [refusal_id(state, op) for state, op in cells]
+    for case, (state, op) in zip(group, cells, strict=True):
+        assert case.title == title(state, op)
+        assert f" in {STATE_NAME[state]}, refused (" in case.title and case.title.endswith(why(False, state, op))
+        assert case.level is Level.should and case.isolation
+    assert group[0].title.startswith("Request (0) in awaiting_hello, refused (not_allowed): ")
+    assert group[-1].title.startswith("op code 15 in open, refused (invalid_op_code): ")
 
 
 def test_docs_table_is_the_catalogue() -> None:
@@ -180,6 +221,7 @@ class Faults:
     die_on_broken_peer: bool = False  # a reset, or a FIN inside a frame, stops the whole server
     die_on_bad_op: bool = False  # an invalid op code stops the whole server
     answer_everything: bool = False  # echoes bad, local-only and response op codes as they are
+    no_states: bool = False  # keeps no state: answers a Request before the HelloRequest, a second HelloRequest...
     keep_origin_and_status: bool = False  # echoes origin and status as received
     stall_on_internal_bits: bool = False  # a frame with bit 6 or 7 set hangs its connection
     ignore_eof: bool = False  # never closes a connection the peer half-closed
@@ -191,7 +233,9 @@ BAD = (15, 0, 0, b"", b"")  # stands for an invalid op code: the stream cannot g
 
 
 class RawEchoServer:
-    """A threaded raw-socket echo server with optional faults."""
+    """A threaded raw-socket echo server with optional faults. Without them it
+    follows the generated state machine as the acceptor: what the table
+    refuses closes the connection, answering nothing."""
 
     def __init__(self, faults: Faults, uds: bool = False) -> None:
         self.faults = faults
@@ -281,11 +325,12 @@ class RawEchoServer:
     def _serve(self, sock: socket.socket) -> None:
         f = self.faults
         held: dict[int, list[bytes]] = {}
+        state = [ACCEPTED_STATE]  # the connection's state in the table
         try:
             with sock:
                 for batch in self._batches(sock):
                     out: list[bytes] = []
-                    done = self._answer(batch, out, held)
+                    done = self._answer(batch, out, held, state)
                     if f.bye_first:
                         out.sort(key=lambda frame: frame[2] & 15 != OpCode.ByeResponse)
                     sock.sendall(b"".join(out))
@@ -295,9 +340,17 @@ class RawEchoServer:
             if f.die_on_broken_peer and not self.stopped.is_set():
                 self.close()
 
-    def _answer(self, batch: list[Frame], out: list[bytes], held: dict[int, list[bytes]]) -> bool:
-        """Append the answers to `batch` to `out`; True when the connection is to close."""
+    def _answer(self, batch: list[Frame], out: list[bytes], held: dict[int, list[bytes]], state: list[int]) -> bool:
+        """Append the answers to `batch` to `out`; True when the connection is
+        to close. `state[0]`: the connection's state, moved by each frame
+        received (RECEIVE) and each answer sent (SEND)."""
         f = self.faults
+
+        def answer(frame: bytes, op: OpCode) -> None:
+            out.append(frame)
+            if not f.no_states:
+                state[0] = SEND[state[0]][op]
+
         for frame in batch:
             proto, _, mid, _, _ = frame
             op = proto & 15
@@ -306,12 +359,22 @@ class RawEchoServer:
                 return True
             if f.answer_everything and op not in (0, 2, 3, 5):
                 out.append(pack_header(7, proto, frame[1], mid, len(frame[3]), len(frame[4])) + frame[3] + frame[4])
-            elif op >= 10 or op not in (0, 1, 2, 3, 4, 5, 6):
+                continue
+            if f.no_states:
+                refused = op >= 10 or op not in (0, 1, 2, 3, 4, 5, 6)  # only local-only and invalid op codes
+            else:
+                refused = RECEIVE[state[0]][op] < 0
+                if not refused:
+                    state[0] = RECEIVE[state[0]][op]
+            if refused:
                 if op >= 10 and f.die_on_bad_op:
                     self.close()
-                return True  # a bad or local-only op code closes the connection
-            elif op == OpCode.HelloRequest:
-                out.append(self._reply((proto, 0, mid + f.hello_mid_off, frame[3], frame[4]), OpCode.HelloResponse))
+                return True  # what the table refuses closes the connection
+            if STATE_TERMINAL[state[0]] and not f.no_states:
+                continue  # the channel is over: dropped
+            if op == OpCode.HelloRequest:
+                hello = self._reply((proto, 0, mid + f.hello_mid_off, frame[3], frame[4]), OpCode.HelloResponse)
+                answer(hello, OpCode.HelloResponse)
             elif op == OpCode.Request:
                 reply = self._reply(frame, OpCode.Response)
                 if f.reverse_streams and (proto >> 5 & 1 or mid in held):
@@ -319,13 +382,13 @@ class RawEchoServer:
                     if not proto >> 5 & 1:
                         out.extend(reversed(held.pop(mid)))
                 else:
-                    out.append(reply)
+                    answer(reply, OpCode.Response)
             elif op == OpCode.Signal:
-                out.append(self._reply(frame))
+                answer(self._reply(frame), OpCode.Signal)
             elif op == OpCode.ByeRequest:
                 if f.no_bye_response:
                     return True
-                out.append(self._reply(frame, OpCode.ByeResponse))
+                answer(self._reply(frame, OpCode.ByeResponse), OpCode.ByeResponse)
                 if not f.stay_open_after_bye:
                     return True
             elif op == OpCode.ByeResponse:
@@ -373,7 +436,7 @@ BROKEN: list[tuple[str, Faults, tuple[str, ...], float, set[str]]] = [
     ("channel_zero", Faults(channel_zero=True), ("1.*,2.1,3.1",), TIMEOUT, {"1.2", "2.1", "3.1"}),
     # big frames arrive in pieces too
     ("frame_per_read", Faults(frame_per_read=True), ("2.*",), TIMEOUT, {"2.3", "2.4", "2.8"}),
-    ("cap_body", Faults(cap_body=65000), ("2.*,6.1,6.2",), TIMEOUT, {"2.3", "6.1", "6.2"}),
+    ("cap_body", Faults(cap_body=65000), ("2.*,7.1,7.2",), TIMEOUT, {"2.3", "7.1", "7.2"}),
     ("no_bye_response", Faults(no_bye_response=True), ("4.1,4.2,4.3",), TIMEOUT, {"4.1", "4.2", "4.3"}),
     ("bye_first", Faults(bye_first=True), ("4.1,4.2,4.3",), TIMEOUT, {"4.3"}),
     ("stay_open_after_bye", Faults(stay_open_after_bye=True), ("4.1,4.2",), 1.0, {"4.2"}),
@@ -385,10 +448,28 @@ BROKEN: list[tuple[str, Faults, tuple[str, ...], float, set[str]]] = [
         TIMEOUT,
         {"4.4", "4.5", "4.6"},
     ),
-    ("answer_everything", Faults(answer_everything=True), ("5.*",), TIMEOUT, {f"5.{n}" for n in range(1, 13)}),
-    ("keep_origin_and_status", Faults(keep_origin_and_status=True), ("1.1,5.*",), TIMEOUT, {"5.13", "5.14", "5.15"}),
-    ("stall_on_internal_bits", Faults(stall_on_internal_bits=True), ("5.13,5.16,5.17",), 1.0, {"5.16", "5.17"}),
-    ("ignore_eof", Faults(ignore_eof=True), ("5.17,5.18,5.19",), 1.0, {"5.18", "5.19"}),
+    # echoes what the table refuses (but a Request, Signal, HelloRequest or ByeRequest) and the unasked Response
+    (
+        "answer_everything",
+        Faults(answer_everything=True),
+        ("5.*,6.1",),
+        TIMEOUT,
+        {refusal_id(state, op) for state, op in refused_cells() if op not in (0, 2, 3, 5)} | {"6.1"},
+    ),
+    # takes every frame in any state: answers a Request, Signal or ByeRequest
+    # before the HelloRequest and a second HelloRequest, ignores a Response or
+    # HelloResponse before the HelloRequest and an unasked HelloResponse
+    (
+        "no_states",
+        Faults(no_states=True),
+        ("5.*,6.1",),
+        TIMEOUT,
+        {refusal_id(ACCEPTOR_AWAITING_HELLO, op) for op in (0, 1, 2, 4, 5)}
+        | {refusal_id(ACCEPTOR_OPEN, op) for op in (3, 4)},
+    ),
+    ("keep_origin_and_status", Faults(keep_origin_and_status=True), ("1.1,6.*",), TIMEOUT, {"6.2", "6.3", "6.4"}),
+    ("stall_on_internal_bits", Faults(stall_on_internal_bits=True), ("6.2,6.5,6.6",), 1.0, {"6.5", "6.6"}),
+    ("ignore_eof", Faults(ignore_eof=True), ("6.6,6.7,6.8",), 1.0, {"6.7", "6.8"}),
 ]
 
 
@@ -415,22 +496,26 @@ def test_a_broken_server_fails_the_matching_cases(
 
 
 def test_every_must_and_should_case_is_failed_by_some_broken_server() -> None:
-    caught = set().union(*(failing for *_, failing in BROKEN)) | {"5.4", "5.20"}  # + the two tests below
+    caught = set().union(*(failing for *_, failing in BROKEN)) | {
+        refusal_id(ACCEPTOR_OPEN, 10),
+        "6.9",
+    }  # + the two below
     graded = {c.id for c in catalogue() if c.level is not Level.info}
     assert graded - caught == set()
 
 
 def test_a_server_that_dies_on_bad_input_fails_as_must(raw_server: type[RawEchoServer]) -> None:
-    results = _run(raw_server(Faults(die_on_bad_op=True)), "5.4", timeout=2.0)
-    result = results["5.4"]
+    case = refusal_id(ACCEPTOR_OPEN, 10)
+    results = _run(raw_server(Faults(die_on_bad_op=True)), case, timeout=2.0)
+    result = results[case]
     assert result.outcome is Outcome.failed and result.level is Level.must
     assert "second connection is not served" in result.detail
 
 
 def test_a_server_serving_one_connection_at_a_time_fails_the_stall_case(raw_server: type[RawEchoServer]) -> None:
-    results = _run(raw_server(Faults(one_at_a_time=True)), "5.20", timeout=1.0)
-    assert results["5.20"].outcome is Outcome.failed
-    assert results["5.20"].level is Level.must
+    results = _run(raw_server(Faults(one_at_a_time=True)), "6.9", timeout=1.0)
+    assert results["6.9"].outcome is Outcome.failed
+    assert results["6.9"].level is Level.must
 
 
 def test_html_escapes_everything_from_the_peer() -> None:

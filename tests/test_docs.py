@@ -6,7 +6,9 @@ A block's info string (the word after the opening fence) says what it is:
 - ```python: a complete program. It runs by itself in a subprocess (in a
   temporary directory, with a timeout) and must exit 0 without a traceback.
   A fragment has no place in a python block: make it a program, or tag it
-  ```text.
+  ```text. A server that runs until it is stopped has a title naming a
+  server file (```python title="echo_server.py"): it runs with the python
+  block after it, its client, as docs_support.py says.
 - ```sh, ```bash, ```shell, ```console: commands. Each `tofu ...` (or
   `python -m tofu ...`) line must parse with the `tofu` command's own
   argument parser, so a renamed option or a bad address in the docs fails
@@ -29,6 +31,8 @@ from pathlib import Path
 import pytest
 from tofu import cli
 
+from docs_support import is_server, run_served
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TIMEOUT = 60.0  # seconds: bounds a hung program, never paces a working one
@@ -42,6 +46,7 @@ class Block:
     line: int  # of the opening fence, 1-based
     lang: str
     text: str
+    server: bool = False  # a server block (see the module's docstring)
 
     @property
     def id(self) -> str:
@@ -65,20 +70,30 @@ def blocks_of(page: Path) -> list[Block]:
             body.append(lines[j].removeprefix(indent))
             j += 1
         assert j < len(lines), f"{page.name}:{i + 1}: a code block that never closes"
-        found.append(Block(page, i + 1, opening["info"].lower(), "\n".join(body) + "\n"))
+        found.append(Block(page, i + 1, opening["info"].lower(), "\n".join(body) + "\n", is_server(lines[i])))
         i = j + 1
     return found
 
 
 BLOCKS = [block for page in PAGES for block in blocks_of(page)]
-PYTHON = [b for b in BLOCKS if b.lang in ("python", "py")]
+ALL_PYTHON = [b for b in BLOCKS if b.lang in ("python", "py")]
+SERVED = [(s, c) for s, c in zip(ALL_PYTHON, ALL_PYTHON[1:]) if s.server and c.page == s.page]  # server, client
+PYTHON = [b for b in ALL_PYTHON if not any(b in pair for pair in SERVED)]
 SHELL = [b for b in BLOCKS if b.lang in SHELLS]
 
 
 def test_the_pages_are_found() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in PAGES}
     assert {"README.md", "docs/concepts.md", "docs/asyncio.md", "docs/protocol.md", "docs/architecture.md"} <= names
-    assert {b.page.name for b in PYTHON} >= {"README.md", "concepts.md", "asyncio.md"}
+    assert {b.page.name for b in PYTHON} >= {"README.md", "concepts.md", "asyncio.md", "client-server.md"}
+    assert [s.id for s in ALL_PYTHON if s.server] == [s.id for s, _ in SERVED]  # every server has its client
+    assert "README.md" in {s.page.name for s, _ in SERVED}
+
+
+@pytest.mark.parametrize(("server", "client"), SERVED, ids=[s.id for s, _ in SERVED])
+def test_python_server_block_serves_its_client(server: Block, client: Block, tmp_path: Path) -> None:
+    served = run_served(server.text, client.text, tmp_path)
+    assert served.client_out.strip(), f"the client at {client.id} printed nothing"
 
 
 @pytest.mark.parametrize("block", PYTHON, ids=[b.id for b in PYTHON])

@@ -338,3 +338,22 @@ def test_origin_of_received_frames_is_always_application(pair):
     msg.bhdr.proto.origin = OriginFlag.engine  # post() resets it anyway
     client.post(msg)
     assert recv(server).is_from_application()
+
+
+def test_a_connect_abandoned_with_a_bye_signal_gives_the_hello_request_back(groups):
+    """The HelloRequest went out, the peer has not answered: a ByeSignal
+    abandons the connect, and the HelloRequest comes back (as any close while
+    connecting gives it back), then a normal close's notice."""
+    _, client = groups
+    with plain_listener() as (lsock, port):
+        hello = make(OpCode.HelloRequest, headers=[("~connect_to", f"tcp|127.0.0.1|{port}"), ("x-id", "7")])
+        header = client.post(hello)
+        peer, _ = lsock.accept()
+        with peer:
+            assert read_frame(peer).bhdr.proto.op_code == OpCode.HelloRequest  # it was written
+            client.post(make(OpCode.ByeSignal, header.channel_number))
+            back = recv(client)
+            assert back.bhdr.proto.op_code == OpCode.HelloRequest and back.is_from_engine()
+            assert back.bhdr.status == AmpeStatus.channel_closed and back.thdrs.get("x-id") == "7"
+            assert_closed(recv(client), None, header.channel_number)
+            wait_for_eof(peer)

@@ -148,6 +148,28 @@ def test_an_unanswered_hello_request_comes_back_as_connect_failed():
         assert not back.is_posted
 
 
+def test_the_connecting_side_cannot_answer_its_own_hello_and_still_times_out():
+    """The connecting side posting a HelloResponse (only the accepting side
+    answers a HelloRequest) is refused by post(), and the connect timeout
+    runs on: before, the HelloResponse went on the wire and, written, counted
+    as the handshake done, so the connect never timed out."""
+    with tofu.Reactor(tofu.Options(connect_timeout=SHORT)) as rtr, plain_listener() as (lsock, port):
+        client = rtr.ampe().create()
+        header = client.post(tofu.TCPClientAddress("127.0.0.1", port).format(Message()))
+        peer, _ = lsock.accept()
+        with peer:
+            assert read_frame(peer).bhdr.proto.op_code == OpCode.HelloRequest
+            answer = make(OpCode.HelloResponse, header.channel_number, mid=header.message_id)
+            with pytest.raises(tofu.NotAllowed, match="only the accepting side answers a HelloRequest"):
+                client.post(answer)
+            assert not answer.is_posted
+            back = recv(client)
+            assert back.bhdr.proto.op_code == OpCode.HelloRequest and back.bhdr.status == AmpeStatus.connect_failed
+            closed = assert_closed(recv(client), AmpeStatus.connect_failed, header.channel_number)
+            assert "connect_timeout" in closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER, "")
+            assert wait_for_eof(peer) == b""  # nothing but the HelloRequest was written
+
+
 def test_connect_timeout_covers_the_tcp_connect():
     # A listener that never accepts and whose backlog is full: the TCP
     # handshake of a further connect does not complete.

@@ -350,10 +350,10 @@ def test_a_listener_that_rejects_the_hello_is_no_tls_failure(engine: tofu.Reacto
         req = recv(server)
         server.post(make(OpCode.ByeSignal, req.bhdr.channel_number))
         closed, before = recv_until(client, is_closed_signal)
-        # What a refused connect gives over plain TCP: the HelloRequest back, then the notice.
+        # What a refused hello gives over plain TCP: the HelloRequest back, then the notice.
         assert [(m.bhdr.proto.op_code, m.bhdr.status) for m in before] == [
-            (OpCode.HelloRequest, AmpeStatus.connect_failed)
+            (OpCode.HelloRequest, AmpeStatus.peer_disconnected)
         ]
-        assert_closed(closed, AmpeStatus.connect_failed, hello.channel_number)
+        assert_closed(closed, AmpeStatus.peer_disconnected, hello.channel_number)
         detail = closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER)
         assert detail == "the peer closed the connection before answering the HelloRequest"

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+import tofu
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TIMEOUT = 30.0
@@ -32,7 +34,8 @@ def run_example(name: str, *args: str) -> str:
 
 
 def test_every_example_is_tested() -> None:
-    tested = {"echo_server.py", "echo_client.py"} | {name for name, _ in SELF_CONTAINED}
+    pairs = {"echo_server.py", "echo_client.py", "service_echo_server.py", "service_echo_client.py"}
+    tested = pairs | {name for name, _ in SELF_CONTAINED}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -76,6 +79,52 @@ def test_echo_server_alone_stops_when_idle() -> None:
     out = run_example("echo_server.py", "--idle", "0.2")
     assert out.startswith("listening on tcp|127.0.0.1|")
     assert "nobody connected for 0.2 s: stopping" in out
+
+
+def test_service_echo_server_and_client_as_two_processes() -> None:
+    path = tofu.temp_uds_path()
+    # The server must get SIGINT's usual action (a test run in the background ignores SIGINT,
+    # and a child inherits an ignored signal).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        server = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "service_echo_server.py"), "tcp://127.0.0.1:0", f"uds://{path}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        assert server.stdout is not None
+        tcp = server.stdout.readline().removeprefix("listening on ").strip()
+        uds = server.stdout.readline().removeprefix("listening on ").strip()
+        assert re.fullmatch(r"tcp://127\.0\.0\.1:\d+", tcp) and uds == f"uds://{path}", (tcp, uds)
+        out = run_example("service_echo_client.py", tcp, "-n", "4")
+        assert "echo ok: 4/4" in out and "echo 3: hello #3 (x-seq 3)" in out
+        assert "echo ok: 2/2" in run_example("service_echo_client.py", uds, "-n", "2")
+        server.send_signal(signal.SIGINT)  # a graceful stop
+        rest, err = server.communicate(timeout=TIMEOUT)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(TIMEOUT)
+    assert server.returncode == 0, err
+    lines = rest.splitlines()
+    assert lines[-1] == "echo server done: 6 request(s) answered"
+    assert sum(line.endswith(" connected") for line in lines) == 2
+    assert sorted(re.findall(r"closed after (\d+) request", rest)) == ["2", "4"]
+
+
+def test_service_echo_client_rejects_a_bad_address() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "service_echo_client.py"), "nowhere"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 2 and "is not tcp://HOST:PORT" in proc.stderr
 
 
 def test_echo_client_rejects_a_bad_address() -> None:
@@ -136,6 +185,38 @@ SELF_CONTAINED = [
         ],
     ),
     ("asyncio_echo.py", ["client: 100/100 echoes; server answered 100"]),
+    # the same programs on tofu.connect / tofu.Server
+    (
+        "service_request_response.py",
+        ["out of order: yes, all 8 matched by message id", "arrival order: [4, 3, 2, 1, 8, 7, 6, 5]"],
+    ),
+    (
+        "service_streaming.py",
+        [
+            "client: uploaded 300000 bytes",
+            "server: received 300000 bytes in 10 frames",
+            "client: downloaded 300000 bytes in 10 frames; digest and data match",
+        ],
+    ),
+    ("service_progress.py", ["progress [#.........] 1/10", "progress [##########] 10/10", "(10 progress signals)"]),
+    ("service_asyncio.py", ["client: 100/100 echoes; server answered 100"]),
+    (
+        "service_shutdown.py",
+        [
+            "operator: 3 clients connected; sending SIGTERM",
+            "client 0: b'finished'",
+            "client 2: the server closed the channel",
+            "3 of 3 clients were told goodbye",
+        ],
+    ),
+    (
+        "service_reconnect.py",
+        ["client: disconnected (the server closed the channel)", "client: connected again", "client: while away"],
+    ),
+    (
+        "service_multi_client.py",
+        ["+ alice joined", "online: alice, bob, carol, dave", "- dave left", "all 4 clients came and went; none left"],
+    ),
 ]
 
 

@@ -240,7 +240,7 @@ def test_the_states_tables() -> None:
     page = PAGE.read_text(encoding="utf-8")
     connector = section(page, "#### The connector's states")
     assert (
-        "| `connecting` (start) | `connect_timeout`, `idle_timeout` | yes | `connect_failed` | **yes** |" in connector
+        "| `connecting` (start) | `connect_timeout`, `idle_timeout` | yes | `peer_disconnected` | **yes** |" in connector
     )
     acceptor = section(page, "#### The acceptor's states")
     assert (

@@ -390,15 +390,15 @@ def test_the_side_that_answers_a_bye_is_finished_once_its_answer_is_written() ->
 
 @pytest.mark.parametrize("state", CONNECTIONS, ids=lambda s: s.name)
 def test_what_the_peer_ending_the_stream_means_is_the_states(state: S) -> None:
-    assert ChannelProtocol(state).peer_ended() == STATE_PEER_END[state]
+    assert ChannelProtocol(state).peer_ended().status == STATE_PEER_END[state]
 
 
 def test_a_peer_that_vanishes_inside_a_frame_is_a_communication_failure() -> None:
     proto = open_connector()
     proto.receive(data(OpCode.Request, body=b"x" * 100)[:30])
-    assert proto.peer_ended() == AmpeStatus.communication_failed
+    assert proto.peer_ended().status == AmpeStatus.communication_failed
     proto.post(OpCode.ByeRequest)
-    assert proto.peer_ended() == AmpeStatus.channel_closed  # after a Bye: a normal close all the same
+    assert proto.peer_ended().status == AmpeStatus.channel_closed  # after a Bye: a normal close all the same
 
 
 @pytest.mark.parametrize("state", list(S), ids=lambda s: s.name)
@@ -479,3 +479,32 @@ def test_moves_from_two_threads_are_never_lost() -> None:
         assert proto.state == S.acceptor_closed
         assert results == [True]
         assert [m.bhdr.proto.op_code for m in delivered(events)] == [OpCode.ByeRequest]
+
+
+def test_a_connect_abandoned_with_a_bye_signal_gives_its_hello_request_back() -> None:
+    """post() moves the state to closed at once; the close (on the I/O
+    thread, later) still gives back what the state it left gives back."""
+    proto = ChannelProtocol(CONNECTOR_CONNECTING, 5, first_mid=1)
+    assert proto.post(OpCode.ByeSignal) and proto.state == S.connector_closed
+    copy = Message(OpCode.HelloRequest)  # the HelloRequest went out: its copy comes back
+    returned, notice = proto.close(AmpeStatus.channel_closed, [], copy)
+    assert returned is copy and returned.bhdr.status == AmpeStatus.channel_closed and returned.is_from_engine()
+    assert notice.is_close_notice() and list(notice.thdrs) == []
+
+
+def test_a_channel_its_last_bye_frame_ended_closes_as_the_state_it_left() -> None:
+    proto = open_connector()
+    proto.receive(data(OpCode.ByeRequest, mid=2))
+    proto.post(OpCode.ByeResponse)
+    (notice,) = proto.close(AmpeStatus.channel_closed, [], Message(OpCode.HelloRequest))
+    assert notice.is_close_notice()  # bye_received gives no HelloRequest back
+
+
+def test_a_peer_that_closes_before_answering_the_hello_is_told_apart() -> None:
+    """While connecting, the peer ending the stream is peer_disconnected (it
+    connected, then closed: a refused hello), with a detail that says so; a
+    connect that could not be made at all is connect_failed, elsewhere."""
+    ended = ChannelProtocol(CONNECTOR_CONNECTING).peer_ended()
+    assert ended.status == AmpeStatus.peer_disconnected
+    assert ended.detail == "the peer closed the connection before answering the HelloRequest"
+    assert open_connector().peer_ended().detail == ""

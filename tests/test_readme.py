@@ -1,4 +1,5 @@
-"""The README says true things: the quickstart prints what the README shows,
+"""The README says true things: the quickstart's server and client print
+what the README shows,
 and the sentence about testing in an environment of your own holds (the
 `tshark`, `valgrind` and `chromium` markers deselect exactly the tests that need those tools, and .ci/run
 runs everything). Every code block also runs in test_docs.py; the install
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from docs_support import run_served
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 TIMEOUT = 60.0
@@ -26,15 +29,15 @@ def section(title: str) -> str:
 
 def test_quickstart_prints_what_the_readme_shows(tmp_path: Path) -> None:
     quickstart = section("Quickstart")
-    program = re.search(r"```python\n(.*?)```", quickstart, re.DOTALL)
+    programs = re.findall(r"```python( [^\n]*)?\n(.*?)```", quickstart, re.DOTALL)
     shown = re.search(r"It prints.*?```text\n(.*?)```", quickstart, re.DOTALL)
-    assert program and shown, "the Quickstart has a python block and, after it, the ```text it prints"
-    (tmp_path / "quickstart.py").write_text(program[1], encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "quickstart.py"], check=False, capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr
-    printed, expected = proc.stdout.splitlines(), shown[1].splitlines()
+    assert len(programs) == 2 and shown, "the Quickstart has a server, a client and, after them, the ```text it prints"
+    (server_fence, server), (client_fence, client) = programs
+    assert 'title="echo_server.py"' in server_fence and 'title="echo_client.py"' in client_fence
+    assert len(server.splitlines()) <= 12 and len(client.splitlines()) <= 12  # a service in about ten lines
+    served = run_served(server, client, tmp_path)
+    assert served.server_out.startswith("echo server on tcp://127.0.0.1:"), served.server_out
+    printed, expected = served.client_out.splitlines(), shown[1].splitlines()
     assert len(printed) == len(expected), proc.stdout
     for got, want in zip(printed, expected):
         # ports, channel numbers and message ids vary from run to run

@@ -72,7 +72,7 @@ def test_the_site_builds_strictly(site: Path) -> None:
     assert not (ROOT / "docs" / "index.md").exists()
     home = page(site, "")
     assert '<h1 id="tofu-for-python">tofu for Python' in home
-    assert 'id="quickstart"' in home and "Save this as <code>quickstart.py</code>" in home
+    assert 'id="quickstart"' in home and "Save the server as\n<code>echo_server.py</code>" in home
     # README's links to docs/ point at the site's pages, and the ones to files
     # outside docs/ at the pages that show them.
     assert 'href="concepts/"' in home and 'href="docs/' not in home

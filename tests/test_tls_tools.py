@@ -190,7 +190,7 @@ def test_plaintext_ping_against_tls_serve_fails_cleanly(capsys: pytest.CaptureFi
         assert out == ""
         one_line(
             err,
-            f"tofu ping: cannot connect to {plain}: connect_failed (the connection could not be made): "
+            f"tofu ping: {plain} closed the connection without a HelloResponse (peer_disconnected): "
             "the peer closed the connection before answering the HelloRequest",
         )
         assert "dropped an incoming connection: TLS handshake failed" in lines.expect("warning: ")

@@ -19,6 +19,7 @@ USER_PROGRAM = """
 import threading
 
 import tofu
+import tofu.aio
 
 
 def serve(port: int) -> None:
@@ -53,6 +54,49 @@ def serve(port: int) -> None:
     path: str = tofu.temp_uds_path()
     free: int = tofu.find_free_tcp_port()
     print(path, free, tofu.UDSServerAddress(path), tofu.TCPClientAddress("127.0.0.1", free))
+
+
+def handler(request: tofu.Request) -> tuple[tofu.Headers, bytes]:
+    peer: tofu.Peer = request.peer
+    print(peer.channel, peer.identity.get(tofu.PEER_SUBJECT_HEADER), request.frames[0][1])
+    request.signal(b"working", {"x-step": 1})
+    return request.headers, request.body
+
+
+def service() -> None:
+    policy = tofu.Reconnect(initial=0.1, maximum=5.0, attempts=3)
+    with tofu.Server(["tcp://127.0.0.1:0", "uds:///tmp/x.sock"], handler, workers=2, ordered=True) as server:
+        urls: list[str] = server.urls
+        with tofu.connect(urls[0], headers={"x": "1"}, reconnect=policy, request_timeout=5.0) as client:
+            reply: tofu.Reply = client.request(b"x", [("a", "1")], timeout=1.0)
+            status: tofu.AmpeStatus = reply.status
+            first: str | None = reply.headers.get("a")
+            every: list[str] = reply.headers.get_all("a")
+            frames: list[bytes] = [frame.body for frame in client.stream([b"a", b"b"])]
+            client.signal("tick")
+            try:
+                reply.raise_for_status()
+            except tofu.RequestTimeout as exc:
+                waited: float | None = exc.timeout
+            except tofu.ConnectionLost as lost:
+                why: tofu.AmpeStatus = lost.reason
+            print(status, first, every, frames, tofu.ERROR_HEADER)
+        closed: int = server.shutdown(1.0)
+    try:
+        tofu.connect("tcp://127.0.0.1:1", timeout=1.0)
+    except tofu.ConnectionRefused as refused:
+        print(refused.reason, refused.detail, closed)
+
+
+async def aservice() -> None:
+    async def ahandler(request: tofu.Request) -> bytes:
+        return request.body
+
+    async with tofu.aio.Server("tcp://127.0.0.1:0", ahandler, max_tasks=10) as server:
+        async with await tofu.aio.connect(server.urls[0]) as client:
+            reply: tofu.Reply = await client.request(b"x")
+            bodies: list[bytes] = [frame.body async for frame in client.stream(b"y")]
+            print(reply.body, bodies)
 """
 
 MISTAKES = """

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._process import ParentLink, _die_with_parent, raise_nofile_limit
+from .face_peer import face_client
 from .floor import floor_client, floor_server
 from .tofu_peer import tofu_client, tofu_server
 from .zmq_peer import zmq_client, zmq_server
@@ -31,6 +32,14 @@ def _preload(impl: str) -> None:
         import zmq  # noqa: F401
 
 
+def _role(role: str, spec: dict[str, Any]) -> Callable[[dict[str, Any], ParentLink], dict[str, Any]]:
+    """The function a process of this trial runs: a client through the
+    service layer (Workload.face) or the implementation's own."""
+    if role == "client" and spec.get("face"):
+        return face_client
+    return ROLES[(spec["impl"], role)]
+
+
 def child_main(role: str, spec: dict[str, Any]) -> int:
     """Entry point of a server or client process."""
     _die_with_parent()
@@ -44,7 +53,7 @@ def child_main(role: str, spec: dict[str, Any]) -> int:
         if role == "client":  # started with the server: get ready, then wait for the server to be
             _preload(spec["impl"])
             chan.wait_go()
-        result = ROLES[(spec["impl"], role)](spec, chan)
+        result = _role(role, spec)(spec, chan)
     except Exception as exc:  # noqa: BLE001 - any failure is reported to the parent, then the child ends
         import traceback
 

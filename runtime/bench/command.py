@@ -216,6 +216,13 @@ def run(args: argparse.Namespace) -> int:
             f"send to it; {' and '.join(MULTI_PROC_IMPLS)} over {' and '.join(MULTI_PROC_TRANSPORTS)} only "
             "(pyzmq's PULL cannot share a port, a Unix socket path cannot be shared, the floor has no such variant)"
         )
+    face = [w for w in args.workload_list if WORKLOADS[w].face]
+    if face:
+        notes.append(
+            f"{', '.join(face)}: tofu only, requests through the service layer (tofu.Client.request from "
+            f"{args.window} threads, tofu.aio.Client.request from {args.window} tasks) to the pipeline workload's "
+            "echo server; each is compared with the engine alone"
+        )
     trials = plan(args)
 
     console = None

@@ -20,7 +20,10 @@ class Metric:
     higher_is_better: bool
     extract: Callable[[Trial], float | None]
     fmt: str = "{:,.0f}"
-    base: str | None = None  # the same figure with 1 server process (fan-in with N processes)
+    base: str | None = None  # the same figure with 1 server process (fan-in with N processes), or without the layer
+    base_key: str = "tofu/1 process"  # the ratio's key in the figure
+    base_text: str = "with 1 process"  # how the report names the base figure
+    base_line: str = "scaling"  # the word the report's line of it starts with
 
 
 def _rate(t: Trial, seconds_key: str = "seconds", side: str = "server") -> float | None:
@@ -109,6 +112,22 @@ METRICS: list[Metric] = [
     Metric("rtt_p50_us", "round trip p50", "µs", "rtt", False, _lat(0.50), "{:,.1f}"),
     Metric("rtt_p99_us", "round trip p99", "µs", "rtt", False, _lat(0.99), "{:,.1f}"),
     Metric("pipeline_msgs", "req/resp, 64 outstanding", "msg/s", "pipeline", True, lambda t: _rate(t, side="client")),
+    *(
+        Metric(
+            f"{w.name.replace('-', '_')}_msgs",
+            f"req/resp, {'tofu.aio' if w.face == 'aclient' else 'tofu'}.Client, 64 out",
+            "msg/s",
+            w.name,
+            True,
+            lambda t: _rate(t, side="client"),
+            base="pipeline_msgs",
+            base_key="tofu/engine alone",
+            base_text="the engine alone",
+            base_line="layer",
+        )
+        for w in WORKLOADS.values()
+        if w.face
+    ),
     Metric("fanin_msgs", "fan-in, 64 B, all clients", "msg/s", "fanin", True, _rate),
     Metric("fanin_e2e_msgs", "fan-in, send→receive", "msg/s", "fanin", True, _e2e_rate),
     Metric("fanin_server_cpu_us", "fan-in, server CPU per msg", "µs", "fanin", False, _cpu_us("server"), "{:,.1f}"),
@@ -241,10 +260,11 @@ def figures(trials: list[Trial], impls: list[str]) -> dict[str, dict[str, Any]]:
             for other in ("pyzmq", "floor"):
                 a, b = fig.get("tofu"), fig.get(other)
                 fig[f"tofu/{other}"] = a / b if a is not None and b else None
-            if m.base is not None:  # N server processes against 1
+            if m.base is not None:  # N server processes against 1, the layer against the engine alone
                 one = out.get(f"{m.base}/{transport}", {}).get("tofu")
                 fig["base"] = m.base
-                fig["tofu/1 process"] = fig["tofu"] / one if fig.get("tofu") is not None and one else None
+                fig["base_key"], fig["base_text"], fig["base_line"] = m.base_key, m.base_text, m.base_line
+                fig[m.base_key] = fig["tofu"] / one if fig.get("tofu") is not None and one else None
             checks = []
             for tg in TARGETS:
                 if tg.metric != m.key or transport == "tls":  # the targets are for plaintext

@@ -78,18 +78,22 @@ def _target_lines(figs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def _scaling_lines(figs: dict[str, dict[str, Any]]) -> list[str]:
-    """tofu with N server processes against 1, for every figure that has a base."""
+    """For every figure that has a base: tofu with N server processes against
+    1 ("scaling ..."), through the service layer against the engine alone
+    ("layer ...")."""
     out = []
     for fig in figs.values():
-        if "tofu/1 process" not in fig:
+        if "base" not in fig:
             continue
         base = figs.get(f"{fig['base']}/{fig['transport']}", {}).get("tofu")
-        ratio = fig["tofu/1 process"]
+        ratio = fig[fig["base_key"]]
         fmt = {"µs": "{:,.1f}", "cores": "{:,.2f}"}.get(fig["unit"], "{:,.0f}")
-        out.append(
-            f"{fig['title']}, {fig['transport']}: tofu {_fmt(fig.get('tofu'), fmt)} {fig['unit']} "
-            f"against {_fmt(base, fmt)} with 1 process: {_ratio(ratio)}"
-        )
+        value = f"{_fmt(fig.get('tofu'), fmt)} {fig['unit']}"
+        if fig["base_line"] == "scaling":
+            line = f"tofu {value} against {_fmt(base, fmt)} {fig['base_text']}"
+        else:  # the layer against the engine alone
+            line = f"{value}, {fig['base_text']} {_fmt(base, fmt)}"
+        out.append(f"{fig['base_line']} {fig['title']}, {fig['transport']}: {line}: {_ratio(ratio)}")
     return out
 
 
@@ -133,7 +137,7 @@ def render(
                 t.add_row(*(Text(c) for c in r))
             console.print(t, width=min(WIDTH, console.width))
         for line in _scaling_lines(figs):
-            say(console, f"scaling {line}")
+            say(console, line)
         for mark, text in targets:
             say(console, f"target {mark:<4} {text}", "red" if mark == "MISS" else "green" if mark == "ok" else None)
         for e in errors:
@@ -149,7 +153,7 @@ def render(
             print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
         print()
     for line in _scaling_lines(figs):
-        print(f"scaling {line}")
+        print(line)
     for mark, text in targets:
         print(f"target {mark:<4} {text}")
     for e in errors:

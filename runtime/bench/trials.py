@@ -18,6 +18,8 @@ from typing import Any
 
 from ._process import PREFIX, BenchError
 from .workloads import (
+    FACE_BASE,
+    FACE_IMPLS,
     IMPL_SCALE,
     MULTI_PROC_IMPLS,
     MULTI_PROC_TRANSPORTS,
@@ -195,7 +197,7 @@ def plan(args: argparse.Namespace) -> list[Trial]:
                 continue
             for run_no in range(args.repeat):
                 for impl in args.impl_list:
-                    if w.procs > 1 and impl not in MULTI_PROC_IMPLS:
+                    if (w.procs > 1 and impl not in MULTI_PROC_IMPLS) or (w.face and impl not in FACE_IMPLS):
                         continue
                     if transport == "tls" and (
                         impl not in TLS_IMPLS or (impl == "floor" and w.kind not in TLS_FLOOR_KINDS)
@@ -217,8 +219,24 @@ def plan(args: argparse.Namespace) -> list[Trial]:
                         "tofu_options": args.tofu_options_dict,
                         "close_timeout": 10.0,
                         "procs": w.procs,
+                        "face": w.face,
                     }
                     if transport == "tls":
                         spec["tls"] = getattr(args, "tls_files", None)
                     trials.append(Trial(w, impl, transport, run_no, spec))
-    return trials
+    return _face_beside_base(trials)
+
+
+def _face_beside_base(trials: list[Trial]) -> list[Trial]:
+    """The trials with each service-layer run (Workload.face) moved right after
+    the tofu run of FACE_BASE with the same transport and run number (when that
+    one is planned)."""
+    faces = [t for t in trials if t.workload.face]
+    out: list[Trial] = []
+    for t in trials:
+        if t.workload.face:
+            continue
+        out.append(t)
+        if t.workload.name == FACE_BASE and t.impl == "tofu":
+            out += [f for f in faces if f.transport == t.transport and f.run == t.run]
+    return out + [f for f in faces if f not in out]

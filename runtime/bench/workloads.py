@@ -24,6 +24,7 @@ class Workload:
     quick_warmup: int
     title: str
     procs: int = 1  # server processes sharing the port (and client processes sending to it)
+    face: str = ""  # the client goes through the service layer: "client" (tofu.Client), "aclient" (tofu.aio.Client)
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -34,6 +35,28 @@ WORKLOADS: dict[str, Workload] = {
         Workload("oneway-64k", "oneway", 65535, 12_000, 600, 1_000, 60, "one-way 65535 B"),
         Workload("rtt", "rtt", 64, 10_000, 1_000, 1_000, 200, "round trip 64 B, 1 outstanding"),
         Workload("pipeline", "pipeline", 64, 100_000, 5_000, 10_000, 500, "request/response 64 B, 64 outstanding"),
+        Workload(
+            "pipeline-client",
+            "pipeline",
+            64,
+            100_000,
+            5_000,
+            10_000,
+            500,
+            "request/response through tofu.Client.request, 64 threads",
+            face="client",
+        ),
+        Workload(
+            "pipeline-aclient",
+            "pipeline",
+            64,
+            100_000,
+            5_000,
+            10_000,
+            500,
+            "request/response through tofu.aio.Client.request, 64 tasks",
+            face="aclient",
+        ),
         Workload("fanin", "fanin", 64, 200_000, 20_000, 20_000, 2_000, "fan-in 64 B"),
         Workload("fanin-2", "fanin", 64, 200_000, 20_000, 20_000, 2_000, "fan-in 64 B, 2 server processes", 2),
         Workload("fanin-4", "fanin", 64, 200_000, 20_000, 20_000, 2_000, "fan-in 64 B, 4 server processes", 4),
@@ -53,3 +76,10 @@ SCALED_KINDS = ("oneway", "pipeline", "fanin", "idle")
 # has no way to share a port between processes; the floor has no such variant.
 MULTI_PROC_IMPLS = ("tofu",)
 MULTI_PROC_TRANSPORTS = ("tcp",)
+
+# Workloads through the service layer (Workload.face) run tofu only: the same
+# echo server as `pipeline` (FACE_BASE), with a client that calls Client.request.
+# Each of their runs comes right after the matching run of FACE_BASE, so that a
+# machine whose load drifts during the bench skews the ratio as little as it can.
+FACE_IMPLS = ("tofu",)
+FACE_BASE = "pipeline"

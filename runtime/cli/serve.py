@@ -1,4 +1,4 @@
-"""`tofu serve`: an echo server."""
+"""`tofu serve`: an echo server, on tofu.Server."""
 
 from __future__ import annotations
 
@@ -9,37 +9,24 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .. import (
-    CLOSE_REASON_HEADER,
     CONNECT_TO_HEADER,
-    Ampe,
     AmpeError,
     AmpeStatus,
-    ChannelGroup,
-    InvalidMessage,
-    Message,
-    OpCode,
+    Headers,
+    Peer,
+    Request,
+    Server,
     TCPServerAddress,
-    raw_to_status,
 )
 from ._signals import _SignalWatcher
 from ._tls import peer_text, serve_options, show_engine_warnings
 from .console import EXIT_OK, EXIT_USAGE, CLIError, _out, _printable
-from .session import _listen, _reactor
 from .workers import _serve_with_workers
 
 log = logging.getLogger("tofu.cli")
-
-
-@dataclass
-class _ServeState:
-    stop: bool = False
-    force: bool = False
-    signals: int = 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -66,183 +53,104 @@ def _watch_parent(on_gone: Callable[[], None]) -> None:
             pass
         try:
             on_gone()
-        except Exception:  # the engine may be gone already: nothing left to stop
+        except Exception:  # the server may be gone already: nothing left to stop
             log.debug("stopping after the parent ended", exc_info=True)
 
     threading.Thread(target=run, name="tofu-parent-watch", daemon=True).start()
 
 
+def _echo(request: Request) -> list[tuple[Headers, bytes]]:
+    """Each frame of a Request back as a Response frame: the same headers, body and `more` flag."""
+    return list(request.frames)
+
+
+def _echo_signal(request: Request) -> None:
+    request.signal(request.body, request.headers)
+
+
+class _Echo:
+    """What `tofu serve` says about its clients (the hooks of its tofu.Server)."""
+
+    def __init__(self) -> None:
+        self.total_clients = 0  # counted, as everything here, on the server's dispatcher thread
+        self.total_requests = 0
+
+    def handle(self, request: Request) -> list[tuple[Headers, bytes]]:
+        self.total_requests += 1
+        return _echo(request)
+
+    def on_hello(self, peer: Peer) -> None:
+        self.total_clients += 1
+        where = peer.headers.get(CONNECT_TO_HEADER, "?")
+        _out(f"channel {peer.channel}: connected ({_printable(where)}){peer_text(peer.headers.pairs)}")
+
+    def on_close(self, peer: Peer) -> None:
+        if peer.close_reason is AmpeStatus.shutdown_started:
+            return  # closed at the end of the grace period: said so already
+        if peer.said_bye:
+            _out(f"channel {peer.channel}: bye")
+        reason = peer.close_reason
+        why = f" ({reason.name})" if reason is not None and reason is not AmpeStatus.channel_closed else ""
+        _out(f"channel {peer.channel}: closed after {peer.requests} request(s){why}")
+
+
 def _serve_here(args: argparse.Namespace) -> int:
-    """Today's `tofu serve`: one engine in this process. With --as-worker (one
-    of the processes of `--workers N`), TCP listeners share their port
+    """One tofu.Server in this process. With --as-worker (one of the
+    processes of `--workers N`), TCP listeners share their port
     (SO_REUSEPORT) and the end of stdin stops the server gracefully."""
     addresses = list(args.address)
     if args.as_worker:
         addresses = [
             dataclasses.replace(a, reuse_port=True) if isinstance(a, TCPServerAddress) else a for a in addresses
         ]
-    state = _ServeState()
-    group_ref: list[ChannelGroup] = []
+    stop = threading.Event()
+    forced: list[bool] = []
+    servers: list[Server] = []
 
     def on_signal(signum: int) -> None:  # on the watcher thread
-        state.signals += 1
-        state.stop = True
-        if state.signals > 1:
-            state.force = True
-        if group_ref:
-            group_ref[0].update_receiver(None)  # wakes wait_receive in the main thread
+        if stop.is_set():
+            if not forced:
+                forced.append(True)
+                _out("stopping now")
+                if servers:
+                    servers[0].shutdown(0)  # cuts the graceful stop short
+            return
+        stop.set()
 
     options = serve_options(args, args.address)  # TLS flags checked before anything starts
     warnings = show_engine_warnings(options, args.verbose)
     watcher = _SignalWatcher(on_signal)
     if args.as_worker:
         _watch_parent(lambda: on_signal(signal.SIGTERM))
+    echo = _Echo()
+    server = Server(
+        addresses,
+        echo.handle,
+        workers=0,  # the echo answers on the server's thread: no hop, and in the order the requests came
+        on_hello=echo.on_hello,
+        on_close=echo.on_close,
+        on_signal=_echo_signal,
+        options=options,
+    )
     try:
-        with _reactor(options) as rtr:
-            ampe = rtr.ampe()
-            group = ampe.create()
-            group_ref.append(group)
-            listeners: dict[int, str] = {}
-            for address in addresses:
-                number, url = _listen(ampe, group, address)
-                listeners[number] = url
-                _out(f"listening on {url}")
-            _serve_loop(ampe, group, listeners, state, args.grace)
+        try:
+            server.start()
+        except AmpeError as exc:  # e.g. listen_failed: "cannot listen on URL: listen_failed (...)"
+            raise CLIError(str(exc)) from None
+        servers.append(server)
+        for url in server.urls:
+            _out(f"listening on {url}")
+        stop.wait()
+        grace = args.grace
+        _out(f"stopping: saying bye to {len(server.peers)} client(s), waiting up to {grace:g} s")
+        closed = server.shutdown(grace)
+        if closed and not forced:
+            _out(f"grace period over: closing {closed} channel(s)")
+        _out(f"served {echo.total_requests} request(s) on {echo.total_clients} connection(s)")
         _out("stopped")
         return EXIT_OK
     finally:
+        server.shutdown(0)
         watcher.close()
         if warnings is not None:
             logging.getLogger("tofu").removeHandler(warnings)
-
-
-def _serve_loop(ampe: Ampe, group: ChannelGroup, listeners: dict[int, str], state: _ServeState, grace: float) -> None:
-    server = _EchoServer(ampe, group, listeners, state)
-    deadline: float | None = None
-    while True:
-        if state.stop and deadline is None:
-            deadline = time.monotonic() + grace
-            _out(f"stopping: saying bye to {len(server.clients)} client(s), waiting up to {grace:g} s")
-            server.say_bye()
-        if deadline is not None:
-            if state.force:
-                _out("stopping now")
-                break
-            if not server.clients:
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                _out(f"grace period over: closing {len(server.clients)} channel(s)")
-                break
-            msg = group.wait_receive(remaining)
-        else:
-            msg = group.wait_receive(None)
-        if msg is None:
-            continue
-        try:
-            server.handle(msg)
-        except CLIError:
-            raise
-        except Exception as exc:
-            number = msg.bhdr.channel_number
-            log.warning("channel %d: dropped a message that could not be handled: %s", number, exc, exc_info=True)
-            _out(f"channel {number}: dropped a message: {_printable(f'{type(exc).__name__}: {exc}')}")
-            # Not put back: handle() may have posted it already; an unreturned message is only garbage.
-    _out(f"served {server.total_requests} request(s) on {server.total_clients} connection(s)")
-
-
-class _EchoServer:
-    """What `tofu serve` does with each message it receives."""
-
-    def __init__(self, ampe: Ampe, group: ChannelGroup, listeners: dict[int, str], state: _ServeState) -> None:
-        self.ampe, self.group, self.listeners, self.state = ampe, group, listeners, state
-        self.clients: dict[int, int] = {}  # channel -> requests served
-        self.total_clients = 0
-        self.total_requests = 0
-
-    def _post(self, msg: Message) -> None:
-        try:
-            self.group.post(msg)
-        except AmpeError as exc:  # the channel closed since the message arrived
-            log.debug("channel %d: %s not sent: %s", msg.bhdr.channel_number, msg.bhdr.proto.op_code, exc)
-            self.ampe.put(msg)
-
-    def _reply(self, msg: Message, op: OpCode) -> None:
-        msg.bhdr.proto.op_code = op
-        self._post(msg)
-
-    def _close(self, number: int) -> None:
-        bye = Message(OpCode.ByeSignal)
-        bye.bhdr.channel_number = number
-        self._post(bye)
-
-    def say_bye(self) -> None:
-        """Close the listeners and ask every client to leave."""
-        for number in list(self.listeners):
-            self._close(number)
-        self.listeners.clear()
-        for number in self.clients:
-            bye = Message(OpCode.ByeRequest)
-            bye.bhdr.channel_number = number
-            bye.thdrs.append("reason", "server shutting down")
-            self._post(bye)
-
-    def handle(self, msg: Message) -> None:
-        """Answer one message; it is posted back or put back to the pool."""
-        if msg.is_from_engine():
-            self._engine_says(msg)
-            return
-        bh = msg.bhdr
-        number = bh.channel_number
-        op = bh.proto.op_code
-        try:
-            headers = list(msg.thdrs)
-        except InvalidMessage as exc:  # what a peer sent is never trusted, least of all printed
-            _out(f"channel {number}: {op.name} with malformed text headers ({_printable(str(exc))}): closing it")
-            self.ampe.put(msg)
-            self._close(number)
-            return
-        if op == OpCode.Request:
-            self.total_requests += 1
-            if number in self.clients:
-                self.clients[number] += 1
-            self._reply(msg, OpCode.Response)
-        elif op == OpCode.Signal:
-            self._reply(msg, OpCode.Signal)
-        elif op == OpCode.HelloRequest:
-            self.total_clients += 1
-            self.clients[number] = 0
-            peer = next((v for n, v in headers if n == CONNECT_TO_HEADER), "?")
-            _out(f"channel {number}: connected ({_printable(peer)}){peer_text(headers)}")
-            self._reply(msg, OpCode.HelloResponse)
-            if self.state.stop:  # too late to join: accepted, and asked to leave at once
-                bye = Message(OpCode.ByeRequest)
-                bye.bhdr.channel_number = number
-                self._post(bye)
-        elif op == OpCode.ByeRequest:
-            _out(f"channel {number}: bye")
-            self._reply(msg, OpCode.ByeResponse)
-        else:  # HelloResponse, Response, ByeResponse: nothing to answer
-            self.ampe.put(msg)
-
-    def _engine_says(self, msg: Message) -> None:
-        bh = msg.bhdr
-        number = bh.channel_number
-        status = raw_to_status(bh.status)
-        try:
-            if status is AmpeStatus.channel_closed and bh.proto.op_code == OpCode.Signal:
-                if number in self.clients:
-                    served = self.clients.pop(number)
-                    reason = msg.thdrs.get(CLOSE_REASON_HEADER)
-                    _out(
-                        f"channel {number}: closed after {served} request(s)"
-                        + (f" ({_printable(reason)})" if reason else "")
-                    )
-                elif number in self.listeners:
-                    _out(f"listener {self.listeners.pop(number)} closed")
-                    if not self.listeners and not self.state.stop:
-                        raise CLIError("every listener closed")
-            elif status not in (AmpeStatus.receiver_update, AmpeStatus.pool_empty):
-                log.info("channel %d: %s returned: %s", number, bh.proto.op_code, status.name)
-        finally:
-            self.ampe.put(msg)

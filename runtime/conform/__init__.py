@@ -8,7 +8,8 @@ exit status (0 when every must case passes). `catalogue()` lists the cases;
 `run_cases()` runs them and returns a Result each.
 """
 
-from .catalogue import Case, Level, catalogue, select
+from .casespec import Level
+from .catalogue import Case, catalogue, select
 from .command import main
 from .probe import Target, TargetError, parse_target
 from .runner import Outcome, Result, run_cases

@@ -19,32 +19,13 @@ from tofu.generated import (
 )
 from tofu.generated.codec import MAX_MESSAGE_ID
 
-from .catalogue import CaseSpec, Level
+from .casespec import CaseSpec, Level
 from .context import Context, check, closed_how, describe
-from .probe import frame
+from .probe import fill_headers, frame
 
-__all__ = ["close", "fill_headers", "framing", "handshake", "streams"]
+__all__ = ["close", "framing", "handshake", "streams"]
 
 _H = b"x-conform:yes\r\n"
-
-
-def fill_headers(size: int) -> bytes:
-    """Valid text headers of exactly `size` bytes (`x-N:vvv...\\r\\n` lines)."""
-    out = bytearray()
-    n = 0
-    while len(out) < size:
-        left = size - len(out)
-        name = f"x-{n}:".encode()
-        if left <= 4096 + len(name) + 2 + 16:
-            value = b"v" * (left - len(name) - 2)
-            if len(value) < 1:  # too little room for a line: widen the previous one
-                raise AssertionError("fill_headers: size too small")
-            out += name + value + b"\r\n"
-        else:
-            out += name + b"v" * 4096 + b"\r\n"
-        n += 1
-    assert len(out) == size
-    return bytes(out)
 
 
 def _echo_one(ctx: Context, headers: bytes, body: bytes, mid: int | None = None) -> str:
@@ -80,17 +61,9 @@ def _channel_numbers(ctx: Context) -> str:
     return f"channel {numbers[0]} on all {len(numbers)} replies"
 
 
-def _second_hello(ctx: Context) -> str:
-    conn, _ = ctx.hello()
-    return ctx.react(conn, ctx.hello_bytes(ctx.mid())).verdict
-
-
-def _request_before_hello(ctx: Context) -> str:
-    conn = ctx.connect()
-    return ctx.react(conn, b"").verdict
-
-
 def handshake() -> list[CaseSpec]:
+    # A frame other than a HelloRequest first, and a second HelloRequest: the
+    # state machine refuses them (refusals.py has a case for each).
     return [
         CaseSpec(
             "HelloRequest gets a HelloResponse with its message id, status 0, origin application",
@@ -102,8 +75,6 @@ def handshake() -> list[CaseSpec]:
             Level.must,
             _channel_numbers,
         ),
-        CaseSpec("a second HelloRequest on the same connection (recorded)", Level.info, _second_hello),
-        CaseSpec("a Request before any HelloRequest (recorded)", Level.info, _request_before_hello),
     ]
 
 

@@ -2,9 +2,12 @@
 
     for case in catalogue(): print(case.id, case.level, case.title)
 
-Cases are written in cases.py (the service a peer owes: handshake, framing,
-streams, close) and robustness.py (bad input and limits, derived from the
-spec's op code table, proto bits and limits): a spec change changes the suite.
+The cases come from the case modules: cases.py (the service a peer owes:
+handshake, framing, streams, close), refusals.py (what the state machine
+refuses, made from the generated table) and robustness.py (bad input and
+limits, derived from the spec's op codes, proto bits and limits). A spec
+change changes the suite. The catalogue imports the case modules; they import only
+casespec.py (Level, CaseSpec), context.py and probe.py, never the catalogue.
 """
 
 from __future__ import annotations
@@ -12,29 +15,14 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
+from .cases import close, framing, handshake, streams
+from .casespec import CaseSpec, Level
 from .context import Context
+from .refusals import refusals
+from .robustness import limits, robustness
 
-__all__ = ["GROUPS", "Case", "CaseSpec", "Level", "catalogue", "select"]
-
-
-class Level(StrEnum):
-    """How much a case counts."""
-
-    must = "must"  # the protocol requires it: a failure fails the run
-    should = "should"  # robustness the protocol leaves open
-    info = "info"  # recorded only
-
-
-@dataclass(frozen=True)
-class CaseSpec:
-    """A case before numbering: what the case modules declare."""
-
-    title: str
-    level: Level
-    run: Callable[[Context], str]
-    isolation: bool = False  # afterwards a second connection must still be served (a must)
+__all__ = ["GROUPS", "Case", "catalogue", "select"]
 
 
 @dataclass(frozen=True)
@@ -49,27 +37,28 @@ class Case:
     isolation: bool = False
 
 
-def _groups() -> list[tuple[str, str, Callable[[], list[CaseSpec]]]]:
-    from . import cases, robustness
+_MAKERS: list[tuple[str, str, Callable[[], list[CaseSpec]]]] = [
+    ("handshake", "HelloRequest and HelloResponse", handshake),
+    ("framing", "frames of every size and cut", framing),
+    ("streams", "multi-frame messages (the more flag)", streams),
+    ("close", "ByeRequest, ByeResponse and closes", close),
+    (
+        "refusals",
+        "what the state machine refuses, per state and op code: the server closes, answering nothing",
+        refusals,
+    ),
+    ("robustness", "bad input from one peer", robustness),
+    ("limits", "the largest frames and silent peers", limits),
+]
 
-    return [
-        ("handshake", "HelloRequest and HelloResponse", cases.handshake),
-        ("framing", "frames of every size and cut", cases.framing),
-        ("streams", "multi-frame messages (the more flag)", cases.streams),
-        ("close", "ByeRequest, ByeResponse and closes", cases.close),
-        ("robustness", "bad input from one peer", robustness.robustness),
-        ("limits", "the largest frames and silent peers", robustness.limits),
-    ]
-
-
-GROUPS: list[tuple[str, str]] = [(name, doc) for name, doc, _ in _groups()]
+GROUPS: list[tuple[str, str]] = [(name, doc) for name, doc, _ in _MAKERS]
 """(group name, description) in catalogue order; group N is GROUPS[N-1]."""
 
 
 def catalogue() -> list[Case]:
     """Every case, in order."""
     out: list[Case] = []
-    for g, (group, _doc, make) in enumerate(_groups(), start=1):
+    for g, (group, _doc, make) in enumerate(_MAKERS, start=1):
         for n, spec in enumerate(make(), start=1):
             out.append(Case(f"{g}.{n}", group, spec.title, spec.level, spec.run, spec.isolation))
     return out

@@ -20,7 +20,8 @@ from pathlib import Path
 from rich.console import Console
 from tofu.generated import OpCode
 
-from .catalogue import Level, catalogue, select
+from .casespec import Level
+from .catalogue import catalogue, select
 from .probe import Conn, ProbeError, ProbeTimeout, Target, TargetError, TLSOptions, frame, hello_headers, parse_target
 from .report import LiveReport, catalogue_markdown, catalogue_table, dump_json, summary_lines, to_html, to_json
 from .runner import Outcome, run_cases
@@ -44,9 +45,10 @@ EXIT_INTERRUPTED = 130
 
 DESCRIPTION = (
     "Black-box conformance suite for a tofu peer: connects to the server under test over raw sockets and checks, "
-    "case by case, the handshake, framing, streams, close, robustness to bad input and limits. The server must "
-    "answer HelloRequest with HelloResponse, echo each Request as a Response (same message id, text headers, body "
-    "and more flag) and answer ByeRequest with ByeResponse ('tofu serve' does). Levels: must (the protocol "
+    "case by case, the handshake, framing, streams, close, what the channel state machine refuses (a case per "
+    "state and op code, from the spec's table), robustness to bad input and limits. The server must answer "
+    "HelloRequest with HelloResponse, echo each Request as a Response (same message id, text headers, body and "
+    "more flag) and answer ByeRequest with ByeResponse ('tofu serve' does). Levels: must (the protocol "
     "requires it), should (robustness the protocol leaves open), info (recorded only). Exit status 0 only when "
     "every must case passes."
 )

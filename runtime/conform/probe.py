@@ -50,6 +50,7 @@ __all__ = [
     "TLSOptions",
     "Target",
     "TargetError",
+    "fill_headers",
     "frame",
     "hello_headers",
     "parse_target",
@@ -211,6 +212,25 @@ def frame(
         return encode(msg)
     proto = pack_proto(op, origin, int(more), internal & 1, (internal >> 1) & 1)
     return pack_header(channel, proto, status, message_id, len(headers), len(body)) + headers + body
+
+
+def fill_headers(size: int) -> bytes:
+    """Valid text headers of exactly `size` bytes (`x-N:vvv...\\r\\n` lines)."""
+    out = bytearray()
+    n = 0
+    while len(out) < size:
+        left = size - len(out)
+        name = f"x-{n}:".encode()
+        if left <= 4096 + len(name) + 2 + 16:
+            value = b"v" * (left - len(name) - 2)
+            if len(value) < 1:  # too little room for a line: widen the previous one
+                raise AssertionError("fill_headers: size too small")
+            out += name + value + b"\r\n"
+        else:
+            out += name + b"v" * 4096 + b"\r\n"
+        n += 1
+    assert len(out) == size
+    return bytes(out)
 
 
 def hello_headers(target: Target) -> bytes:

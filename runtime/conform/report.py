@@ -15,7 +15,8 @@ from rich.table import Table
 from rich.text import Text
 from tofu import __version__
 
-from .catalogue import GROUPS, Case, Level
+from .casespec import Level
+from .catalogue import GROUPS, Case
 from .runner import Outcome, Result, Transcript
 
 __all__ = [

@@ -1,11 +1,14 @@
 """Bad input from one peer, and the limits, derived from the spec.
 
-One case per op code the spec keeps off the wire (local-only) and per code
-past the last valid one, one per response op code sent unasked, one per
+One case per response op code the state machine lets a peer send on an open
+channel and that answers nothing there (a Response nobody asked for), one per
 engine-only proto bit (origin, the internal bits), bad statuses, broken
-streams. The verdict on the bad connection itself is a "should" (the
-reference hands such frames to its application as they are); that the server
-keeps serving a second connection afterwards is a "must" (isolation=True).
+streams. The frames the state machine refuses (local-only and invalid op
+codes, a second HelloRequest, unasked Hello and Bye responses, anything
+before the HelloRequest) are refusals.py's cases, made from the table. The
+verdict on the bad connection itself is a "should" (the reference hands such
+frames to its application as they are); that the server keeps serving a
+second connection afterwards is a "must" (isolation=True).
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ from tofu.generated import (
     OpCode,
     OriginFlag,
 )
-from tofu.generated.codec import HEADER_SIZE, INTERNAL_A_SHIFT, INTERNAL_B_SHIFT, NUM_OP_CODES, OP_CODE_MASK
+from tofu.generated.codec import HEADER_SIZE, INTERNAL_A_SHIFT, INTERNAL_B_SHIFT
+from tofu.generated.machine import ACCEPTOR_OPEN, RECEIVE
 
-from .cases import fill_headers
-from .catalogue import CaseSpec, Level
+from .casespec import CaseSpec, Level
 from .context import Context, Reaction, check, closed_how, describe
-from .probe import ProbeError, frame
+from .probe import ProbeError, fill_headers, frame
 
 __all__ = ["limits", "robustness"]
 
@@ -52,19 +55,12 @@ def _keeps_working(reaction: Reaction) -> str:
     return verdict
 
 
-def _silent_op(op: int) -> CaseSpec:
-    name = OpCode(op).name if op < NUM_OP_CODES else f"invalid op code {op}"
-
+def _unasked(op: OpCode) -> CaseSpec:
     def run(ctx: Context) -> str:
         conn, _ = ctx.hello()
-        return _no_answer(ctx.react(conn, frame(op, ctx.mid(), _H, b"bad op")))
+        return _no_answer(ctx.react(conn, frame(op, ctx.mid(), _H, b"unasked")))
 
-    if op >= NUM_OP_CODES:
-        title = f"{name} on the wire: closed or ignored, never answered"
-    elif OpCode(op) not in OP_ON_WIRE:
-        title = f"local-only {name} ({int(op)}) on the wire: closed or ignored, never answered"
-    else:
-        title = f"{name} ({int(op)}) that answers nothing: closed or ignored, never answered"
+    title = f"{op.name} ({int(op)}) that answers nothing: closed or ignored, never answered"
     return CaseSpec(title, Level.should, run, isolation=True)
 
 
@@ -148,14 +144,9 @@ def _unparsable_headers(ctx: Context) -> str:
 
 def robustness() -> list[CaseSpec]:
     cases: list[CaseSpec] = []
-    for op in OpCode:
-        if op not in OP_ON_WIRE:
-            cases.append(_silent_op(op))
-    for code in range(NUM_OP_CODES, OP_CODE_MASK + 1):
-        cases.append(_silent_op(code))
-    for op in OpCode:
-        if op in OP_ON_WIRE and OP_ROLE[op] is MessageRole.response:
-            cases.append(_silent_op(op))
+    for op in OpCode:  # the responses the table lets through on an open channel (the others: refusals.py)
+        if op in OP_ON_WIRE and OP_ROLE[op] is MessageRole.response and RECEIVE[ACCEPTOR_OPEN][op] >= 0:
+            cases.append(_unasked(op))
     cases.append(
         CaseSpec(
             "a Request with origin=engine: any answer has origin=application", Level.should, _origin, isolation=True

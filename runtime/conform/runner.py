@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .catalogue import Case, Level
+from .casespec import Level
+from .catalogue import Case
 from .context import CaseFailed, Context
 from .probe import Conn, ProbeError, Target
 
