@@ -54,14 +54,21 @@ when nobody waits, a delivery costs one flag check. poll() is
 interruptible: SIGINT still interrupts a main thread in wait_receive(),
 and the socket stays lent on the way out.
 
-What it reads goes through the protocol as in Transfer.read: its Messages,
-in order, the first to the caller and the rest to the group's queue, all
-queued before the thread lets go of the socket (so before anything read
-later, by either thread); a pool_empty warning first when the pool ran dry
-for real; the connection's `last_active` stamped (Options.idle_timeout)
-and its `direct_credit` given (an answer may be written directly). A read
-that ends inside a frame waits on for the rest while time is left; the
-decoder keeps the partial frame for whoever reads next.
+What it reads goes through the protocol as in Transfer.read: a pool_empty
+warning first when the pool ran dry for real, then its Messages in order,
+all queued in the group's queue before the thread lets go of the socket (so
+before anything read later, by either thread); the connection's
+`last_active` stamped (Options.idle_timeout) and its `direct_credit` given
+(an answer may be written directly). Every message read is in the queue
+before anything that may raise: the queueing is in a `finally` after the
+decoding, and wait_receive() returns by taking the first from the queue. So
+a KeyboardInterrupt that lands after a read loses nothing (in a compiled
+build a signal surfaces only at a blocking call, poll(), before anything is
+read; interpreted, a handler may run between any two bytecodes, so there the
+window is the recv() and the decoding themselves; `after_decode`, a hook
+for tests, runs where a signal may land after the decoding). A read that
+ends inside a frame waits on for the rest while time is left; the decoder
+keeps the partial frame for whoever reads next.
 
 Between receives the socket stays lent, so the next receive finds there
 whatever came meanwhile: a round trip's answer is read by the thread that
@@ -129,14 +136,24 @@ LEASE: Final = 0.02  # seconds between the lease's looks at the lent sockets
 _POLLIN: Final = select.POLLIN
 _NOT_READ: Final = ~READ
 
+# What a read brought (DirectReceiver._read).
+_GOT: Final = 1
+_OVER: Final = 2
+_MOVED: Final = 4
+_CLOSING: Final = 8
+_FAILED: Final = 16
+_ENDED: Final = 32
+_HANDED: Final = _OVER | _MOVED | _CLOSING | _FAILED | _ENDED  # for the I/O thread to act on
+
 
 class Reading:
     """A group's means to receive directly, made on its first direct
     receive: the wake-up socket pair, the poll object over the wake-up socket
     and the connection `conn`'s socket (`polled`: its descriptor, -1
-    before), and the receive buffer."""
+    before), and the receive buffer. `closing`, `failure`: what the last
+    read brought for the I/O thread."""
 
-    __slots__ = ("buf", "conn", "poll", "polled", "view", "wake_fd", "wake_peer", "wake_sock")
+    __slots__ = ("buf", "closing", "conn", "failure", "poll", "polled", "view", "wake_fd", "wake_peer", "wake_sock")
 
     def __init__(self) -> None:
         self.wake_sock, self.wake_peer = socket.socketpair()
@@ -149,6 +166,8 @@ class Reading:
         self.conn: Connection | None = None
         self.buf = bytearray(RECV_BUFFER_SIZE)
         self.view = memoryview(self.buf)
+        self.closing: Closing | None = None
+        self.failure: OSError | None = None
 
     def drain(self) -> None:
         """Read the wake-up bytes."""
@@ -168,7 +187,8 @@ class DirectReceiver:
     (see the module's docstring). `shortage`: the engine's pool_empty test;
     `stamp`: keep `last_active` for Options.idle_timeout; `enabled`:
     Options.direct_receive; `timers`: the engine's, for the lease. `io_ident`:
-    the I/O thread's ident, set once it runs."""
+    the I/O thread's ident, set once it runs. `after_decode`: for tests,
+    called on the receiving thread right after each direct read is decoded."""
 
     def __init__(
         self,
@@ -187,6 +207,7 @@ class DirectReceiver:
         self._stamp = stamp
         self.enabled = enabled
         self.io_ident = 0
+        self.after_decode: Callable[[], None] | None = None
         self._timers = timers
         self._lock = threading.Lock()  # guards _readings, _closed, _lent and _leasing
         self._readings: list[Mailbox] = []
@@ -196,38 +217,33 @@ class DirectReceiver:
 
     # ------------------------------------------------ the receiving thread
 
-    def receive(self, mailbox: Mailbox, conn: Connection, deadline: float) -> Message | None:
-        """The next message of `mailbox`'s group, read from `conn` by this
-        thread, waiting until the time.monotonic() `deadline` (0: no limit;
-        below 0: no wait, and only from a socket lent already).
-        None when it got none that way: the caller then waits on the queue
-        for the time left."""
+    def receive(self, mailbox: Mailbox, conn: Connection, deadline: float) -> bool:
+        """Read `conn` on this thread for `mailbox`'s group, waiting until the
+        time.monotonic() `deadline` (0: no limit; below 0: no wait, and only
+        from a socket lent already). True when it queued what it read: the
+        caller takes the first message from the queue. False when it read
+        nothing that way (it stepped back, was woken, or the time is up): the
+        caller then receives from the queue as usual."""
         if conn.reader != APP and (deadline < 0 or not self._take(mailbox, conn)):
-            return None
+            return False
         # Lent to us. Say we read it, then look whether the I/O thread wants
         # it back: it says so before it looks at `polling` (see the module's
         # docstring), so one of us steps back.
         conn.polling = True
         if _reclaiming(conn) or conn.reader != APP or conn.closed:  # (in this order)
             _let_go(conn)
-            return None
+            return False
         if mailbox.paused or conn.throttled or mailbox.sole is not conn or mailbox.on_delivery is not None:
             _let_go(conn)
             self.give_back(mailbox)  # the I/O thread decides when to read it
-            return None
+            return False
         mailbox.waiting = True
         if mailbox.qsize():  # delivered before `waiting` was set: receive it the ordinary way
             mailbox.waiting = False
             _let_go(conn)
-            return None
+            return False
         reading: Reading = mailbox.reading  # type: ignore[assignment]  # (made by _take)
-        sock = conn.sock
-        msg: Message | None = None
-        moved = False
-        closing: Closing | None = None
-        failure: OSError | None = None
-        ended = False
-        over = False
+        outcome = 0  # what the last read brought (_GOT, _MOVED...; 0: nothing yet)
         try:
             fd = reading.polled
             poll = reading.poll
@@ -256,45 +272,9 @@ class DirectReceiver:
                 if readable:
                     if conn.throttled or mailbox.paused:
                         break  # the I/O thread's view changed meanwhile
-                    try:
-                        n = sock.recv_into(reading.buf)  # type: ignore[union-attr]
-                    except (BlockingIOError, InterruptedError):
-                        n = -1
-                    except OSError as exc:
-                        failure = exc
+                    outcome = self._read(mailbox, conn, reading)
+                    if outcome:
                         break
-                    if n == 0:
-                        ended = True
-                        break
-                    if n > 0:
-                        if self._stamp:
-                            conn.last_active = monotonic()
-                        conn.direct_credit = True  # an answer may follow: let it be written directly
-                        protocol = conn.protocol
-                        events = protocol.receive(reading.view[:n], conn.transport.identity)
-                        if protocol.decoder.pending and can_ack_now(sock):  # type: ignore[arg-type]
-                            ack_now(sock)  # type: ignore[arg-type]  # as Transfer.read does
-                        pool = self._pool
-                        if pool.ran_dry:
-                            pool.ran_dry = False
-                            if self._shortage(len(events)):
-                                msg = pool_empty_notice(pool.get(), conn.number)
-                        put = mailbox.put
-                        for event in events:
-                            if type(event) is Message:  # the common case
-                                if msg is None:
-                                    msg = event
-                                else:
-                                    put(event)
-                            elif type(event) is Moved:
-                                moved = True
-                            else:
-                                closing = event  # type: ignore[assignment]
-                        if msg is not None:
-                            over = mailbox.over_limit()
-                            break
-                        if moved or closing is not None:
-                            break
                 if deadline:
                     wait_ms = _ms(deadline - monotonic()) if deadline > 0 else 0
                     if not wait_ms:
@@ -302,15 +282,69 @@ class DirectReceiver:
         finally:
             # Let go: what the read brought is queued already. Handed back,
             # nobody reads it until the I/O thread has acted on it.
-            handed = moved or over or ended or closing is not None or failure is not None
+            handed = outcome & _HANDED
             conn.receives += 1
             mailbox.waiting = False
             if handed:
                 conn.reader = HANDED_BACK
             _let_go(conn)
             if handed:
-                self._hand_back(conn, moved, closing, failure, ended)
-        return msg
+                self._hand_back(conn, outcome, reading)
+        return bool(outcome & _GOT)
+
+    def _read(self, mailbox: Mailbox, conn: Connection, reading: Reading) -> int:
+        """One recv() of the lent socket, decoded and queued: 0 when it
+        brought no whole message (a partial frame, or nothing), else _GOT
+        (messages queued) with _OVER (the queue is over max_queued_msgs) and
+        _MOVED (a state moved), _CLOSING (the protocol says close:
+        reading.closing), _FAILED (recv() failed: reading.failure), _ENDED
+        (the end of the stream)."""
+        sock = conn.sock
+        try:
+            n = sock.recv_into(reading.buf)  # type: ignore[union-attr]
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            reading.failure = exc
+            return _FAILED
+        if n == 0:
+            return _ENDED
+        protocol = conn.protocol
+        events = protocol.receive(reading.view[:n], conn.transport.identity)
+        outcome = 0
+        notice: Message | None = None
+        try:
+            hook = self.after_decode
+            if hook is not None:
+                hook()
+            if self._stamp:
+                conn.last_active = monotonic()
+            conn.direct_credit = True  # an answer may follow: let it be written directly
+            if protocol.decoder.pending and can_ack_now(sock):  # type: ignore[arg-type]
+                ack_now(sock)  # type: ignore[arg-type]  # as Transfer.read does
+            pool = self._pool
+            if pool.ran_dry:
+                pool.ran_dry = False
+                if self._shortage(len(events)):
+                    notice = pool_empty_notice(pool.get(), conn.number)
+        finally:
+            # Queued whatever happened above: nothing read is lost.
+            put = mailbox.put
+            if notice is not None:
+                put(notice)
+                outcome = _GOT
+            for event in events:
+                if type(event) is Message:  # the common case
+                    put(event)
+                    outcome |= _GOT
+                elif type(event) is Moved:
+                    outcome |= _MOVED
+                else:
+                    reading.closing = event  # type: ignore[assignment]
+                    outcome |= _CLOSING
+        if outcome & _GOT and mailbox.over_limit():
+            outcome |= _OVER
+        return outcome
 
     def _take(self, mailbox: Mailbox, conn: Connection) -> bool:
         """Take `conn` from the I/O thread (it reads it now, nothing queued):
@@ -386,11 +420,14 @@ class DirectReceiver:
             self._leasing = True
         self._inbox.call_soon(self._start_lease)
 
-    def _hand_back(
-        self, conn: Connection, moved: bool, closing: Closing | None, failure: OSError | None, ended: bool
-    ) -> None:
-        # Made here, not in receive(): a function that makes a closure pays
-        # for its variables' cells on every call.
+    def _hand_back(self, conn: Connection, outcome: int, reading: Reading) -> None:
+        """Hand `conn` back to the I/O thread with what the read brought (the
+        closure is made here, not in receive(): a function that makes a
+        closure pays for its variables' cells on every call)."""
+        moved = bool(outcome & _MOVED)
+        ended = bool(outcome & _ENDED)
+        closing, reading.closing = reading.closing, None
+        failure, reading.failure = reading.failure, None
         transfer = self._transfer
         self._inbox.call_soon(lambda: transfer.taken_back(conn, moved, closing, failure, ended))
 

@@ -242,33 +242,30 @@ class ChannelGroup:
             raise ShutdownStarted("the engine has stopped")
         mailbox = self._mailbox
         try:
-            got: Message | None = None
             # Read the group's one connection here rather than wait for the
-            # I/O thread to (runtime/direct_receive.py).
+            # I/O thread to (runtime/direct_receive.py). What it reads is
+            # queued before anything may raise; the message is taken from the
+            # queue, as always.
             sole = mailbox.sole
             conn = sole if self._direct and not mailbox.qsize() else None
             if sole is None and mailbox.reading is not None:
                 self._receiver.give_back(mailbox)  # a second connection came: the first is the I/O thread's again
             if timeout is None:
                 if conn is not None:
-                    got = self._receiver.receive(mailbox, conn, 0.0)
-                msg = got if got is not None else mailbox.get()
+                    self._receiver.receive(mailbox, conn, 0.0)
+                msg = mailbox.get()
             elif timeout <= 0:
                 if conn is not None and conn.reader == APP:  # lent to this thread: read what is there
-                    got = self._receiver.receive(mailbox, conn, -1.0)
-                msg = got if got is not None else mailbox.get(False)
+                    self._receiver.receive(mailbox, conn, -1.0)
+                msg = mailbox.get(False)
             else:
                 if conn is not None:
                     deadline = monotonic() + timeout
-                    got = self._receiver.receive(mailbox, conn, deadline)
-                    if got is None:
+                    if self._receiver.receive(mailbox, conn, deadline):
+                        timeout = 0.0  # queued: take it
+                    else:
                         timeout = deadline - monotonic()
-                if got is not None:
-                    msg = got
-                elif timeout > 0:
-                    msg = mailbox.get(True, timeout)
-                else:
-                    msg = mailbox.get(False)
+                msg = mailbox.get(True, timeout) if timeout > 0 else mailbox.get(False)
         except queue.Empty:
             return None
         if msg is SHUTDOWN:
