@@ -122,15 +122,16 @@ class Connection(Channel):
         state they were set for; last_active: the last bytes either way.
     send_lock, direct_credit: who writes to the socket, the I/O thread or a
         posting thread (runtime/direct.py).
-    recv_lock, reader, io_reading, polling, reclaim, receives, lease_seen:
-        who reads the socket, the I/O thread or a receiving thread
-        (runtime/direct_receive.py).
+    recv_lock, reader, io_reading, polling, reclaim, gate, parcels, released,
+        receives, lease_seen: who reads the socket, the I/O thread or a
+        receiving thread (runtime/direct_receive.py).
     throttled: reading stopped: too much unsent (Options.max_unsent_bytes).
     """
 
     __slots__ = (
         "connecting",
         "direct_credit",
+        "gate",
         "hello",
         "inflight",
         "io_reading",
@@ -138,12 +139,14 @@ class Connection(Channel):
         "lease_seen",
         "listener",
         "outbuf",
+        "parcels",
         "polling",
         "queued",
         "reader",
         "receives",
         "reclaim",
         "recv_lock",
+        "released",
         "send_lock",
         "sendq",
         "throttled",
@@ -177,8 +180,11 @@ class Connection(Channel):
         self.recv_lock = threading.Lock()
         self.reader = IO
         self.io_reading = False  # the I/O thread is reading it now
-        self.polling = False  # the receiving thread is reading it now
-        self.reclaim: threading.Event | None = None  # the I/O thread waits for the receiving thread to let go
+        self.polling = False  # the receiving thread is in a receive on it (it may use its descriptor)
+        self.reclaim = False  # the lease takes it back from the receiving thread
+        self.gate = threading.Lock()  # held by the receiving thread while it reads, decodes and queues
+        self.parcels: list[Callable[[], None]] = []  # a close's deliveries, left to the gate's holder
+        self.released = False  # closed, and the I/O thread is done with the socket: the last user closes it
         self.receives = 0  # direct receives so far; lease_seen: as many at the lease's last look
         self.lease_seen = 0
 

@@ -22,63 +22,100 @@ itself when
   none), and Options.direct_receive is on.
 
 Who reads. `conn.reader` is IO (the I/O thread reads the socket), APP (it
-is lent to the thread that receives on its group, which reads it while
-`conn.polling` is set, inside wait_receive(), and between its receives
-nobody does) or HANDED_BACK (nobody, until the I/O thread has acted on what
-that thread handed back). Transfer.read reads nothing unless `reader` is
-IO, and Transfer.update_events never registers READ unless it is.
+is lent to the thread that receives on its group, which reads it inside
+wait_receive(), and between its receives nobody does) or HANDED_BACK
+(nobody, until the I/O thread has acted on what that thread handed back).
+Transfer.read reads nothing unless `reader` is IO, and Transfer.update_events
+never registers READ unless it is.
 
 Taking. Under `conn.recv_lock`, which every change of `events`, of the
-registration and of `reader` from IO takes (Transfer.update_events holds
-it), the thread sets `reader` to APP and then looks at `io_reading`, which
-the I/O thread sets before it looks at `reader` in Transfer.read and
-clears once it has delivered what it read: so at most one of them goes on
-(if both step back, the level-triggered event comes again). Then it stops
-the I/O thread watching the socket for READ (epoll_ctl from this thread),
-and the lease starts (below). An event for the socket from the I/O
-thread's current round finds `reader` APP and reads nothing.
+registration and of `reader` from IO takes (Transfer.update_events and
+Transfer.unregister hold it; the receiving thread holds it only for a flag
+test and an epoll_ctl, never while it waits or reads), the thread sets
+`reader` to APP and then looks at `io_reading`, which the I/O thread sets
+before it looks at `reader` in Transfer.read and clears once it has
+delivered what it read: so at most one of them goes on (if both step back,
+the level-triggered event comes again). Then it stops the I/O thread
+watching the socket for READ (epoll_ctl from this thread). An event for the
+socket from the I/O thread's current round finds `reader` APP and reads
+nothing. The lease starts (below).
 
-Each receive on a lent socket takes no lock and makes no epoll_ctl call.
-The thread sets `polling`, then looks at `conn.reclaim` and then at
-`reader`; the I/O thread, to take a lent socket back, sets `reclaim` (under
-the lock), then looks at `polling`, and only sets `reader` back to IO
-before it clears `reclaim`: so either the receiver sees that it must step
-back, or the I/O thread sees it reading. Then the thread sets
-`mailbox.waiting` and looks at the queue once more (a delivery made before
-the flag was set woke nobody: it is received the ordinary way), and waits
-in poll() on the socket and on the group's wake-up socket (made on its
-first direct receive). While `waiting` is set, every delivery to the
-mailbox (a notice, a message of another channel, update_receiver() from
-any thread, the engine stopping, the group destroyed) writes a byte there;
-when nobody waits, a delivery costs one flag check. poll() is
-interruptible: SIGINT still interrupts a main thread in wait_receive(),
-and the socket stays lent on the way out.
+A receive on a lent socket takes no lock but the gate (below) and makes no
+epoll_ctl call. The thread sets `polling` (it may use the socket's
+descriptor from now on), then looks at `reclaim`, `reader` and `closed`;
+the lease sets `reclaim` before it looks at `polling`, a close sets
+`closed` before it does: so either the thread steps back, or they see it
+in a receive. Then it sets `mailbox.waiting` and looks at the queue once
+more (a delivery made before the flag was set woke nobody: it is received
+the ordinary way), and waits in poll() on the socket and on the group's
+wake-up socket (made on its first direct receive). While `waiting` is set,
+every delivery to the mailbox (a notice, a message of another channel,
+update_receiver() from any thread, a close, the engine stopping, the group
+destroyed) writes a byte there; when nobody waits, a delivery costs one flag
+check.
 
-What it reads goes through the protocol as in Transfer.read: a pool_empty
-warning first when the pool ran dry for real, then its Messages in order,
-all queued in the group's queue before the thread lets go of the socket (so
-before anything read later, by either thread); the connection's
-`last_active` stamped (Options.idle_timeout) and its `direct_credit` given
-(an answer may be written directly). Every message read is in the queue
-before anything that may raise: the queueing is in a `finally` after the
-decoding, and wait_receive() returns by taking the first from the queue. So
-a KeyboardInterrupt that lands after a read loses nothing (in a compiled
-build a signal surfaces only at a blocking call, poll(), before anything is
-read; interpreted, a handler may run between any two bytecodes, so there the
-window is the recv() and the decoding themselves; `after_decode`, a hook
-for tests, runs where a signal may land after the decoding). A read that
-ends inside a frame waits on for the rest while time is left; the decoder
-keeps the partial frame for whoever reads next.
+Reading. With the socket readable, the thread takes `conn.gate` (a lock the
+I/O thread only ever tries, never waits for) and, unless the channel has
+closed, reads, decodes and queues what the read brought, through the
+protocol as in Transfer.read: a pool_empty warning first when the pool ran
+dry for real, then every Message in order; the connection's `last_active`
+stamped (Options.idle_timeout) and its `direct_credit` given (an answer may
+be written directly). Every message read is in the group's queue before
+anything that may raise: the queueing is in a `finally` after the decoding,
+and wait_receive() returns by taking the first from the queue. So a
+KeyboardInterrupt that lands after a read loses nothing (in a compiled
+build a signal surfaces only at a blocking call: poll(), or the gate
+contended, both before anything is read; interpreted, a handler may run
+between any two bytecodes, so there the window is the recv() and the
+decoding themselves; `after_decode`, a hook for tests, runs where a signal
+may land after the decoding). A read that ends inside a frame waits on for
+the rest while time is left; the decoder keeps the partial frame for
+whoever reads next. poll() is interruptible: SIGINT still interrupts a main
+thread in wait_receive(), and the socket stays lent on the way out.
 
-Between receives the socket stays lent, so the next receive finds there
-whatever came meanwhile: a round trip's answer is read by the thread that
-waits for it even when it comes before the wait. Nobody reads a lent
-socket between receives, and nothing is lost: its bytes wait in the kernel
-(TCP slows a fast peer, as a paused group does). It goes back to the I/O
-thread (`reader` IO, READ registered as Transfer.update_events decides):
+Handed back. A read that brought what only the I/O thread may act on leaves
+`reader` HANDED_BACK (READ still off) and makes an inbox.call_soon of
+Transfer.taken_back: a Moved state (the timers follow the state), a Closing
+(after what came before it was queued), the end of the stream or a failed
+recv() (the channel closes exactly as Transfer.read would close it), or a
+queue over Options.max_queued_msgs (reading pauses). Until the I/O thread
+has run that call nobody reads, so nothing read later is handled before it.
+
+Closing, and never waiting. The I/O thread closes every channel, and never
+waits for a receiving thread to let go of a socket (a thread slow to
+answer its wake-up, or not scheduled, holds no close and no other channel
+up). A close sets `closed` first, then:
+
+- the close's messages (its unsent messages, the notice): the I/O thread
+  tries the gate. Got (the common case: the thread waits in poll(), or is
+  not in a receive at all), it lets the gate go at once (any later read
+  finds the channel closed and reads nothing) and delivers them itself. Held (the
+  thread is reading now), it leaves them in `conn.parcels` and tries once
+  more; whoever holds the gate next runs them, in order (the thread, after
+  queueing what its read brought, before and after it lets the gate go),
+  so the notice follows every message read before the close;
+- the descriptor: it is closed only once nobody may poll or read it (its
+  number could belong to a new socket next, and a thread that read it would
+  read a stranger's bytes). Once the socket is unregistered, the I/O thread
+  sets `released` and closes it unless `polling` is set (looked at after
+  `released`); then it wakes the thread, which closes it on its way out (it
+  clears `polling`, then looks at `released`; it never uses the descriptor
+  once it has seen `closed`). A socket's close() is idempotent: if both see
+  the other gone, both close it, once;
+- the group's wake-up sockets, once the group's channels are closed (the
+  group destroyed, the engine stopped): the same rule, with
+  `Reading.retired` for `released`. When the engine stops, its SHUTDOWN goes
+  through the gate too, after a close left there.
+
+The lease. Between receives the socket stays lent, so the next receive
+finds there whatever came meanwhile: a round trip's answer is read by the
+thread that waits for it even when it comes before the wait. Nobody reads a
+lent socket between receives, and nothing is lost: its bytes wait in the
+kernel (TCP slows a fast peer, as a paused group does). It goes back to the
+I/O thread (`reader` IO, READ registered as Transfer.update_events decides):
 
 - by the lease: while a socket is lent, a timer of the I/O thread looks
-  every LEASE seconds, and takes back one whose thread is not reading it
+  every LEASE seconds, and takes back one whose thread is not in a receive
   and has not received on it since the last look. A thread that stops
   receiving leaves its socket unread for at most twice LEASE, no longer
   than a busy I/O thread may take; so a peer that closes, a Bye, a frame
@@ -86,25 +123,11 @@ thread (`reader` IO, READ registered as Transfer.update_events decides):
   notices, at most that much later;
 - by the thread itself, when its group is paused or throttled, has gained
   a second connection or a delivery hook (at its next wait_receive());
-- handed back, when a read brought what only the I/O thread may act on
-  (`reader` HANDED_BACK, READ still off, and inbox.call_soon of
-  Transfer.taken_back): a Moved state (the timers follow the state), a
-  Closing (after what came before it was delivered), the end of the stream
-  or a failed recv() (the channel closes exactly as Transfer.read would
-  close it), or a queue over Options.max_queued_msgs (reading pauses).
-  Until the I/O thread has run that call nobody reads, so nothing read
-  later is handled before it;
-- by a close. The I/O thread closes every channel; to close a lent one
-  that its thread is reading, it wakes the thread and waits (at most
-  RECLAIM_TIMEOUT seconds) until it lets go, so a socket is never closed
-  under a thread that polls it. The receiver then finds the close's
-  messages in the queue. A group's wake-up sockets are closed once its
-  channels are (the group destroyed, the engine stopped).
+- handed back (above), or closed.
 """
 
 from __future__ import annotations
 
-import logging
 import select
 import socket
 import threading
@@ -125,24 +148,22 @@ from .timers import Timers
 from .transfer import Transfer, pool_empty_notice
 from .transport import PlainTransport
 
-__all__ = ["LEASE", "RECLAIM_TIMEOUT", "RECV_BUFFER_SIZE", "DirectReceiver", "Reading"]
-
-log = logging.getLogger("tofu")
+__all__ = ["LEASE", "RECV_BUFFER_SIZE", "DirectReceiver", "Reading"]
 
 RECV_BUFFER_SIZE: Final = 64 * 1024  # one buffer per group that receives directly
-RECLAIM_TIMEOUT: Final = 10.0  # seconds the I/O thread waits for a receiving thread to give a socket back
 LEASE: Final = 0.02  # seconds between the lease's looks at the lent sockets
 
 _POLLIN: Final = select.POLLIN
 _NOT_READ: Final = ~READ
 
-# What a read brought (DirectReceiver._read).
+# What a read brought (DirectReceiver._read_gated).
 _GOT: Final = 1
 _OVER: Final = 2
 _MOVED: Final = 4
 _CLOSING: Final = 8
 _FAILED: Final = 16
 _ENDED: Final = 32
+_CLOSED: Final = 64
 _HANDED: Final = _OVER | _MOVED | _CLOSING | _FAILED | _ENDED  # for the I/O thread to act on
 
 
@@ -150,10 +171,23 @@ class Reading:
     """A group's means to receive directly, made on its first direct
     receive: the wake-up socket pair, the poll object over the wake-up socket
     and the connection `conn`'s socket (`polled`: its descriptor, -1
-    before), and the receive buffer. `closing`, `failure`: what the last
-    read brought for the I/O thread."""
+    before), and the receive buffer. `retired`: the group's channels are
+    closed; whoever lets go of the wake-up sockets last closes them.
+    `closing`, `failure`: what the last read brought for the I/O thread."""
 
-    __slots__ = ("buf", "closing", "conn", "failure", "poll", "polled", "view", "wake_fd", "wake_peer", "wake_sock")
+    __slots__ = (
+        "buf",
+        "closing",
+        "conn",
+        "failure",
+        "poll",
+        "polled",
+        "retired",
+        "view",
+        "wake_fd",
+        "wake_peer",
+        "wake_sock",
+    )
 
     def __init__(self) -> None:
         self.wake_sock, self.wake_peer = socket.socketpair()
@@ -166,7 +200,8 @@ class Reading:
         self.conn: Connection | None = None
         self.buf = bytearray(RECV_BUFFER_SIZE)
         self.view = memoryview(self.buf)
-        self.closing: Closing | None = None
+        self.retired = False
+        self.closing: Closing | None = None  # what the last read brought for the I/O thread
         self.failure: OSError | None = None
 
     def drain(self) -> None:
@@ -185,10 +220,12 @@ class Reading:
 class DirectReceiver:
     """Reads a group's one connection on the thread waiting in wait_receive()
     (see the module's docstring). `shortage`: the engine's pool_empty test;
-    `stamp`: keep `last_active` for Options.idle_timeout; `enabled`:
-    Options.direct_receive; `timers`: the engine's, for the lease. `io_ident`:
-    the I/O thread's ident, set once it runs. `after_decode`: for tests,
-    called on the receiving thread right after each direct read is decoded."""
+    `freed`: a receiving thread closed a descriptor (listeners out of them
+    may accept again: it hands that to the I/O thread); `stamp`: keep
+    `last_active` for Options.idle_timeout; `enabled`: Options.direct_receive;
+    `timers`: the engine's, for the lease. `io_ident`: the I/O thread's
+    ident, set once it runs. `after_decode`: for tests, called on the
+    receiving thread right after each direct read is decoded."""
 
     def __init__(
         self,
@@ -197,6 +234,7 @@ class DirectReceiver:
         transfer: Transfer,
         timers: Timers,
         shortage: Callable[[int], bool],
+        freed: Callable[[], None],
         stamp: bool,
         enabled: bool,
     ) -> None:
@@ -204,6 +242,7 @@ class DirectReceiver:
         self._inbox = inbox
         self._transfer = transfer
         self._shortage = shortage
+        self._freed = freed
         self._stamp = stamp
         self.enabled = enabled
         self.io_ident = 0
@@ -226,25 +265,23 @@ class DirectReceiver:
         caller then receives from the queue as usual."""
         if conn.reader != APP and (deadline < 0 or not self._take(mailbox, conn)):
             return False
-        # Lent to us. Say we read it, then look whether the I/O thread wants
-        # it back: it says so before it looks at `polling` (see the module's
-        # docstring), so one of us steps back.
+        # Lent to us. Say we are in a receive, then look whether the lease
+        # takes the socket back or a close came: each says so before it looks
+        # at `polling` (see the module's docstring), so one of us steps back.
         conn.polling = True
-        if _reclaiming(conn) or conn.reader != APP or conn.closed:  # (in this order)
-            _let_go(conn)
+        if conn.reclaim or conn.reader != APP or conn.closed:  # (in this order)
+            self._leave(mailbox, conn)
             return False
         if mailbox.paused or conn.throttled or mailbox.sole is not conn or mailbox.on_delivery is not None:
-            _let_go(conn)
+            self._leave(mailbox, conn)
             self.give_back(mailbox)  # the I/O thread decides when to read it
-            return False
-        mailbox.waiting = True
-        if mailbox.qsize():  # delivered before `waiting` was set: receive it the ordinary way
-            mailbox.waiting = False
-            _let_go(conn)
             return False
         reading: Reading = mailbox.reading  # type: ignore[assignment]  # (made by _take)
         outcome = 0  # what the last read brought (_GOT, _MOVED...; 0: nothing yet)
+        mailbox.waiting = True
         try:
+            if mailbox.qsize():  # delivered before `waiting` was set: receive it the ordinary way
+                return False
             fd = reading.polled
             poll = reading.poll
             wait_ms = -1
@@ -264,7 +301,7 @@ class DirectReceiver:
                         woken = True
                 if woken:  # a delivery, a close, or a byte left from an earlier wait
                     reading.drain()
-                    if mailbox.qsize() or _reclaiming(conn) or conn.closed:
+                    if mailbox.qsize() or conn.closed:
                         break
                     mailbox.waiting = True  # nothing for us: wait on
                     if mailbox.qsize():
@@ -280,25 +317,42 @@ class DirectReceiver:
                     if not wait_ms:
                         break
         finally:
-            # Let go: what the read brought is queued already. Handed back,
-            # nobody reads it until the I/O thread has acted on it.
-            handed = outcome & _HANDED
+            # What the read brought is queued already. Handed back, nobody
+            # reads it until the I/O thread has acted on it.
             conn.receives += 1
             mailbox.waiting = False
-            if handed:
+            if outcome & _HANDED:
                 conn.reader = HANDED_BACK
-            _let_go(conn)
-            if handed:
+            self._leave(mailbox, conn)
+            if outcome & _HANDED and not conn.closed:
                 self._hand_back(conn, outcome, reading)
         return bool(outcome & _GOT)
 
     def _read(self, mailbox: Mailbox, conn: Connection, reading: Reading) -> int:
+        """Read the lent socket once, under the gate (see "Reading" and
+        "Closing"); then run what a close left there. What the read brought,
+        as _read_gated says."""
+        gate = conn.gate
+        gate.acquire()
+        try:
+            outcome = self._read_gated(mailbox, conn, reading)
+        finally:
+            if conn.parcels:
+                _run_parcels(conn)
+            gate.release()
+            if conn.parcels:  # left by a close that found the gate held: see "Closing"
+                _run_parcels_gated(conn)
+        return outcome
+
+    def _read_gated(self, mailbox: Mailbox, conn: Connection, reading: Reading) -> int:
         """One recv() of the lent socket, decoded and queued: 0 when it
         brought no whole message (a partial frame, or nothing), else _GOT
         (messages queued) with _OVER (the queue is over max_queued_msgs) and
         _MOVED (a state moved), _CLOSING (the protocol says close:
         reading.closing), _FAILED (recv() failed: reading.failure), _ENDED
-        (the end of the stream)."""
+        (the end of the stream), _CLOSED (the channel closed: nothing read)."""
+        if conn.closed:  # (looked at under the gate: see "Closing")
+            return _CLOSED
         sock = conn.sock
         try:
             n = sock.recv_into(reading.buf)  # type: ignore[union-attr]
@@ -346,6 +400,25 @@ class DirectReceiver:
             outcome |= _OVER
         return outcome
 
+    def _leave(self, mailbox: Mailbox, conn: Connection) -> None:
+        """The thread comes out of a receive on `conn`: it stops using the
+        descriptors, and closes them if their channel or group closed
+        meanwhile (see "Closing")."""
+        conn.polling = False
+        if conn.released:  # (looked at after `polling` was cleared: see "Closing")
+            self._let_go(mailbox, conn)
+
+    def _let_go(self, mailbox: Mailbox, conn: Connection) -> None:
+        """`conn` closed while this thread could use its descriptor: close it
+        (and the group's wake-up sockets once the group is retired)."""
+        sock = conn.sock
+        if sock is not None and sock.fileno() >= 0:
+            sock.close()
+            self._freed()
+        reading = mailbox.reading
+        if reading is not None and reading.retired:
+            _close_reading(mailbox, reading)
+
     def _take(self, mailbox: Mailbox, conn: Connection) -> bool:
         """Take `conn` from the I/O thread (it reads it now, nothing queued):
         stop it watching the socket for READ; lent from now on."""
@@ -379,7 +452,6 @@ class DirectReceiver:
             if conn.io_reading:  # it reads it now: it delivers, we receive from the queue
                 conn.reader = IO
                 return False
-            conn.reclaim = None
             self._transfer.set_events(conn, conn.events & _NOT_READ)
             if reading.conn is not conn:
                 fd = conn.sock.fileno()  # type: ignore[union-attr]
@@ -395,8 +467,8 @@ class DirectReceiver:
 
     def give_back(self, mailbox: Mailbox) -> None:
         """On the receiving thread, outside a receive: a socket lent to it
-        goes back to the I/O thread now (its group paused, or no longer with
-        one connection)."""
+        goes back to the I/O thread now (its group paused, no longer with one
+        connection)."""
         reading = mailbox.reading
         conn = reading.conn if reading is not None else None
         if conn is None or conn.reader != APP:
@@ -450,14 +522,15 @@ class DirectReceiver:
 
     def _check_leases(self) -> None:
         """Every LEASE seconds while a socket is lent: one whose thread has
-        not received on it since the last look comes back."""
+        not received on it since the last look comes back, unless the
+        thread is in a receive."""
         with self._lock:
             lent = list(self._lent)
         for conn in lent:
             if conn.reader != APP or conn.closed:
                 back = True
             elif conn.receives == conn.lease_seen:
-                back = self._take_back(conn, False)
+                back = self._take_back(conn)
             else:
                 back = False
             conn.lease_seen = conn.receives
@@ -470,82 +543,126 @@ class DirectReceiver:
                 return
         self._timers.call_later(LEASE, self._check_leases)
 
-    def reclaim(self, conn: Connection) -> None:
-        """`conn` is closing: take it back; if its receiving thread reads it
-        now, wake that thread and wait until it has let go."""
-        self._take_back(conn, True)
-
-    def _take_back(self, conn: Connection, closing: bool) -> bool:
-        """Take a lent `conn` back: at once if its thread is not reading it;
-        else, for a close, wake the thread and wait until it lets go, and
-        for the lease, not now (False)."""
+    def _take_back(self, conn: Connection) -> bool:
+        """Take a lent `conn` back (True), unless its thread is in a receive
+        on it (False: not now). Never waits."""
         lock = conn.recv_lock
         lock.acquire()
         try:
             if conn.reader != APP:
-                if closing:
-                    conn.reader = IO
                 return True
-            done = conn.reclaim = threading.Event()
-            if conn.polling:  # (read after `reclaim` was set: see the module's docstring)
-                if not closing:
-                    conn.reclaim = None
-                    return False
-            else:
-                if conn.reader == APP:  # (not handed back while we looked)
-                    conn.reader = IO
-                    if not conn.closed:
-                        self._transfer.update_events_held(conn)
-                conn.reclaim = None
-                return True
+            conn.reclaim = True
+            back = not conn.polling  # (looked at after `reclaim` was set: see the module's docstring)
+            if back:
+                conn.reader = IO
+                if not conn.closed:
+                    self._transfer.update_events_held(conn)
+            conn.reclaim = False
         finally:
             lock.release()
+        return back
+
+    def closing(self, conn: Connection) -> bool:
+        """`conn` is closing (`closed` is set, its socket unregistered): True
+        when its socket may be closed now; False when a receiving thread is
+        in a receive on it and may use the descriptor: it is woken, and
+        closes the descriptor on its way out. Never waits."""
+        conn.released = True
+        if not conn.polling:  # (looked at after `released` was set)
+            return True
         conn.mailbox.wake()
-        if not done.wait(RECLAIM_TIMEOUT):
-            log.error("tofu: channel %d: the receiving thread did not let go of its socket", conn.number)
-        conn.reader = IO
-        conn.reclaim = None
+        return False
+
+    def defer(self, conn: Connection, finish: Callable[[], None]) -> bool:
+        """On the I/O thread, `conn` closed: whether `finish` (the close's
+        deliveries) is left to the receiving thread, which holds the gate
+        because it is reading `conn` now (True), or is the caller's to run
+        now (False: nothing left before it, and any later read finds the
+        channel closed). Never waits."""
+        gate = conn.gate
+        if gate.acquire(False):
+            try:
+                if conn.parcels:
+                    _run_parcels(conn)  # left by an earlier close: they come first
+            finally:
+                gate.release()
+            return False
+        conn.parcels.append(finish)
+        _run_parcels_if_free(conn)  # the thread may have let go meanwhile
         return True
 
+    def deliver_last(self, mailbox: Mailbox, deliver: Callable[[], None]) -> None:
+        """On the I/O thread, the engine stopping: run `deliver` (the
+        group's SHUTDOWN) after what a close left to the group's receiving
+        thread, if any."""
+        reading = mailbox.reading
+        conn = reading.conn if reading is not None else None
+        if conn is None or not self.defer(conn, deliver):
+            deliver()
+
     def close(self, mailbox: Mailbox) -> None:
-        """The group's channels are closed: close its wake-up sockets."""
+        """The group's channels are closed: close its wake-up sockets (or
+        leave them to its receiving thread, if it is in a receive)."""
         with self._lock:
             if mailbox in self._readings:
                 self._readings.remove(mailbox)
-                _close_reading(mailbox)
+                _retire(mailbox)
 
     def close_all(self) -> None:
-        """The engine stopped, every channel closed: close every group's wake-up sockets."""
+        """The engine stopped, every channel closed: close every group's
+        wake-up sockets (or leave them to its receiving thread)."""
         with self._lock:
             self._closed = True
             for mailbox in self._readings:
-                _close_reading(mailbox)
+                _retire(mailbox)
             self._readings.clear()
             self._lent.clear()
 
 
-def _reclaiming(conn: Connection) -> bool:
-    """The I/O thread wants `conn` back. (A function: a test of the attribute
-    in receive() would narrow its type there, and the compiled build would
-    then refuse the Event another thread puts in it.)"""
-    return conn.reclaim is not None
+def _run_parcels(conn: Connection) -> None:
+    """Run what closes left to the gate's holder, in order (the gate held)."""
+    parcels = conn.parcels
+    while parcels:
+        parcels.pop(0)()
 
 
-def _let_go(conn: Connection) -> None:
-    """The receiving thread stops reading `conn` (it stays lent); an I/O
-    thread waiting to close it goes on."""
-    conn.polling = False
-    done = conn.reclaim
-    if done is not None:
-        done.set()
+def _run_parcels_gated(conn: Connection) -> None:
+    """Take the gate and run what closes left (from the receiving thread,
+    which may wait for the gate: the I/O thread holds it only to run them)."""
+    gate = conn.gate
+    gate.acquire()
+    try:
+        _run_parcels(conn)
+    finally:
+        gate.release()
 
 
-def _close_reading(mailbox: Mailbox) -> None:
+def _run_parcels_if_free(conn: Connection) -> None:
+    """Run what closes left, unless the gate is held (then its holder does)."""
+    gate = conn.gate
+    if gate.acquire(False):
+        try:
+            _run_parcels(conn)
+        finally:
+            gate.release()
+
+
+def _retire(mailbox: Mailbox) -> None:
+    """The group's channels are closed: its wake-up sockets go now, unless
+    its receiving thread may be polling them (it closes them on its way out)."""
     reading = mailbox.reading
+    if reading is None:
+        return
+    reading.retired = True
+    conn = reading.conn
+    if conn is None or not conn.polling:  # (looked at after `retired` was set)
+        _close_reading(mailbox, reading)
+
+
+def _close_reading(mailbox: Mailbox, reading: Reading) -> None:
     mailbox.wake_send = None
     mailbox.reading = None
-    if reading is not None:
-        reading.close()
+    reading.close()
 
 
 def _ms(seconds: float) -> int:

@@ -413,7 +413,20 @@ class Transfer:
         ch.events = want
 
     def unregister(self, ch: Channel) -> None:
-        """Stop watching `ch`'s socket (it is closing)."""
+        """Stop watching `ch`'s socket (it is closing). A connection's under
+        its `recv_lock`: a receiving thread may be changing the registration
+        (runtime/direct_receive.py; it holds the lock for that alone)."""
+        if type(ch) is Connection:
+            lock = ch.recv_lock
+            lock.acquire()
+            try:
+                self._unregister(ch)
+            finally:
+                lock.release()
+        else:
+            self._unregister(ch)
+
+    def _unregister(self, ch: Channel) -> None:
         if ch.events and ch.sock is not None:
             self._poller.unregister(ch.sock)
         ch.events = 0

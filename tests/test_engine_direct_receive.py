@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tofu
@@ -384,7 +385,7 @@ def test_destroying_the_group_or_the_engine_wakes_a_direct_reader(what: str) -> 
                 rtr.destroy()
             receiver.finish()
             assert isinstance(receiver.error, tofu.ShutdownStarted)
-            assert conn.closed and conn.reader == IO
+            assert conn.closed and conn.sock is not None and conn.sock.fileno() == -1
             if what == "engine":  # the channel's close came before the end
                 assert [summary(m)[3] for m in receiver.got] == ["shutdown_started"]
             assert mailbox_of(client).reading is None  # its wake-up sockets are closed
@@ -596,6 +597,167 @@ def test_request_response_both_sides_read_directly_and_in_order() -> None:
             assert int.from_bytes(bytes(answer.body), "big") == i
         echoer.join(TIMEOUT)
         assert not echoer.is_alive()
+
+
+# ------------------------------------------------------ a close never waits
+
+
+PROMPT = 2.0  # seconds: what "at once" may take on a loaded machine (the old close waited up to 10 s)
+
+
+class ParkedPoll:
+    """Stands in for a group's poll object (Reading.poll): poll() waits until
+    the test releases it, then polls. The receiving thread is in
+    wait_receive(), on its socket, and answers no wake-up until the test
+    says: a thread slow to answer, or not scheduled."""
+
+    def __init__(self, poll: Any) -> None:
+        self._poll = poll
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def register(self, fd: int, mask: int) -> None:
+        self._poll.register(fd, mask)
+
+    def unregister(self, fd: int) -> None:
+        self._poll.unregister(fd)
+
+    def poll(self, timeout: int | None = None) -> list[tuple[int, int]]:
+        self.entered.set()
+        self.release.wait(TIMEOUT)
+        return self._poll.poll(timeout)  # type: ignore[no-any-return]
+
+
+def park(rtr: tofu.Reactor, client: tofu.ChannelGroup, peer: socket.socket) -> ParkedPoll:
+    """A first direct receive (it makes the group's Reading), then its poll parked."""
+    with io_thread_parked(rtr):
+        peer.sendall(signal_frame(b"first"))
+        assert bytes(recv(client).body) == b"first"
+    reading = mailbox_of(client).reading
+    assert reading is not None
+    parked = ParkedPoll(reading.poll)
+    reading.poll = parked  # type: ignore[assignment]
+    return parked
+
+
+def reset(peer: socket.socket) -> None:
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    peer.close()
+
+
+@pytest.mark.parametrize("what", ["reset", "bye", "group", "engine"])
+def test_a_close_never_waits_for_a_receiver_that_does_not_answer(what: str) -> None:
+    """A receiver in wait_receive() on its lent socket answers no wake-up
+    (parked in poll()) while the engine closes its channel: after a peer's
+    reset (found by a post), a ByeSignal from another thread, the group
+    destroyed, the engine destroyed. The close completes, the close's
+    notice is queued and another group's channel is served, all while the
+    receiver is parked; its socket's descriptor stays open meanwhile (the
+    receiver may poll it), and it is closed once the receiver lets go."""
+    rtr = tofu.Reactor()
+    try:
+        ampe = rtr.ampe()
+        client, other = ampe.create(), ampe.create()
+        with raw_peer(rtr, client) as (peer, conn), raw_peer(rtr, other) as (peer2, _):
+            parked = park(rtr, client, peer)
+            receiver = Receiver(client)
+            receiver.start()
+            assert parked.entered.wait(TIMEOUT), "the receiver never polled"
+            assert conn.polling and conn.reader == APP
+            reading = mailbox_of(client).reading
+            assert reading is not None
+            start = time.monotonic()
+            if what == "reset":
+                reset(peer)
+
+                def posted_until_closed() -> bool:
+                    if not conn.closed:
+                        with contextlib.suppress(tofu.AmpeError):
+                            client.post(make(OpCode.Signal, conn.number, b"x"))
+                    return conn.closed
+
+                wait_for(posted_until_closed, "a post to find the reset", PROMPT)
+            elif what == "bye":
+                client.post(make(OpCode.ByeSignal, conn.number))
+            elif what == "group":
+                ampe.destroy(client)
+            else:
+                rtr.destroy()
+            if what in ("reset", "bye"):  # (after a reset, the posts not written come back before it)
+                wait_for(lambda: client.pending() >= 1, "the close's notice", PROMPT)
+            assert time.monotonic() - start < PROMPT
+            assert conn.closed and rtr._table.get(conn.number) is not conn
+            if what == "engine":
+                assert other.pending() == 2  # its channel's notice, and the end
+            else:
+                peer2.sendall(signal_frame(b"served"))
+                wait_for(lambda: other.pending() == 1, "the other group's message", PROMPT)
+            assert not parked.release.is_set() and receiver.is_alive()
+            assert conn.sock is not None and conn.sock.fileno() != -1  # the receiver may be polling it
+            assert reading.wake_sock.fileno() != -1
+            parked.release.set()
+            got = receiver.finish()
+            assert conn.sock.fileno() == -1
+            if what == "group":  # destroyed: silent, and the receiver hears of the end
+                assert got == [] and isinstance(receiver.error, tofu.ShutdownStarted)
+            else:
+                assert receiver.error is None
+                reason = {"reset": "peer_disconnected", "bye": None, "engine": "shutdown_started"}[what]
+                *unsent, notice = got
+                assert notice.is_close_notice() and summary(notice)[3] == reason
+                assert all(bytes(m.body) == b"x" and m.bhdr.status == AmpeStatus.peer_disconnected for m in unsent)
+            if what in ("group", "engine"):
+                assert mailbox_of(client).reading is None and reading.wake_sock.fileno() == -1
+    finally:
+        rtr.destroy()
+
+
+@pytest.mark.parametrize("what", ["bye", "engine"])
+def test_a_close_while_the_receiver_decodes_comes_after_what_it_read(what: str) -> None:
+    """The receiver holds its read between decoding and queueing (the
+    after_decode hook waits) when its channel closes: the close completes
+    without waiting for it, and the close's notice (and the engine's end)
+    come after the messages of that read, which the receiver queues first."""
+    rtr = tofu.Reactor()
+    try:
+        ampe = rtr.ampe()
+        client, other = ampe.create(), ampe.create()
+        with raw_peer(rtr, client) as (peer, conn), raw_peer(rtr, other) as (peer2, _):
+            decoded, go = threading.Event(), threading.Event()
+
+            def hold() -> None:
+                decoded.set()
+                go.wait(TIMEOUT)
+
+            rtr._receiver.after_decode = hold
+            receiver = Receiver(client)
+            receiver.start()
+            reading_directly(conn)
+            peer.sendall(signal_frame(b"one", mid=1) + signal_frame(b"two", mid=2))
+            assert decoded.wait(TIMEOUT), "the receiver did not read"
+            rtr._receiver.after_decode = None
+            start = time.monotonic()
+            if what == "bye":
+                client.post(make(OpCode.ByeSignal, conn.number))
+                wait_for(lambda: rtr._table.get(conn.number) is None, "the channel to close", PROMPT)
+                peer2.sendall(signal_frame(b"served"))
+                wait_for(lambda: other.pending() == 1, "the other group's message", PROMPT)
+            else:
+                rtr.destroy()
+            assert time.monotonic() - start < PROMPT
+            assert conn.closed and client.pending() == 0  # the notice waits for what the receiver read
+            go.set()
+            got = receiver.finish()
+            assert receiver.error is None
+            reason = None if what == "bye" else "shutdown_started"
+            assert [(summary(m)[3], summary(m)[4]) for m in got] == [(None, b"one"), (None, b"two"), (reason, b"")]
+            assert got[-1].is_close_notice()
+            if what == "engine":
+                with pytest.raises(tofu.ShutdownStarted):
+                    client.wait_receive(0)
+            assert conn.sock is not None and conn.sock.fileno() == -1
+    finally:
+        rtr.destroy()
 
 
 # ------------------------------------------------------------- signals
