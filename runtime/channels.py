@@ -123,7 +123,7 @@ class Connection(Channel):
     send_lock, direct_credit: who writes to the socket, the I/O thread or a
         posting thread (runtime/direct.py).
     recv_lock, reader, io_reading, polling, reclaim, gate, parcels, released,
-        receives, lease_seen: who reads the socket, the I/O thread or a
+        leased, receives, lease_seen: who reads the socket, the I/O thread or a
         receiving thread (runtime/direct_receive.py).
     throttled: reading stopped: too much unsent (Options.max_unsent_bytes).
     """
@@ -137,6 +137,7 @@ class Connection(Channel):
         "io_reading",
         "last_active",
         "lease_seen",
+        "leased",
         "listener",
         "outbuf",
         "parcels",
@@ -185,6 +186,7 @@ class Connection(Channel):
         self.gate = threading.Lock()  # held by the receiving thread while it reads, decodes and queues
         self.parcels: list[Callable[[], None]] = []  # a close's deliveries, left to the gate's holder
         self.released = False  # closed, and the I/O thread is done with the socket: the last user closes it
+        self.leased = False  # lent, and the lease watches it
         self.receives = 0  # direct receives so far; lease_seen: as many at the lease's last look
         self.lease_seen = 0
 

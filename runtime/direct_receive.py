@@ -38,7 +38,7 @@ delivered what it read: so at most one of them goes on (if both step back,
 the level-triggered event comes again). Then it stops the I/O thread
 watching the socket for READ (epoll_ctl from this thread). An event for the
 socket from the I/O thread's current round finds `reader` APP and reads
-nothing. The lease starts (below).
+nothing. Taking arms nothing on the I/O thread (see the lease).
 
 A receive on a lent socket takes no lock but the gate (below) and makes no
 epoll_ctl call. The thread sets `polling` (it may use the socket's
@@ -110,20 +110,34 @@ up). A close sets `closed` first, then:
 The lease. Between receives the socket stays lent, so the next receive
 finds there whatever came meanwhile: a round trip's answer is read by the
 thread that waits for it even when it comes before the wait. Nobody reads a
-lent socket between receives, and nothing is lost: its bytes wait in the
-kernel (TCP slows a fast peer, as a paused group does). It goes back to the
-I/O thread (`reader` IO, READ registered as Transfer.update_events decides):
+lent socket between receives; its bytes wait in the kernel (TCP slows a
+fast peer, as a paused group does). The rule: a thread in a receive
+attends to its socket itself (it reads the close, the Bye, the broken
+frame, and stamps `last_active`), and a socket whose thread is outside
+wait_receive() is always watched by the lease, a timer of the I/O thread
+that runs only while it watches some socket (`leased`, `_lent`). At each
+look, every LEASE seconds, a watched socket whose thread has not come out
+of a receive since the last look
 
-- by the lease: while a socket is lent, a timer of the I/O thread looks
-  every LEASE seconds, and takes back one whose thread is not in a receive
-  and has not received on it since the last look. A thread that stops
-  receiving leaves its socket unread for at most twice LEASE, no longer
-  than a busy I/O thread may take; so a peer that closes, a Bye, a frame
-  that breaks the rules, a timeout give the same messages, statuses and
-  notices, at most that much later;
-- by the thread itself, when its group is paused or throttled, has gained
-  a second connection or a delivery hook (at its next wait_receive());
-- handed back (above), or closed.
+- comes back to the I/O thread (`reader` IO, READ registered) if the thread
+  is outside wait_receive(): a thread that stops receiving leaves its
+  socket unread for at most twice LEASE; so a peer that closes, a Bye, a
+  frame that breaks the rules, a timeout give the same messages, statuses
+  and notices, at most that much later;
+- is no longer watched if the thread is in a receive (it attends to it);
+  once nothing is watched, the timer stops. A thread blocked in
+  wait_receive(None) for hours costs the I/O thread at most two looks.
+
+A thread coming out of a receive with its socket lent (`polling` cleared,
+then `leased` looked at: the look clears `leased` before it looks at
+`polling`) does nothing more if the lease watches it. Otherwise: if that
+receive waited LEASE or longer (or the lease let it go meanwhile) it gives
+the socket back to the I/O thread itself (epoll_ctl from its own thread: no
+hand-off), and its next receive takes it again; if it waited less (request
+/ response traffic), it asks the lease to watch it, one inbox.call_soon at
+the start of a run of quick receives, none per receive. The socket also
+goes back when the thread finds its group paused or throttled, with a
+second connection or a delivery hook (at its next wait_receive()).
 """
 
 from __future__ import annotations
@@ -151,7 +165,7 @@ from .transport import PlainTransport
 __all__ = ["LEASE", "RECV_BUFFER_SIZE", "DirectReceiver", "Reading"]
 
 RECV_BUFFER_SIZE: Final = 64 * 1024  # one buffer per group that receives directly
-LEASE: Final = 0.02  # seconds between the lease's looks at the lent sockets
+LEASE: Final = 0.02  # seconds between the lease's looks at the sockets it watches
 
 _POLLIN: Final = select.POLLIN
 _NOT_READ: Final = ~READ
@@ -248,10 +262,10 @@ class DirectReceiver:
         self.io_ident = 0
         self.after_decode: Callable[[], None] | None = None
         self._timers = timers
-        self._lock = threading.Lock()  # guards _readings, _closed, _lent and _leasing
+        self._lock = threading.Lock()  # guards _readings, _closed, _lent, _leasing and each `leased`
         self._readings: list[Mailbox] = []
         self._closed = False
-        self._lent: set[Connection] = set()  # sockets taken from the I/O thread and maybe kept
+        self._lent: set[Connection] = set()  # the sockets the lease watches
         self._leasing = False  # the lease's timer runs
 
     # ------------------------------------------------ the receiving thread
@@ -270,13 +284,15 @@ class DirectReceiver:
         # at `polling` (see the module's docstring), so one of us steps back.
         conn.polling = True
         if conn.reclaim or conn.reader != APP or conn.closed:  # (in this order)
-            self._leave(mailbox, conn)
+            self._leave(mailbox, conn, True, 0.0)
             return False
         if mailbox.paused or conn.throttled or mailbox.sole is not conn or mailbox.on_delivery is not None:
-            self._leave(mailbox, conn)
+            self._leave(mailbox, conn, True, 0.0)
             self.give_back(mailbox)  # the I/O thread decides when to read it
             return False
         reading: Reading = mailbox.reading  # type: ignore[assignment]  # (made by _take)
+        watched = conn.leased
+        started = 0.0 if watched else monotonic()
         outcome = 0  # what the last read brought (_GOT, _MOVED...; 0: nothing yet)
         mailbox.waiting = True
         try:
@@ -323,9 +339,11 @@ class DirectReceiver:
             mailbox.waiting = False
             if outcome & _HANDED:
                 conn.reader = HANDED_BACK
-            self._leave(mailbox, conn)
-            if outcome & _HANDED and not conn.closed:
-                self._hand_back(conn, outcome, reading)
+                self._leave(mailbox, conn, False, 0.0)
+                if not conn.closed:
+                    self._hand_back(conn, outcome, reading)
+            else:
+                self._leave(mailbox, conn, watched, started)
         return bool(outcome & _GOT)
 
     def _read(self, mailbox: Mailbox, conn: Connection, reading: Reading) -> int:
@@ -400,13 +418,23 @@ class DirectReceiver:
             outcome |= _OVER
         return outcome
 
-    def _leave(self, mailbox: Mailbox, conn: Connection) -> None:
+    def _leave(self, mailbox: Mailbox, conn: Connection, watched: bool, started: float) -> None:
         """The thread comes out of a receive on `conn`: it stops using the
-        descriptors, and closes them if their channel or group closed
-        meanwhile (see "Closing")."""
+        descriptors, closes them if their channel or group closed meanwhile,
+        and, the socket still lent, leaves it watched by the lease or gives
+        it back (see "The lease"). `watched`: the lease watched it when the
+        receive began (or a step back: give it back); `started`: when it
+        began otherwise."""
         conn.polling = False
         if conn.released:  # (looked at after `polling` was cleared: see "Closing")
             self._let_go(mailbox, conn)
+            return
+        if conn.closed or conn.reader != APP or conn.leased:  # (`leased` looked at after `polling` was cleared)
+            return
+        if watched or monotonic() - started >= LEASE:
+            self.give_back(mailbox)
+        else:
+            self._watch(conn)
 
     def _let_go(self, mailbox: Mailbox, conn: Connection) -> None:
         """`conn` closed while this thread could use its descriptor: close it
@@ -462,17 +490,17 @@ class DirectReceiver:
                 reading.conn = conn
         finally:
             lock.release()
-        self._lend(conn)
         return True
 
     def give_back(self, mailbox: Mailbox) -> None:
         """On the receiving thread, outside a receive: a socket lent to it
         goes back to the I/O thread now (its group paused, no longer with one
-        connection)."""
+        connection, or the thread waited long: see "The lease")."""
         reading = mailbox.reading
         conn = reading.conn if reading is not None else None
         if conn is None or conn.reader != APP:
             return
+        self._unwatch(conn)
         lock = conn.recv_lock
         lock.acquire()
         try:
@@ -483,14 +511,24 @@ class DirectReceiver:
         finally:
             lock.release()
 
-    def _lend(self, conn: Connection) -> None:
-        """`conn` was taken from the I/O thread: let the lease run."""
+    def _watch(self, conn: Connection) -> None:
+        """The lease watches `conn` from now on (its timer started if it did not run)."""
         with self._lock:
+            if self._closed:
+                return
+            conn.leased = True
+            conn.lease_seen = -1  # the first look keeps it
             self._lent.add(conn)
             if self._leasing:
                 return
             self._leasing = True
         self._inbox.call_soon(self._start_lease)
+
+    def _unwatch(self, conn: Connection) -> None:
+        """The lease no longer watches `conn` (it goes back to the I/O thread)."""
+        with self._lock:
+            conn.leased = False
+            self._lent.discard(conn)
 
     def _hand_back(self, conn: Connection, outcome: int, reading: Reading) -> None:
         """Hand `conn` back to the I/O thread with what the read brought (the
@@ -500,8 +538,7 @@ class DirectReceiver:
         ended = bool(outcome & _ENDED)
         closing, reading.closing = reading.closing, None
         failure, reading.failure = reading.failure, None
-        transfer = self._transfer
-        self._inbox.call_soon(lambda: transfer.taken_back(conn, moved, closing, failure, ended))
+        self._inbox.call_soon(lambda: self._taken_back(conn, moved, closing, failure, ended))
 
     def _prepare(self, mailbox: Mailbox) -> Reading | None:
         """The group's first direct receive: its wake-up sockets and buffer
@@ -517,50 +554,55 @@ class DirectReceiver:
 
     # ------------------------------------------------ the I/O thread
 
+    def _taken_back(
+        self, conn: Connection, moved: bool, closing: Closing | None, failure: OSError | None, ended: bool
+    ) -> None:
+        self._unwatch(conn)
+        self._transfer.taken_back(conn, moved, closing, failure, ended)
+
     def _start_lease(self) -> None:
         self._timers.call_later(LEASE, self._check_leases)
 
     def _check_leases(self) -> None:
-        """Every LEASE seconds while a socket is lent: one whose thread has
-        not received on it since the last look comes back, unless the
-        thread is in a receive."""
+        """A look of the lease (see "The lease" in the module's docstring)."""
+        idle: list[Connection] = []
         with self._lock:
-            lent = list(self._lent)
-        for conn in lent:
-            if conn.reader != APP or conn.closed:
-                back = True
-            elif conn.receives == conn.lease_seen:
-                back = self._take_back(conn)
-            else:
-                back = False
-            conn.lease_seen = conn.receives
-            if back:
-                with self._lock:
+            for conn in list(self._lent):
+                if conn.reader != APP or conn.closed:
+                    conn.leased = False
                     self._lent.discard(conn)
-        with self._lock:
-            if not self._lent:
+                elif conn.receives == conn.lease_seen:  # not out of a receive since the last look
+                    conn.leased = False  # (before `polling` is looked at: see "The lease")
+                    self._lent.discard(conn)
+                    idle.append(conn)
+                else:
+                    conn.lease_seen = conn.receives
+            more = bool(self._lent)
+            if not more:
                 self._leasing = False
-                return
-        self._timers.call_later(LEASE, self._check_leases)
+        for conn in idle:
+            if not conn.polling:  # outside wait_receive() since the last look: back to the I/O thread
+                self._take_back(conn)
+            # else it is in a receive (it attends to the socket), and sees `leased` cleared on its way out
+        if more:
+            self._timers.call_later(LEASE, self._check_leases)
 
-    def _take_back(self, conn: Connection) -> bool:
-        """Take a lent `conn` back (True), unless its thread is in a receive
-        on it (False: not now). Never waits."""
+    def _take_back(self, conn: Connection) -> None:
+        """Take a lent `conn` back, unless its thread has come into a receive
+        meanwhile (then it decides on its way out)."""
         lock = conn.recv_lock
         lock.acquire()
         try:
             if conn.reader != APP:
-                return True
+                return
             conn.reclaim = True
-            back = not conn.polling  # (looked at after `reclaim` was set: see the module's docstring)
-            if back:
+            if not conn.polling:  # (looked at after `reclaim` was set: see the module's docstring)
                 conn.reader = IO
                 if not conn.closed:
                     self._transfer.update_events_held(conn)
             conn.reclaim = False
         finally:
             lock.release()
-        return back
 
     def closing(self, conn: Connection) -> bool:
         """`conn` is closing (`closed` is set, its socket unregistered): True

@@ -99,6 +99,7 @@ class Reactor:
         self._lock = threading.Lock()  # guards _mailboxes and destroy()
         self._destroyed = False
         self._running = True
+        self._rounds = 0  # rounds of the I/O thread's loop (its wake-ups), for tests
         self._stopped = threading.Event()  # the I/O thread has shut everything down
         self._ampe = Ampe(pool, inbox, self._new_group, lambda group: self._retire(mailbox_of(group)))
         self._poller.register(inbox.reader, READ, inbox)
@@ -187,6 +188,7 @@ class Reactor:
         monotonic = time.monotonic
         try:
             while self._running:
+                self._rounds += 1
                 # clock.now is from before the handlers ran: a deadline may
                 # fire that much late, which is nothing next to its seconds.
                 events = poller.select(timers.timeout(clock.now) if deadlines else None)

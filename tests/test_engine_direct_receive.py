@@ -1,12 +1,16 @@
 """Direct receives (runtime/direct_receive.py, Options.direct_receive): a
 thread waiting in wait_receive() on a group whose one connection is idle
-reads and decodes that socket itself; otherwise, and between receives, the
-I/O thread reads it. Over real sockets: what each path delivers and in what
-order, a peer that closes, says bye or breaks the rules while the receiver
-reads (the same messages, statuses and notices as through the I/O thread),
-everything that must wake a receiver blocked on its socket, when it must not
-read directly (a second connection, TLS, tofu.aio), SIGINT, the timeouts
-and backpressure."""
+reads and decodes that socket itself; otherwise the I/O thread reads it.
+Over real sockets: what each path delivers and in what order, a peer that
+closes, says bye or breaks the rules while the receiver reads (the same
+messages, statuses and notices as through the I/O thread), everything that
+must wake a receiver blocked on its socket, when it must not read directly
+(a second connection, TLS, tofu.aio), the timeouts and backpressure; a close
+never waits for the receiving thread (a receiver parked in poll(), or
+between decoding and queueing, while its channel closes); the lease (no
+wake-up of the I/O thread while a receiver waits, and a socket whose thread
+stopped receiving goes back to the I/O thread); SIGINT, and an interrupt
+right after a read."""
 
 from __future__ import annotations
 
@@ -214,8 +218,8 @@ def test_a_timeout_inside_a_frame_leaves_the_rest_to_the_io_thread() -> None:
         with raw_peer(rtr, client) as (peer, conn):
             peer.sendall(frames[0][:30])  # the receiver reads this itself, then times out
             assert client.wait_receive(0.2) is None
-            assert conn.reader == APP and not conn.polling and conn.protocol.decoder.pending == 30
-            wait_for(lambda: conn.reader == IO, "the lease to give the socket back")
+            # It waited longer than the lease's period: it gave the socket back on its way out.
+            assert conn.reader == IO and not conn.polling and conn.protocol.decoder.pending == 30
             peer.sendall(frames[0][30:] + frames[1][:20])  # the I/O thread completes it
             wait_for(lambda: client.pending() == 1, "the I/O thread to complete the frame")
             assert bytes(recv(client).body) == b"first" * 50
@@ -758,6 +762,76 @@ def test_a_close_while_the_receiver_decodes_comes_after_what_it_read(what: str) 
             assert conn.sock is not None and conn.sock.fileno() == -1
     finally:
         rtr.destroy()
+
+
+# ------------------------------------------------------------- the lease
+
+
+def io_thread_idle(rtr: tofu.Reactor) -> None:
+    """Return once the I/O thread has run what was queued for it so far."""
+    done = threading.Event()
+    rtr._inbox.call_soon(done.set)
+    assert done.wait(TIMEOUT), "the I/O thread did not run the call"
+
+
+@pytest.mark.parametrize("before", ["nothing", "quick receives"])
+def test_a_receiver_blocked_in_wait_receive_costs_the_io_thread_no_wake_up(before: str) -> None:
+    """A thread blocked in wait_receive(None) on its lent socket: the I/O
+    thread's loop makes no round for 0.3 s (no lease timer, nothing). After
+    quick receives the lease watched the socket; it stops at its next looks."""
+    with tofu.Reactor() as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn):
+            watched: list[bool] = []
+            received = threading.Semaphore(0)
+
+            def on_message(msg: Message) -> None:
+                watched.append(conn.leased)
+                received.release()
+
+            receiver = Receiver(client, done=lambda m: bytes(m.body) == b"last", on_message=on_message)
+            receiver.start()
+            if before == "quick receives":
+                for i in range(20):
+                    reading_directly(conn)
+                    peer.sendall(signal_frame(b"%d" % i))
+                    assert received.acquire(timeout=TIMEOUT)
+                assert any(watched), "the lease never watched the socket"
+            reading_directly(conn)
+            wait_for(lambda: not conn.leased, "the lease to stop watching a thread in wait_receive()")
+            io_thread_idle(rtr)
+            rounds = rtr._rounds
+            time.sleep(0.3)  # the window measured
+            assert rtr._rounds == rounds
+            assert conn.polling and conn.reader == APP  # still in wait_receive(), on its socket
+            with io_thread_parked(rtr):
+                peer.sendall(signal_frame(b"last"))
+                assert bytes(receiver.finish()[-1].body) == b"last"  # read it itself
+
+
+@pytest.mark.parametrize("wait", ["quick", "long"])
+def test_a_receiver_that_stops_receiving_leaves_its_socket_to_the_io_thread(wait: str) -> None:
+    """After a quick receive the lease watches the socket and takes it back
+    once the thread stays away; after a receive that waited longer than the
+    lease's period the thread gave it back on its way out. Either way, a
+    peer that closes while nobody receives closes the channel."""
+    with tofu.Reactor() as rtr:
+        client = rtr.ampe().create()
+        with raw_peer(rtr, client) as (peer, conn):
+            if wait == "quick":
+                with io_thread_parked(rtr):
+                    peer.sendall(signal_frame(b"x"))
+                    assert bytes(recv(client).body) == b"x"
+                    assert conn.reader == APP and conn.leased
+                wait_for(lambda: conn.reader == IO, "the lease to take the socket back")
+            else:
+                threading.Timer(0.05, peer.sendall, args=(signal_frame(b"x"),)).start()
+                assert bytes(recv(client).body) == b"x"
+                assert conn.reader == IO and not conn.leased
+            assert not conn.leased and conn.events
+            peer.shutdown(socket.SHUT_WR)
+            wait_for(lambda: client.pending() == 1, "the I/O thread to close the channel")
+            assert is_closed_signal(recv(client))
 
 
 # ------------------------------------------------------------- signals
