@@ -77,9 +77,13 @@ Handed back. A read that brought what only the I/O thread may act on leaves
 `reader` HANDED_BACK (READ still off) and makes an inbox.call_soon of
 Transfer.taken_back: a Moved state (the timers follow the state), a Closing
 (after what came before it was queued), the end of the stream or a failed
-recv() (the channel closes exactly as Transfer.read would close it), or a
-queue over Options.max_queued_msgs (reading pauses). Until the I/O thread
-has run that call nobody reads, so nothing read later is handled before it.
+recv() (the channel closes exactly as Transfer.read would close it), an
+engine bug while reading (a Closing with processing_failed, as the I/O
+thread's own error boundary closes a channel), or a queue over
+Options.max_queued_msgs (reading pauses). What a read brought is kept in
+`Reading.brought` as soon as it is queued, so it is handed back even if
+something raises after. Until the I/O thread has run that call nobody
+reads, so nothing read later is handled before it.
 
 Closing, and never waiting. The I/O thread closes every channel, and never
 waits for a receiving thread to let go of a socket (a thread slow to
@@ -142,6 +146,7 @@ second connection or a delivery hook (at its next wait_receive()).
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import threading
@@ -151,6 +156,7 @@ from time import monotonic
 from typing import Final
 
 from .channels import APP, HANDED_BACK, IO, Connection
+from .generated import AmpeStatus
 from .inbox import Inbox
 from .mailbox import Mailbox
 from .message import Message
@@ -164,13 +170,16 @@ from .transport import PlainTransport
 
 __all__ = ["LEASE", "RECV_BUFFER_SIZE", "DirectReceiver", "Reading"]
 
+log = logging.getLogger("tofu")
+
 RECV_BUFFER_SIZE: Final = 64 * 1024  # one buffer per group that receives directly
 LEASE: Final = 0.02  # seconds between the lease's looks at the sockets it watches
 
 _POLLIN: Final = select.POLLIN
+_PROCESSING_FAILED: Final = AmpeStatus.processing_failed
 _NOT_READ: Final = ~READ
 
-# What a read brought (DirectReceiver._read_gated).
+# What a read brought (Reading.brought, DirectReceiver._read_gated).
 _GOT: Final = 1
 _OVER: Final = 2
 _MOVED: Final = 4
@@ -187,9 +196,10 @@ class Reading:
     and the connection `conn`'s socket (`polled`: its descriptor, -1
     before), and the receive buffer. `retired`: the group's channels are
     closed; whoever lets go of the wake-up sockets last closes them.
-    `closing`, `failure`: what the last read brought for the I/O thread."""
+    `brought`, `closing`, `failure`: what the last read brought."""
 
     __slots__ = (
+        "brought",
         "buf",
         "closing",
         "conn",
@@ -215,7 +225,8 @@ class Reading:
         self.buf = bytearray(RECV_BUFFER_SIZE)
         self.view = memoryview(self.buf)
         self.retired = False
-        self.closing: Closing | None = None  # what the last read brought for the I/O thread
+        self.brought = 0  # what the last read brought (_GOT, _MOVED...: DirectReceiver._read_gated)
+        self.closing: Closing | None = None  # for the I/O thread
         self.failure: OSError | None = None
 
     def drain(self) -> None:
@@ -293,7 +304,7 @@ class DirectReceiver:
         reading: Reading = mailbox.reading  # type: ignore[assignment]  # (made by _take)
         watched = conn.leased
         started = 0.0 if watched else monotonic()
-        outcome = 0  # what the last read brought (_GOT, _MOVED...; 0: nothing yet)
+        reading.brought = 0
         mailbox.waiting = True
         try:
             if mailbox.qsize():  # delivered before `waiting` was set: receive it the ordinary way
@@ -325,16 +336,18 @@ class DirectReceiver:
                 if readable:
                     if conn.throttled or mailbox.paused:
                         break  # the I/O thread's view changed meanwhile
-                    outcome = self._read(mailbox, conn, reading)
-                    if outcome:
+                    self._read(mailbox, conn, reading)
+                    if reading.brought:
                         break
                 if deadline:
                     wait_ms = _ms(deadline - monotonic()) if deadline > 0 else 0
                     if not wait_ms:
                         break
         finally:
-            # What the read brought is queued already. Handed back, nobody
-            # reads it until the I/O thread has acted on it.
+            # What the read brought is queued already (even if something
+            # raised since). Handed back, nobody reads it until the I/O
+            # thread has acted on it.
+            outcome = reading.brought
             conn.receives += 1
             mailbox.waiting = False
             if outcome & _HANDED:
@@ -346,41 +359,51 @@ class DirectReceiver:
                 self._leave(mailbox, conn, watched, started)
         return bool(outcome & _GOT)
 
-    def _read(self, mailbox: Mailbox, conn: Connection, reading: Reading) -> int:
+    def _read(self, mailbox: Mailbox, conn: Connection, reading: Reading) -> None:
         """Read the lent socket once, under the gate (see "Reading" and
-        "Closing"); then run what a close left there. What the read brought,
-        as _read_gated says."""
+        "Closing"); then run what a close left there. What the read brought
+        goes to `reading.brought`, as _read_gated says. An engine bug on the
+        way closes the channel with processing_failed (the I/O thread does:
+        handed back as a Closing), as it would on the I/O thread."""
         gate = conn.gate
         gate.acquire()
         try:
-            outcome = self._read_gated(mailbox, conn, reading)
+            self._read_gated(mailbox, conn, reading)
+        except Exception as exc:
+            log.exception("tofu: internal error on channel %d while reading it directly", conn.number)
+            reading.closing = Closing(_PROCESSING_FAILED, f"internal error while reading: {type(exc).__name__}: {exc}")
+            reading.brought |= _CLOSING
         finally:
             if conn.parcels:
                 _run_parcels(conn)
             gate.release()
             if conn.parcels:  # left by a close that found the gate held: see "Closing"
                 _run_parcels_gated(conn)
-        return outcome
 
-    def _read_gated(self, mailbox: Mailbox, conn: Connection, reading: Reading) -> int:
-        """One recv() of the lent socket, decoded and queued: 0 when it
-        brought no whole message (a partial frame, or nothing), else _GOT
-        (messages queued) with _OVER (the queue is over max_queued_msgs) and
-        _MOVED (a state moved), _CLOSING (the protocol says close:
-        reading.closing), _FAILED (recv() failed: reading.failure), _ENDED
-        (the end of the stream), _CLOSED (the channel closed: nothing read)."""
+    def _read_gated(self, mailbox: Mailbox, conn: Connection, reading: Reading) -> None:
+        """One recv() of the lent socket, decoded and queued; in
+        `reading.brought`: 0 when it brought no whole message (a partial
+        frame, or nothing), else _GOT (messages queued) with _OVER (the
+        queue is over max_queued_msgs) and _MOVED (a state moved), _CLOSING
+        (the protocol says close: reading.closing), _FAILED (recv() failed:
+        reading.failure), _ENDED (the end of the stream), _CLOSED (the
+        channel closed: nothing read). Set as soon as it is so: what the
+        read queued and brought counts even if something raises after."""
         if conn.closed:  # (looked at under the gate: see "Closing")
-            return _CLOSED
+            reading.brought = _CLOSED
+            return
         sock = conn.sock
         try:
             n = sock.recv_into(reading.buf)  # type: ignore[union-attr]
         except (BlockingIOError, InterruptedError):
-            return 0
+            return
         except OSError as exc:
             reading.failure = exc
-            return _FAILED
+            reading.brought = _FAILED
+            return
         if n == 0:
-            return _ENDED
+            reading.brought = _ENDED
+            return
         protocol = conn.protocol
         events = protocol.receive(reading.view[:n], conn.transport.identity)
         outcome = 0
@@ -414,9 +437,9 @@ class DirectReceiver:
                 else:
                     reading.closing = event  # type: ignore[assignment]
                     outcome |= _CLOSING
+            reading.brought = outcome
         if outcome & _GOT and mailbox.over_limit():
-            outcome |= _OVER
-        return outcome
+            reading.brought = outcome | _OVER
 
     def _leave(self, mailbox: Mailbox, conn: Connection, watched: bool, started: float) -> None:
         """The thread comes out of a receive on `conn`: it stops using the

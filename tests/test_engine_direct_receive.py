@@ -30,7 +30,7 @@ import tofu.aio
 from engine_support import TIMEOUT, connect, is_closed_signal, listen, make, plain_listener, read_frame, recv, wait_for
 from tls_support import Pems
 from tofu import AmpeStatus, Message, OpCode
-from tofu.channels import APP, IO, Connection
+from tofu.channels import APP, HANDED_BACK, IO, Connection
 from tofu.groups import mailbox_of
 
 
@@ -837,10 +837,18 @@ def test_a_receiver_that_stops_receiving_leaves_its_socket_to_the_io_thread(wait
 # ------------------------------------------------------------- signals
 
 
-def test_an_interrupt_right_after_a_direct_read_loses_nothing() -> None:
+def broken_frame() -> bytes:
+    frame = bytearray(signal_frame(b"bad", mid=99))
+    frame[2] = 0x3F  # the proto byte: an op code that does not exist
+    return bytes(frame)
+
+
+@pytest.mark.parametrize("then", ["nothing", "a broken frame"])
+def test_an_interrupt_right_after_a_direct_read_loses_nothing(then: str) -> None:
     """A KeyboardInterrupt raised on the receiving thread right after a read
     is decoded (the after_decode hook raises, where a signal's handler may run
-    in the interpreted build) leaves every message of that read queued."""
+    in the interpreted build) leaves every message of that read queued; and a
+    broken frame in the same read still closes the channel, after them."""
     with tofu.Reactor() as rtr:
         client = rtr.ampe().create()
         with raw_peer(rtr, client) as (peer, conn):
@@ -852,12 +860,45 @@ def test_an_interrupt_right_after_a_direct_read_loses_nothing() -> None:
                     raise KeyboardInterrupt
 
             rtr._receiver.after_decode = interrupt
+            stream = b"".join(signal_frame(b"%d" % i, mid=i + 1) for i in range(3))
             with io_thread_parked(rtr):
-                peer.sendall(b"".join(signal_frame(b"%d" % i, mid=i + 1) for i in range(3)))
+                peer.sendall(stream + (broken_frame() if then == "a broken frame" else b""))
                 with pytest.raises(KeyboardInterrupt):
                     client.wait_receive(TIMEOUT)
                 assert raised and client.pending() == 3
-                assert not conn.polling and not mailbox_of(client).waiting and conn.reader == APP
+                assert not conn.polling and not mailbox_of(client).waiting
+                assert conn.reader == (HANDED_BACK if then == "a broken frame" else APP)
                 assert [bytes(recv(client).body) for _ in range(3)] == [b"0", b"1", b"2"]
-            peer.sendall(signal_frame(b"after"))
-            assert bytes(recv(client).body) == b"after"
+            if then == "a broken frame":
+                closed = recv(client)
+                assert closed.is_close_notice() and summary(closed)[3] == "invalid_op_code"
+            else:
+                peer.sendall(signal_frame(b"after"))
+                assert bytes(recv(client).body) == b"after"
+
+
+def test_an_engine_bug_while_reading_directly_closes_only_that_channel(caplog: pytest.LogCaptureFixture) -> None:
+    """An exception of the engine's own on the receiving thread, after a read
+    is decoded (the after_decode hook raises RuntimeError): that read's
+    messages are delivered, then the channel closes with processing_failed
+    and a ~close_detail that says where, as on the I/O thread; the engine
+    logs it; wait_receive() raises nothing; another group goes on."""
+    with tofu.Reactor() as rtr:
+        ampe = rtr.ampe()
+        client, other = ampe.create(), ampe.create()
+        with raw_peer(rtr, client) as (peer, conn), raw_peer(rtr, other) as (peer2, _):
+
+            def bug() -> None:
+                raise RuntimeError("a bug")
+
+            rtr._receiver.after_decode = bug
+            with io_thread_parked(rtr):
+                peer.sendall(signal_frame(b"read", mid=1))
+                assert bytes(recv(client).body) == b"read"
+            rtr._receiver.after_decode = None
+            closed = recv(client)
+            assert closed.is_close_notice() and summary(closed)[3] == "processing_failed"
+            assert closed.thdrs.get(tofu.CLOSE_DETAIL_HEADER) == "internal error while reading: RuntimeError: a bug"
+            assert conn.closed and "while reading it directly" in caplog.text
+            peer2.sendall(signal_frame(b"other"))
+            assert bytes(recv(other).body) == b"other"
