@@ -183,7 +183,9 @@ class Connection(Channel):
         self.io_reading = False  # the I/O thread is reading it now
         self.polling = False  # the receiving thread is in a receive on it (it may use its descriptor)
         self.reclaim = False  # the lease takes it back from the receiving thread
-        self.gate = threading.Lock()  # held by the receiving thread while it reads, decodes and queues
+        # The gate's token: taken (popped) by the receiving thread while it
+        # reads, decodes and queues, and by a close; nobody waits for it.
+        self.gate = [True]
         self.parcels: list[Callable[[], None]] = []  # a close's deliveries, left to the gate's holder
         self.released = False  # closed, and the I/O thread is done with the socket: the last user closes it
         self.leased = False  # lent, and the lease watches it

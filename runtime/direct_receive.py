@@ -40,23 +40,22 @@ watching the socket for READ (epoll_ctl from this thread). An event for the
 socket from the I/O thread's current round finds `reader` APP and reads
 nothing. Taking arms nothing on the I/O thread (see the lease).
 
-A receive on a lent socket takes no lock but the gate (below) and makes no
-epoll_ctl call. The thread sets `polling` (it may use the socket's
-descriptor from now on), then looks at `reclaim`, `reader` and `closed`;
-the lease sets `reclaim` before it looks at `polling`, a close sets
-`closed` before it does: so either the thread steps back, or they see it
-in a receive. Then it sets `mailbox.waiting` and looks at the queue once
-more (a delivery made before the flag was set woke nobody: it is received
-the ordinary way), and waits in poll() on the socket and on the group's
-wake-up socket (made on its first direct receive). While `waiting` is set,
-every delivery to the mailbox (a notice, a message of another channel,
-update_receiver() from any thread, a close, the engine stopping, the group
-destroyed) writes a byte there; when nobody waits, a delivery costs one flag
-check.
+A receive on a lent socket takes no lock and makes no epoll_ctl call. The
+thread sets `polling` (it may use the socket's descriptor from now on),
+then looks at `reclaim`, `reader` and `closed`; the lease sets `reclaim`
+before it looks at `polling`, a close sets `closed` before it does: so
+either the thread steps back, or they see it in a receive. Then it sets
+`mailbox.waiting` and looks at the queue once more (a delivery made before
+the flag was set woke nobody: it is received the ordinary way), and waits
+in poll() on the socket and on the group's wake-up socket (made on its
+first direct receive). While `waiting` is set, every delivery to the
+mailbox (a notice, a message of another channel, update_receiver() from any
+thread, a close, the engine stopping, the group destroyed) writes a byte
+there; when nobody waits, a delivery costs one flag check.
 
-Reading. With the socket readable, the thread takes `conn.gate` (a lock the
-I/O thread only ever tries, never waits for) and, unless the channel has
-closed, reads, decodes and queues what the read brought, through the
+Reading. With the socket readable, the thread takes the gate (below; found
+taken, the channel is closing: it reads nothing) and, unless the channel
+has closed, reads, decodes and queues what the read brought, through the
 protocol as in Transfer.read: a pool_empty warning first when the pool ran
 dry for real, then every Message in order; the connection's `last_active`
 stamped (Options.idle_timeout) and its `direct_credit` given (an answer may
@@ -64,14 +63,14 @@ be written directly). Every message read is in the group's queue before
 anything that may raise: the queueing is in a `finally` after the decoding,
 and wait_receive() returns by taking the first from the queue. So a
 KeyboardInterrupt that lands after a read loses nothing (in a compiled
-build a signal surfaces only at a blocking call: poll(), or the gate
-contended, both before anything is read; interpreted, a handler may run
-between any two bytecodes, so there the window is the recv() and the
-decoding themselves; `after_decode`, a hook for tests, runs where a signal
-may land after the decoding). A read that ends inside a frame waits on for
-the rest while time is left; the decoder keeps the partial frame for
-whoever reads next. poll() is interruptible: SIGINT still interrupts a main
-thread in wait_receive(), and the socket stays lent on the way out.
+build a signal surfaces only at a blocking call: poll(), before anything is
+read; interpreted, a handler may run between any two bytecodes, so there
+the window is the recv() and the decoding themselves; `after_decode`, a
+hook for tests, runs where a signal may land after the decoding). A read
+that ends inside a frame waits on for the rest while time is left; the
+decoder keeps the partial frame for whoever reads next. poll() is
+interruptible: SIGINT still interrupts a main thread in wait_receive(), and
+the socket stays lent on the way out.
 
 Handed back. A read that brought what only the I/O thread may act on leaves
 `reader` HANDED_BACK (READ still off) and makes an inbox.call_soon of
@@ -90,14 +89,18 @@ waits for a receiving thread to let go of a socket (a thread slow to
 answer its wake-up, or not scheduled, holds no close and no other channel
 up). A close sets `closed` first, then:
 
-- the close's messages (its unsent messages, the notice): the I/O thread
-  tries the gate. Got (the common case: the thread waits in poll(), or is
-  not in a receive at all), it lets the gate go at once (any later read
-  finds the channel closed and reads nothing) and delivers them itself. Held (the
-  thread is reading now), it leaves them in `conn.parcels` and tries once
-  more; whoever holds the gate next runs them, in order (the thread, after
-  queueing what its read brought, before and after it lets the gate go),
-  so the notice follows every message read before the close;
+- the close's messages (its unsent messages, the notice): `conn.gate` is a
+  token (a list of one item, taken with pop() and given back with
+  append(), each one atomic), which the receiving thread holds while it
+  reads, decodes and queues, and nobody ever waits for. The I/O thread
+  tries to take it. Got (the common case: the thread waits in poll(), or
+  is not in a receive at all), it gives it back at once (any later read
+  finds the channel closed and reads nothing) and delivers them itself.
+  Held (the thread is reading now), it leaves them in `conn.parcels` and
+  tries once more. Whoever gives the token back runs what was left
+  meanwhile, in order, holding it again (the thread, after queueing what
+  its read brought), so the notice follows every message read before the
+  close;
 - the descriptor: it is closed only once nobody may poll or read it (its
   number could belong to a new socket next, and a thread that read it would
   read a stranger's bytes). Once the socket is unregistered, the I/O thread
@@ -109,7 +112,8 @@ up). A close sets `closed` first, then:
 - the group's wake-up sockets, once the group's channels are closed (the
   group destroyed, the engine stopped): the same rule, with
   `Reading.retired` for `released`. When the engine stops, its SHUTDOWN goes
-  through the gate too, after a close left there.
+  through the gate too, after what a close left there (and so does a
+  message posted on the channel after it closed).
 
 The lease. Between receives the socket stays lent, so the next receive
 finds there whatever came meanwhile: a round trip's answer is read by the
@@ -360,13 +364,14 @@ class DirectReceiver:
         return bool(outcome & _GOT)
 
     def _read(self, mailbox: Mailbox, conn: Connection, reading: Reading) -> None:
-        """Read the lent socket once, under the gate (see "Reading" and
-        "Closing"); then run what a close left there. What the read brought
-        goes to `reading.brought`, as _read_gated says. An engine bug on the
-        way closes the channel with processing_failed (the I/O thread does:
+        """Read the lent socket once, holding the gate (see "Reading" and
+        "Closing"), then give it back. What the read brought goes to
+        `reading.brought`, as _read_gated says. An engine bug on the way
+        closes the channel with processing_failed (the I/O thread does:
         handed back as a Closing), as it would on the I/O thread."""
-        gate = conn.gate
-        gate.acquire()
+        if not _take_gate(conn):  # a close holds it: the channel is closing
+            reading.brought = _CLOSED
+            return
         try:
             self._read_gated(mailbox, conn, reading)
         except Exception as exc:
@@ -374,11 +379,7 @@ class DirectReceiver:
             reading.closing = Closing(_PROCESSING_FAILED, f"internal error while reading: {type(exc).__name__}: {exc}")
             reading.brought |= _CLOSING
         finally:
-            if conn.parcels:
-                _run_parcels(conn)
-            gate.release()
-            if conn.parcels:  # left by a close that found the gate held: see "Closing"
-                _run_parcels_gated(conn)
+            _give_gate(conn)
 
     def _read_gated(self, mailbox: Mailbox, conn: Connection, reading: Reading) -> None:
         """One recv() of the lent socket, decoded and queued; in
@@ -644,16 +645,12 @@ class DirectReceiver:
         because it is reading `conn` now (True), or is the caller's to run
         now (False: nothing left before it, and any later read finds the
         channel closed). Never waits."""
-        gate = conn.gate
-        if gate.acquire(False):
-            try:
-                if conn.parcels:
-                    _run_parcels(conn)  # left by an earlier close: they come first
-            finally:
-                gate.release()
+        if _take_gate(conn):
+            _give_gate(conn)  # (runs what an earlier close left: it comes first)
             return False
         conn.parcels.append(finish)
-        _run_parcels_if_free(conn)  # the thread may have let go meanwhile
+        if _take_gate(conn):  # the thread let go meanwhile
+            _give_gate(conn)
         return True
 
     def deliver_last(self, mailbox: Mailbox, deliver: Callable[[], None]) -> None:
@@ -684,32 +681,27 @@ class DirectReceiver:
             self._lent.clear()
 
 
-def _run_parcels(conn: Connection) -> None:
-    """Run what closes left to the gate's holder, in order (the gate held)."""
-    parcels = conn.parcels
-    while parcels:
-        parcels.pop(0)()
-
-
-def _run_parcels_gated(conn: Connection) -> None:
-    """Take the gate and run what closes left (from the receiving thread,
-    which may wait for the gate: the I/O thread holds it only to run them)."""
-    gate = conn.gate
-    gate.acquire()
+def _take_gate(conn: Connection) -> bool:
+    """Take `conn`'s gate token (False: someone holds it). Never waits."""
     try:
-        _run_parcels(conn)
-    finally:
-        gate.release()
+        conn.gate.pop()
+    except IndexError:
+        return False
+    return True
 
 
-def _run_parcels_if_free(conn: Connection) -> None:
-    """Run what closes left, unless the gate is held (then its holder does)."""
+def _give_gate(conn: Connection) -> None:
+    """Give the gate token back, then run what closes left meanwhile, in
+    order, holding it again (whoever gives it back looks: see "Closing")."""
     gate = conn.gate
-    if gate.acquire(False):
+    parcels = conn.parcels
+    gate.append(True)
+    while parcels and _take_gate(conn):
         try:
-            _run_parcels(conn)
+            while parcels:
+                parcels.pop(0)()
         finally:
-            gate.release()
+            gate.append(True)
 
 
 def _retire(mailbox: Mailbox) -> None:
