@@ -100,11 +100,13 @@ class Options:
         instead of waiting for the engine's I/O thread to do it and wake it,
         when its group's queue is empty and the group has one plain TCP or
         Unix domain socket connection, open and read normally (listeners
-        do not count): a shorter round trip. Between receives the I/O thread
-        reads the connection as always; message order, backpressure, the
-        timeouts and closes are the same either way. Groups wrapped by
-        tofu.aio always receive through the I/O thread. Default True; False
-        always uses the I/O thread.
+        do not count): a shorter round trip. The connection stays with the
+        receiving thread between its receives (an answer that comes before
+        its next wait_receive() is read by it too), and goes back to the
+        I/O thread when that thread stops receiving (within 40 ms); message
+        order, backpressure, the timeouts and closes are the same either
+        way. Groups wrapped by tofu.aio always receive through the I/O
+        thread. Default True; False always uses the I/O thread.
     """
 
     initial_pool_msgs: int = DEFAULT_INITIAL_POOL_MSGS
