@@ -21,6 +21,7 @@ COMPILED_MODULES = (
     "tofu.groups",
     "tofu.channels",
     "tofu.transfer",
+    "tofu.transport",
     "tofu.reactor",
     "tofu.options",
     "tofu.ampe",

@@ -20,7 +20,7 @@ from .generated import (
     PEER_UID_HEADER,
     OpCode,
 )
-from .message import Message
+from .message import Message, headers_buffer
 
 __all__ = [
     "HELLO_OPS",
@@ -48,7 +48,7 @@ def _is_peer_line(line: bytes) -> bool:
 def stamp_identity(msg: Message, identity: Sequence[tuple[str, str]] = ()) -> None:
     """Remove every `~peer_*` header from `msg` (whatever its case or the
     spaces around its name), then append `identity`'s headers."""
-    buf = msg.thdrs._buf
+    buf = headers_buffer(msg)
     if PEER_HEADER_PREFIX in buf.lower():
         kept = [line for line in bytes(buf).split(b"\r\n") if line and not _is_peer_line(line)]
         buf[:] = b"".join(line + b"\r\n" for line in kept)

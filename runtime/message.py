@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Final
 
+from ._mypyc import mypyc_attr
 from .generated import (
     MAX_BODY_LEN,
     MAX_HEADERS_LEN,
@@ -113,6 +114,25 @@ _LAST: Final = MoreMessagesFlag.last
 _MORE: Final = MoreMessagesFlag.more
 _CHANNEL_CLOSED: Final = AmpeStatus.channel_closed
 
+# mypyc_attr(acyclic=True) (mypy >= 1.20): the compiled classes of a message
+# are not tracked by the cyclic garbage collector. Their attributes hold ints,
+# enum members, bytearrays and the parts below them, never anything that leads
+# back (a value outside those types breaks the declared types, and a cycle
+# through it would never be collected). Per message sent that is three tracked
+# allocations fewer (the engine's Message of post(), the BinaryHeader and
+# ProtoFields of the header copy post() returns), five per message made when
+# the pool is empty; none of them triggers a collection, and no collection
+# visits the pool's messages (up to 4096 of them, 20,000 objects, with every
+# default). One-way 22.6k -> 22.0k instructions per message compiled, round
+# trip 55.0k -> 54.6k. free_list_len=1 (Message, BinaryHeader, ProtoFields):
+# each thread keeps the last freed instance of the class for the next one
+# made. Every post() makes a Message (the engine's) and a header copy, while
+# the application drops the message it posted (emptied) and the copy of the
+# post before: the next post takes those back instead of allocating. One-way
+# 22.0k -> 21.3k, round trip 54.6k -> 53.7k. Pure Python has no such
+# switches: there mypyc_attr does nothing (runtime/_mypyc.py).
+
+
 # Text headers, well formed (docs/concepts.md, "Messages"): lines separated by CRLF; an
 # empty line is skipped; a last line needs no CRLF; every other line is
 # NAME ":" VALUE, NAME without ':', NAME and VALUE each not empty once the
@@ -169,6 +189,7 @@ def _line_problem(raw: bytes) -> str | None:
     return None
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class ProtoFields:
     """The `proto` byte: op code, origin, more flag and two internal triggers."""
 
@@ -241,6 +262,7 @@ class ProtoFields:
         return f"ProtoFields({op}, {ORIGINS[self.origin & 1].name}, {MORES[self.more & 1].name})"
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class BinaryHeader:
     """The fixed header: channel number, proto fields, status and message id.
 
@@ -318,6 +340,7 @@ class BinaryHeader:
         )
 
 
+@mypyc_attr(acyclic=True)
 class TextHeaders:
     """Text headers: `name:value\\r\\n` lines, kept as the bytes that go on the wire.
 
@@ -418,6 +441,7 @@ class TextHeaders:
         return f"TextHeaders({bytes(self._buf)!r})"
 
 
+@mypyc_attr(acyclic=True)
 class Body:
     """The body: opaque application bytes, at most MAX_BODY_LEN (65535) per frame."""
 
@@ -465,6 +489,7 @@ _NO_THDRS: Final = TextHeaders()
 _NO_BODY: Final = Body()
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 class Message:
     """A tofu message: `bhdr` (BinaryHeader), `thdrs` (TextHeaders), `body` (Body)."""
 

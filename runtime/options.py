@@ -34,8 +34,9 @@ class Options:
     - `initial_pool_msgs`: messages made up front (default 16).
     - `max_pool_msgs`: most messages the pool keeps (default 64), but never fewer
         than the engine itself may hold: the pool keeps up to
-        max(max_pool_msgs, max_queued_msgs + max_unsent_msgs) messages, so
-        ordinary traffic reuses them (1024 with every default).
+        max(max_pool_msgs, max_queued_msgs + max_unsent_msgs) messages, plus
+        3072 for a stream's batches in flight when max_queued_msgs is at
+        least 1024, so ordinary traffic reuses them (4096 with every default).
         A zero, or max below initial, falls back to the defaults (16, 64).
         The application hears `pool_empty` only under real pressure: when it
         holds more messages than the pool keeps, beyond those the engine

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 from enum import Enum
-from typing import Literal, overload
+from typing import Final, Literal, overload
 
+from .inbox import CATCH_UP_AT
 from .message import Message, recycle
 from .options import Options
 
-__all__ = ["AllocationStrategy", "Pool", "pool_capacity"]
+__all__ = ["STREAM_BATCHES", "AllocationStrategy", "Pool", "pool_capacity"]
 
 
 class AllocationStrategy(Enum):
@@ -126,9 +127,27 @@ class Pool:
         self._free.clear()
 
 
+# What a stream holds beyond its receive queue and send window, in the engine's
+# own batches: the posts the I/O thread has not taken yet (a post waits once
+# CATCH_UP_AT are queued), the batch it took and is writing, and the read it
+# is decoding (256 KiB: ~3,000 frames of 64 B). Counted in the one-way
+# benchmark (one engine, no send window): 3,000-4,200 messages in use at the
+# peaks, whatever max_queued_msgs (64 to 4096); with the pool keeping 1024,
+# 0.6-0.9 messages were made per message sent (the pool refilled by a
+# drained receive queue or a written batch, dropping what did not fit, then
+# emptied by the next read), with it keeping 4096 none once warm.
+STREAM_BATCHES: Final = 3 * CATCH_UP_AT
+
+
 def pool_capacity(options: Options) -> int:
     """How many messages an engine's pool keeps: Options.max_pool_msgs, and
     never fewer than the engine itself may hold for one channel group and one
     connection (a full receive queue and a full send window), so ordinary
-    traffic reuses its messages instead of making new ones."""
-    return max(options.max_pool_msgs, options.max_queued_msgs + options.max_unsent_msgs)
+    traffic reuses its messages instead of making new ones. An engine with a
+    receive queue at least a batch deep (the default 1024, or more) keeps
+    STREAM_BATCHES more, for a stream's batches in flight; one configured
+    with a smaller receive queue keeps the small pool it asked for."""
+    holds = options.max_queued_msgs + options.max_unsent_msgs
+    if options.max_queued_msgs >= CATCH_UP_AT:
+        holds += STREAM_BATCHES
+    return max(options.max_pool_msgs, holds)

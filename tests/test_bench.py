@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from tofu import bench
+from tofu.bench.metrics import TARGETS
 
 ARGS = [
     "--quick",
@@ -51,9 +52,7 @@ def test_quick_bench_reports_every_figure(tmp_path, capsys):
     assert set(doc) >= {"meta", "figures", "targets", "trials", "errors"}
     assert doc["errors"] == []
     impls = doc["meta"]["impls"]
-    assert "tofu" in impls and "floor" in impls
-    if bench.have_pyzmq() is not None:
-        assert "pyzmq" in impls
+    assert impls == ["tofu", "pyzmq", "floor"]  # pyzmq comes with the test extra
 
     for key in ("oneway_64_msgs/tcp", "oneway_64_e2e_msgs/tcp", "peak_rss_server_mib[oneway-64]/tcp"):
         fig = doc["figures"][key]
@@ -63,7 +62,11 @@ def test_quick_bench_reports_every_figure(tmp_path, capsys):
             assert fig["runs"][impl] and all(_positive(v) for v in fig["runs"][impl])
     fig = doc["figures"]["oneway_64_msgs/tcp"]
     assert _positive(fig["tofu/floor"])
-    assert [c["target"] for c in fig["targets"]] == ["≥0.5x pyzmq", "≥0.5x floor"]
+    assert [c["target"] for c in fig["targets"]] == [t.text for t in TARGETS if t.metric == "oneway_64_msgs"]
+    assert [(v["metric"], v["transport"]) for v in doc["verdicts"] if v["status"] != "left out"] == [
+        ("oneway_64_msgs", "tcp"),
+        ("oneway_64_msgs", "tcp"),
+    ]
 
     assert len(doc["trials"]) == len(impls)
     for t in doc["trials"]:

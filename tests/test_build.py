@@ -133,6 +133,17 @@ def test_a_posted_message_is_emptied_in_both_builds(rtr: tofu.Reactor) -> None:
     assert welcome is not None and welcome.bhdr.proto.op_code is OpCode.WelcomeResponse
 
 
+def test_a_compiled_message_is_not_tracked_by_the_cyclic_gc() -> None:
+    """mypyc_attr(acyclic=True) (message.py): no part of a compiled message
+    is GC-tracked, so making messages never triggers a collection and none
+    visits the pool's; pure Python has no such switch."""
+    import gc
+
+    msg = tofu.Message(OpCode.Signal)
+    parts = (msg, msg.bhdr, msg.bhdr.proto, msg.thdrs, msg.body, msg.bhdr.copy(), msg.copy())
+    assert [gc.is_tracked(part) for part in parts] == [not tofu.COMPILED] * len(parts)
+
+
 def _setup_py(*args: str, **env: str) -> str:
     proc = subprocess.run(
         [sys.executable, "setup.py", *args],

@@ -125,9 +125,10 @@ def test_smallest_pool():
 @pytest.mark.parametrize(
     ("options", "keeps"),
     [
-        (Options(), 1024),  # max_queued_msgs: a full receive queue
-        (Options(max_unsent_msgs=1000), 2024),  # and a full send window
-        (Options(max_pool_msgs=4096), 4096),
+        (Options(), 4096),  # max_queued_msgs: a full receive queue, and a stream's batches (STREAM_BATCHES)
+        (Options(max_unsent_msgs=1000), 5096),  # and a full send window
+        (Options(max_pool_msgs=8192), 8192),
+        (Options(max_queued_msgs=1023), 1023),  # a receive queue under a batch: no room for batches
         (Options(initial_pool_msgs=1, max_pool_msgs=8, max_queued_msgs=2), 8),
         (Options(initial_pool_msgs=1, max_pool_msgs=1, max_queued_msgs=5, max_unsent_msgs=3), 8),
     ],

@@ -26,7 +26,7 @@ def _rss() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _peak_rss() -> int:
+def peak_rss() -> int:
     """Peak resident set size of this process, in bytes.
 
     Linux: VmHWM, the high-water mark of this address space. Not ru_maxrss:
@@ -42,7 +42,8 @@ def _peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def _settled_rss() -> int:
+def settled_rss() -> int:
+    """Resident set size once garbage is collected and the process has settled a moment."""
     gc.collect()
     time.sleep(0.2)
     gc.collect()
@@ -59,7 +60,7 @@ def raise_nofile_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: get SIGKILL when the parent dies, so no child outlives a killed bench."""
     if not sys.platform.startswith("linux"):
         return

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._process import ParentLink, _die_with_parent, raise_nofile_limit
+from ._process import ParentLink, die_with_parent, raise_nofile_limit
 from .face_peer import face_client
 from .floor import floor_client, floor_server
 from .tofu_peer import tofu_client, tofu_server
@@ -42,7 +42,7 @@ def _role(role: str, spec: dict[str, Any]) -> Callable[[dict[str, Any], ParentLi
 
 def child_main(role: str, spec: dict[str, Any]) -> int:
     """Entry point of a server or client process."""
-    _die_with_parent()
+    die_with_parent()
     # The watchdog: whatever happens, this process ends by its deadline.
     timer = threading.Timer(spec["timeout"], lambda: os._exit(3))
     timer.daemon = True

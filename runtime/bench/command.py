@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -15,10 +16,10 @@ from ._process import raise_nofile_limit
 from .child import child_main
 from .metrics import TARGETS, figures
 from .plot import PlotError, check_plot_target, write_plot
-from .report import WIDTH, _warnings, render, say
+from .report import WIDTH, render, say, trial_warnings
 from .shared_port import run_shared_trial
 from .tls_certs import make_certificates
-from .trials import _address, plan, run_trial
+from .trials import fresh_address, plan, run_trial
 from .workloads import IMPLS, MULTI_PROC_IMPLS, MULTI_PROC_TRANSPORTS, TRANSPORTS, WORKLOADS
 from .zmq_peer import have_pyzmq
 
@@ -42,8 +43,6 @@ def _tofu_options(text: str) -> dict[str, int | bool]:
     """`k=v,k=v` -> keyword arguments of tofu.Options (checked here, in the parent).
 
     Every value is an integer; a yes/no field (direct_send, direct_receive) takes 0 or 1."""
-    import dataclasses
-
     import tofu
 
     fields = {f.name: f for f in dataclasses.fields(tofu.Options)}
@@ -91,16 +90,18 @@ def _tls_files(transports: list[str], notes: list[str]) -> dict[str, str] | None
 def _count_instructions(args: argparse.Namespace) -> int:
     """`tofu bench --instructions` (see tofu.bench.instructions)."""
     from .instructions import LARGE, QUICK_LARGE, QUICK_SMALL, SMALL, run_bench
+    from .targets import Scope
 
     if args.messages:
         small, large = max(args.messages // 6, 1), args.messages
     else:
         small, large = (QUICK_SMALL, QUICK_LARGE) if args.quick else (SMALL, LARGE)
     impls = _split(args.impls, IMPLS, "implementation")
+    scope = Scope(tuple(args.workload_list), ("tcp",), tuple(impls))
     if "pyzmq" in impls and have_pyzmq() is None:
         impls.remove("pyzmq")
         print("pyzmq is absent (pip install 'tofu-messaging[bench]'): tofu only", file=sys.stderr)
-    return run_bench(args.workload_list, impls, args.clients, small, large, args.json)
+    return run_bench(args.workload_list, impls, args.clients, small, large, args.json, scope=scope, check=args.check)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,6 +173,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--check",
+        action="store_true",
+        help="judge the targets (benchmarks/README.md): exit 1 when one is missed, or when one the run was "
+        "asked for could not be judged (pyzmq absent, its trials failed). Targets whose workload, transport "
+        "or implementation --workloads, --transports or --impls leave out are not judged and do not fail it. "
+        "With --instructions: the instruction-count targets",
+    )
+    parser.add_argument(
         "--instructions",
         action="store_true",
         help="count instructions per message with callgrind instead of timing (needs valgrind): "
@@ -181,12 +190,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the bench as `args` says; print the table; 0 when every trial ran."""
+    """Run the bench as `args` says; print the table; 0 when every trial ran
+    (and, with --check, every target the run was asked for was met)."""
+    # Imported here, as instructions is: `python -m tofu.bench.targets` must
+    # not find the module already imported by the package.
+    from .targets import Scope, check, judge_timed, report_lines
+
     args.workload_list = _split(args.workloads, list(WORKLOADS), "workload")
     if args.instructions:
         return _count_instructions(args)
     args.transport_list = _split(args.transports, TRANSPORTS, "transport")
     impls = _split(args.impls, IMPLS, "implementation")
+    scope = Scope(tuple(args.workload_list), tuple(args.transport_list), tuple(impls))  # as asked
     zmq_version = have_pyzmq()
     notes = []
     if "pyzmq" in impls and zmq_version is None:
@@ -264,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"[{i + 1}/{len(trials)}] {desc}", file=sys.stderr, flush=True)
             for attempt in range(1 + max(0, args.retries)):
                 trial.error = None
-                trial.spec["address"] = _address(trial.transport)
+                trial.spec["address"] = fresh_address(trial.transport)
                 (run_shared_trial if trial.spec["procs"] > 1 else run_trial)(trial)
                 if not trial.error:
                     break
@@ -304,12 +319,16 @@ def run(args: argparse.Namespace) -> int:
         "failed_attempts": sum(len(t.failures) for t in trials),
         "failed_trials": sum(1 for t in trials if t.error),
     }
-    warnings = _warnings(trials)
+    warnings = trial_warnings(trials)
     meta["warnings"] = warnings
     figs = figures(trials, impls)
-    render(figs, impls, meta, errors, console)
+    verdicts = judge_timed(figs, scope, impls)
+    render(figs, impls, meta, errors, console, report_lines(verdicts))
     for w in warnings:
         say(console, f"warning: {w}")
+    check_status, check_line = check(verdicts)
+    if args.check:
+        say(console, check_line, "green" if check_status == 0 else "red")
     if args.plot:
         try:
             write_plot(figs, impls, args.plot, title=f"tofu bench, median of {args.repeat} run(s), loopback")
@@ -321,7 +340,8 @@ def run(args: argparse.Namespace) -> int:
         doc = {
             "meta": meta,
             "figures": figs,
-            "targets": [t.__dict__ for t in TARGETS],
+            "targets": [dataclasses.asdict(t) | {"text": t.text} for t in TARGETS],
+            "verdicts": [v.as_dict() for v in verdicts],
             "trials": [
                 {
                     "workload": t.workload.name,
@@ -341,7 +361,9 @@ def run(args: argparse.Namespace) -> int:
         }
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
-    return 1 if any(t.error for t in trials) else 0
+    if any(t.error for t in trials):
+        return 1
+    return check_status if args.check else 0
 
 
 def main(argv: list[str] | None = None) -> int:

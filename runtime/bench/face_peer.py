@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from ._process import BenchError, ParentLink, _peak_rss
+from ._process import BenchError, ParentLink, peak_rss
 from .tls_certs import tls_options
 
 
@@ -34,7 +34,7 @@ def face_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
         t0, t1 = asyncio.run(_with_tasks(tofu, _url(spec), options, payload, spec["warmup"], total, window, timeout))
     else:
         t0, t1 = _with_threads(tofu, _url(spec), options, payload, spec["warmup"], total, window, timeout)
-    return {"seconds": t1 - t0, "rss_peak": _peak_rss(), "clean_close": True}
+    return {"seconds": t1 - t0, "rss_peak": peak_rss(), "clean_close": True}
 
 
 def _with_threads(

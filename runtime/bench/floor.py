@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._process import BenchError, ParentLink, _peak_rss, _settled_rss
+from ._process import BenchError, ParentLink, peak_rss, settled_rss
 
 FLOOR_BATCH = 64 * 1024  # the floor sender writes frames in batches of about this size
 RECV_BUFFER = 512 * 1024  # > one max frame (131086 bytes), as the engine's
@@ -307,16 +307,16 @@ def floor_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
                 else:
                     reader.run_until(warmup + n, mark(0, warmup, warmup + n), opened=1)
                     result["seconds_alone"] = marks["t1"] - marks["t0"]
-                    result["rss_before"] = _settled_rss()
+                    result["rss_before"] = settled_rss()
                     chan.sync("measured-alone")
                     base = reader.frames
                     reader.run_until(base + spec["idle"], opened=1 + spec["idle"])
-                    result["rss_idle"] = _settled_rss()
+                    result["rss_idle"] = settled_rss()
                     chan.sync("idle-connected")
                     base = reader.frames
                     reader.run_until(base + warmup + n, mark(base, warmup, warmup + n))
                     result["seconds_with_idle"] = marks["t1"] - marks["t0"]
-                result["rss_peak"] = _peak_rss()
+                result["rss_peak"] = peak_rss()
                 chan.emit("result", **result)
                 # until the client has closed everything
                 deadline = time.monotonic() + spec["close_timeout"]
@@ -326,7 +326,7 @@ def floor_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
                             reader._read(key.data)
             finally:
                 reader.close()
-        result["rss_peak"] = _peak_rss()
+        result["rss_peak"] = peak_rss()
         return result
     finally:
         lsock.close()
@@ -397,14 +397,14 @@ def floor_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
             socks.append(_floor_connect(spec))
             _floor_send(socks, warmup + n, payload)
             chan.wait_go()
-            result["rss_before"] = _settled_rss()
+            result["rss_before"] = settled_rss()
             pack, _, proto, _, _ = _floor_codec()
             hello = pack(1, proto, 0, 1, 0, len(payload)) + payload
             for _ in range(spec["idle"]):
                 s = _floor_connect(spec)
                 s.sendall(hello)
                 socks.append(s)
-            result["rss_idle"] = _settled_rss()
+            result["rss_idle"] = settled_rss()
             chan.sync("idle-connected")
             chan.wait_go()
             _floor_send(socks[:1], warmup + n, payload)
@@ -416,7 +416,7 @@ def floor_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
             s = _floor_connect(spec)
             socks.append(s)
             result["seconds"] = _floor_pipeline(s, warmup, n, spec["window"], payload)
-        result["rss_peak"] = _peak_rss()
+        result["rss_peak"] = peak_rss()
         return result
     finally:
         for s in socks:

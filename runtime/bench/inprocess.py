@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     import tofu
@@ -79,11 +79,17 @@ def tofu_oneway(n: int, connections: int) -> None:
         server, client = ampe.create(), ampe.create()
         channels = _connect(client, server, ampe, ampe, _listen(server, ampe), connections)
 
+        # Enum members in locals, as a careful loop has them: on CPython 3.11
+        # each `OpCode.Signal` in a loop goes through EnumType.__getattr__
+        # (about 880 instructions), more than some of the engine's steps.
+        signal = OpCode.Signal
+        always: Final = tofu.AllocationStrategy.always
+
         def send() -> None:
             nch = len(channels)
             for i in range(n):
-                msg = ampe.get(tofu.AllocationStrategy.always)
-                msg.bhdr.proto.op_code = OpCode.Signal
+                msg = ampe.get(always)
+                msg.bhdr.proto.op_code = signal
                 msg.bhdr.channel_number = channels[i % nch]
                 msg.body.append(BODY)
                 client.post(msg)
@@ -95,7 +101,7 @@ def tofu_oneway(n: int, connections: int) -> None:
             msg = server.wait_receive(TIMEOUT)
             if msg is None:
                 raise RuntimeError(f"timed out after {got} of {n} messages")
-            if msg.bhdr.proto.op_code == OpCode.Signal and msg.is_from_application():
+            if msg.bhdr.proto.op_code == signal and msg.is_from_application():
                 got += 1
             ampe.put(msg)
         sender.join()
@@ -110,25 +116,28 @@ def tofu_rtt(n: int, connections: int) -> None:
         sampe, campe = srv.ampe(), cli.ampe()
         server, client = sampe.create(), campe.create()
         (channel,) = _connect(client, server, sampe, campe, _listen(server, sampe), 1)
+        # Enum members in locals (see tofu_oneway).
+        request, response = OpCode.Request, OpCode.Response
+        always: Final = tofu.AllocationStrategy.always
 
         def echo() -> None:
             for _ in range(n):  # (checked inline: a call per message would be counted too)
                 msg = server.wait_receive(TIMEOUT)
-                if msg is None or msg.bhdr.proto.op_code != OpCode.Request:
+                if msg is None or msg.bhdr.proto.op_code != request:
                     raise RuntimeError(f"expected a Request, got {msg!r}")
-                msg.bhdr.proto.op_code = OpCode.Response
+                msg.bhdr.proto.op_code = response
                 server.post(msg)
 
         echoer = threading.Thread(target=echo)
         echoer.start()
         for _ in range(n):
-            msg = campe.get(tofu.AllocationStrategy.always)
-            msg.bhdr.proto.op_code = OpCode.Request
+            msg = campe.get(always)
+            msg.bhdr.proto.op_code = request
             msg.bhdr.channel_number = channel
             msg.body.append(BODY)
             client.post(msg)
             answer = client.wait_receive(TIMEOUT)
-            if answer is None or answer.bhdr.proto.op_code != OpCode.Response:
+            if answer is None or answer.bhdr.proto.op_code != response:
                 raise RuntimeError(f"expected a Response, got {answer!r}")
             campe.put(answer)
         echoer.join()

@@ -14,6 +14,7 @@ same harness, so the ratio compares like with like.
 
     tofu bench --instructions                      # one-way, round trip and fan-in; tofu and pyzmq
     tofu bench --instructions --workloads rtt --impls tofu
+    tofu bench --instructions --check              # exit 1 when an instruction target is missed
     python -m tofu.bench.instructions --impl tofu --workload oneway --connections 100
 
 Needs valgrind on PATH (Debian: apt-get install valgrind).
@@ -31,6 +32,10 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .targets import Scope
 
 SMALL, LARGE = 2000, 12000  # messages in the two runs
 QUICK_SMALL, QUICK_LARGE = 500, 2500
@@ -126,13 +131,28 @@ def table(rows: list[tuple[str, dict[str, Count]]], impls: list[str]) -> list[st
 
 
 def run_bench(
-    workloads: list[str], impls: list[str], clients: int, small: int, large: int, json_path: str | None
+    workloads: list[str],
+    impls: list[str],
+    clients: int,
+    small: int,
+    large: int,
+    json_path: str | None,
+    scope: Scope | None = None,
+    check: bool = False,
 ) -> int:
     """`tofu bench --instructions`: count the bench workloads that have an
-    in-process form, print the table (and write JSON); 0 on success, 2 when
-    nothing could be counted."""
+    in-process form, print the table (and write JSON), then a line per
+    instruction target (tofu.bench.targets; `scope`: what the user asked for,
+    by default what is counted). 0 on success, 2 when nothing could be
+    counted; with `check`, 1 when a target the run was asked for is missed or
+    could not be judged."""
+    from .targets import Scope, judge_instructions, report_lines
+    from .targets import check as check_verdicts
+
     chosen = [w for w in workloads if w in BENCH_WORKLOADS]
     impls = [i for i in impls if i in ("tofu", "pyzmq")]
+    if scope is None:
+        scope = Scope(tuple(workloads), ("tcp",), tuple(impls))
     if not chosen or not impls:
         print(
             f"--instructions counts {', '.join(BENCH_WORKLOADS)} of tofu and pyzmq; nothing to count",
@@ -140,6 +160,7 @@ def run_bench(
         )
         return 2
     rows: list[tuple[str, dict[str, Count]]] = []
+    ratios: dict[str, float | None] = {}
     try:
         for name in chosen:
             workload, title = BENCH_WORKLOADS[name]
@@ -147,11 +168,19 @@ def run_bench(
             print(f"counting {name} ...", file=sys.stderr, flush=True)
             counts = {impl: measure(impl, workload, small, large, connections) for impl in impls}
             rows.append((title.format(clients=clients), counts))
+            if "tofu" in counts and "pyzmq" in counts:
+                ratios[name] = counts["tofu"].per_message / counts["pyzmq"].per_message
     except InstructionsError as exc:
         print(f"tofu bench --instructions: {exc}", file=sys.stderr)
         return 2
     print(f"instructions per message (callgrind, one process, every thread); N = {small} and {large}; {_build()}")
     for line in table(rows, impls):
+        print(line)
+    verdicts = judge_instructions(ratios, scope, impls)
+    for mark, text in report_lines(verdicts):
+        print(f"target {mark:<4} {text}")
+    status, line = check_verdicts(verdicts)
+    if check:
         print(line)
     if json_path:
         doc = [
@@ -159,7 +188,7 @@ def run_bench(
             for title, counts in rows
         ]
         Path(json_path).write_text(json.dumps(doc, indent=1) + "\n")
-    return 0
+    return status if check else 0
 
 
 def _build() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .metrics import METRICS
@@ -18,6 +19,7 @@ def _ratio(v: float | None) -> str:
 
 
 WIDTH = 100  # the bench's output fits in this many columns
+TARGET_STYLES = {"ok": "green", "MISS": "red", "?": "yellow"}
 
 
 def _table_rows(figs: dict[str, dict[str, Any]], impls: list[str], peak: bool) -> list[list[str]]:
@@ -60,23 +62,6 @@ def _tls_rows(figs: dict[str, dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-def _target_lines(figs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
-    """(mark, text) of every target check: mark is ok, MISS or ? (not measured)."""
-    out = []
-    for fig in figs.values():
-        for c in fig["targets"]:
-            mark = "?" if c["ok"] is None else ("ok" if c["ok"] else "MISS")
-            against = c["target"].split()[-1]
-            got = fig.get(f"tofu/{against}") if against in ("pyzmq", "floor") else fig.get("tofu")
-            got_text = (
-                "not measured"
-                if got is None
-                else (f"{got:.2f}x" if against in ("pyzmq", "floor") else f"{got:,.0f} {fig['unit']}")
-            )
-            out.append((mark, f"{fig['title']}, {fig['transport']}: tofu {c['target']} (measured {got_text})"))
-    return out
-
-
 def _scaling_lines(figs: dict[str, dict[str, Any]]) -> list[str]:
     """For every figure that has a base: tofu with N server processes against
     1 ("scaling ..."), through the service layer against the engine alone
@@ -106,9 +91,15 @@ def say(console: Any, text: str, style: str | None = None) -> None:
 
 
 def render(
-    figs: dict[str, dict[str, Any]], impls: list[str], meta: dict[str, Any], errors: list[str], console: Any
+    figs: dict[str, dict[str, Any]],
+    impls: list[str],
+    meta: dict[str, Any],
+    errors: list[str],
+    console: Any,
+    targets: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """The figures as tables (within WIDTH columns), the targets, then the errors."""
+    """The figures as tables (within WIDTH columns), the targets' (mark, text)
+    lines (targets.report_lines), then the errors."""
     head = ["figure", "via"] + impls + ["tofu/pyzmq", "tofu/floor"]
     rows = _table_rows(figs, impls, peak=False)
     peak_rows = _table_rows(figs, impls, peak=True)
@@ -120,7 +111,6 @@ def render(
         f"load {meta['loadavg_before']:.1f}→{meta['loadavg_after']:.1f}; "
         f"{meta['python']}; {meta['pyzmq'] or 'pyzmq absent'}"
     )
-    targets = _target_lines(figs)
     if console is not None:
         from rich import box
         from rich.table import Table
@@ -139,7 +129,7 @@ def render(
         for line in _scaling_lines(figs):
             say(console, line)
         for mark, text in targets:
-            say(console, f"target {mark:<4} {text}", "red" if mark == "MISS" else "green" if mark == "ok" else None)
+            say(console, f"target {mark:<4} {text}", TARGET_STYLES.get(mark))
         for e in errors:
             say(console, f"error {e}", "red")
         return
@@ -160,7 +150,7 @@ def render(
         print("error", e)
 
 
-def _warnings(trials: list[Trial]) -> list[str]:
+def trial_warnings(trials: list[Trial]) -> list[str]:
     """What went wrong without failing a trial: a Bye exchange that did not
     finish, messages a side did not expect, and how often the engine warned
     that its pool ran empty."""

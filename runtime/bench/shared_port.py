@@ -35,7 +35,7 @@ import time
 from typing import Any
 
 from ._process import BenchError
-from .trials import Trial, _Events, _go, _kill, _spawn
+from .trials import Events, Trial, go, kill, spawn
 
 
 def _shares(total: int, parts: int) -> list[int]:
@@ -63,7 +63,7 @@ def run_shared_trial(trial: Trial) -> Trial:
         trial.error = f"--clients {spec['clients']} is fewer than the {procs} client processes"
         return trial
     deadline = time.monotonic() + spec["timeout"]
-    events: _Events = queue.Queue()
+    events: Events = queue.Queue()
     server_specs, client_specs = _specs(spec, procs)
     servers = [f"server{i}" for i in range(procs)]
     clients = [f"client{i}" for i in range(procs)]
@@ -78,7 +78,7 @@ def run_shared_trial(trial: Trial) -> Trial:
             *zip(clients, ["client"] * procs, client_specs),
         ]:
             errs[label] = files.enter_context(tempfile.TemporaryFile("w+"))  # noqa: SIM115
-            procs_by_label[label] = _spawn(role, s, events, errs[label], label=label)
+            procs_by_label[label] = spawn(role, s, events, errs[label], label=label)
         ready: set[str] = set()
         synced: set[str] = set()
         ended: set[str] = set()
@@ -93,7 +93,7 @@ def run_shared_trial(trial: Trial) -> Trial:
                     raise BenchError(f"{label} exited without a result")
                 if label in clients and ended >= set(clients):
                     for s_label in servers:  # every client is done: every server has all its data
-                        _go(procs_by_label[s_label])
+                        go(procs_by_label[s_label])
                 continue
             kind = ev["ev"]
             if kind == "error":
@@ -102,12 +102,12 @@ def run_shared_trial(trial: Trial) -> Trial:
                 ready.add(label)
                 if ready == set(servers):
                     for c_label in clients:
-                        _go(procs_by_label[c_label])
+                        go(procs_by_label[c_label])
             elif kind == "sync" and label in clients:
                 synced.add(label)
                 if synced == set(clients):
                     for c_label in clients:
-                        _go(procs_by_label[c_label])
+                        go(procs_by_label[c_label])
             elif kind == "result":
                 results.setdefault(label, {}).update({k: v for k, v in ev.items() if k != "ev"})
         for p in procs_by_label.values():
@@ -122,7 +122,7 @@ def run_shared_trial(trial: Trial) -> Trial:
                         p.send_signal(signal.SIGUSR1)
             time.sleep(0.5)  # let them print what their engines were doing
         for p in procs_by_label.values():
-            _kill(p)
+            kill(p)
         if trial.error:
             for label, f in errs.items():
                 f.seek(0)

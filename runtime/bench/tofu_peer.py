@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._diagnostics import engine_snapshot
-from ._process import BenchError, ParentLink, _peak_rss, _settled_rss
+from ._process import BenchError, ParentLink, peak_rss, settled_rss
 from .tls_certs import tls_options
 
 
@@ -300,18 +300,18 @@ def tofu_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
         elif kind == "idle":
             t0, t1 = _tofu_receive_count(peer, spec["warmup"], spec["count"])
             result["seconds_alone"] = t1 - t0
-            result["rss_before"] = _settled_rss()
+            result["rss_before"] = settled_rss()
             chan.sync("measured-alone")
             idle = spec["idle"]
             while peer.accepted < 1 + idle:
                 m = peer.receive()
                 if not peer.control(m):
                     raise BenchError(f"tofu: unexpected {m!r} while idle channels connect")
-            result["rss_idle"] = _settled_rss()
+            result["rss_idle"] = settled_rss()
             chan.sync("idle-connected")
             t0, t1 = _tofu_receive_count(peer, spec["warmup"], spec["count"])
             result["seconds_with_idle"] = t1 - t0
-        result["rss_peak"] = _peak_rss()
+        result["rss_peak"] = peak_rss()
         chan.emit("result", **result)
         result["clean_close"] = peer.serve_until_closed(spec["close_timeout"])
         result.update(peer.stats())
@@ -374,15 +374,15 @@ def tofu_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
             chans = peer.connect(1)
             _tofu_send(peer, chans, warmup + n, payload)
             chan.wait_go()
-            result["rss_before"] = _settled_rss()
+            result["rss_before"] = settled_rss()
             chans += peer.connect(spec["idle"])
-            result["rss_idle"] = _settled_rss()
+            result["rss_idle"] = settled_rss()
             chan.sync("idle-connected")
             chan.wait_go()
             _tofu_send(peer, chans[:1], warmup + n, payload)
         else:
             raise BenchError(f"unknown workload kind {kind}")
-        result["rss_peak"] = _peak_rss()
+        result["rss_peak"] = peak_rss()
         result["clean_close"] = peer.bye(chans, spec["close_timeout"])
         if kind in ("oneway", "fanin"):  # the sends, and the engine writing them out until the Byes are answered
             result["cpu_seconds"] = time.process_time() - cpu0

@@ -46,11 +46,11 @@ class Trial:
 
 
 # A child's output lines, as (role, parsed JSON event or None at end of output).
-_Events = queue.Queue[tuple[str, Any]]
+Events = queue.Queue[tuple[str, Any]]
 
 
-def _spawn(
-    role: str, spec: dict[str, Any], events: _Events, errfile: Any, label: str | None = None
+def spawn(
+    role: str, spec: dict[str, Any], events: Events, errfile: Any, label: str | None = None
 ) -> subprocess.Popen[str]:
     """Start a server or client process; its events go to `events` as (label or role, event)."""
     tag = label or role
@@ -81,7 +81,7 @@ def _spawn(
     return p
 
 
-def _kill(p: subprocess.Popen[str]) -> None:
+def kill(p: subprocess.Popen[str]) -> None:
     if p.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(p.pid, signal.SIGKILL)
@@ -91,7 +91,7 @@ def _kill(p: subprocess.Popen[str]) -> None:
         p.wait(5)
 
 
-def _go(p: subprocess.Popen[str]) -> None:
+def go(p: subprocess.Popen[str]) -> None:
     """Let a child waiting in ParentLink.wait_go() go on."""
     assert p.stdin is not None
     p.stdin.write("go\n")
@@ -102,7 +102,7 @@ def run_trial(trial: Trial) -> Trial:
     """Run one server/client pair to completion (or to its deadline)."""
     spec = trial.spec
     deadline = time.monotonic() + spec["timeout"]
-    events: _Events = queue.Queue()
+    events: Events = queue.Queue()
     procs: dict[str, subprocess.Popen[str]] = {}
     started = time.monotonic()
     files = contextlib.ExitStack()
@@ -113,8 +113,8 @@ def run_trial(trial: Trial) -> Trial:
         # Both processes start at once (an interpreter takes a good part of a
         # second to start on a loaded machine); the client waits for a `go`
         # from the parent, sent when the server says it is ready.
-        procs["server"] = _spawn("server", spec, events, errs["server"])
-        procs["client"] = _spawn("client", spec, events, errs["client"])
+        procs["server"] = spawn("server", spec, events, errs["server"])
+        procs["client"] = spawn("client", spec, events, errs["client"])
         ready = False
         while len(ended) < 2:
             try:
@@ -126,7 +126,7 @@ def run_trial(trial: Trial) -> Trial:
                     raise BenchError(f"server failed before it was ready: {ev and ev.get('message')}")
                 if ev["ev"] == "ready":
                     ready = True
-                    _go(procs["client"])
+                    go(procs["client"])
                     continue
             if ev is None:
                 ended.add(role)
@@ -139,7 +139,7 @@ def run_trial(trial: Trial) -> Trial:
             if kind == "result":
                 results.setdefault(role, {}).update({k: v for k, v in ev.items() if k != "ev"})
             elif kind == "sync":
-                _go(procs["client" if role == "server" else "server"])
+                go(procs["client" if role == "server" else "server"])
         for p in procs.values():
             p.wait(max(0.1, deadline - time.monotonic()))
     except (BenchError, queue.Empty, subprocess.TimeoutExpired, OSError) as exc:
@@ -152,7 +152,7 @@ def run_trial(trial: Trial) -> Trial:
                         p.send_signal(signal.SIGUSR1)
             time.sleep(0.5)
         for p in procs.values():
-            _kill(p)
+            kill(p)
         for role, f in errs.items():
             if trial.error:
                 f.seek(0)
@@ -176,7 +176,8 @@ def run_trial(trial: Trial) -> Trial:
     return trial
 
 
-def _address(transport: str) -> list[Any]:
+def fresh_address(transport: str) -> list[Any]:
+    """A trial run's address spec for `transport`: a free TCP port on loopback, or a new socket path."""
     import tofu
 
     if transport in ("tcp", "tls"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ._process import BenchError, ParentLink, _peak_rss, _settled_rss
+from ._process import BenchError, ParentLink, peak_rss, settled_rss
 
 
 def _zmq_endpoint(spec: dict[str, Any]) -> str:
@@ -58,10 +58,10 @@ def zmq_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
         elif kind == "idle":
             t0, t1 = _zmq_recv_count(s, spec["warmup"], spec["count"], timeout_ms)
             result["seconds_alone"] = t1 - t0
-            result["rss_before"] = _settled_rss()
+            result["rss_before"] = settled_rss()
             chan.sync("measured-alone")
             _zmq_recv_count(s, 0, spec["idle"], timeout_ms)  # one message from each idle socket
-            result["rss_idle"] = _settled_rss()
+            result["rss_idle"] = settled_rss()
             chan.sync("idle-connected")
             t0, t1 = _zmq_recv_count(s, spec["warmup"], spec["count"], timeout_ms)
             result["seconds_with_idle"] = t1 - t0
@@ -80,7 +80,7 @@ def zmq_server(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
                 send(parts)
                 if not parts[-1]:
                     break
-        result["rss_peak"] = _peak_rss()
+        result["rss_peak"] = peak_rss()
         s.close()
         return result
     finally:
@@ -130,10 +130,10 @@ def zmq_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
             for _ in range(warmup + n):
                 send(payload)
             chan.wait_go()
-            result["rss_before"] = _settled_rss()
+            result["rss_before"] = settled_rss()
             for _ in range(spec["idle"]):
                 sock(zmq.PUSH).send(payload)
-            result["rss_idle"] = _settled_rss()
+            result["rss_idle"] = settled_rss()
             chan.sync("idle-connected")
             chan.wait_go()
             for _ in range(warmup + n):
@@ -175,7 +175,7 @@ def zmq_client(spec: dict[str, Any], chan: ParentLink) -> dict[str, Any]:
             result["seconds"] = perf() - t0
             send(b"")
             recv()
-        result["rss_peak"] = _peak_rss()
+        result["rss_peak"] = peak_rss()
         for s in socks:
             s.close()  # lingers until what is queued has gone out
         return result

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import AmpeError, ShutdownStarted
-from ._parser import _UsageError, build_parser
+from ._parser import UsageError, build_parser
 from .console import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CLIError
 from .session import format_url
 
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         print(f"{exc.prog}: error: {exc} (see '{exc.prog} --help')", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except SystemExit as exc:  # --help, --version

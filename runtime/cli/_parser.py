@@ -19,17 +19,14 @@ from .. import (
     parse_url,
 )
 from ..conform import command as conform_command
+from . import decode, demo, ping, serve
 from ._tls import add_ping_tls_flags, add_serve_tls_flags
 from .console import CLIError
-from .decode import _cmd_decode
-from .demo import _cmd_demo
-from .ping import _cmd_ping
-from .serve import _cmd_serve
 
 log = logging.getLogger("tofu.cli")
 
 
-class _UsageError(Exception):
+class UsageError(Exception):
     def __init__(self, prog: str, message: str) -> None:
         super().__init__(message)
         self.prog = prog
@@ -39,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, raised instead of printed."""
 
     def error(self, message: str) -> NoReturn:
-        raise _UsageError(self.prog, message)
+        raise UsageError(self.prog, message)
 
 
 def _address_arg(server: bool) -> Callable[[str], Address]:
@@ -133,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_int_range(1, 16), default=1, help="jobs, one channel each (default 1)")
     p.add_argument("--uds", action="store_true", help="talk over a temporary Unix domain socket instead of TCP")
     p.add_argument("--timeout", type=_seconds, default=30.0, help="give up after this many seconds (default 30)")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=demo.run)
 
     p = sub.add_parser(
         "serve",
@@ -160,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N's processes
     add_serve_tls_flags(p)
-    p.set_defaults(func=_cmd_serve)
+    p.set_defaults(func=serve.run)
 
     p = sub.add_parser(
         "ping",
@@ -179,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _progress_flags(p)
     add_ping_tls_flags(p)
-    p.set_defaults(func=_cmd_ping)
+    p.set_defaults(func=ping.run)
 
     p = sub.add_parser(
         "decode",
@@ -194,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--body-bytes", type=_int_range(0, MAX_BODY_LEN), default=64, help="body bytes to show (default 64)")
     _progress_flags(p)
-    p.set_defaults(func=_cmd_decode)
+    p.set_defaults(func=decode.run)
 
     p = sub.add_parser(
         "conform",

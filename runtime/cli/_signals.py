@@ -1,4 +1,6 @@
-"""Signals for a command blocked in wait_receive: a watcher thread woken by set_wakeup_fd."""
+"""SIGINT and SIGTERM for a command: a watcher thread woken by set_wakeup_fd
+(for a command blocked in wait_receive), and the engine's threads made to
+leave those signals to the main thread."""
 
 from __future__ import annotations
 
@@ -6,15 +8,35 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
-
-from .session import _STOP_SIGNALS
 
 log = logging.getLogger("tofu.cli")
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
-class _SignalWatcher:
+
+@contextmanager
+def signals_to_main_thread() -> Iterator[None]:
+    """Threads started inside this block (the engine's I/O thread among them)
+    block SIGINT and SIGTERM, so the kernel delivers those to the main thread.
+
+    CPython runs signal handlers in the main thread, but a signal the kernel
+    hands to another thread does not interrupt the main thread's blocking
+    wait_receive(): the handler would run only when that wait ends by itself.
+    Threads inherit the signal mask of the thread that starts them."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class SignalWatcher:
     """Calls `on_signal(signum)` on a thread for every SIGINT / SIGTERM.
 
     Why not just a Python signal handler calling update_receiver()? CPython
@@ -34,7 +56,7 @@ class _SignalWatcher:
         self._r, self._w = socket.socketpair()
         self._w.setblocking(False)
         self._old_fd = signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
-        self._old_handlers = {sig: signal.signal(sig, self._python_handler) for sig in _STOP_SIGNALS}
+        self._old_handlers = {sig: signal.signal(sig, self._python_handler) for sig in STOP_SIGNALS}
         self._thread = threading.Thread(target=self._run, name="tofu-signals", daemon=True)
         self._thread.start()
 
@@ -51,7 +73,7 @@ class _SignalWatcher:
             if not data:
                 return
             for signum in data:
-                if signum in _STOP_SIGNALS:
+                if signum in STOP_SIGNALS:
                     self._on_signal(signum)
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from .. import (
     client_tls_context,
     server_tls_context,
 )
-from .console import EXIT_USAGE, CLIError, _out, _printable
+from .console import EXIT_USAGE, CLIError, out, printable
 
 if TYPE_CHECKING:
     import ssl
@@ -117,7 +117,7 @@ def peer_text(headers: Sequence[tuple[str, str]]) -> str:
     when the engine verified one (`~peer_subject`), escaped for a terminal;
     "" otherwise."""
     subject = next((v for n, v in headers if n == PEER_SUBJECT_HEADER), None)
-    return "" if subject is None else f", peer certificate {_printable(subject)}"
+    return "" if subject is None else f", peer certificate {printable(subject)}"
 
 
 class _EngineWarnings(logging.Handler):
@@ -128,7 +128,7 @@ class _EngineWarnings(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            _out(f"warning: {_printable(record.getMessage())}")
+            out(f"warning: {printable(record.getMessage())}")
         except Exception:  # noqa: BLE001 (output gone: logging must never raise)
             self.handleError(record)
 

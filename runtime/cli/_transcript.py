@@ -8,16 +8,17 @@ import time
 from typing import TextIO
 
 from .. import (
+    InvalidMessage,
     Message,
     OpCode,
     raw_to_status,
 )
-from .session import _headers_text
+from .console import printable
 
 log = logging.getLogger("tofu.cli")
 
 
-class _Transcript:
+class Transcript:
     """Prints one line per message received, from any thread, with a time stamp."""
 
     def __init__(self, out: TextIO) -> None:
@@ -42,7 +43,7 @@ class _Transcript:
         op_name = op.name if isinstance(op, OpCode) else str(op)
         flags = "more" if msg.has_more() else ""
         status = f"  status {raw_to_status(bh.status).name}" if bh.status else ""
-        headers = _headers_text(msg)
+        headers = headers_text(msg)
         body = f"  body {len(msg.body)} B" if len(msg.body) else ""
         self.say(
             f"{src:>5} -> {dst:<5}  {op_name:<15} {bh.channel_number:>3}  {bh.message_id:>5}  {flags:<4}"
@@ -57,3 +58,11 @@ class _Transcript:
                 file=self._out,
                 flush=True,
             )
+
+
+def headers_text(msg: Message) -> str:
+    """A message's text headers on one line, safe for a terminal."""
+    try:
+        return printable("  ".join(f"{n}:{v}" for n, v in msg.thdrs))
+    except InvalidMessage:
+        return repr(bytes(msg.thdrs))

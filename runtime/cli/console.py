@@ -24,11 +24,11 @@ class CLIError(Exception):
         self.code = code
 
 
-def _plural(n: int, word: str, words: str | None = None) -> str:
+def plural(n: int, word: str, words: str | None = None) -> str:
     return f"{n} {word if n == 1 else words or word + 's'}"
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """`text` safe for a terminal: control and format characters (an escape
     sequence, a carriage return, a bidi override) are shown as Python escapes,
     `\\x1b` for ESC. Everything a peer sent goes through this before it is printed."""
@@ -37,7 +37,7 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def _out(text: str = "") -> None:
+def out(text: str = "") -> None:
     """One line of the command's own output (flushed: other programs read it)."""
     print(text, flush=True)
 
@@ -49,7 +49,7 @@ def _make_console(force: bool | None) -> Any:
 
 
 @contextmanager
-def _progress(total: int, description: str, force: bool | None) -> Iterator[Callable[[int], None]]:
+def progress_bar(total: int, description: str, force: bool | None) -> Iterator[Callable[[int], None]]:
     """A transient progress bar on stderr; yields `advance(n)`.
 
     Shown when stderr is a terminal (or `force` is True), never when `force`
@@ -85,7 +85,7 @@ def _progress(total: int, description: str, force: bool | None) -> Iterator[Call
         yield lambda n: progress.advance(task, n)
 
 
-def _terminal_width() -> int:
+def terminal_width() -> int:
     try:
         return os.get_terminal_size().columns
     except OSError:

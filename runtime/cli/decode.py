@@ -16,7 +16,7 @@ from .. import (
     raw_to_status,
 )
 from .capture import CaptureError, capture_format, read_capture
-from .console import EXIT_FAILURE, EXIT_OK, CLIError, _out, _plural, _printable, _progress
+from .console import EXIT_FAILURE, EXIT_OK, CLIError, out, plural, printable, progress_bar
 
 log = logging.getLogger("tofu.cli")
 
@@ -77,13 +77,14 @@ def _preview(body: bytes, limit: int) -> str:
     return shown.hex(" ") + tail
 
 
-def _cmd_decode(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """`tofu decode FILE`: every frame of a captured byte stream (raw, hex, pcap or pcapng), field by field."""
     name = "<stdin>" if args.file == "-" else args.file
     data = _read_input(args.file, args.hex)
     fmt = capture_format(data)
     if fmt is None:  # a raw byte stream: one direction of one connection
         frames, problems = _decode_stream(data, name, args, "")
-        _out(
+        out(
             f"{frames} frame(s), {len(data)} byte(s)"
             + (f", {problems} with malformed text headers" if problems else "")
         )
@@ -93,31 +94,31 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     except CaptureError as exc:
         raise CLIError(f"{name}: {exc}") from None
     skipped = f", {cap.skipped} not TCP or not decodable" if cap.skipped else ""
-    _out(
-        f"{name}: {fmt} capture, {_plural(cap.packets, 'packet')}{skipped}, {len(cap.streams)} TCP direction(s) with data"
+    out(
+        f"{name}: {fmt} capture, {plural(cap.packets, 'packet')}{skipped}, {len(cap.streams)} TCP direction(s) with data"
     )
     errors: list[str] = []
     damaged = 0
     for no, stream in enumerate(cap.streams, 1):
-        label = _printable(stream.label)
-        _out()
-        _out(f"stream {no}: {label}: {_plural(len(stream.data), 'byte')} in {_plural(stream.segments, 'segment')}")
+        label = printable(stream.label)
+        out()
+        out(f"stream {no}: {label}: {plural(len(stream.data), 'byte')} in {plural(stream.segments, 'segment')}")
         if stream.gap is not None:
             damaged += 1
-            _out(f"stream {no}: {label}: the capture misses bytes at offset {stream.gap}: decoded up to there")
+            out(f"stream {no}: {label}: the capture misses bytes at offset {stream.gap}: decoded up to there")
         try:
             frames, problems = _decode_stream(stream.data, f"{name}: {label}", args, label)
         except _DecodeError as exc:
             errors.append(str(exc))
-            _out(f"stream {no}: {label}: cannot be read further: {exc}")
+            out(f"stream {no}: {label}: cannot be read further: {exc}")
             continue
         damaged += problems > 0
-        _out(
+        out(
             f"stream {no}: {label}: {frames} frame(s), {len(stream.data)} byte(s)"
             + (f", {problems} with malformed text headers" if problems else "")
         )
     if errors:
-        more = f" (and {_plural(len(errors) - 1, 'other stream')})" if len(errors) > 1 else ""
+        more = f" (and {plural(len(errors) - 1, 'other stream')})" if len(errors) > 1 else ""
         raise _DecodeError(errors[0] + more)
     return EXIT_OK if not damaged else EXIT_FAILURE
 
@@ -135,7 +136,7 @@ def _decode_stream(data: bytes, name: str, args: argparse.Namespace, label: str)
     force = args.progress
     if force is None and (sys.stdout.isatty() or total < 1 << 20):
         force = False
-    with _progress(total, f"decode {name}", force) as advance:
+    with progress_bar(total, f"decode {name}", force) as advance:
         while offset < total:
             frame_no += 1
             left = total - offset
@@ -171,32 +172,32 @@ def _print_frame(where: str, proto_byte: int, status_raw: int, frame: Any, body_
     p = frame.proto
     status = raw_to_status(status_raw)
     status_name = status.name if status_raw <= int(AmpeStatus.unknown_error) else f"reads as {status.name}"
-    _out(where)
-    _out(f"  channel_number  {frame.channel_number}")
-    _out(
+    out(where)
+    out(f"  channel_number  {frame.channel_number}")
+    out(
         f"  proto           0x{proto_byte:02x}: op_code {p.op_code} ({int(p.op_code.intvalue)}), "
         f"origin {p.origin}, more {p.more}, internal_a {p.internal_a}, internal_b {p.internal_b}"
     )
-    _out(f"  status          {status_raw} {status_name}")
-    _out(f"  message_id      {frame.message_id}")
-    _out(f"  thl             {frame.thl}")
-    _out(f"  bl              {frame.bl}")
+    out(f"  status          {status_raw} {status_name}")
+    out(f"  message_id      {frame.message_id}")
+    out(f"  thl             {frame.thl}")
+    out(f"  bl              {frame.bl}")
     problems = 0
     if frame.thl:
         try:
             pairs = list(TextHeaders(frame.text_headers))
         except InvalidMessage as exc:
-            _out(f"  text headers    MALFORMED: {exc}")
-            _out(f"                  raw {bytes(frame.text_headers)!r}")
+            out(f"  text headers    MALFORMED: {exc}")
+            out(f"                  raw {bytes(frame.text_headers)!r}")
             problems = 1
         else:
-            _out(f"  text headers    {len(pairs)}")
+            out(f"  text headers    {len(pairs)}")
             for n, v in pairs:
-                _out(f"    {_printable(n)}: {_printable(v)}")
+                out(f"    {printable(n)}: {printable(v)}")
     else:
-        _out("  text headers    none")
+        out("  text headers    none")
     if frame.bl:
-        _out(f"  body            {frame.bl} bytes: {_preview(bytes(frame.body), body_bytes)}")
+        out(f"  body            {frame.bl} bytes: {_preview(bytes(frame.body), body_bytes)}")
     else:
-        _out("  body            empty")
+        out("  body            empty")
     return problems

@@ -16,10 +16,11 @@ from .. import (
     UDSServerAddress,
     parse_url,
 )
-from ._transcript import _Transcript
-from .console import EXIT_OK, _terminal_width
-from .printspool import _Job, _RipWorker, _Spool
-from .session import _listen, _reactor, _signals_to_main_thread
+from ._signals import signals_to_main_thread
+from ._transcript import Transcript
+from .console import EXIT_OK, terminal_width
+from .printspool import Job, RipWorker, Spool
+from .session import listen, new_reactor
 
 log = logging.getLogger("tofu.cli")
 
@@ -35,8 +36,9 @@ The print-server conversation from the reference's README, played over loopback:
   `ch` is the receiver's channel number: numbers are local to each engine."""
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    tr = _Transcript(sys.stdout)
+def run(args: argparse.Namespace) -> int:
+    """`tofu demo`: the print-server conversation over loopback, as a transcript."""
+    tr = Transcript(sys.stdout)
     listen_addr: Address
     if args.uds:
         from .. import temp_uds_path
@@ -44,19 +46,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         listen_addr = UDSServerAddress(temp_uds_path("tofu-demo"))
     else:
         listen_addr = TCPServerAddress("127.0.0.1", 0)
-    jobs = [_Job(job_id=1001 + i, pdl=args.pdl, pages=args.pages) for i in range(args.jobs)]
+    jobs = [Job(job_id=1001 + i, pdl=args.pdl, pages=args.pages) for i in range(args.jobs)]
     print(_DIALOGUE, flush=True)
     print(flush=True)
     tr.columns()
-    with _reactor() as spool_rtr, _reactor() as rip_rtr:
+    with new_reactor() as spool_rtr, new_reactor() as rip_rtr:
         spool_ampe, rip_ampe = spool_rtr.ampe(), rip_rtr.ampe()
         spool_group, rip_group = spool_ampe.create(), rip_ampe.create()
-        spool = _Spool(spool_ampe, spool_group, tr, jobs, args.pages_per_chunk)
+        spool = Spool(spool_ampe, spool_group, tr, jobs, args.pages_per_chunk)
         tr.narrate("S", "I don't know the addresses of the workers, so you should connect to me.")
-        spool.listener, url = _listen(spool_ampe, spool_group, listen_addr)
+        spool.listener, url = listen(spool_ampe, spool_group, listen_addr)
         tr.say(f"spool listening on {url} (listener channel {spool.listener})")
         connect = parse_url(url, server=False)
-        rip = _RipWorker(rip_ampe, rip_group, tr, connect, args.pdl)
+        rip = RipWorker(rip_ampe, rip_group, tr, connect, args.pdl)
         tr.narrate("R", f"I'll send a HelloRequest; its PDL header says {args.pdl}.")
         for _ in range(args.jobs):
             rip.connect()  # one channel per job: "working one job per channel looks cleaner"
@@ -65,7 +67,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         errors: list[BaseException] = []
 
         def guarded(fn: Callable[[float], None]) -> Callable[[], None]:
-            def run() -> None:
+            def call() -> None:
                 try:
                     fn(deadline)
                 except ShutdownStarted:
@@ -75,13 +77,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     spool_rtr.destroy()
                     rip_rtr.destroy()
 
-            return run
+            return call
 
         threads = [
             threading.Thread(target=guarded(spool.run), name="demo-spool", daemon=True),
             threading.Thread(target=guarded(rip.run), name="demo-rip", daemon=True),
         ]
-        with _signals_to_main_thread():
+        with signals_to_main_thread():
             for t in threads:
                 t.start()
         for t in threads:
@@ -94,7 +96,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _demo_summary(jobs: list[_Job], pdl: str, total_ms: float) -> None:
+def _demo_summary(jobs: list[Job], pdl: str, total_ms: float) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -112,5 +114,5 @@ def _demo_summary(jobs: list[_Job], pdl: str, total_ms: float) -> None:
             f"{job.done_at - job.sent_at:.1f}",
         )
     print(flush=True)
-    Console(file=sys.stdout, highlight=False, width=max(100, _terminal_width())).print(table)
+    Console(file=sys.stdout, highlight=False, width=max(100, terminal_width())).print(table)
     sys.stdout.flush()

@@ -20,8 +20,8 @@ from .. import (
     connect,
 )
 from ._tls import ping_target
-from .console import EXIT_FAILURE, EXIT_OK, CLIError, _out, _plural, _printable, _progress
-from .session import _status_text, format_url
+from .console import EXIT_FAILURE, EXIT_OK, CLIError, out, plural, printable, progress_bar
+from .session import format_url, status_text
 
 log = logging.getLogger("tofu.cli")
 
@@ -31,7 +31,8 @@ log = logging.getLogger("tofu.cli")
 _CONNECT_MARGIN = 2.0
 
 
-def _cmd_ping(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """`tofu ping ADDRESS`: round-trip times of sequential requests to a server."""
     address: Address
     address, options = ping_target(args)
     url = format_url(address)
@@ -43,15 +44,13 @@ def _cmd_ping(args: argparse.Namespace) -> int:
     client = _connect(address, url, options, timeout)
     with client:
         connect_ms = (time.perf_counter() - started) * 1000
-        _out(
-            f"PING {url}: {_plural(count, 'request')} of {_plural(args.size, 'byte')}; connected in {connect_ms:.3f} ms"
-        )
+        out(f"PING {url}: {plural(count, 'request')} of {plural(args.size, 'byte')}; connected in {connect_ms:.3f} ms")
         rtts: list[float] = []
         mismatched = 0
         sent = 0
         interrupted = False
         try:
-            with _progress(count, f"ping {url}", args.progress) as advance:
+            with progress_bar(count, f"ping {url}", args.progress) as advance:
                 for _ in range(count):
                     sent += 1  # counted first: Ctrl-C may come while the request goes
                     where = f"after {len(rtts)} of {count}"
@@ -61,7 +60,7 @@ def _cmd_ping(args: argparse.Namespace) -> int:
                     except RequestTimeout:
                         raise CLIError(f"no reply from {url} within {timeout:g} s ({where})") from None
                     except ConnectionLost as exc:
-                        lost = _status_text(exc.reason)
+                        lost = status_text(exc.reason)
                         raise CLIError(f"connection to {url} lost {where} replies: {lost}") from None
                     rtts.append(time.perf_counter() - t0)
                     if reply.body != payload:
@@ -69,17 +68,15 @@ def _cmd_ping(args: argparse.Namespace) -> int:
                     advance(1)
         except KeyboardInterrupt:  # Ctrl-C: like ping(8), say what was measured so far
             interrupted = True
-            _out(f"interrupted after {_plural(sent, 'request')}")
+            out(f"interrupted after {plural(sent, 'request')}")
         client.close(min(timeout, 1.0) if interrupted else timeout)  # ByeRequest, ByeResponse, closed
 
-    _out(f"{_plural(len(rtts), 'reply', 'replies')} to {_plural(sent, 'request')}, {mismatched} with a different body")
+    out(f"{plural(len(rtts), 'reply', 'replies')} to {plural(sent, 'request')}, {mismatched} with a different body")
     if not rtts:
         return EXIT_FAILURE
     ms = sorted(t * 1000 for t in rtts)
     p99 = ms[max(math.ceil(0.99 * len(ms)) - 1, 0)]
-    _out(
-        f"round trip: min {ms[0]:.3f} ms, median {statistics.median(ms):.3f} ms, p99 {p99:.3f} ms, max {ms[-1]:.3f} ms"
-    )
+    out(f"round trip: min {ms[0]:.3f} ms, median {statistics.median(ms):.3f} ms, p99 {p99:.3f} ms, max {ms[-1]:.3f} ms")
     return EXIT_OK if mismatched == 0 else EXIT_FAILURE
 
 
@@ -93,8 +90,8 @@ def _connect(address: Address, url: str, options: Options | None, timeout: float
     except ConnectError as exc:
         if isinstance(exc, TimeoutError):
             raise CLIError(f"no HelloResponse from {url} within {timeout:g} s") from None
-        raise CLIError(f"cannot connect to {url}: {_status_text(exc.status)}{_detail(exc.detail)}") from None
+        raise CLIError(f"cannot connect to {url}: {status_text(exc.status)}{_detail(exc.detail)}") from None
 
 
 def _detail(detail: str | None) -> str:
-    return f": {_printable(detail)}" if detail else ""
+    return f": {printable(detail)}" if detail else ""

@@ -16,9 +16,9 @@ from .. import (
     MoreMessagesFlag,
     OpCode,
 )
-from ._transcript import _Transcript
+from ._transcript import Transcript
 from .console import CLIError
-from .session import _status_text
+from .session import status_text
 
 log = logging.getLogger("tofu.cli")
 
@@ -53,7 +53,7 @@ def _count_pages(pdl: str, data: bytes) -> int:
 
 
 @dataclass
-class _Job:
+class Job:
     job_id: int
     pdl: str
     pages: int
@@ -66,17 +66,15 @@ class _Job:
     done_at: float = 0.0
 
 
-class _Spool:
+class Spool:
     """The spool server: waits for RIP workers, sends each a job as a multi-request."""
 
-    def __init__(
-        self, ampe: Ampe, group: ChannelGroup, tr: _Transcript, jobs: list[_Job], pages_per_chunk: int
-    ) -> None:
+    def __init__(self, ampe: Ampe, group: ChannelGroup, tr: Transcript, jobs: list[Job], pages_per_chunk: int) -> None:
         self.ampe, self.group, self.tr = ampe, group, tr
         self.waiting = list(jobs)
-        self.by_channel: dict[int, _Job] = {}
+        self.by_channel: dict[int, Job] = {}
         self.pages_per_chunk = pages_per_chunk
-        self.finished: list[_Job] = []
+        self.finished: list[Job] = []
         self.listener = 0
         self.total = len(jobs)
 
@@ -98,7 +96,7 @@ class _Spool:
     def _handle(self, msg: Message) -> None:
         bh = msg.bhdr
         number = bh.channel_number
-        job: _Job | None
+        job: Job | None
         if msg.is_from_engine():
             self.tr.message("tofu", "spool", msg)
             if bh.status == AmpeStatus.channel_closed and number in self.by_channel:
@@ -107,7 +105,7 @@ class _Spool:
                     raise CLIError(f"demo: the worker of job {job.job_id} went away")
                 self.finished.append(job)
             elif bh.status not in (AmpeStatus.pool_empty, AmpeStatus.channel_closed):
-                raise CLIError(f"demo: spool got {bh.proto.op_code.name} back: {_status_text(bh.status)}")
+                raise CLIError(f"demo: spool got {bh.proto.op_code.name} back: {status_text(bh.status)}")
             return
         op = bh.proto.op_code
         if op == OpCode.ByeRequest:
@@ -145,7 +143,7 @@ class _Spool:
             reply.body.clear()
             self.group.post(reply)
 
-    def _send_job(self, job: _Job) -> None:
+    def _send_job(self, job: Job) -> None:
         post = self.group.post
         kind, ticket = _ticket(job.job_id, job.pdl, job.pages)
         job.sent_at = self.tr.elapsed_ms()
@@ -174,10 +172,10 @@ class _Spool:
             page = last_page + 1
 
 
-class _RipWorker:
+class RipWorker:
     """The RIP worker: connects once per job it can take, rasterizes, reports progress."""
 
-    def __init__(self, ampe: Ampe, group: ChannelGroup, tr: _Transcript, address: Address, pdl: str) -> None:
+    def __init__(self, ampe: Ampe, group: ChannelGroup, tr: Transcript, address: Address, pdl: str) -> None:
         self.ampe, self.group, self.tr = ampe, group, tr
         self.address, self.pdl = address, pdl
         self.open: set[int] = set()
@@ -209,7 +207,7 @@ class _RipWorker:
             if bh.status == AmpeStatus.channel_closed and bh.proto.op_code == OpCode.Signal:
                 self.open.discard(number)
             elif bh.status not in (AmpeStatus.pool_empty, AmpeStatus.channel_closed):
-                raise CLIError(f"demo: the worker got {bh.proto.op_code.name} back: {_status_text(bh.status)}")
+                raise CLIError(f"demo: the worker got {bh.proto.op_code.name} back: {status_text(bh.status)}")
             return
         self.tr.message("spool", "rip", msg)
         op = bh.proto.op_code

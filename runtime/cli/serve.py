@@ -21,19 +21,20 @@ from .. import (
     Server,
     TCPServerAddress,
 )
-from ._signals import _SignalWatcher
+from ._signals import SignalWatcher
 from ._tls import peer_text, serve_options, show_engine_warnings
-from .console import EXIT_OK, EXIT_USAGE, CLIError, _out, _printable
-from .workers import _serve_with_workers
+from .console import EXIT_OK, EXIT_USAGE, CLIError, out, printable
+from .workers import serve_with_workers
 
 log = logging.getLogger("tofu.cli")
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """`tofu serve ADDRESS...`: an echo server, in this process or in --workers N processes."""
     if args.workers > 1:
         if args.as_worker:
             raise CLIError("--workers and --as-worker do not go together", EXIT_USAGE)
-        return _serve_with_workers(args)
+        return serve_with_workers(args)
     return _serve_here(args)
 
 
@@ -82,16 +83,16 @@ class _Echo:
     def on_hello(self, peer: Peer) -> None:
         self.total_clients += 1
         where = peer.headers.get(CONNECT_TO_HEADER, "?")
-        _out(f"channel {peer.channel}: connected ({_printable(where)}){peer_text(peer.headers.pairs)}")
+        out(f"channel {peer.channel}: connected ({printable(where)}){peer_text(peer.headers.pairs)}")
 
     def on_close(self, peer: Peer) -> None:
         if peer.close_reason is AmpeStatus.shutdown_started:
             return  # closed at the end of the grace period: said so already
         if peer.said_bye:
-            _out(f"channel {peer.channel}: bye")
+            out(f"channel {peer.channel}: bye")
         reason = peer.close_reason
         why = f" ({reason.name})" if reason is not None and reason is not AmpeStatus.channel_closed else ""
-        _out(f"channel {peer.channel}: closed after {peer.requests} request(s){why}")
+        out(f"channel {peer.channel}: closed after {peer.requests} request(s){why}")
 
 
 def _serve_here(args: argparse.Namespace) -> int:
@@ -111,7 +112,7 @@ def _serve_here(args: argparse.Namespace) -> int:
         if stop.is_set():
             if not forced:
                 forced.append(True)
-                _out("stopping now")
+                out("stopping now")
                 if servers:
                     servers[0].shutdown(0)  # cuts the graceful stop short
             return
@@ -119,7 +120,7 @@ def _serve_here(args: argparse.Namespace) -> int:
 
     options = serve_options(args, args.address)  # TLS flags checked before anything starts
     warnings = show_engine_warnings(options, args.verbose)
-    watcher = _SignalWatcher(on_signal)
+    watcher = SignalWatcher(on_signal)
     if args.as_worker:
         _watch_parent(lambda: on_signal(signal.SIGTERM))
     echo = _Echo()
@@ -139,15 +140,15 @@ def _serve_here(args: argparse.Namespace) -> int:
             raise CLIError(str(exc)) from None
         servers.append(server)
         for url in server.urls:
-            _out(f"listening on {url}")
+            out(f"listening on {url}")
         stop.wait()
         grace = args.grace
-        _out(f"stopping: saying bye to {len(server.peers)} client(s), waiting up to {grace:g} s")
+        out(f"stopping: saying bye to {len(server.peers)} client(s), waiting up to {grace:g} s")
         closed = server.shutdown(grace)
         if closed and not forced:
-            _out(f"grace period over: closing {closed} channel(s)")
-        _out(f"served {echo.total_requests} request(s) on {echo.total_clients} connection(s)")
-        _out("stopped")
+            out(f"grace period over: closing {closed} channel(s)")
+        out(f"served {echo.total_requests} request(s) on {echo.total_clients} connection(s)")
+        out("stopped")
         return EXIT_OK
     finally:
         server.shutdown(0)

@@ -4,11 +4,7 @@ SIGINT/SIGTERM to the main thread, listening, waiting for one channel's messages
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from .. import (
     LISTEN_ON_HEADER,
@@ -16,7 +12,6 @@ from .. import (
     AllocationStrategy,
     Ampe,
     ChannelGroup,
-    InvalidMessage,
     Message,
     Options,
     Reactor,
@@ -27,7 +22,8 @@ from .. import (
     parse_address_value,
     raw_to_status,
 )
-from .console import CLIError, _printable
+from ._signals import signals_to_main_thread
+from .console import CLIError
 
 log = logging.getLogger("tofu.cli")
 
@@ -42,40 +38,18 @@ def format_url(address: Address) -> str:
     return f"uds://{address.path}"
 
 
-def _status_text(raw: int) -> str:
+def status_text(raw: int) -> str:
     status = raw_to_status(raw)
     return f"{status.name} ({status.meaning})"
 
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextmanager
-def _signals_to_main_thread() -> Iterator[None]:
-    """Threads started inside this block (the engine's I/O thread among them)
-    block SIGINT and SIGTERM, so the kernel delivers those to the main thread.
-
-    CPython runs signal handlers in the main thread, but a signal the kernel
-    hands to another thread does not interrupt the main thread's blocking
-    wait_receive(): the handler would run only when that wait ends by itself.
-    Threads inherit the signal mask of the thread that starts them."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _reactor(options: Options | None = None) -> Reactor:
+def new_reactor(options: Options | None = None) -> Reactor:
     """A Reactor whose I/O thread leaves SIGINT and SIGTERM to the main thread."""
-    with _signals_to_main_thread():
+    with signals_to_main_thread():
         return Reactor(options)
 
 
-def _listen(ampe: Ampe, group: ChannelGroup, address: Address, timeout: float = 10.0) -> tuple[int, str]:
+def listen(ampe: Ampe, group: ChannelGroup, address: Address, timeout: float = 10.0) -> tuple[int, str]:
     """Open a listener; return its channel number and the URL it really listens on."""
     msg = ampe.get(AllocationStrategy.always)
     assert msg is not None
@@ -86,7 +60,7 @@ def _listen(ampe: Ampe, group: ChannelGroup, address: Address, timeout: float = 
         raise CLIError(f"no WelcomeResponse for {format_url(address)} within {timeout:g} s")
     try:
         if resp.bhdr.status != 0:
-            raise CLIError(f"cannot listen on {format_url(address)}: {_status_text(resp.bhdr.status)}")
+            raise CLIError(f"cannot listen on {format_url(address)}: {status_text(resp.bhdr.status)}")
         value = resp.thdrs.get(LISTEN_ON_HEADER)
         actual = parse_address_value(value, server=True) if value else address
     finally:
@@ -106,10 +80,3 @@ def _receive_for(group: ChannelGroup, channel: int, timeout: float) -> Message |
             return None
         if msg.bhdr.channel_number == channel:
             return msg
-
-
-def _headers_text(msg: Message) -> str:
-    try:
-        return _printable("  ".join(f"{n}:{v}" for n, v in msg.thdrs))
-    except InvalidMessage:
-        return repr(bytes(msg.thdrs))

@@ -42,8 +42,8 @@ import threading
 from dataclasses import dataclass, field
 
 from .. import TCPServerAddress, parse_url
-from ._signals import _SignalWatcher
-from .console import EXIT_OK, EXIT_USAGE, CLIError, _out
+from ._signals import SignalWatcher
+from .console import EXIT_OK, EXIT_USAGE, CLIError, out
 from .session import format_url
 
 log = logging.getLogger("tofu.cli")
@@ -124,7 +124,7 @@ class _Supervisor:
             self.signals += 1
             if not self.stopping:
                 self.stopping = True
-                _out(f"stopping: signalling {self._running()} worker(s)")
+                out(f"stopping: signalling {self._running()} worker(s)")
             self.signal_all(value)
             return
         assert worker is not None and isinstance(value, str)
@@ -134,16 +134,16 @@ class _Supervisor:
                 return
             if m := _SERVED.fullmatch(value):
                 worker.served = (int(m.group(1)), int(m.group(2)))
-            _out(f"worker {worker.pid}: {value}")
+            out(f"worker {worker.pid}: {value}")
             return
         worker.ended = True
         status = worker.proc.wait()
         if self.signals > 1 and status in _FORCED:
-            _out(f"worker {worker.pid} stopped at once")
+            out(f"worker {worker.pid} stopped at once")
         elif status != 0 or not self.stopping:
             how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
             self.failure = self.failure or f"worker {worker.pid} {how}"
-            _out(f"worker {worker.pid} {how}" + ("" if self.stopping else ": stopping the others"))
+            out(f"worker {worker.pid} {how}" + ("" if self.stopping else ": stopping the others"))
             if not self.stopping:
                 self.stopping = True
                 self.signal_all(signal.SIGTERM)
@@ -166,7 +166,7 @@ class _Supervisor:
 
 
 def _check(args: argparse.Namespace) -> list[TCPServerAddress]:
-    out = []
+    tcp = []
     for a in args.address:
         if not isinstance(a, TCPServerAddress):
             raise CLIError(
@@ -174,15 +174,15 @@ def _check(args: argparse.Namespace) -> list[TCPServerAddress]:
                 "(only a TCP port can); run one 'tofu serve' per socket path, or use --workers 1",
                 EXIT_USAGE,
             )
-        out.append(a)
-    return out
+        tcp.append(a)
+    return tcp
 
 
-def _serve_with_workers(args: argparse.Namespace) -> int:
+def serve_with_workers(args: argparse.Namespace) -> int:
     """`tofu serve ADDRESS... --workers N` (N > 1): see the module's docstring."""
     addresses = _check(args)
     sup = _Supervisor(args, len(addresses))
-    watcher = _SignalWatcher(lambda signum: sup.events.put(("signal", None, signum)))
+    watcher = SignalWatcher(lambda signum: sup.events.put(("signal", None, signum)))
     try:
         first = sup.start(addresses)
         if sup.wait_for([first]):
@@ -194,8 +194,8 @@ def _serve_with_workers(args: argparse.Namespace) -> int:
             others = [sup.start(shared) for _ in range(args.workers - 1)]
             if sup.wait_for(others):
                 for url in first.urls:
-                    _out(f"listening on {url} ({args.workers} workers)")
-                _out("workers: " + ", ".join(str(w.pid) for w in sup.workers))
+                    out(f"listening on {url} ({args.workers} workers)")
+                out("workers: " + ", ".join(str(w.pid) for w in sup.workers))
         sup.run_until_all_ended()
     finally:
         watcher.close()
@@ -210,11 +210,11 @@ def _serve_with_workers(args: argparse.Namespace) -> int:
                 w.proc.stdout.close()
     served = [w.served for w in sup.workers if w.served is not None]
     if served:
-        _out(
+        out(
             f"served {sum(r for r, _ in served)} request(s) on {sum(c for _, c in served)} connection(s) "
             f"in {len(sup.workers)} worker(s)"
         )
-    _out("stopped")
+    out("stopped")
     if sup.failure is not None:
         raise CLIError(sup.failure)  # one line on stderr, exit status 1
     return EXIT_OK

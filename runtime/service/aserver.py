@@ -14,9 +14,9 @@ from ..addresses import Address
 from ..asyncgroup import AsyncChannelGroup
 from ..generated import AmpeError, NotAllowed, ShutdownStarted
 from ..options import Options
-from .dispatch import Dispatcher, Job
+from .dispatch import Dispatcher, Job, PeerState
 from .engines import Engine, server_engine
-from .requests import Peer, Request, outcome, report
+from .requests import Peer, Request, outcome, report, send_chunk
 from .signals import STOP_SIGNALS
 from .urls import server_addresses, url_of
 
@@ -170,15 +170,15 @@ class Server:
         assert core is not None and engine is not None and agroup is not None
         closed = 0
         try:
-            log.info("stopping: closing the listeners, then Bye to %d client(s) within %g s", len(core.peers), grace)
+            log.info("stopping: closing the listeners, then Bye to %d client(s) within %g s", len(core.states), grace)
             core.stop()
             self._changed()
-            await self._wait_for(lambda: not core.peers and not core.listeners.open, None, lambda: self._deadline)
-            if core.peers:
-                closed = len(core.peers)
+            await self._wait_for(lambda: not core.states and not core.listeners.open, None, lambda: self._deadline)
+            if core.states:
+                closed = len(core.states)
                 log.warning("grace period over: closing %d channel(s)", closed)
                 core.abort_all()
-                await self._wait_for(lambda: not core.peers, 2.0)
+                await self._wait_for(lambda: not core.states, 2.0)
             for task in list(self._tasks):
                 task.cancel()
             if self._tasks:
@@ -200,7 +200,7 @@ class Server:
     def peers(self) -> list[Peer]:
         """The clients connected now."""
         core = self._core
-        return [] if core is None else list(core.peers.values())
+        return [] if core is None else core.peers()
 
     @property
     def serving(self) -> bool:
@@ -259,23 +259,23 @@ class Server:
         for fut in waiters:
             _resolve(fut)
 
-    def _start_job(self, peer: Peer, job: Job | None) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(peer, job))
+    def _start_job(self, state: PeerState, job: Job | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(state, job))
         self._tasks.add(task)
-        peer._tasks.add(task)
+        state.tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(peer._tasks.discard)
+        task.add_done_callback(state.tasks.discard)
 
-    async def _run(self, peer: Peer, job: Job | None) -> None:
+    async def _run(self, state: PeerState, job: Job | None) -> None:
         core = self._core
         assert core is not None
         if job is not None:
             await _handle(job)
-            core.done(peer)
+            core.done(state)
             return
-        while (job := core.take(peer)) is not None:
+        while (job := core.take(state)) is not None:
             await _handle(job)
-            core.done(peer)
+            core.done(state)
 
     async def _dispatch(self) -> None:
         """The dispatcher task: every message of the server's group."""
@@ -335,9 +335,9 @@ async def _stream(request: Request, chunks: AsyncIterable[Any]) -> None:
     try:
         async for chunk in chunks:
             if started:
-                request._chunk(previous, last=False)
+                send_chunk(request, previous, last=False)
             previous, started = chunk, True
-        request._chunk(previous if started else b"", last=True)
+        send_chunk(request, previous if started else b"", last=True)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

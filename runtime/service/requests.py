@@ -4,9 +4,8 @@ and how what the handler returns (or raises) becomes the answer."""
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Iterable
+from typing import Final, Protocol
 
 from ..generated import AmpeError, AmpeStatus, MoreMessagesFlag, NotAllowed, OpCode
 from ..message import Message
@@ -14,10 +13,7 @@ from .frames import Body, Chunks
 from .headers import Headers, HeadersLike, pairs_of
 from .replies import error_pairs
 
-if TYPE_CHECKING:
-    import asyncio
-
-__all__ = ["Peer", "Request", "Sender", "outcome", "report"]
+__all__ = ["Peer", "Request", "Sender", "outcome", "report", "send_chunk"]
 
 log = logging.getLogger("tofu.server")
 
@@ -51,26 +47,11 @@ class Peer:
     may say more; `said_bye` tells whether the client asked to close.
     """
 
-    __slots__ = (
-        "_aborted",
-        "_bye",
-        "_first_mid",
-        "_in_flight",
-        "_leaving",
-        "_queue",
-        "_running",
-        "_streams",
-        "_tasks",
-        "channel",
-        "close_detail",
-        "close_reason",
-        "closed",
-        "headers",
-        "requests",
-        "said_bye",
-    )
+    # What the server keeps of the conversation besides (what is in flight,
+    # a Bye to answer, ...) is its dispatcher's (dispatch.PeerState).
+    __slots__ = ("channel", "close_detail", "close_reason", "closed", "headers", "requests", "said_bye")
 
-    def __init__(self, channel: int, headers: Headers, first_mid: int) -> None:
+    def __init__(self, channel: int, headers: Headers) -> None:
         self.channel = channel
         self.headers = headers
         self.requests = 0
@@ -78,15 +59,6 @@ class Peer:
         self.close_reason: AmpeStatus | None = None
         self.close_detail: str | None = None
         self.said_bye = False
-        self._first_mid = first_mid  # its channel_closed notification carries it
-        self._aborted = False  # the server closed it when it stopped
-        self._in_flight = 0  # requests and signals received and not yet handled
-        self._bye: Message | None = None  # its ByeRequest, answered once nothing is in flight
-        self._leaving = 0  # 1: the server is stopping, a ByeRequest goes once nothing is in flight; 2: it went
-        self._streams: dict[int, _Partial] = {}  # message id -> the frames of a request so far
-        self._queue: deque[tuple[Callable[[Request], Any], Request]] = deque()  # ordered: waiting jobs
-        self._running = False  # ordered: a job of this peer is running
-        self._tasks: set[asyncio.Task[None]] = set()  # tofu.aio.Server: its handlers' tasks
 
     @property
     def identity(self) -> Headers:
@@ -96,16 +68,6 @@ class Peer:
     def __repr__(self) -> str:
         state = f"closed: {self.close_reason.name}" if self.close_reason is not None else "open"
         return f"<tofu.Peer channel {self.channel} {state}, {self.requests} request(s)>"
-
-
-class _Partial:
-    """The frames of a request that came as a `more` stream, so far."""
-
-    __slots__ = ("frames", "size")
-
-    def __init__(self) -> None:
-        self.frames: list[tuple[Headers, bytes]] = []
-        self.size = 0
 
 
 class Request:
@@ -160,23 +122,6 @@ class Request:
                 self.replied = True
                 self._streaming = False
 
-    def _chunk(self, chunk: Body | tuple[HeadersLike, Body], last: bool, headers: HeadersLike = None) -> None:
-        """Send one chunk of a streamed answer (tofu.aio.Server's async
-        iterables): its frames, `more` on all but the last frame of the
-        last chunk."""
-        if not self._streaming:
-            self._claim()
-            self._streaming = True
-        own, body = chunk if isinstance(chunk, tuple) else (None, chunk)
-        pairs = pairs_of(headers) + pairs_of(own)
-        msgs = self._sender.make(OpCode.Response, body, pairs)
-        if not last:
-            msgs[-1].bhdr.proto.more = MoreMessagesFlag.more
-        self._sender.send(self.peer, self.message_id, msgs)
-        if last:
-            self.replied = True
-            self._streaming = False
-
     def signal(self, body: Body = b"", headers: HeadersLike = None) -> None:
         """Send a Signal with this request's message id (progress, a notice):
         the client's on_signal gets it. Any number, before the answer."""
@@ -200,6 +145,23 @@ class Request:
     def __repr__(self) -> str:
         kind = "Signal" if self.is_signal else "Request"
         return f"<tofu.{kind} {self.message_id} from channel {self.peer.channel}, {len(self.body)} B>"
+
+
+def send_chunk(request: Request, chunk: Body | tuple[HeadersLike, Body], last: bool) -> None:
+    """Send one chunk of `request`'s streamed answer (tofu.aio.Server's async
+    iterables, a chunk at a time as they come): its frames, `more` on all
+    but the last frame of the `last` chunk."""
+    if not request._streaming:
+        request._claim()
+        request._streaming = True
+    headers, body = chunk if isinstance(chunk, tuple) else (None, chunk)
+    msgs = request._sender.make(OpCode.Response, body, pairs_of(headers))
+    if not last:
+        msgs[-1].bhdr.proto.more = MoreMessagesFlag.more
+    request._sender.send(request.peer, request.message_id, msgs)
+    if last:
+        request.replied = True
+        request._streaming = False
 
 
 def outcome(request: Request, result: object = None, error: BaseException | None = None) -> None:

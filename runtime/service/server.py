@@ -15,7 +15,7 @@ from typing import Any, Final, Self
 from ..addresses import Address
 from ..generated import AmpeError, ShutdownStarted
 from ..options import Options
-from .dispatch import Dispatcher, Job
+from .dispatch import Dispatcher, Job, PeerState
 from .engines import Engine, server_engine
 from .requests import Peer, Request, outcome
 from .signals import StopSignals, start_thread
@@ -110,7 +110,7 @@ class Server:
         self._force = False
         self._deadline: float | None = None  # when the shutdown's grace period ends
         self._commands: list[Callable[[], object]] = []  # run on the dispatcher (see _command)
-        self._jobs: queue.SimpleQueue[tuple[Peer, Job | None] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[PeerState, Job | None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._engine: Engine | None = None
         self._core: Dispatcher | None = None
@@ -199,14 +199,14 @@ class Server:
         assert core is not None and self._engine is not None
         closed = 0
         try:
-            log.info("stopping: closing the listeners, then Bye to %d client(s) within %g s", len(core.peers), grace)
+            log.info("stopping: closing the listeners, then Bye to %d client(s) within %g s", len(core.states), grace)
             self._command(core.stop)
-            self._wait_for(lambda: not core.peers and not core.listeners.open, None, lambda: self._deadline)
-            if core.peers:
-                closed = len(core.peers)
+            self._wait_for(lambda: not core.states and not core.listeners.open, None, lambda: self._deadline)
+            if core.states:
+                closed = len(core.states)
                 log.warning("grace period over: closing %d channel(s)", closed)
                 self._command(core.abort_all)
-                self._wait_for(lambda: not core.peers, time.monotonic() + 2.0)
+                self._wait_for(lambda: not core.states, time.monotonic() + 2.0)
             try:
                 core.ampe.destroy(core.group)  # the dispatcher gets ShutdownStarted and ends
             except AmpeError:
@@ -232,7 +232,7 @@ class Server:
     def peers(self) -> list[Peer]:
         """The clients connected now."""
         core = self._core
-        return [] if core is None else list(core.peers.values())
+        return [] if core is None else core.peers()
 
     @property
     def serving(self) -> bool:
@@ -302,11 +302,11 @@ class Server:
             with self._cond:
                 self._cond.notify_all()
 
-    def _start_job(self, peer: Peer, job: Job | None) -> None:
+    def _start_job(self, state: PeerState, job: Job | None) -> None:
         if self._workers_wanted:
-            self._jobs.put((peer, job))
+            self._jobs.put((state, job))
         else:  # workers=0: right here, on the dispatcher thread
-            self._run_jobs(peer, job)
+            self._run_jobs(state, job)
 
     def _dispatch(self) -> None:
         """The dispatcher thread: every message of the server's group."""
@@ -334,17 +334,17 @@ class Server:
         while (item := get()) is not _STOP:
             self._run_jobs(*item)
 
-    def _run_jobs(self, peer: Peer, job: Job | None) -> None:
+    def _run_jobs(self, state: PeerState, job: Job | None) -> None:
         """Run `job` (None, in ordered mode: the peer's jobs, one after another)."""
         core = self._core
         assert core is not None
         if job is not None:
             _run(job)
-            core.done(peer)
+            core.done(state)
             return
-        while (job := core.take(peer)) is not None:
+        while (job := core.take(state)) is not None:
             _run(job)
-            core.done(peer)
+            core.done(state)
 
 
 def _run(job: Job) -> None:
