@@ -26,6 +26,7 @@ COMPILED_MODULES = (
     "tofu.options",
     "tofu.ampe",
     "tofu.direct",
+    "tofu.direct_receive",
     "tofu.poller",
     "tofu.timers",
     "tofu.generated.codec",

@@ -30,7 +30,17 @@ from .timers import Timer
 from .transport import NOT_CONNECTED, PlainTransport, Transport
 from .window import SendWindow
 
-__all__ = ["QUEUED_FRAME_COST", "QUEUED_MESSAGE_COST", "Channel", "ChannelTable", "Connection", "Listener"]
+__all__ = [
+    "APP",
+    "HANDED_BACK",
+    "IO",
+    "QUEUED_FRAME_COST",
+    "QUEUED_MESSAGE_COST",
+    "Channel",
+    "ChannelTable",
+    "Connection",
+    "Listener",
+]
 
 # What a message waiting in a send queue counts for Options.max_unsent_bytes
 # beyond its encoded size: its Python objects (a small message's dominate).
@@ -39,6 +49,11 @@ QUEUED_MESSAGE_COST: Final = 256
 QUEUED_FRAME_COST: Final = HEADER_SIZE + QUEUED_MESSAGE_COST
 
 _WELCOME_REQUEST: Final = OpCode.WelcomeRequest
+
+# Connection.reader: who reads the socket (runtime/direct_receive.py).
+IO: Final = 0  # the I/O thread
+APP: Final = 1  # lent to the thread that receives on its group (reading it while `polling`)
+HANDED_BACK: Final = 2  # nobody until the I/O thread has acted on what that thread handed back
 
 
 class Channel:
@@ -107,18 +122,32 @@ class Connection(Channel):
         state they were set for; last_active: the last bytes either way.
     send_lock, direct_credit: who writes to the socket, the I/O thread or a
         posting thread (runtime/direct.py).
+    recv_lock, reader, io_reading, polling, reclaim, gate, parcels, released,
+        leased, receives, lease_seen: who reads the socket, the I/O thread or a
+        receiving thread (runtime/direct_receive.py).
     throttled: reading stopped: too much unsent (Options.max_unsent_bytes).
     """
 
     __slots__ = (
         "connecting",
         "direct_credit",
+        "gate",
         "hello",
         "inflight",
+        "io_reading",
         "last_active",
+        "lease_seen",
+        "leased",
         "listener",
         "outbuf",
+        "parcels",
+        "polling",
         "queued",
+        "reader",
+        "receives",
+        "reclaim",
+        "recv_lock",
+        "released",
         "send_lock",
         "sendq",
         "throttled",
@@ -145,6 +174,23 @@ class Connection(Channel):
         self.send_lock = threading.RLock()
         self.direct_credit = False
         self.throttled = False
+        # Who reads the socket (runtime/direct_receive.py): reader is IO (the
+        # I/O thread), APP (lent to the thread receiving on its group, which
+        # reads it while `polling`) or HANDED_BACK (the I/O thread must act
+        # on what that thread read before anyone reads again).
+        self.recv_lock = threading.Lock()
+        self.reader = IO
+        self.io_reading = False  # the I/O thread is reading it now
+        self.polling = False  # the receiving thread is in a receive on it (it may use its descriptor)
+        self.reclaim = False  # the lease takes it back from the receiving thread
+        # The gate's token: taken (popped) by the receiving thread while it
+        # reads, decodes and queues, and by a close; nobody waits for it.
+        self.gate = [True]
+        self.parcels: list[Callable[[], None]] = []  # a close's deliveries, left to the gate's holder
+        self.released = False  # closed, and the I/O thread is done with the socket: the last user closes it
+        self.leased = False  # lent, and the lease watches it
+        self.receives = 0  # direct receives so far; lease_seen: as many at the lease's last look
+        self.lease_seen = 0
 
     def over_unsent(self, limit: int | None) -> bool:
         """Whether to stop reading this connection (Options.max_unsent_bytes):
@@ -254,7 +300,9 @@ class ChannelTable:
             self._next = number + 1 if number < self._last else self._first
             ch = make(number)
             self._channels[number] = ch
-            self._groups.setdefault(ch.mailbox, set()).add(ch)
+            group = self._groups.setdefault(ch.mailbox, set())
+            group.add(ch)
+            _find_sole(ch.mailbox, group)
             if windowed and self._window_size:
                 self._windows[number] = SendWindow(self._window_size)
             return ch
@@ -270,6 +318,20 @@ class ChannelTable:
             group.discard(ch)
             if not group:
                 del self._groups[ch.mailbox]
+            _find_sole(ch.mailbox, group)
             window = self._windows.pop(ch.number, None)
         if window is not None:
             window.close()
+
+
+def _find_sole(mailbox: Mailbox, group: set[Channel]) -> None:
+    """Keep `mailbox.sole`: the group's one connection, or None when it has
+    none or several (its listeners do not count). Under the table's lock."""
+    sole: Connection | None = None
+    for ch in group:
+        if type(ch) is Connection:
+            if sole is not None:
+                sole = None
+                break
+            sole = ch
+    mailbox.sole = sole

@@ -20,10 +20,12 @@ import itertools
 import queue
 import threading
 from collections.abc import Callable
+from time import monotonic
 from typing import Final, Self
 
-from .channels import ChannelTable, Connection
+from .channels import APP, ChannelTable, Connection
 from .direct import DirectWriter
+from .direct_receive import DirectReceiver
 from .generated import (
     CHANNEL_ENGINE,
     FIRST_MESSAGE_ID,
@@ -113,6 +115,7 @@ class ChannelGroup:
         inbox: Inbox,
         table: ChannelTable,
         writer: DirectWriter,
+        receiver: DirectReceiver,
         resume: Callable[[Mailbox], None],
         retire: Callable[[Mailbox], None],
     ) -> None:
@@ -121,6 +124,8 @@ class ChannelGroup:
         self._inbox = inbox
         self._table = table
         self._writer = writer
+        self._receiver = receiver
+        self._direct = receiver.enabled  # Options.direct_receive
         self._resume = resume
         self._retire = retire
         self._windowed = table.windowed  # Options.max_unsent_msgs: channels have send windows
@@ -237,12 +242,30 @@ class ChannelGroup:
             raise ShutdownStarted("the engine has stopped")
         mailbox = self._mailbox
         try:
+            # Read the group's one connection here rather than wait for the
+            # I/O thread to (runtime/direct_receive.py). What it reads is
+            # queued before anything may raise; the message is taken from the
+            # queue, as always.
+            sole = mailbox.sole
+            conn = sole if self._direct and not mailbox.qsize() else None
+            if sole is None and mailbox.reading is not None:
+                self._receiver.give_back(mailbox)  # a second connection came: the first is the I/O thread's again
             if timeout is None:
+                if conn is not None:
+                    self._receiver.receive(mailbox, conn, 0.0)
                 msg = mailbox.get()
             elif timeout <= 0:
+                if conn is not None and conn.reader == APP:  # lent to this thread: read what is there
+                    self._receiver.receive(mailbox, conn, -1.0)
                 msg = mailbox.get(False)
             else:
-                msg = mailbox.get(True, timeout)
+                if conn is not None:
+                    deadline = monotonic() + timeout
+                    if self._receiver.receive(mailbox, conn, deadline):
+                        timeout = 0.0  # queued: take it
+                    else:
+                        timeout = deadline - monotonic()
+                msg = mailbox.get(True, timeout) if timeout > 0 else mailbox.get(False)
         except queue.Empty:
             return None
         if msg is SHUTDOWN:

@@ -6,16 +6,27 @@ backpressure flags (the channel table knows which channels are the group's).
 ChannelGroup (the public object) receives from the same queue. An asyncio
 wrapper installs a delivery hook (`on_delivery`), called on the I/O thread
 after each delivery.
+
+A receiver that reads its group's one connection itself
+(runtime/direct_receive.py) blocks on that socket and on the group's wake-up
+socket, with `waiting` set: then a delivery also writes a byte to the
+wake-up socket, so nothing delivered meanwhile waits for the next frame on
+that connection. While nobody reads that way, a delivery costs one flag
+check more.
 """
 
 from __future__ import annotations
 
 import queue
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .generated import AmpeStatus, OriginFlag
 from .message import Message, header_of
+
+if TYPE_CHECKING:
+    from .channels import Connection
+    from .direct_receive import Reading
 
 __all__ = ["SHUTDOWN", "Mailbox", "Shutdown"]
 
@@ -36,6 +47,9 @@ class Mailbox:
     which reading resumes. paused, resume_requested: the I/O thread stopped
     reading the group's channels / the receiver asked it to resume.
     destroyed: the group was destroyed (nothing more is delivered to it).
+    sole: the group's one connection, None when it has none or several (the
+    channel table keeps it). waiting, wake_send, reading: a receiver reads
+    `sole` itself and waits for a wake-up byte too (runtime/direct_receive.py).
     """
 
     __slots__ = (
@@ -47,8 +61,12 @@ class Mailbox:
         "put",
         "qsize",
         "queue",
+        "reading",
         "resume_at",
         "resume_requested",
+        "sole",
+        "waiting",
+        "wake_send",
     )
 
     def __init__(self, max_queued: int) -> None:
@@ -58,6 +76,10 @@ class Mailbox:
         self.resume_requested = False
         self.destroyed = False
         self.on_delivery: Callable[[], None] | None = None
+        self.sole: Connection | None = None
+        self.waiting = False
+        self.wake_send: Callable[[bytes], int] | None = None
+        self.reading: Reading | None = None
         self.use(queue.SimpleQueue())
 
     def use(self, q: queue.SimpleQueue[Message | Shutdown]) -> None:
@@ -68,10 +90,23 @@ class Mailbox:
         self.qsize = q.qsize
 
     def deliver(self, msg: Message | Shutdown) -> None:
-        """Queue `msg` for the receiver, then call the delivery hook."""
+        """Queue `msg` for the receiver (waking one that reads a socket
+        itself), then call the delivery hook."""
         self.put(msg)
+        if self.waiting:
+            self.wake()
         if self.on_delivery is not None:
             self.on_delivery()
+
+    def wake(self) -> None:
+        """Wake a receiver that reads a socket itself (one byte per wait)."""
+        self.waiting = False
+        send = self.wake_send
+        if send is not None:
+            try:
+                send(b"\0")
+            except OSError:
+                pass  # full (a byte is there already) or closed (nobody waits any more)
 
     def give_back(self, msg: Message, status: AmpeStatus) -> None:
         """Deliver `msg` as a message the engine gives back with `status`."""

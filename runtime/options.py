@@ -97,6 +97,17 @@ class Options:
         to receive (the request / response rhythm): a shorter round trip. Streams of posts still go through the I/O
         thread, which writes many messages per system call. Message order is
         the same either way. Default True; False always uses the I/O thread.
+    - `direct_receive`: let wait_receive() read and decode a frame itself,
+        instead of waiting for the engine's I/O thread to do it and wake it,
+        when its group's queue is empty and the group has one plain TCP or
+        Unix domain socket connection, open and read normally (listeners
+        do not count): a shorter round trip. The connection stays with the
+        receiving thread between its receives (an answer that comes before
+        its next wait_receive() is read by it too), and goes back to the
+        I/O thread when that thread stops receiving (within 40 ms); message
+        order, backpressure, the timeouts and closes are the same either
+        way. Groups wrapped by tofu.aio always receive through the I/O
+        thread. Default True; False always uses the I/O thread.
     """
 
     initial_pool_msgs: int = DEFAULT_INITIAL_POOL_MSGS
@@ -111,6 +122,7 @@ class Options:
     tls_server_context: ssl.SSLContext | None = None
     tls_client_context: ssl.SSLContext | None = None
     direct_send: bool = True
+    direct_receive: bool = True
 
     def __post_init__(self) -> None:
         initial = self.initial_pool_msgs or DEFAULT_INITIAL_POOL_MSGS

@@ -10,7 +10,9 @@ state machine's table); what a group receives is its mailbox's.
     post() (groups.py) -> protocol check -> inbox -> _on_posted -> sendq -> Transfer.flush -> send()
     recv_into -> protocol.receive (decoder, checks, state) -> mailbox -> wait_receive()
 
-(a post to an idle connection may write its frame itself: direct.py).
+(a post to an idle connection may write its frame itself: direct.py; a
+receiver waiting on a group's one connection may read it itself:
+direct_receive.py).
 
 Failures stay where they happen: an exception while handling one channel's
 event, post, close or flush closes that channel with processing_failed and
@@ -22,13 +24,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Final, Self
 
 from .ampe import Ampe
-from .channels import QUEUED_FRAME_COST, Channel, ChannelTable, Connection, Listener
+from .channels import APP, QUEUED_FRAME_COST, Channel, ChannelTable, Connection, Listener
 from .connecting import Connector
 from .deadlines import Deadlines
 from .direct import DirectWriter
+from .direct_receive import DirectReceiver
 from .generated import AmpeStatus, OpCode, ShutdownStarted
 from .generated.machine import STATE_RETURNS_HELLO
 from .groups import ChannelGroup, mailbox_of
@@ -81,16 +85,28 @@ class Reactor:
         self._listeners = Listeners(options, pool, table, transfer, resolver, self._adopt, self._close)
         self._connector = Connector(options, resolver, transfer, self._close)
         self._writer = DirectWriter(pool, table, inbox, transfer, options.idle_timeout is not None)
+        self._receiver = DirectReceiver(
+            pool,
+            inbox,
+            transfer,
+            self._timers,
+            self._shortage,
+            self._descriptor_freed,
+            options.idle_timeout is not None,
+            bool(options.direct_receive),
+        )
         self._mailboxes: list[Mailbox] = []
         self._lock = threading.Lock()  # guards _mailboxes and destroy()
         self._destroyed = False
         self._running = True
+        self._rounds = 0  # rounds of the I/O thread's loop (its wake-ups), for tests
         self._stopped = threading.Event()  # the I/O thread has shut everything down
         self._ampe = Ampe(pool, inbox, self._new_group, lambda group: self._retire(mailbox_of(group)))
         self._poller.register(inbox.reader, READ, inbox)
         self._io_thread = threading.Thread(target=self._run, name="tofu-reactor", daemon=True)
         inbox.io_thread = self._io_thread
         self._io_thread.start()
+        self._receiver.io_ident = self._io_thread.ident or 0
 
     # ------------------------------------------------------------------ public
 
@@ -131,7 +147,9 @@ class Reactor:
             if self._inbox.closing:
                 raise ShutdownStarted("the engine is shutting down")
             self._mailboxes.append(mailbox)
-        return ChannelGroup(mailbox, self._inbox, self._table, self._writer, self._resume_reading, self._retire)
+        return ChannelGroup(
+            mailbox, self._inbox, self._table, self._writer, self._receiver, self._resume_reading, self._retire
+        )
 
     def _retire(self, mailbox: Mailbox) -> None:
         """Ampe.destroy(group): close its channels on the I/O thread and wait."""
@@ -170,6 +188,7 @@ class Reactor:
         monotonic = time.monotonic
         try:
             while self._running:
+                self._rounds += 1
                 # clock.now is from before the handlers ran: a deadline may
                 # fire that much late, which is nothing next to its seconds.
                 events = poller.select(timers.timeout(clock.now) if deadlines else None)
@@ -256,7 +275,7 @@ class Reactor:
             if mailbox.destroyed:
                 self._pool.put(msg)
             else:
-                mailbox.give_back(msg, _CHANNEL_CLOSED)
+                self._give_back_closed(ch, msg, _CHANNEL_CLOSED)
             return
         if op is _BYE_SIGNAL:
             self._pool.put(msg)
@@ -321,8 +340,7 @@ class Reactor:
             log.exception("tofu: internal error closing channel %d", ch.number)
             ch.closed = True
             self._table.remove(ch)
-            if ch.sock is not None:
-                ch.sock.close()
+            self._close_socket(ch)
             return
         mailbox = ch.mailbox
         for msg in given:
@@ -344,8 +362,7 @@ class Reactor:
             self._release(ch)
         except Exception as exc:
             log.exception("tofu: internal error closing channel %d", ch.number)
-            if ch.sock is not None:
-                ch.sock.close()
+            self._close_socket(ch)
             reason = _PROCESSING_FAILED
             detail = f"internal error while closing: {type(exc).__name__}: {exc}"
         unsent: list[Message] = []
@@ -353,8 +370,45 @@ class Reactor:
         if type(ch) is Connection:
             unsent = self._transfer.take_unsent(ch)  # after the TLS stream's last records went (or not)
             hello, ch.hello = ch.hello, None
-        normal = reason is _CHANNEL_CLOSED
-        return ch.protocol.close(reason, unsent, hello, "" if normal else detail, silent or ch.mailbox.destroyed)
+        if reason is _CHANNEL_CLOSED:  # a normal close: no detail
+            detail = ""
+        silent = silent or ch.mailbox.destroyed
+        if type(ch) is Connection and ch.reader == APP and self._defer_close(ch, reason, unsent, hello, detail, silent):
+            return []  # a receiving thread reading the socket now delivers them after what it read
+        return ch.protocol.close(reason, unsent, hello, detail, silent)
+
+    def _defer_close(
+        self,
+        conn: Connection,
+        reason: AmpeStatus,
+        unsent: list[Message],
+        hello: Message | None,
+        detail: str,
+        silent: bool,
+    ) -> bool:
+        """A lent `conn` closes (runtime/direct_receive.py, "Closing"): True
+        when its receiving thread is reading it now, and will run the
+        close's deliveries once what it read is queued; False: the caller
+        delivers them now. Never waits."""
+        return self._receiver.defer(conn, lambda: self._finish_close(conn, reason, unsent, hello, detail, silent))
+
+    def _finish_close(
+        self,
+        conn: Connection,
+        reason: AmpeStatus,
+        unsent: list[Message],
+        hello: Message | None,
+        detail: str,
+        silent: bool,
+    ) -> None:
+        """A deferred close's deliveries, on the thread that held the gate."""
+        try:
+            given = conn.protocol.close(reason, unsent, hello, detail, silent)
+        except Exception:
+            log.exception("tofu: internal error closing channel %d", conn.number)
+            return
+        for msg in given:
+            self._deliver(conn.mailbox, msg)
 
     def _release(self, ch: Channel) -> None:
         """What a closing channel holds of the engine goes: its registration,
@@ -369,9 +423,19 @@ class Reactor:
                 ch.transport.close_notify()  # a TLS stream ends with its alert, not a bare FIN
         elif type(ch) is Listener:
             self._listeners.closed(ch)
-        if ch.sock is not None:
-            ch.sock.close()
+        self._close_socket(ch)
+
+    def _close_socket(self, ch: Channel) -> None:
+        """Close `ch`'s socket (unregistered), unless a receiving thread may
+        be polling it: that thread closes it on its way out (runtime/direct_receive.py)."""
+        sock = ch.sock
+        if sock is not None and (type(ch) is not Connection or self._receiver.closing(ch)):
+            sock.close()
             self._listeners.descriptor_freed()
+
+    def _descriptor_freed(self) -> None:
+        """A receiving thread closed a socket: listeners out of descriptors accept again (on the I/O thread)."""
+        self._inbox.call_soon(self._listeners.descriptor_freed)
 
     def _deliver(self, mailbox: Mailbox, msg: Message | Shutdown) -> None:
         """Deliver where nothing may stop the engine (a close, the stop): a
@@ -381,12 +445,36 @@ class Reactor:
         except Exception:
             log.exception("tofu: a channel group's delivery hook failed")
 
+    def _give_back(self, mailbox: Mailbox, msg: Message, status: AmpeStatus) -> None:
+        """Give `msg` back where nothing may stop the engine (see _deliver)."""
+        try:
+            mailbox.give_back(msg, status)
+        except Exception:  # (queued before the hook ran: nothing lost)
+            log.exception("tofu: a channel group's delivery hook failed")
+
+    def _give_back_closed(self, ch: Channel, msg: Message, status: AmpeStatus) -> None:
+        """Give back `msg`, posted on `ch` after it closed: now, or after the
+        close's own deliveries if a receiving thread that was reading `ch`
+        when it closed has them still (runtime/direct_receive.py). (A
+        method of its own: a closure made in _on_posted would cost its
+        variables' cells on every post.)"""
+        mailbox = ch.mailbox
+        deliver: Callable[[], None] = lambda: self._give_back(mailbox, msg, status)
+        if type(ch) is not Connection or ch.reader != APP or not self._receiver.defer(ch, deliver):
+            deliver()
+
+    def _shut(self, mailbox: Mailbox) -> None:
+        """The engine stops: the group's SHUTDOWN, after what a close left to
+        its receiving thread (runtime/direct_receive.py)."""
+        self._receiver.deliver_last(mailbox, lambda: self._deliver(mailbox, SHUTDOWN))
+
     def _destroy_group(self, mailbox: Mailbox, done: threading.Event) -> None:
         """Ampe.destroy(group), on the I/O thread: close its channels, silently, and wake its receiver."""
         try:
             for ch in self._table.of_group(mailbox):
                 self._close(ch, _CHANNEL_CLOSED, silent=True)
             mailbox.deliver(SHUTDOWN)
+            self._receiver.close(mailbox)
         finally:
             done.set()
 
@@ -407,17 +495,15 @@ class Reactor:
                 elif ch.mailbox.destroyed:
                     self._pool.put(msg)
                 else:
-                    try:
-                        ch.mailbox.give_back(msg, AmpeStatus.shutdown_started)
-                    except Exception:  # (queued before the hook ran: nothing lost)
-                        log.exception("tofu: a channel group's delivery hook failed")
+                    self._give_back_closed(ch, msg, AmpeStatus.shutdown_started)
             for ch in self._table.snapshot():
                 self._close(ch, AmpeStatus.shutdown_started)
             with self._lock:
                 mailboxes = list(self._mailboxes)
             for mailbox in mailboxes:
-                self._deliver(mailbox, SHUTDOWN)
+                self._shut(mailbox)
         finally:
+            self._receiver.close_all()
             self._timers.clear()
             self._poller.close()
             inbox.close()

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from .channels import QUEUED_MESSAGE_COST, Channel, ChannelTable, Connection
+from .channels import IO, QUEUED_MESSAGE_COST, Channel, ChannelTable, Connection
 from .framing import frame_size
 from .generated import AmpeError, AmpeStatus, OpCode, OriginFlag
 from .inbox import Inbox
@@ -37,7 +37,7 @@ from .sockets import ack_now, can_ack_now, finish_connect
 from .timers import Clock
 from .transport import HandshakeFailed, PlainTransport
 
-__all__ = ["RECV_BUFFER_SIZE", "SEND_BATCH", "Transfer"]
+__all__ = ["RECV_BUFFER_SIZE", "SEND_BATCH", "Transfer", "pool_empty_notice"]
 
 log = logging.getLogger("tofu")
 
@@ -114,20 +114,26 @@ class Transfer:
     # ------------------------------------------------ reading
 
     def read(self, conn: Connection) -> None:
-        """Read what the socket has and deliver what it completes."""
+        """Read what the socket has and deliver what it completes, unless a
+        receiving thread reads it now (runtime/direct_receive.py: this
+        thread's flag is set before it looks at the other's, as that thread
+        does, so at most one of them reads)."""
+        if conn.reader:  # an event of this round, from before that thread took the socket
+            return
+        conn.io_reading = True
+        try:
+            if not conn.reader:
+                self._read(conn)
+        finally:
+            conn.io_reading = False
+
+    def _read(self, conn: Connection) -> None:
         try:
             n = conn.transport.recv_into(self._rbuf)
         except (BlockingIOError, InterruptedError):
             return
-        except HandshakeFailed as exc:
-            self._handshake_failed(conn, exc)
-            return
-        except ConnectionResetError:
-            self._peer_ended(conn)
-            return
         except OSError as exc:
-            log.info("channel %d: recv failed: %s", conn.number, exc)
-            self._close(conn, AmpeStatus.recv_failed, str(exc))
+            self.read_failed(conn, exc)
             return
         if n == 0:
             self._peer_ended(conn)
@@ -145,7 +151,7 @@ class Transfer:
         if pool.ran_dry:
             pool.ran_dry = False
             if self._shortage(len(events)):
-                mailbox.deliver(_pool_empty(pool.get(), conn.number))
+                mailbox.deliver(pool_empty_notice(pool.get(), conn.number))
         closing: Closing | None = None
         for event in events:
             if type(event) is Message:  # the common case
@@ -155,11 +161,53 @@ class Transfer:
             else:
                 closing = event  # type: ignore[assignment]
         if closing is not None:
-            if closing.status is not _CHANNEL_CLOSED:
-                log.warning("channel %d: %s: closing (%s)", conn.number, closing.detail, closing.status.name)
-            self._close(conn, closing.status, closing.detail)
+            self.closing(conn, closing)
         elif mailbox.over_limit():
             self.pause(mailbox)
+
+    def read_failed(self, conn: Connection, exc: OSError) -> None:
+        """Reading `conn` failed with `exc`: close it for the reason."""
+        if isinstance(exc, HandshakeFailed):
+            self._handshake_failed(conn, exc)
+        elif isinstance(exc, ConnectionResetError):
+            self._peer_ended(conn)
+        else:
+            log.info("channel %d: recv failed: %s", conn.number, exc)
+            self._close(conn, AmpeStatus.recv_failed, str(exc))
+
+    def closing(self, conn: Connection, closing: Closing) -> None:
+        """The protocol says `conn` must close now."""
+        if closing.status is not _CHANNEL_CLOSED:
+            log.warning("channel %d: %s: closing (%s)", conn.number, closing.detail, closing.status.name)
+        self._close(conn, closing.status, closing.detail)
+
+    def taken_back(
+        self, conn: Connection, moved: bool, closing: Closing | None, failure: OSError | None, ended: bool
+    ) -> None:
+        """On the I/O thread: a receiving thread that read `conn` itself
+        handed it back with what only this thread may act on, in the order
+        Transfer.read acts (runtime/direct_receive.py): the state `moved`,
+        then the close the protocol asked for, the read's `failure` or the
+        end of the stream (`ended`). Reading goes on unless the channel
+        closed; the group pauses if its receiver is behind."""
+        conn.reader = IO
+        if conn.closed:
+            return
+        if moved:
+            self._moved(conn)
+        if failure is not None:
+            self.read_failed(conn, failure)
+            return
+        if ended:
+            self._peer_ended(conn)
+            return
+        if closing is not None:
+            self.closing(conn, closing)
+            return
+        mailbox = conn.mailbox
+        if mailbox.over_limit():
+            self.pause(mailbox)
+        self.update_events(conn)
 
     def _peer_ended(self, conn: Connection) -> None:
         """The peer ended the stream: what that means is the state's."""
@@ -331,15 +379,27 @@ class Transfer:
 
     def update_events(self, conn: Connection) -> None:
         """Register what `conn` waits for now."""
+        lock = conn.recv_lock
+        lock.acquire()
+        try:
+            self.update_events_held(conn)
+        finally:
+            lock.release()
+
+    def update_events_held(self, conn: Connection) -> None:
+        """update_events(), for a caller holding `conn.recv_lock`: the lock
+        keeps `events` and the poller's registration one (a receiving thread
+        that reads the socket itself registers it too: runtime/direct_receive.py)."""
         if conn.connecting:
             want = WRITE
         else:
             # Stop reading while the receiver is behind, or while the peer
             # does not read what we owe it (Options.max_unsent_bytes); a TLS
-            # handshake reads on regardless, or it could never finish.
+            # handshake reads on regardless, or it could never finish. Nor
+            # while it is lent to a receiving thread, or handed back by it.
             ready = conn.transport.ready
             held = conn.mailbox.paused or conn.over_unsent(self._max_unsent)
-            want = 0 if held and ready else READ
+            want = 0 if (held and ready) or conn.reader else READ
             if (conn.outbuf and ready) or conn.transport.wants_write:
                 want |= WRITE
         self.set_events(conn, want)
@@ -357,7 +417,20 @@ class Transfer:
         ch.events = want
 
     def unregister(self, ch: Channel) -> None:
-        """Stop watching `ch`'s socket (it is closing)."""
+        """Stop watching `ch`'s socket (it is closing). A connection's under
+        its `recv_lock`: a receiving thread may be changing the registration
+        (runtime/direct_receive.py; it holds the lock for that alone)."""
+        if type(ch) is Connection:
+            lock = ch.recv_lock
+            lock.acquire()
+            try:
+                self._unregister(ch)
+            finally:
+                lock.release()
+        else:
+            self._unregister(ch)
+
+    def _unregister(self, ch: Channel) -> None:
         if ch.events and ch.sock is not None:
             self._poller.unregister(ch.sock)
         ch.events = 0
@@ -398,7 +471,7 @@ def _internal_error(doing: str, exc: Exception) -> str:
     return f"internal error while {doing}: {type(exc).__name__}: {exc}"
 
 
-def _pool_empty(msg: Message, number: int) -> Message:
+def pool_empty_notice(msg: Message, number: int) -> Message:
     """The engine's pool_empty warning on channel `number` (an engine notice:
     origin engine, internal bit B)."""
     bh = header_of(msg)

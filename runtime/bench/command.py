@@ -42,7 +42,7 @@ PYZMQ_SNDHWM = 1000  # zmq.SNDHWM's default: pyzmq blocks a sender past this man
 def _tofu_options(text: str) -> dict[str, int | bool]:
     """`k=v,k=v` -> keyword arguments of tofu.Options (checked here, in the parent).
 
-    Every value is an integer; a yes/no field (direct_send) takes 0 or 1."""
+    Every value is an integer; a yes/no field (direct_send, direct_receive) takes 0 or 1."""
     import tofu
 
     fields = {f.name: f for f in dataclasses.fields(tofu.Options)}
