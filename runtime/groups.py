@@ -203,7 +203,12 @@ class ChannelGroup:
             window = self._table.window(number) if self._windowed and op is not _BYE_SIGNAL else None
             if window is not None:
                 # Options.max_unsent_msgs: wait until the channel has room (never on the I/O thread).
-                if not window.acquire(0 if threading.current_thread() is inbox.io_thread else timeout):
+                on_io_thread = threading.current_thread() is inbox.io_thread
+                if not window.acquire(0 if on_io_thread else timeout):
+                    if on_io_thread:  # only that thread could free a permit
+                        raise PostTimeout(
+                            f"channel {number}: no room in the send window, and the engine's thread does not wait"
+                        )
                     raise PostTimeout(f"channel {number}: no room in the send window within {timeout} s")
                 if inbox.closing:
                     raise ShutdownStarted("the engine is shutting down")

@@ -318,33 +318,6 @@ def test_headers_length_checked_before_address_and_body(rtr):
         group.post(hello)
 
 
-def test_a_post_the_engine_stops_taking_stays_with_the_caller(monkeypatch):
-    """destroy() may begin between post()'s check and its hand-over to the
-    I/O thread: the inbox gives the message back, post() raises
-    ShutdownStarted and the caller has its message whole again (direct
-    writes off: every post goes through the inbox)."""
-    from engine_support import connect, tcp_listen
-    from tofu.inbox import Inbox
-
-    with tofu.Reactor(Options(direct_send=False)) as rtr:
-        server, client = rtr.ampe().create(), rtr.ampe().create()
-        _, port = tcp_listen(server)
-        cch, _ = connect(client, server, tofu.TCPClientAddress("127.0.0.1", port))
-        submit = Inbox.submit
-
-        def destroy_begins(inbox: Inbox, channel: object, msg: Message) -> bool:
-            inbox.closing = True  # what destroy() does first, now of all times
-            return submit(inbox, channel, msg)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(Inbox, "submit", destroy_begins)
-        msg = make(OpCode.Request, cch, b"body", [("h", "v")], mid=77)
-        with pytest.raises(tofu.ShutdownStarted, match="^the engine is shutting down$"):
-            client.post(msg)
-        assert not msg.is_posted
-        assert (msg.bhdr.proto.op_code, msg.bhdr.channel_number, msg.bhdr.message_id) == (OpCode.Request, cch, 77)
-        assert list(msg.thdrs) == [("h", "v")] and bytes(msg.body) == b"body"
-
-
 def test_parts_of_exactly_65535_bytes_are_posted(rtr):
     """The limits are inclusive: 65535 bytes of text headers, and of body, fit."""
     server, client = rtr.ampe().create(), rtr.ampe().create()

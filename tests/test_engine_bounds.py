@@ -559,7 +559,7 @@ def test_a_post_that_reaches_the_inbox_after_the_stop_is_refused_not_lost() -> N
         channel = client.post(tcp(port).format(Message())).channel_number
         with answer_hello(lsock, client, channel) as peer:
             reached, go = threading.Event(), threading.Event()
-            msg = make(OpCode.Request, channel, b"late")
+            msg = make(OpCode.Request, channel, b"late", [("h", "v")], mid=77)
             outcome: list[object] = []
 
             def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
@@ -580,7 +580,10 @@ def test_a_post_that_reaches_the_inbox_after_the_stop_is_refused_not_lost() -> N
             poster.join(TIMEOUT)
             (result,) = outcome
             assert isinstance(result, tofu.ShutdownStarted), result
-            assert bytes(msg.body) == b"late" and msg.thdrs is not None  # still the caller's
+            # Still the caller's, whole: not posted, its header, headers and body as they were.
+            assert not msg.is_posted
+            assert (msg.bhdr.proto.op_code, msg.bhdr.channel_number, msg.bhdr.message_id) == (OpCode.Request, channel, 77)
+            assert list(msg.thdrs) == [("h", "v")] and bytes(msg.body) == b"late"
             assert_closed(recv(client), AmpeStatus.shutdown_started, channel)
             with pytest.raises(tofu.ShutdownStarted):
                 client.wait_receive(TIMEOUT)
