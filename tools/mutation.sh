@@ -47,7 +47,9 @@ markers = ["tshark: needs tshark", "valgrind: needs valgrind", "chromium: needs 
 [tool.mutmut]
 source_paths = ["src"]
 only_mutate = [$only]
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
+# A mutant that deadlocks the engine uses no CPU, so mutmut's CPU-time limit
+# never ends it: pytest-timeout does (a hang counts as caught).
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "--timeout=120", "--timeout-method=thread"]
 pytest_add_cli_args_test_selection = [
     "tests",
     "-m", "not tshark and not valgrind and not chromium",
