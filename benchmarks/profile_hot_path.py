@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/profile_hot_path.py                  # oneway + rtt + pipeline, TCP
     .venv/bin/python benchmarks/profile_hot_path.py --scenario oneway --messages 200000
     .venv/bin/python benchmarks/profile_hot_path.py --transport uds --out /tmp/prof   # also .pstats files
+    .venv/bin/python benchmarks/profile_hot_path.py --no-direct      # every message through the I/O thread
 
 One process, one Reactor, a server group and a client group on loopback:
 
@@ -14,35 +15,88 @@ One process, one Reactor, a server group and a client group on loopback:
 
 Each scenario runs twice: once without any profiler (the real rate), then
 with one cProfile.Profile per thread: the application threads, and the
-engine's I/O thread (Reactor._run is wrapped, in this process only, before
-the Reactor is made). The report gives, per thread, each function's own time
-per message (tottime / N) and calls per message, grouped into the stages of
-the hot path; then microbenchmarks of the same steps in isolation (timeit, no
-profiler), which are the trustworthy absolute costs: cProfile adds roughly
-0.1-0.3 µs to every Python-level call it sees, so its per-message figures are
-inflated where the call count is high.
+engine's I/O thread (Reactor._run is wrapped, in this process only, while the
+Reactor is made). The report gives, per thread, each function's own time per
+message (tottime / N) and calls per message, then a table of the stages of
+the hot path (rows) by thread (columns); then microbenchmarks of the same
+steps in isolation (timeit, no profiler), which are the trustworthy absolute
+costs: cProfile adds roughly 0.1-0.3 µs to every Python-level call it sees,
+so its per-message figures are inflated where the call count is high.
 
-Nothing in the engine is changed: the I/O thread's wrapper lives in this
-script and only adds a profiler around the original Reactor._run.
+By default post() may write an idle connection's frame itself and
+wait_receive() may read its group's one connection itself (Options.direct_send,
+direct_receive): then rtt hardly touches the I/O thread. --no-direct turns
+both off, so every message goes through the I/O thread.
+
+Python 3.12 and later: cProfile runs one profiler at a time for the whole
+process, and it sees every thread. There the report has one column, "all
+threads", instead of one per thread (own times are then approximate: the
+threads' calls interleave in one profiler).
+
+Needs the pure Python build (an editable install, or TOFU_PURE=1): compiled
+classes cannot be wrapped or stood in for. With tofu.COMPILED the script says
+so and exits with status 2. Nothing in the engine is changed: the wrapper
+only adds a profiler around the original Reactor._run, and the
+microbenchmarks call the engine's own parts.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import os
 import pstats
+import queue
+import re
 import sys
 import threading
 import time
 import timeit
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Final
 
 import tofu
-import tofu.reactor as reactor_mod
+from tofu.channels import Connection
+from tofu.framing import FrameDecoder, encode_into
+from tofu.generated.codec import pack_header_into, unpack_header
+from tofu.generated.machine import ACCEPTOR_OPEN
+from tofu.groups import mailbox_of
+from tofu.inbox import Inbox
+from tofu.message import Message, take
+from tofu.pool import Pool
+from tofu.protocol import ChannelProtocol
+from tofu.reactor import Reactor
+from tofu.transfer import RECV_BUFFER_SIZE
 
-A = tofu.AllocationStrategy.always
+A: Final = tofu.AllocationStrategy.always  # (Final: ampe.get(A) is then typed as never None)
 OP = tofu.OpCode
+
+OPTIONS = tofu.Options()
+BODY_SIZE = 64  # oneway's body; --size
+
+# cProfile before Python 3.12 profiles the thread that enables it; from 3.12
+# (sys.monitoring) one profiler at a time sees every thread.
+PER_THREAD = sys.version_info < (3, 12)
+
+# The profiled threads, in the order of the report's columns, with what each does.
+IO_THREAD = "I/O thread"
+ALL_THREADS = "all threads"
+THREADS = {
+    "sender": "app thread: get + fill + post",
+    "receiver": "app thread: wait_receive + put",
+    "client": "app thread: post Request + wait_receive + put",
+    "server": "app thread: wait_receive + post Response",
+    IO_THREAD: "the engine's: Reactor._run",
+    ALL_THREADS: "one profiler for every thread, Python 3.12+",
+}
+
+COMPILED_MESSAGE = (
+    "profile_hot_path.py needs the pure Python build of tofu, and this one is compiled (tofu.COMPILED is True):\n"
+    "it wraps Reactor._run to profile the I/O thread, and compiled classes cannot be patched.\n"
+    "Run it with an editable install (pip install -e .) or a build made with TOFU_PURE=1."
+)
 
 # ------------------------------------------------------------- set-up helpers
 
@@ -81,30 +135,85 @@ class Stall(RuntimeError):
     pass
 
 
+# ------------------------------------------------------------- the profilers
+
+
+class Profiles:
+    """The profilers of one run: none (`enabled` False), one per thread
+    (PER_THREAD), or one for all threads, on while any thread's traffic runs."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.by_thread: dict[str, cProfile.Profile] = {}
+        self._shared = cProfile.Profile()
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def start(self, thread: str) -> None:
+        """The calling thread, `thread`, begins its traffic."""
+        if not self.enabled:
+            return
+        if PER_THREAD:
+            prof = self.by_thread[thread] = cProfile.Profile()
+            prof.enable()
+            return
+        with self._lock:
+            if not self._active:
+                self.by_thread[ALL_THREADS] = self._shared
+                self._shared.enable()
+            self._active += 1
+
+    def stop(self, thread: str) -> None:
+        """The calling thread, `thread`, is done."""
+        if not self.enabled:
+            return
+        if PER_THREAD:
+            self.by_thread[thread].disable()
+            return
+        with self._lock:
+            self._active -= 1
+            if not self._active:
+                self._shared.disable()
+
+    def reactor(self) -> Reactor:
+        """A Reactor; profiled per thread, its I/O thread runs under a profiler
+        of its own from its first round to its last (Reactor._run wrapped in
+        this process while the Reactor is made: its thread takes the bound
+        method then)."""
+        if not (self.enabled and PER_THREAD):
+            return Reactor(OPTIONS)
+        original = Reactor._run
+        by_thread = self.by_thread
+
+        def profiled_run(rtr: Reactor) -> None:
+            prof = by_thread[IO_THREAD] = cProfile.Profile()
+            prof.enable()
+            try:
+                original(rtr)
+            finally:
+                prof.disable()
+
+        Reactor._run = profiled_run  # type: ignore[method-assign, assignment]
+        try:
+            return Reactor(OPTIONS)
+        finally:
+            Reactor._run = original  # type: ignore[method-assign]
+
+
 # ------------------------------------------------------------- scenarios
-# Each returns (seconds, messages, counters) and profiles the application
-# threads into `profs` (thread name -> Profile) when it is given one.
+# Each returns (seconds, messages) and profiles its threads into `profiles`.
 
 
-def _enable(profs: dict | None, name: str) -> cProfile.Profile | None:
-    if profs is None:
-        return None
-    p = cProfile.Profile()
-    profs[name] = p
-    p.enable()
-    return p
-
-
-def scenario_oneway(rtr: tofu.Reactor, n: int, transport: str, profs: dict | None, size: int = 64):
+def scenario_oneway(rtr: Reactor, n: int, transport: str, profiles: Profiles, size: int = 64) -> tuple[float, int]:
     ampe = rtr.ampe()
     srv, cli = ampe.create(), ampe.create()
     ch = connect(ampe, srv, cli, transport)
     payload = b"x" * size
     done = threading.Event()
-    result: dict = {}
+    result: dict[str, object] = {}
 
     def receiver() -> None:
-        p = _enable(profs, "receiver (app thread: wait_receive + put)")
+        profiles.start("receiver")
         get, put = srv.wait_receive, ampe.put
         count = 0
         try:
@@ -118,13 +227,12 @@ def scenario_oneway(rtr: tofu.Reactor, n: int, transport: str, profs: dict | Non
                 put(m)
             result["seconds"] = time.perf_counter() - t0
         finally:
-            if p:
-                p.disable()
+            profiles.stop("receiver")
             done.set()
 
     t = threading.Thread(target=receiver, name="receiver")
     t.start()
-    p = _enable(profs, "sender (app thread: get + fill + post)")
+    profiles.start("sender")
     get, post = ampe.get, cli.post
     Signal = OP.Signal
     for _ in range(n):
@@ -134,16 +242,15 @@ def scenario_oneway(rtr: tofu.Reactor, n: int, transport: str, profs: dict | Non
         bh.channel_number = ch
         m.body.append(payload)
         post(m)
-    if p:
-        p.disable()
+    profiles.stop("sender")
     done.wait(120)
     t.join(5)
     if "stall" in result:
-        raise Stall(result["stall"])
-    return result["seconds"], n
+        raise Stall(str(result["stall"]))
+    return float(result["seconds"]), n  # type: ignore[arg-type]
 
 
-def scenario_reqresp(rtr: tofu.Reactor, n: int, transport: str, profs: dict | None, window: int = 1):
+def scenario_reqresp(rtr: Reactor, n: int, transport: str, profiles: Profiles, window: int = 1) -> tuple[float, int]:
     ampe = rtr.ampe()
     srv, cli = ampe.create(), ampe.create()
     ch = connect(ampe, srv, cli, transport)
@@ -151,7 +258,7 @@ def scenario_reqresp(rtr: tofu.Reactor, n: int, transport: str, profs: dict | No
     stop = threading.Event()
 
     def server() -> None:
-        p = _enable(profs, "server (app thread: wait_receive + post Response)")
+        profiles.start("server")
         get, post = srv.wait_receive, srv.post
         Response = OP.Response
         try:
@@ -162,12 +269,11 @@ def scenario_reqresp(rtr: tofu.Reactor, n: int, transport: str, profs: dict | No
                 m.bhdr.proto.op_code = Response
                 post(m)
         finally:
-            if p:
-                p.disable()
+            profiles.stop("server")
 
     t = threading.Thread(target=server, name="server")
     t.start()
-    p = _enable(profs, "client (app thread: post Request + wait_receive)")
+    profiles.start("client")
     get, put, post, receive = ampe.get, ampe.put, cli.post, cli.wait_receive
     Request = OP.Request
     try:
@@ -195,278 +301,477 @@ def scenario_reqresp(rtr: tofu.Reactor, n: int, transport: str, profs: dict | No
                 sent += 1
         seconds = time.perf_counter() - t0
     finally:
-        if p:
-            p.disable()
+        profiles.stop("client")
         stop.set()
         t.join(5)
     return seconds, n
 
 
-SCENARIOS = {
-    "oneway": lambda rtr, n, tr, profs: scenario_oneway(rtr, n, tr, profs, size=BODY_SIZE),
-    "rtt": lambda rtr, n, tr, profs: scenario_reqresp(rtr, n, tr, profs, window=1),
-    "pipeline": lambda rtr, n, tr, profs: scenario_reqresp(rtr, n, tr, profs, window=64),
+Scenario = Callable[[Reactor, int, str, Profiles], tuple[float, int]]
+SCENARIOS: dict[str, Scenario] = {
+    "oneway": lambda rtr, n, tr, profiles: scenario_oneway(rtr, n, tr, profiles, size=BODY_SIZE),
+    "rtt": lambda rtr, n, tr, profiles: scenario_reqresp(rtr, n, tr, profiles, window=1),
+    "pipeline": lambda rtr, n, tr, profiles: scenario_reqresp(rtr, n, tr, profiles, window=64),
 }
 
-# ------------------------------------------------------------- the I/O thread's profiler
 
-_IO_PROFILES: list[cProfile.Profile] = []
-_ORIG_RUN = reactor_mod.Reactor._run
-
-
-def _profiled_run(self: tofu.Reactor) -> None:
-    prof = cProfile.Profile()
-    _IO_PROFILES.append(prof)
-    prof.enable()
+def run_scenario(name: str, n: int, transport: str, profile: bool) -> tuple[float, int, dict[str, cProfile.Profile]]:
+    """One run of scenario `name`: its seconds, its messages and its profilers by thread (none unless `profile`)."""
+    profiles = Profiles(profile)
+    rtr = profiles.reactor()
     try:
-        _ORIG_RUN(self)
-    finally:
-        prof.disable()
-
-
-OPTIONS = tofu.Options()
-BODY_SIZE = 64  # oneway's body; --size
-
-
-def run_scenario(name: str, n: int, transport: str, profile: bool) -> tuple[float, int, dict]:
-    profs: dict | None = {} if profile else None
-    reactor_mod.Reactor._run = _profiled_run if profile else _ORIG_RUN  # type: ignore[method-assign]
-    _IO_PROFILES.clear()
-    try:
-        rtr = tofu.Reactor(OPTIONS)
-    finally:
-        reactor_mod.Reactor._run = _ORIG_RUN  # type: ignore[method-assign]
-    try:
-        seconds, msgs = SCENARIOS[name](rtr, n, transport, profs)
+        seconds, msgs = SCENARIOS[name](rtr, n, transport, profiles)
     finally:
         rtr.destroy()
-    if profile:
-        profs["I/O thread (Reactor._run)"] = _IO_PROFILES[0]
-    return seconds, msgs, profs or {}
+    order = list(THREADS)
+    return seconds, msgs, dict(sorted(profiles.by_thread.items(), key=lambda kv: order.index(kv[0])))
 
 
 # ------------------------------------------------------------- report
 
 EPOLL_POLL = "<method 'poll' of 'select.epoll' objects>"
+SELECT_POLL = "<method 'poll' of 'select.poll' objects>"
 SOCK_SEND = "<method 'send' of '_socket.socket' objects>"
+SOCK_RECV = "<method 'recv' of '_socket.socket' objects>"
 SOCK_RECV_INTO = "<method 'recv_into' of '_socket.socket' objects>"
+PACK_INTO = "<method 'pack_into' of '_struct.Struct' objects>"
+UNPACK_FROM = "<method 'unpack_from' of '_struct.Struct' objects>"
+QUEUE_PUT = "<method 'put' of '_queue.SimpleQueue' objects>"
+QUEUE_GET = "<method 'get' of '_queue.SimpleQueue' objects>"
+QUEUE_QSIZE = "<method 'qsize' of '_queue.SimpleQueue' objects>"
+LOCK_METHODS = ("acquire", "release", "__enter__", "__exit__")
 
-# Stage of the hot path of each function, by (file suffix, function name).
-STAGES: list[tuple[str, str, str]] = [
-    # application side, sending
-    ("reactor.py", "get", "get: Ampe.get/Pool.get"),
-    ("pool.py", "get", "get: Ampe.get/Pool.get"),
-    ("message.py", "append", "fill: body.append"),
-    ("groups.py", "post", "post: validation (ChannelGroup.post own time)"),
-    ("message.py", "take", "post: msg.take"),
-    ("message.py", "copy", "post: bhdr.copy"),
-    ("message.py", "__init__", "Message/BinaryHeader/ProtoFields.__init__ (copies, new messages)"),
-    ("channels.py", "owner", "post: numbers.owner"),
-    ("~", "<built-in method builtins.next>", "post: next(message id counter)"),
-    ("reactor.py", "submit", "post: submit (inbox.append)"),
-    ("reactor.py", "_wake", "post: _wake"),
-    ("~", "<method 'send' of '_socket.socket' objects>", "socket.send (wake byte / frames)"),
-    # I/O thread
-    ("~", "<method 'poll' of 'select.epoll' objects>", "I/O: epoll.poll (idle/blocked)"),
-    ("selectors.py", "select", "I/O: selectors.select overhead"),
-    ("reactor.py", "_run", "I/O: loop (_run own time)"),
-    ("reactor.py", "_on_wakeup", "I/O: _on_wakeup (inbox drain)"),
-    ("~", "<method 'recv' of '_socket.socket' objects>", "I/O: wake socket recv"),
-    ("reactor.py", "_on_posted", "I/O: _on_posted"),
-    ("reactor.py", "_flush_dirty", "I/O: _flush_dirty"),
-    ("reactor.py", "_flush", "I/O: _flush own time"),
-    ("framing.py", "encode_into", "I/O: encode_into"),
-    ("~", "<method 'pack' of '_struct.Struct' objects>", "I/O: Struct.pack"),
-    ("pool.py", "put", "pool.put"),
-    ("message.py", "reset", "pool.put: reset"),
-    ("~", "<method 'clear' of 'bytearray' objects>", "pool.put: reset"),
-    ("reactor.py", "_update_events", "I/O: _update_events/_set_events"),
-    ("reactor.py", "_set_events", "I/O: _update_events/_set_events"),
-    ("reactor.py", "_on_connection_event", "I/O: _on_connection_event"),
-    ("reactor.py", "_read", "I/O: _read own time"),
-    ("~", "<method 'recv_into' of '_socket.socket' objects>", "I/O: recv_into"),
-    ("framing.py", "feed", "I/O: decoder.feed"),
-    ("framing.py", "_decode", "I/O: decoder._decode own time"),
-    ("~", "<method 'unpack_from' of '_struct.Struct' objects>", "I/O: Struct.unpack_from"),
-    ("reactor.py", "_recycled", "I/O: _recycled/pool.get"),
-    ("message.py", "set_byte", "I/O: proto.set_byte"),
-    ("groups.py", "deliver", "deliver: group.deliver"),
-    ("groups.py", "over_limit", "deliver: over_limit/qsize"),
-    ("~", "<method 'qsize' of '_queue.SimpleQueue' objects>", "deliver: over_limit/qsize"),
-    ("~", "<method 'put' of '_queue.SimpleQueue' objects>", "deliver: SimpleQueue.put"),
-    # application side, receiving
-    ("groups.py", "wait_receive", "receive: wait_receive own time"),
-    ("~", "<method 'get' of '_queue.SimpleQueue' objects>", "receive: SimpleQueue.get (incl. blocking)"),
-    ("reactor.py", "put", "put: Ampe.put"),
+Where = tuple[str, str]  # (file name, or "~" for a C function; function name)
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>$")  # in some C functions' names: "<built-in method ... at 0x7f...>"
+
+# The stages of the hot path, in its order, each with its functions.
+STAGES: list[tuple[str, tuple[Where, ...]]] = [
+    # an application thread gets a message and fills it
+    (
+        "get: Ampe.get, Pool.get (a Message() if empty)",
+        (("ampe.py", "get"), ("pool.py", "get"), ("message.py", "__init__")),
+    ),
+    ("fill: bhdr, body, Body.append", (("message.py", "bhdr"), ("message.py", "body"), ("message.py", "append"))),
+    # post(), on the application thread
+    ("post: checks (ChannelGroup.post own time)", (("groups.py", "post"),)),
+    ("post: channel table lookup (ChannelTable.get)", (("channels.py", "get"),)),
+    ("post: state check (ChannelProtocol.post)", (("protocol.py", "post"),)),
+    ("post: header copy (BinaryHeader.copy)", (("message.py", "copy"),)),
+    ("post: take (the parts to a new Message)", (("message.py", "take"), ("message.py", "_take"))),
+    ("post: direct write (DirectWriter)", (("direct.py", "*"),)),
+    ("post: inbox hand-over (Inbox.submit, _wake)", (("inbox.py", "submit"), ("inbox.py", "_wake"))),
+    ("post: catch-up wait (Inbox._catch_up)", (("inbox.py", "_catch_up"),)),
+    # the I/O thread's loop
+    ("I/O: epoll.poll (waiting)", (("~", EPOLL_POLL),)),
+    ("I/O: loop (Reactor._run, Poller.select)", (("reactor.py", "_run"), ("poller.py", "select"))),
+    (
+        "I/O: inbox drain (_on_wakeup, clear_wakeup, recv)",
+        (("reactor.py", "_on_wakeup"), ("inbox.py", "clear_wakeup"), ("inbox.py", "round_done"), ("~", SOCK_RECV)),
+    ),
+    ("I/O: queue a post (_on_posted, Transfer.mark)", (("reactor.py", "_on_posted"), ("transfer.py", "mark"))),
+    (
+        "I/O: flush (flush_dirty, flush, _write_queued)",
+        (("transfer.py", "flush_dirty"), ("transfer.py", "flush"), ("transfer.py", "_write_queued")),
+    ),
+    ("I/O: written, back to the pool (Transfer._written)", (("transfer.py", "_written"),)),
+    (
+        "I/O: registrations (update_events, set_events)",
+        (
+            ("transfer.py", "update_events"),
+            ("transfer.py", "update_events_held"),
+            ("transfer.py", "set_events"),
+            ("channels.py", "over_unsent"),
+        ),
+    ),
+    (
+        "I/O: timers (_run_timers, timers.py, deadlines.py)",
+        (("reactor.py", "_run_timers"), ("timers.py", "*"), ("deadlines.py", "*")),
+    ),
+    (
+        "I/O: read (Transfer.on_event, read, _read)",
+        (("transfer.py", "on_event"), ("transfer.py", "read"), ("transfer.py", "_read")),
+    ),
+    # encoding, on whichever thread writes (the I/O thread, or a direct write)
+    (
+        "encode: ChannelProtocol.write, encode_into, pack_into",
+        (("protocol.py", "write"), ("framing.py", "encode_into"), ("framing.py", "_proto_byte"), ("~", PACK_INTO)),
+    ),
+    ("socket.send (frames, wake-up bytes)", (("~", SOCK_SEND),)),
+    # decoding, on whichever thread reads (the I/O thread, or a direct receive)
+    ("recv_into", (("~", SOCK_RECV_INTO),)),
+    ("decode: ChannelProtocol.receive own time", (("protocol.py", "receive"),)),
+    (
+        "decode: FrameDecoder.feed, _decode, unpack_from",
+        (("framing.py", "feed"), ("framing.py", "_decode"), ("framing.py", "pending"), ("~", UNPACK_FROM)),
+    ),
+    (
+        "decode: a message per frame (for_frame, refill)",
+        (("pool.py", "for_frame"), ("message.py", "refill"), ("message.py", "set_byte"), ("message.py", "from_wire")),
+    ),
+    ("deliver: Mailbox.deliver, SimpleQueue.put", (("mailbox.py", "deliver"), ("~", QUEUE_PUT))),
+    ("deliver: over_limit, SimpleQueue.qsize", (("mailbox.py", "over_limit"), ("~", QUEUE_QSIZE))),
+    # wait_receive(), on the application thread
+    ("receive: wait_receive own time", (("groups.py", "wait_receive"),)),
+    ("receive: SimpleQueue.get (with its waiting)", (("~", QUEUE_GET),)),
+    (
+        "receive: direct receive (DirectReceiver, its lease)",
+        (("direct_receive.py", "*"),),
+    ),
+    ("receive: select.poll (waiting on the socket)", (("~", SELECT_POLL),)),
+    # back to the pool, on any thread
+    (
+        "put: Ampe.put, Pool.put, recycle",
+        (
+            ("ampe.py", "put"),
+            ("pool.py", "put"),
+            ("message.py", "recycle"),
+            ("message.py", "_reset"),
+            ("message.py", "reset"),
+            ("message.py", "is_posted"),
+        ),
+    ),
+    # everywhere
+    (
+        "message internals (header_of, *_buffer, thdrs, __new__)",
+        (
+            ("message.py", "header_of"),
+            ("message.py", "headers_buffer"),
+            ("message.py", "body_buffer"),
+            ("message.py", "thdrs"),
+            ("~", "<built-in method __new__ of type object>"),
+        ),
+    ),
+    (
+        "locks and events (post's catch-up wait is here)",
+        tuple(("~", f"<method '{m}' of '_thread.{lock}' objects>") for m in LOCK_METHODS for lock in ("lock", "RLock"))
+        + (("threading.py", "*"),),
+    ),
+    ("this script (the scenarios' own code)", (("profile_hot_path.py", "*"),)),
+]
+OTHER = "other (in no stage: see the lists above)"
+# (file, "*"): every function of that file not named elsewhere.
+STAGE_OF: dict[Where, str] = {where: label for label, members in STAGES for where in members}
+
+# What the report counts per message, on each thread.
+COUNTED: list[tuple[str, Where]] = [
+    ("epoll.poll", ("~", EPOLL_POLL)),
+    ("wake-ups (Reactor._on_wakeup)", ("reactor.py", "_on_wakeup")),
+    ("Transfer.flush", ("transfer.py", "flush")),
+    ("Transfer._read", ("transfer.py", "_read")),
+    ("direct writes tried (DirectWriter.write)", ("direct.py", "write")),
+    ("direct receives tried (DirectReceiver.receive)", ("direct_receive.py", "receive")),
+    ("socket.send", ("~", SOCK_SEND)),
+    ("recv_into", ("~", SOCK_RECV_INTO)),
+    ("select.poll", ("~", SELECT_POLL)),
 ]
 
 
-def stage_of(key: tuple[str, int, str]) -> str:
+def where_of(key: tuple[str, int, str]) -> Where:
+    """A profiled function's (file, name); a C function's name without its object's address."""
     filename, _, func = key
-    for suffix, name, stage in STAGES:
-        if name == func and (suffix == "~" and filename == "~" or filename.endswith(suffix)):
-            return stage
-    short = os.path.basename(filename) if filename != "~" else ""
-    return f"other: {short}:{func}" if short else f"other: {func}"
+    if filename == "~":
+        return ("~", ADDRESS.sub(">", func))
+    return (os.path.basename(filename), func)
 
 
-def report_profile(title: str, prof: cProfile.Profile, n: int, top: int) -> dict[str, float]:
-    st = pstats.Stats(prof)
-    rows = []
-    total_tt = 0.0
-    for key, (cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
-        rows.append((tt, ct, nc, key))
-        total_tt += tt
-    rows.sort(reverse=True)
-    print(f"\n### {title}: {total_tt * 1e6 / n:.2f} µs of profiled time per message")
+def stage_of(key: tuple[str, int, str]) -> str:
+    where = where_of(key)
+    return STAGE_OF.get(where) or STAGE_OF.get((where[0], "*"), OTHER)
+
+
+def stats_of(prof: cProfile.Profile) -> dict[tuple[str, int, str], tuple[int, int, float, float, object]]:
+    return pstats.Stats(prof).stats  # type: ignore[attr-defined, no-any-return]
+
+
+def report_functions(title: str, prof: cProfile.Profile, n: int, top: int) -> None:
+    """The `top` functions of one thread by own time, per message."""
+    rows = sorted(((tt, ct, nc, key) for key, (_cc, nc, tt, ct, _) in stats_of(prof).items()), reverse=True)
+    total = sum(row[0] for row in rows)
+    print(f"\n### {title} ({THREADS[title]}): {total * 1e6 / n:.2f} µs of profiled time per message")
     print(f"{'own µs/msg':>10} {'cum µs/msg':>10} {'calls/msg':>9}  function  [stage]")
     for tt, ct, nc, key in rows[:top]:
         filename, line, func = key
         where = f"{os.path.basename(filename)}:{line}:{func}" if filename != "~" else func
         print(f"{tt * 1e6 / n:10.3f} {ct * 1e6 / n:10.3f} {nc / n:9.3f}  {where}  [{stage_of(key)}]")
+
+
+def stage_times(prof: cProfile.Profile, n: int) -> dict[str, float]:
+    """Own time per message (µs) of each stage that ran, and of OTHER."""
     stages: dict[str, float] = defaultdict(float)
-    for tt, _, _, key in rows:
+    for key, (_cc, _nc, tt, _ct, _) in stats_of(prof).items():
         stages[stage_of(key)] += tt * 1e6 / n
     return stages
 
 
-def calls_per_message(prof: cProfile.Profile, n: int, func: str, suffix: str = "~") -> float:
-    st = pstats.Stats(prof)
-    total = 0
-    for (filename, _, f), (cc, nc, *_rest) in st.stats.items():  # type: ignore[attr-defined]
-        if f == func and (suffix == "~" and filename == "~" or filename.endswith(suffix)):
-            total += nc
-    return total / n
+def calls(prof: cProfile.Profile, n: int) -> dict[str, float]:
+    """Calls per message of each COUNTED function that ran."""
+    counts: dict[str, float] = defaultdict(float)
+    wanted = {where: label for label, where in COUNTED}
+    for key, (_cc, nc, *_rest) in stats_of(prof).items():
+        label = wanted.get(where_of(key))
+        if label is not None:
+            counts[label] += nc / n
+    return counts
+
+
+def print_table(title: str, rows: list[str], columns: dict[str, dict[str, float]], fmt: str) -> None:
+    """Rows by columns; "-" where a row's functions never ran on that column's thread."""
+    width = max(len(r) for r in rows)
+    print(f"\n### {title}")
+    print(f"  {'':<{width}}" + "".join(f" {c:>12}" for c in columns))
+    for row in rows:
+        cells = "".join(f" {fmt % values[row]:>12}" if row in values else f" {'-':>12}" for values in columns.values())
+        print(f"  {row:<{width}}{cells}")
+
+
+def report_scenario(name: str, profs: dict[str, cProfile.Profile], msgs: int, top: int, out: str | None) -> None:
+    """Each thread's top functions, then stages by thread, then calls by thread."""
+    for title, prof in profs.items():
+        report_functions(title, prof, msgs, top)
+        if out:
+            os.makedirs(out, exist_ok=True)
+            prof.dump_stats(os.path.join(out, f"{name}-{title.replace('/', '').replace(' ', '-')}.pstats"))
+    stages = {title: stage_times(prof, msgs) for title, prof in profs.items()}
+    for per_stage in stages.values():
+        per_stage["total"] = sum(per_stage.values())
+    print_table(
+        f"{name}: own time per message by stage (profiled µs; '-': not called; the poll stages are waiting)",
+        [label for label, _ in STAGES] + [OTHER, "total"],
+        stages,
+        "%.3f",
+    )
+    print_table(
+        f"{name}: calls per message",
+        [label for label, _ in COUNTED],
+        {t: calls(p, msgs) for t, p in profs.items()},
+        "%.4f",
+    )
 
 
 # ------------------------------------------------------------- microbenchmarks
 
 
-def micro(number: int = 200_000) -> list[tuple[str, float]]:
-    """Each hot-path step alone, µs per operation (best of 5, no profiler)."""
-    from tofu.framing import FrameDecoder, encode_into
-    from tofu.pool import Pool
+class Micro:
+    """Timings of one step each: µs per operation, best of 5 runs, no profiler."""
 
-    out: list[tuple[str, float]] = []
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.rows: list[tuple[str, float]] = []
 
-    def t(label: str, stmt, n: int = number, setup=None) -> None:
-        if setup:
-            setup()
-        best = min(timeit.repeat(stmt, number=n, repeat=5))
-        out.append((label, best / n * 1e6))
+    def time(self, label: str, step: Callable[[], object], number: int | None = None) -> float:
+        n = number or self.number
+        us = min(timeit.repeat(step, number=n, repeat=5)) / n * 1e6
+        self.rows.append((label, us))
+        return us
 
+    def add(self, label: str, us: float) -> None:
+        self.rows.append((label, us))
+
+
+class HandOverSink:
+    """Stands in for the engine's Inbox in one channel group: its post() stops
+    at the hand-over to the I/O thread, keeping the message here."""
+
+    closing = False
+    io_thread: threading.Thread | None = None
+
+    def __init__(self) -> None:
+        self.taken: list[Message] = []
+
+    def submit(self, channel: object, msg: Message) -> bool:
+        self.taken.append(msg)
+        return True
+
+
+def signal(ampe: tofu.Ampe, channel: int, payload: bytes) -> Message:
+    """A message as the scenarios post it: a Signal with a body."""
+    m = ampe.get(A)
+    bh = m.bhdr
+    bh.proto.op_code = OP.Signal
+    bh.channel_number = channel
+    m.body.append(payload)
+    return m
+
+
+def micro_pool(micro: Micro, ampe: tofu.Ampe, channel: int, payload: bytes) -> None:
+    """get and put: the pool, and a message made when it is empty."""
+    pool = Pool(64, 64)
+    micro.time("Ampe.get(always) from a non-empty pool + Ampe.put back", lambda: ampe.put(ampe.get(A)))
+    micro.time("  Pool.get + Pool.put (recycle + append)", lambda: pool.put(pool.get(A)))
+    micro.time("Message() (what get(always) costs when the pool is empty)", Message)
+    micro.time(
+        f"build: get + op_code + channel_number + body.append({len(payload)} B) + put",
+        lambda: ampe.put(signal(ampe, channel, payload)),
+    )
+
+
+def micro_post(
+    micro: Micro, rtr: Reactor, ampe: tofu.Ampe, group: tofu.ChannelGroup, channel: int, payload: bytes
+) -> None:
+    """post() up to the hand-over, and its steps alone: the channel table
+    lookup, the state machine's check, the header copy, the take."""
+    real_inbox = group._inbox
+    sink = HandOverSink()
+    group._inbox = sink  # type: ignore[assignment]  # this group only
+    try:
+
+        def post_one() -> None:
+            group.post(signal(ampe, channel, payload))
+            ampe.put(sink.taken.pop())
+
+        micro.time("build + post (checks, table lookup, state check, header copy, take; no hand-over) + put", post_one)
+    finally:
+        group._inbox = real_inbox
+    table = rtr._table
+    conn = table.get(channel)
+    assert isinstance(conn, Connection), conn
+    micro.time("  ChannelTable.get(channel)", lambda: table.get(channel))
+    micro.time("  ChannelProtocol.post(Signal) on an open channel", lambda: conn.protocol.post(OP.Signal))
+    msg = signal(ampe, channel, payload)
+    micro.time("  bhdr.copy()", msg.bhdr.copy)
+    cell = [msg]
+
+    def take_once() -> None:
+        cell[0] = take(cell[0])  # the parts to a new Message; the old one is left empty
+
+    micro.time("  take(msg)", take_once)
+
+
+def micro_inbox(micro: Micro, ampe: tofu.Ampe, channel: int, payload: bytes) -> None:
+    """The hand-over to the I/O thread: Inbox.submit, with and without its wake-up byte."""
+    inbox = Inbox()
+    msg = signal(ampe, channel, payload)
+    try:
+
+        def awake() -> None:
+            inbox.woken = True  # the I/O thread is awake: no byte to write
+            inbox.submit(None, msg)  # type: ignore[arg-type]  # (the channel is only carried along)
+            inbox.items.popleft()
+
+        def asleep() -> None:
+            inbox.woken = False
+            inbox.submit(None, msg)  # type: ignore[arg-type]
+            inbox.clear_wakeup()  # what the I/O thread does on the byte
+            inbox.items.popleft()
+
+        micro.time("Inbox.submit, I/O thread awake (append + flag test) + popleft", awake)
+        micro.time(
+            "Inbox.submit waking the I/O thread (send) + clear_wakeup (recv) + popleft", asleep, micro.number // 4 or 1
+        )
+    finally:
+        inbox.close()
+
+
+def micro_encode(micro: Micro, msg: Message) -> None:
+    """The frame of one message: the generated codec's header, then the whole frame."""
+    bh = msg.bhdr
+    header = bytearray(16)
+    fields = (bh.channel_number, bh.proto.to_byte(), 0, bh.message_id, 0, len(msg.body))
+    micro.time("codec.pack_header_into (the 16-byte header)", lambda: pack_header_into(header, 0, *fields))
+    micro.time("codec.unpack_header", lambda: unpack_header(header))
+    out = bytearray()
+
+    def encode() -> None:
+        encode_into(out, msg)
+        if len(out) > 1 << 20:
+            out.clear()
+
+    micro.time(f"encode_into(out, {len(msg.body)} B Signal)", encode)
+    protocol = ChannelProtocol(ACCEPTOR_OPEN, bh.channel_number, 1)
+
+    def write() -> None:
+        protocol.write(msg, out)
+        if len(out) > 1 << 20:
+            out.clear()
+
+    micro.time(f"ChannelProtocol.write(msg, out) ({len(msg.body)} B Signal: encode_into + last-frame check)", write)
+
+
+def micro_decode(micro: Micro, frame: bytes) -> None:
+    """A read's worth of frames (the engine's receive buffer) decoded, per frame:
+    the decoder alone, with and without the pool, then the protocol's receive."""
+    k = max(RECV_BUFFER_SIZE // len(frame), 1)
+    chunk = frame * k
+    reps = max(micro.number // k, 1)
+    size = f"{len(frame) - 16} B"
+    pool = Pool(k + 16, k + 16)
+    put_us = min(timeit.repeat(lambda: pool.put(pool.get(A)), number=k, repeat=5)) / k * 1e6
+
+    def per_frame(feed: Callable[[], object]) -> float:
+        return min(timeit.repeat(feed, number=reps, repeat=5)) / reps / k * 1e6
+
+    pooled = FrameDecoder(pool.for_frame)
+
+    def feed_pooled() -> None:
+        for m in pooled.feed(chunk):
+            pool.put(m)
+
+    micro.add(f"FrameDecoder.feed per {size} frame (pool.for_frame), minus Pool.put", per_frame(feed_pooled) - put_us)
+    unpooled = FrameDecoder()
+    micro.add(f"FrameDecoder.feed per {size} frame (no pool: from_wire)", per_frame(lambda: unpooled.feed(chunk)))
+    protocol = ChannelProtocol(ACCEPTOR_OPEN, 1, 1, pool.for_frame, pool.put)
+
+    def receive() -> None:
+        for m in protocol.receive(chunk):
+            pool.put(m)  # type: ignore[arg-type]  # (an open channel's events are its messages)
+
+    micro.add(
+        f"ChannelProtocol.receive per {size} frame (open channel, pooled), minus Pool.put", per_frame(receive) - put_us
+    )
+
+
+def micro_deliver(micro: Micro, ampe: tofu.Ampe, msg: Message) -> None:
+    """The I/O thread's delivery to a group and the receiver's take, on one thread (no waiting)."""
+    group = ampe.create()
+    try:
+        mailbox = mailbox_of(group)
+        q: queue.SimpleQueue[Message] = queue.SimpleQueue()
+
+        def queue_only() -> None:
+            q.put(msg)
+            q.get_nowait()
+
+        def deliver_receive(timeout: float) -> Callable[[], None]:
+            def step() -> None:
+                mailbox.deliver(msg)
+                group.wait_receive(timeout)
+
+            return step
+
+        micro.time("SimpleQueue.put + get_nowait (no waiting)", queue_only)
+        micro.time("Mailbox.deliver + wait_receive(5.0) on a non-empty queue", deliver_receive(5.0))
+        micro.time("Mailbox.deliver + wait_receive(0)", deliver_receive(0))
+    finally:
+        ampe.destroy(group)
+
+
+def micro(number: int, transport: str) -> list[tuple[str, float]]:
+    """Each hot-path step alone, µs per operation (best of 5, no profiler), on
+    an engine with one open channel (no direct writes: post() always hands over)."""
+    m = Micro(number)
     payload = b"x" * 64
-    rtr = tofu.Reactor()
+    rtr = Reactor(dataclasses.replace(OPTIONS, direct_send=False))
     try:
         ampe = rtr.ampe()
-        pool = rtr._pool
-        grp = ampe.create()
-        ch = rtr._numbers.allocate(grp)  # an owned number, so post() validates as for an open channel
-        sink: list = []
-        rtr._submit = lambda g, m: sink.append(m)  # this Reactor instance only: post() stops at the hand-over
-
-        def build():
-            m = ampe.get(A)
-            bh = m.bhdr
-            bh.proto.op_code = OP.Signal
-            bh.channel_number = ch
-            m.body.append(payload)
-            return m
-
-        msg = build()
-        t("Ampe.get(always) from a non-empty pool + Pool.put back", lambda: pool.put(ampe.get(A)))
-        t("Message() (what get(always) costs when the pool is empty)", tofu.Message)
-        t("build: get + op_code + channel_number + body.append(64 B) + put", lambda: pool.put(build()))
-
-        def post_one():
-            grp.post(build())
-            pool.put(sink.pop())
-
-        t("build + post (validation, take, bhdr.copy, id; submit stubbed) + put", post_one)
-        cell = [build()]
-
-        def take_once():
-            cell[0] = cell[0]._take()  # moves the parts into a new shell, empties the old one
-
-        t("  msg._take()", take_once)
-        t("  bhdr.copy()", msg.bhdr.copy)
-        t("  numbers.owner(ch)", lambda: rtr._numbers.owner(ch))
-        t("  Pool.put = reset + append (after a get)", lambda: pool.put(pool.get(A)))
-        t("  Message.reset()", msg.reset)
-        rtr.__dict__.pop("_submit", None)
-
-        # _wake when the loop is already awake (the common case under load) vs a wake-up byte.
-        rtr._woken = True
-        t("Reactor._wake, loop already woken (flag test)", rtr._wake)
-        a, b = __import__("socket").socketpair()
-        b.setblocking(False)
-
-        def wake_roundtrip():
-            a.send(b"\0")
-            b.recv(4096)
-
-        t("wake-up byte: socket.send + recv (syscalls only)", wake_roundtrip, n=50_000)
-        a.close()
-        b.close()
-
-        # The I/O thread's send side: encode_into for one 64 B Signal.
-        buf = bytearray()
-        m = build()
-
-        def enc():
-            encode_into(buf, m)
-            if len(buf) > 1 << 20:
-                buf.clear()
-
-        t("encode_into(out, 64 B Signal)", enc)
-
-        # The I/O thread's receive side: feed a 256 KiB chunk of 64 B frames.
-        frame = tofu.encode(m)
-        k = (256 * 1024) // len(frame)
-        chunk = frame * k
-        for label, factory in (
-            ("pool factory, pool refilled", None),
-            ("no recycling: message._from_wire", "from_wire"),
-        ):
-            if factory is None:
-                p2 = Pool(k + 16, k + 16)
-
-                def fac(p2=p2):
-                    return p2.get(tofu.AllocationStrategy.poolOnly)
-
-                dec = FrameDecoder(fac)
-
-                def feed_pooled(dec=dec, p2=p2):
-                    for x in dec.feed(chunk):
-                        p2.put(x)
-
-                reps = 20
-                best = min(timeit.repeat(feed_pooled, number=reps, repeat=5))
-                put_cost = min(timeit.repeat(lambda p2=p2: p2.put(p2.get(A)), number=k * 4, repeat=5)) / (k * 4)
-                out.append(
-                    (f"decoder.feed per 64 B frame ({label}), minus pool.put", best / reps / k * 1e6 - put_cost * 1e6)
-                )
-            else:
-                dec = FrameDecoder()
-                reps = 20
-                best = min(timeit.repeat(lambda dec=dec: dec.feed(chunk), number=reps, repeat=5))
-                out.append((f"decoder.feed per 64 B frame ({label})", best / reps / k * 1e6))
-
-        # deliver / wait_receive: one SimpleQueue put and get per message.
-        g2 = ampe.create()
-        q = g2._queue
-        t("SimpleQueue.put + get_nowait (no waiting)", lambda: (q.put(msg), q.get_nowait()))
-        t("group.deliver + wait_receive(5.0) on a non-empty queue", lambda: (g2._deliver(msg), g2.wait_receive(5.0)))
-        t("group.deliver + wait_receive(0)", lambda: (g2._deliver(msg), g2.wait_receive(0)))
+        srv, cli = ampe.create(), ampe.create()
+        ch = connect(ampe, srv, cli, transport)
+        micro_pool(m, ampe, ch, payload)
+        micro_post(m, rtr, ampe, cli, ch, payload)
+        micro_inbox(m, ampe, ch, payload)
+        msg = signal(ampe, ch, payload)
+        msg.bhdr.message_id = 1  # as post() numbers it
+        micro_encode(m, msg)
+        micro_decode(m, tofu.encode(msg))
+        micro_deliver(m, ampe, msg)
     finally:
         rtr.destroy()
-    return out
+    return m.rows
 
 
 # ------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="oneway,rtt,pipeline", help="comma-separated: oneway,rtt,pipeline")
     ap.add_argument("--messages", type=int, default=200_000, help="messages for oneway (default 200000)")
@@ -475,72 +780,66 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=64, help="body bytes of the oneway Signals (default 64)")
     ap.add_argument("--top", type=int, default=22, help="functions listed per thread (default 22)")
     ap.add_argument("--no-micro", action="store_true", help="skip the microbenchmarks")
-    ap.add_argument("--no-profile", action="store_true", help="only the unprofiled rate of each scenario")
-    ap.add_argument("--runs", type=int, default=1, help="unprofiled runs per scenario, median reported (default 1)")
     ap.add_argument(
-        "--initial-pool", type=int, default=tofu.Options().initial_pool_msgs, help="Options.initial_pool_msgs"
+        "--micro-number", type=int, default=200_000, help="operations per microbenchmark run (default 200000)"
     )
-    ap.add_argument("--max-pool", type=int, default=tofu.Options().max_pool_msgs, help="Options.max_pool_msgs")
-    ap.add_argument("--max-queued", type=int, default=tofu.Options().max_queued_msgs, help="Options.max_queued_msgs")
+    ap.add_argument("--no-profile", action="store_true", help="only the unprofiled rate of each scenario")
+    ap.add_argument("--no-direct", action="store_true", help="Options.direct_send and direct_receive off")
+    ap.add_argument("--runs", type=int, default=1, help="unprofiled runs per scenario, median reported (default 1)")
+    defaults = tofu.Options()
+    ap.add_argument("--initial-pool", type=int, default=defaults.initial_pool_msgs, help="Options.initial_pool_msgs")
+    ap.add_argument("--max-pool", type=int, default=defaults.max_pool_msgs, help="Options.max_pool_msgs")
+    ap.add_argument("--max-queued", type=int, default=defaults.max_queued_msgs, help="Options.max_queued_msgs")
     ap.add_argument("--out", help="directory for .pstats files (one per scenario and thread)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def run(name: str, args: argparse.Namespace) -> None:
+    """One scenario: its unprofiled rate, then (unless --no-profile) its profile."""
+    n = args.messages if name == "oneway" else args.requests
+    size = args.size if name == "oneway" else 64
+    print(f"\n========== {name}: {n} messages of {size} B over {args.transport}, one process")
+    try:
+        times = [run_scenario(name, n, args.transport, profile=False)[0] for _ in range(max(1, args.runs))]
+        seconds = sorted(times)[len(times) // 2]
+        print(
+            f"unprofiled: {n / seconds:,.0f} msg/s = {seconds / n * 1e6:.2f} µs per message (all threads, one GIL; "
+            f"median of {len(times)}: {', '.join(f'{n / t:,.0f}' for t in times)})"
+        )
+        if args.no_profile:
+            return
+        seconds_p, msgs, profs = run_scenario(name, n, args.transport, profile=True)
+    except Stall as exc:
+        print(f"STALLED: {exc}")
+        return
+    print(f"profiled:   {msgs / seconds_p:,.0f} msg/s = {seconds_p / msgs * 1e6:.2f} µs per message")
+    report_scenario(name, profs, msgs, args.top, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if tofu.COMPILED:
+        print(COMPILED_MESSAGE, file=sys.stderr)
+        return 2
     global OPTIONS, BODY_SIZE
     BODY_SIZE = args.size
     OPTIONS = tofu.Options(
-        initial_pool_msgs=args.initial_pool, max_pool_msgs=args.max_pool, max_queued_msgs=args.max_queued
+        initial_pool_msgs=args.initial_pool,
+        max_pool_msgs=args.max_pool,
+        max_queued_msgs=args.max_queued,
+        direct_send=not args.no_direct,
+        direct_receive=not args.no_direct,
     )
     print(
         f"tofu {tofu.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.transport}, {OPTIONS}"
     )
+    if not PER_THREAD and not args.no_profile:
+        print("Python 3.12+: one profiler sees every thread: one column, 'all threads' (own times approximate)")
     for name in [s.strip() for s in args.scenario.split(",") if s.strip()]:
-        n = args.messages if name == "oneway" else args.requests
-        size = args.size if name == "oneway" else 64
-        print(f"\n========== {name}: {n} messages of {size} B over {args.transport}, one process")
-        try:
-            times = []
-            for _ in range(max(1, args.runs)):
-                seconds, msgs, _ = run_scenario(name, n, args.transport, profile=False)
-                times.append(seconds)
-            seconds = sorted(times)[len(times) // 2]
-            base = seconds / msgs * 1e6
-            print(
-                f"unprofiled: {msgs / seconds:,.0f} msg/s = {base:.2f} µs per message (all threads, one GIL; "
-                f"median of {len(times)}: {', '.join(f'{msgs / t:,.0f}' for t in times)})"
-            )
-            if args.no_profile:
-                continue
-            seconds_p, msgs, profs = run_scenario(name, n, args.transport, profile=True)
-        except Stall as exc:
-            print(f"STALLED: {exc}")
-            continue
-        print(f"profiled:   {msgs / seconds_p:,.0f} msg/s = {seconds_p / msgs * 1e6:.2f} µs per message")
-        io = profs["I/O thread (Reactor._run)"]
-        per = {
-            "wake-ups (_on_wakeup)": calls_per_message(io, msgs, "_on_wakeup", "reactor.py"),
-            "epoll.poll": calls_per_message(io, msgs, EPOLL_POLL),
-            "_flush": calls_per_message(io, msgs, "_flush", "reactor.py"),
-            "socket.send (I/O thread)": calls_per_message(io, msgs, SOCK_SEND),
-            "recv_into": calls_per_message(io, msgs, SOCK_RECV_INTO),
-            "_read": calls_per_message(io, msgs, "_read", "reactor.py"),
-        }
-        print("I/O thread calls per message: " + ", ".join(f"{k} {v:.4f}" for k, v in per.items()))
-        all_stages: dict[str, dict[str, float]] = {}
-        for title, prof in profs.items():
-            all_stages[title] = report_profile(title, prof, msgs, args.top)
-            if args.out:
-                os.makedirs(args.out, exist_ok=True)
-                fname = f"{name}-{title.split()[0].strip('/:')}.pstats".replace("/", "_")
-                prof.dump_stats(os.path.join(args.out, fname))
-        print(f"\n### {name}: own time per message by stage (profiled µs; the I/O thread's epoll.poll is waiting)")
-        for title, stages in all_stages.items():
-            print(f"  {title}")
-            for stage, us in sorted(stages.items(), key=lambda kv: -kv[1]):
-                if us >= 0.01:
-                    print(f"    {us:8.3f}  {stage}")
+        run(name, args)
     if not args.no_micro:
         print("\n========== microbenchmarks: one step alone, µs per operation (best of 5, no profiler)")
-        for label, us in micro():
+        for label, us in micro(args.micro_number, args.transport):
             print(f"{us:8.3f}  {label}")
     return 0
 

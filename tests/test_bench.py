@@ -233,6 +233,43 @@ def test_codec_bench_paths_round_trip():
             make_run(msg)(2)
 
 
+def test_profile_hot_path_script_reports_every_scenario_and_stage():
+    """The profiler script runs each scenario and its microbenchmarks (tiny numbers, no timing
+    asserted) and names every stage of the hot path for each; a compiled build, whose classes
+    it cannot wrap, makes it say so and exit with 2."""
+    import importlib.util
+
+    import tofu
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "profile_hot_path.py"
+    args = ["--messages", "2000", "--requests", "300", "--micro-number", "500", "--top", "3"]
+    r = subprocess.run([sys.executable, str(path), *args], check=False, capture_output=True, text=True, timeout=120)
+    if tofu.COMPILED:
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "needs the pure Python build" in r.stderr and "tofu.COMPILED is True" in r.stderr
+        assert r.stdout == ""
+        return
+    assert r.returncode == 0, r.stderr
+    spec = importlib.util.spec_from_file_location("profile_hot_path", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    stages = [label for label, _ in script.STAGES]
+    for scenario in ("oneway", "rtt", "pipeline"):
+        assert f"========== {scenario}: " in r.stdout
+        assert f"### {scenario}: calls per message" in r.stdout
+        table = r.stdout.split(f"### {scenario}: own time per message by stage")[1].split("###")[0]
+        rows = [line.strip() for line in table.splitlines()[2:] if line.strip()]
+        for stage in [*stages, script.OTHER, "total"]:
+            row = next((row for row in rows if row.startswith(stage)), None)
+            assert row is not None, (scenario, stage)
+            cells = row[len(stage) :].split()  # a number per thread, or "-": never called there
+            assert cells and all(cell == "-" or math.isfinite(float(cell)) for cell in cells), row
+    assert "STALLED" not in r.stdout
+    micro = r.stdout.split("========== microbenchmarks")[1].splitlines()[1:]
+    assert len(micro) >= 20 and all(math.isfinite(float(line.split()[0])) for line in micro)
+
+
 def test_printed_text_is_never_markup():
     from rich.console import Console
     from tofu.bench.report import say
