@@ -152,6 +152,13 @@ class FaultProxy:
                 if fault.after is not None and self.forwarded[direction] + len(chunk) >= fault.after:
                     self._send(dst, chunk[: fault.after - self.forwarded[direction]], fault, direction)
                     self._act(pair, dst, fault)
+                    if fault.action == "half_close":
+                        # Read on and drop what the sender still writes, until it
+                        # closes: the other direction stays whole (a socket closed
+                        # with unread bytes would reset the sender, which then
+                        # loses what it had received and not yet read).
+                        while src.recv(65536):
+                            pass
                     return
                 self._send(dst, chunk, fault, direction)
         except OSError:
