@@ -157,7 +157,7 @@ import threading
 from collections.abc import Callable
 from threading import get_ident
 from time import monotonic
-from typing import Final
+from typing import Final, cast
 
 from .channels import APP, HANDED_BACK, IO, Connection
 from .generated import AmpeStatus
@@ -305,7 +305,7 @@ class DirectReceiver:
             self._leave(mailbox, conn, True, 0.0)
             self.give_back(mailbox)  # the I/O thread decides when to read it
             return False
-        reading: Reading = mailbox.reading  # type: ignore[assignment]  # (made by _take)
+        reading = cast(Reading, mailbox.reading)  # (made by _take)
         watched = conn.leased
         started = 0.0 if watched else monotonic()
         reading.brought = 0
@@ -467,7 +467,7 @@ class DirectReceiver:
         if sock is not None and sock.fileno() >= 0:
             sock.close()
             self._freed()
-        reading = mailbox.reading
+        reading = _reading_of(mailbox)
         if reading is not None and reading.retired:
             _close_reading(mailbox, reading)
 
@@ -482,7 +482,7 @@ class DirectReceiver:
             or get_ident() == self.io_ident
         ):
             return False
-        reading = mailbox.reading
+        reading = _reading_of(mailbox)
         if reading is None:
             reading = self._prepare(mailbox)
             if reading is None:
@@ -520,7 +520,7 @@ class DirectReceiver:
         """On the receiving thread, outside a receive: a socket lent to it
         goes back to the I/O thread now (its group paused, no longer with one
         connection, or the thread waited long: see "The lease")."""
-        reading = mailbox.reading
+        reading = _reading_of(mailbox)
         conn = reading.conn if reading is not None else None
         if conn is None or conn.reader != APP:
             return
@@ -657,7 +657,7 @@ class DirectReceiver:
         """On the I/O thread, the engine stopping: run `deliver` (the
         group's SHUTDOWN) after what a close left to the group's receiving
         thread, if any."""
-        reading = mailbox.reading
+        reading = _reading_of(mailbox)
         conn = reading.conn if reading is not None else None
         if conn is None or not self.defer(conn, deliver):
             deliver()
@@ -707,7 +707,7 @@ def _give_gate(conn: Connection) -> None:
 def _retire(mailbox: Mailbox) -> None:
     """The group's channels are closed: its wake-up sockets go now, unless
     its receiving thread may be polling them (it closes them on its way out)."""
-    reading = mailbox.reading
+    reading = _reading_of(mailbox)
     if reading is None:
         return
     reading.retired = True
@@ -727,3 +727,9 @@ def _ms(seconds: float) -> int:
     if seconds <= 0:
         return 0
     return int(seconds * 1000) + 1
+
+
+def _reading_of(mailbox: Mailbox) -> Reading | None:
+    """The Reading a receiver of `mailbox`'s group made, if any (the mailbox
+    holds it untyped: it names no module above it)."""
+    return cast(Reading | None, mailbox.reading)

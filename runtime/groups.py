@@ -21,7 +21,7 @@ import queue
 import threading
 from collections.abc import Callable
 from time import monotonic
-from typing import Final, Self
+from typing import Final, Self, cast
 
 from .channels import APP, ChannelTable, Connection
 from .direct import DirectWriter
@@ -251,7 +251,7 @@ class ChannelGroup:
             # I/O thread to (runtime/direct_receive.py). What it reads is
             # queued before anything may raise; the message is taken from the
             # queue, as always.
-            sole = mailbox.sole
+            sole = cast(Connection | None, mailbox.sole)  # (kept by the channel table)
             conn = sole if self._direct and not mailbox.qsize() else None
             if sole is None and mailbox.reading is not None:
                 self._receiver.give_back(mailbox)  # a second connection came: the first is the I/O thread's again

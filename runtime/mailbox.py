@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from .generated import AmpeStatus, OriginFlag
 from .message import Message, header_of
-
-if TYPE_CHECKING:
-    from .channels import Connection
-    from .direct_receive import Reading
 
 __all__ = ["SHUTDOWN", "Mailbox", "Shutdown"]
 
@@ -50,6 +46,9 @@ class Mailbox:
     sole: the group's one connection, None when it has none or several (the
     channel table keeps it). waiting, wake_send, reading: a receiver reads
     `sole` itself and waits for a wake-up byte too (runtime/direct_receive.py).
+    The mailbox only holds `sole` and `reading` for their owners, who type
+    them (a channels.Connection, a direct_receive.Reading): it names neither
+    module, as the channels and the direct receiver both stand on it.
     """
 
     __slots__ = (
@@ -76,10 +75,10 @@ class Mailbox:
         self.resume_requested = False
         self.destroyed = False
         self.on_delivery: Callable[[], None] | None = None
-        self.sole: Connection | None = None
+        self.sole: object = None  # a Connection: see the docstring
         self.waiting = False
         self.wake_send: Callable[[bytes], int] | None = None
-        self.reading: Reading | None = None
+        self.reading: object = None  # a direct_receive.Reading
         self.use(queue.SimpleQueue())
 
     def use(self, q: queue.SimpleQueue[Message | Shutdown]) -> None:
