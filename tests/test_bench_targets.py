@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from tofu import bench
-from tofu.bench import instructions, targets
+from tofu.bench import instructions, metrics, targets
 from tofu.bench.instructions import Count
 from tofu.bench.metrics import INSTRUCTION_TARGETS, METRIC_BY_KEY, TARGETS, TIMED_TARGETS, Target
 from tofu.bench.targets import LEFT_OUT, MISS, OK, UNJUDGED, Scope, check, judge_instructions, judge_timed
@@ -130,7 +130,7 @@ def test_every_target_names_a_figure_the_bench_makes() -> None:
         if t.against != "absolute":
             assert (t.op == ">=") == METRIC_BY_KEY[t.metric].higher_is_better, t
     for t in INSTRUCTION_TARGETS:
-        assert t.metric in instructions.BENCH_WORKLOADS and t.op == "<=" and t.against == "pyzmq", t
+        assert t.metric in metrics.BENCH_WORKLOADS and t.op == "<=" and t.against == "pyzmq", t
 
 
 @pytest.mark.parametrize(

@@ -34,18 +34,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .metrics import BENCH_WORKLOADS
+
 if TYPE_CHECKING:
     from .targets import Scope
 
 SMALL, LARGE = 2000, 12000  # messages in the two runs
 QUICK_SMALL, QUICK_LARGE = 500, 2500
 
-# `tofu bench` workload -> (in-process workload, title); fan-in takes --clients connections.
-BENCH_WORKLOADS = {
-    "oneway-64": ("oneway", "one-way 64 B"),
-    "rtt": ("rtt", "round trip 64 B (per round trip)"),
-    "fanin": ("oneway", "fan-in 64 B, {clients} connections"),
-}
 
 
 class InstructionsError(Exception):

@@ -214,6 +214,14 @@ for _w in WORKLOADS:
 # The transports the targets are for: plaintext (TLS costs what it costs; it
 # is compared with plaintext TCP in a table of its own).
 TARGET_TRANSPORTS = ("tcp", "uds")
+
+# The workloads `tofu bench --instructions` counts (tofu.bench.instructions):
+# `tofu bench` workload -> (in-process workload, title); fan-in takes --clients connections.
+BENCH_WORKLOADS = {
+    "oneway-64": ("oneway", "one-way 64 B"),
+    "rtt": ("rtt", "round trip 64 B (per round trip)"),
+    "fanin": ("oneway", "fan-in 64 B, {clients} connections"),
+}
 _OP_SIGNS = {">=": "≥", "<=": "≤", "<": "<"}
 
 
@@ -224,7 +232,7 @@ class Target:
     --instructions` (`metric` is then one of its workloads, counted in one
     process over TCP) rather than of a timed run."""
 
-    metric: str  # a METRICS key; with instructions, a key of instructions.BENCH_WORKLOADS
+    metric: str  # a METRICS key; with instructions, a key of BENCH_WORKLOADS
     against: str  # "pyzmq" | "floor" | "absolute"
     op: str  # ">=" | "<=" | "<"
     value: float

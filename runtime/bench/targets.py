@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .instructions import BENCH_WORKLOADS
-from .metrics import INSTRUCTION_TARGETS, METRIC_BY_KEY, TARGETS, TIMED_TARGETS, Target, target_value
+from .metrics import BENCH_WORKLOADS, INSTRUCTION_TARGETS, METRIC_BY_KEY, TARGETS, TIMED_TARGETS, Target, target_value
 
 OK, MISS, UNJUDGED, LEFT_OUT = "ok", "miss", "unjudged", "left out"
 
