@@ -29,7 +29,7 @@ from tofu.generated.machine import (
     ChannelState,
     why,
 )
-from tofu.protocol import ChannelProtocol, Closing, Moved
+from tofu.protocol import ChannelProtocol, Closing, Moved, notice
 
 S = ChannelState
 HELLO_HEADERS = b"~connect_to:tcp|h|1\r\n"
@@ -316,8 +316,13 @@ def test_a_frame_that_moves_the_state_is_judged_again_under_the_lock() -> None:
     # A ByeSignal was posted meanwhile: the channel is over, the frame dropped.
     made.clear()
     over = _racing(S.connector_connecting, S.connector_closed, made, released)
-    assert over.receive(data(OpCode.HelloResponse)) == [] and released == made and len(made) == 1
+    frames = data(OpCode.HelloResponse) + data(OpCode.Signal)
+    assert over.receive(frames) == [] and released == made and len(made) == 2  # each frame let go
     assert over.state == S.connector_closed
+    # The close is still the close of the state the ByeSignal left: the
+    # HelloRequest comes back (the dropped frames moved nothing).
+    hello = Message(OpCode.HelloRequest)
+    assert over.close(AmpeStatus.channel_closed, [], hello)[0] is hello
     # Whatever the state became, the table judges: here it refuses the frame,
     # and nothing after it is delivered either.
     made.clear()
@@ -494,7 +499,11 @@ def test_what_the_peer_ending_the_stream_means_is_the_states(state: S) -> None:
 def test_a_peer_that_vanishes_inside_a_frame_is_a_communication_failure() -> None:
     proto = open_connector()
     proto.receive(data(OpCode.Request, body=b"x" * 100)[:30])
-    assert proto.peer_ended().status == AmpeStatus.communication_failed
+    ended = proto.peer_ended()
+    assert (ended.status, ended.detail) == (
+        AmpeStatus.communication_failed,
+        "the peer closed the connection in the middle of a frame",
+    )
     proto.post(OpCode.ByeRequest)
     assert proto.peer_ended().status == AmpeStatus.channel_closed  # after a Bye: a normal close all the same
 
@@ -642,3 +651,9 @@ def test_a_peer_that_closes_before_answering_the_hello_is_told_apart() -> None:
     assert ended.status == AmpeStatus.peer_disconnected
     assert ended.detail == "the peer closed the connection before answering the HelloRequest"
     assert open_connector().peer_ended().detail == ""
+
+
+def test_a_notice_without_a_detail_names_only_its_reason() -> None:
+    made = notice(Message, 9, 3, AmpeStatus.peer_disconnected)
+    assert made.is_close_notice() and (made.bhdr.channel_number, made.bhdr.message_id) == (9, 3)
+    assert list(made.thdrs) == [(tofu.CLOSE_REASON_HEADER, "peer_disconnected")]
