@@ -580,9 +580,11 @@ def test_a_post_that_reaches_the_inbox_after_the_stop_is_refused_not_lost() -> N
             poster.join(TIMEOUT)
             (result,) = outcome
             assert isinstance(result, tofu.ShutdownStarted), result
+            assert str(result) == "the engine is shutting down"
             # Still the caller's, whole: not posted, its header, headers and body as they were.
             assert not msg.is_posted
-            assert (msg.bhdr.proto.op_code, msg.bhdr.channel_number, msg.bhdr.message_id) == (OpCode.Request, channel, 77)
+            header = (msg.bhdr.proto.op_code, msg.bhdr.channel_number, msg.bhdr.message_id)
+            assert header == (OpCode.Request, channel, 77)
             assert list(msg.thdrs) == [("h", "v")] and bytes(msg.body) == b"late"
             assert_closed(recv(client), AmpeStatus.shutdown_started, channel)
             with pytest.raises(tofu.ShutdownStarted):
