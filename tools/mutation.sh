@@ -10,7 +10,8 @@
 # with the tests; mutmut runs there. For each module it prints the score
 # (killed / all mutants) and the names of the survivors; `cd .mutation &&
 # mutmut show NAME` shows one. MUTATION_STAGE=DIR stages elsewhere;
-# MUTANTS="NAME ..." runs only those mutants. Survivors that are equivalent to the original
+# MUTANTS="NAME ..." runs only those mutants (globs too: 'tofu.groups.*');
+# MUTATION_TEST_TIMEOUT=SECONDS bounds each test (default 120). Survivors that are equivalent to the original
 # (no test can tell them apart) are listed with the reason in docs/mutation.md.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,7 +50,7 @@ source_paths = ["src"]
 only_mutate = [$only]
 # A mutant that deadlocks the engine uses no CPU, so mutmut's CPU-time limit
 # never ends it: pytest-timeout does (a hang counts as caught).
-pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "--timeout=120", "--timeout-method=thread"]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "--timeout=${MUTATION_TEST_TIMEOUT:-120}", "--timeout-method=thread"]
 pytest_add_cli_args_test_selection = [
     "tests",
     "-m", "not tshark and not valgrind and not chromium",
