@@ -21,7 +21,7 @@ from .. import (
     Server,
     TCPServerAddress,
 )
-from ._signals import SignalWatcher
+from ..service.signals import StopSignals
 from ._tls import peer_text, serve_options, show_engine_warnings
 from .console import EXIT_OK, EXIT_USAGE, CLIError, out, printable
 from .workers import serve_with_workers
@@ -120,7 +120,7 @@ def _serve_here(args: argparse.Namespace) -> int:
 
     options = serve_options(args, args.address)  # TLS flags checked before anything starts
     warnings = show_engine_warnings(options, args.verbose)
-    watcher = SignalWatcher(on_signal)
+    watcher = StopSignals(on_signal)
     if args.as_worker:
         _watch_parent(lambda: on_signal(signal.SIGTERM))
     echo = _Echo()

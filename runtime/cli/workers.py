@@ -42,7 +42,7 @@ import threading
 from dataclasses import dataclass, field
 
 from .. import TCPServerAddress, parse_url
-from ._signals import SignalWatcher
+from ..service.signals import StopSignals
 from .console import EXIT_OK, EXIT_USAGE, CLIError, out
 from .session import format_url
 
@@ -182,7 +182,7 @@ def serve_with_workers(args: argparse.Namespace) -> int:
     """`tofu serve ADDRESS... --workers N` (N > 1): see the module's docstring."""
     addresses = _check(args)
     sup = _Supervisor(args, len(addresses))
-    watcher = SignalWatcher(lambda signum: sup.events.put(("signal", None, signum)))
+    watcher = StopSignals(lambda signum: sup.events.put(("signal", None, signum)))
     try:
         first = sup.start(addresses)
         if sup.wait_for([first]):
