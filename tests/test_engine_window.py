@@ -175,7 +175,7 @@ def test_a_refused_post_gives_its_window_permit_back(window_of_one):
                     make(OpCode.HelloResponse, channel, mid=5), timeout=0
                 )  # the connector never answers a hello
         client.post(make(OpCode.Signal, channel, b"one"), timeout=0)  # the one permit
-        with pytest.raises(tofu.PostTimeout):
+        with pytest.raises(tofu.PostTimeout, match=rf"^channel {channel}: no room in the send window within 0 s$"):
             client.post(make(OpCode.Signal, channel, b"two"), timeout=0)
     finally:
         release.set()
