@@ -535,7 +535,8 @@ def engine_traffic(port: int) -> Sent:
                 return msg
 
     # Every post through the I/O thread, which writes the Signals posted
-    # together in one send: the capture must show segments of several frames.
+    # together (while it is held) in one send: the capture must show
+    # segments of several frames.
     # (A post to an idle connection would otherwise write its own frame;
     # those direct writes are tested in test_engine_direct.py.)
     queued = tofu.Options(direct_send=False)
@@ -546,11 +547,24 @@ def engine_traffic(port: int) -> Sent:
         assert welcome is not None and welcome.bhdr.status == 0, welcome
 
         def exchange(msgs: list[Message], channel: int) -> None:
-            """The client posts `msgs` on `channel`; the server answers each."""
-            for m in msgs:
-                m.bhdr.channel_number = channel
-                m.bhdr.status = 0
-                post(CLIENT, client, m)
+            """The client posts `msgs` on `channel`, all before its I/O thread
+            looks (it is held meanwhile: one round takes them all, and writes
+            them in one send); the server answers each."""
+            held, release = threading.Event(), threading.Event()
+
+            def hold() -> None:
+                held.set()
+                release.wait(TIMEOUT)
+
+            client_rtr._inbox.call_soon(hold)
+            assert held.wait(TIMEOUT), "the client's I/O thread never ran"
+            try:
+                for m in msgs:
+                    m.bhdr.channel_number = channel
+                    m.bhdr.status = 0
+                    post(CLIENT, client, m)
+            finally:
+                release.set()
             replies = 0
             for _ in msgs:
                 req = receive(server)
