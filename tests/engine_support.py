@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -180,3 +181,22 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT)
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.001)
+
+
+@contextlib.contextmanager
+def io_thread_parked(rtr: tofu.Reactor) -> Iterator[None]:
+    """Hold the engine's I/O thread in a callback of its own until the block
+    ends: whatever reaches a socket or a receiver meanwhile did not go through
+    it, and whatever is posted meanwhile waits for its next round, together."""
+    parked, release = threading.Event(), threading.Event()
+
+    def park() -> None:
+        parked.set()
+        release.wait(TIMEOUT)
+
+    rtr._inbox.call_soon(park)
+    assert parked.wait(TIMEOUT), "the I/O thread did not park"
+    try:
+        yield
+    finally:
+        release.set()

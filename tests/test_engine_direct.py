@@ -17,6 +17,7 @@ from engine_support import (
     TIMEOUT,
     assert_closed,
     connect,
+    io_thread_parked,
     listen,
     make,
     plain_listener,
@@ -28,24 +29,6 @@ from engine_support import (
 )
 from tofu import AmpeStatus, Message, OpCode
 from tofu.channels import Connection
-
-
-@contextlib.contextmanager
-def io_thread_parked(rtr: tofu.Reactor) -> Iterator[None]:
-    """Hold the engine's I/O thread in a callback of its own until the block
-    ends: whatever reaches a socket meanwhile was written by a post."""
-    parked, release = threading.Event(), threading.Event()
-
-    def park() -> None:
-        parked.set()
-        release.wait(TIMEOUT)
-
-    rtr._inbox.call_soon(park)
-    assert parked.wait(TIMEOUT), "the I/O thread did not park"
-    try:
-        yield
-    finally:
-        release.set()
 
 
 @contextlib.contextmanager

@@ -27,29 +27,22 @@ from typing import Any
 import pytest
 import tofu
 import tofu.aio
-from engine_support import TIMEOUT, connect, is_closed_signal, listen, make, plain_listener, read_frame, recv, wait_for
+from engine_support import (
+    TIMEOUT,
+    connect,
+    io_thread_parked,
+    is_closed_signal,
+    listen,
+    make,
+    plain_listener,
+    read_frame,
+    recv,
+    wait_for,
+)
 from tls_support import Pems
 from tofu import AmpeStatus, Message, OpCode
 from tofu.channels import APP, HANDED_BACK, IO, Connection
 from tofu.groups import mailbox_of
-
-
-@contextlib.contextmanager
-def io_thread_parked(rtr: tofu.Reactor) -> Iterator[None]:
-    """Hold the engine's I/O thread in a callback of its own until the block
-    ends: whatever a receiver gets meanwhile, it read itself."""
-    parked, release = threading.Event(), threading.Event()
-
-    def park() -> None:
-        parked.set()
-        release.wait(TIMEOUT)
-
-    rtr._inbox.call_soon(park)
-    assert parked.wait(TIMEOUT), "the I/O thread did not park"
-    try:
-        yield
-    finally:
-        release.set()
 
 
 @contextlib.contextmanager

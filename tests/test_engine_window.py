@@ -12,6 +12,7 @@ from engine_support import (
     assert_closed,
     TIMEOUT,
     connect,
+    io_thread_parked,
     is_closed_signal,
     make,
     plain_listener,
@@ -166,9 +167,7 @@ def test_a_refused_post_gives_its_window_permit_back(window_of_one):
     """post() takes the permit before the state machine's check: a refusal
     gives it back, exactly one."""
     rtr, client, channel, peer = window_of_one
-    release = threading.Event()
-    rtr._inbox.call_soon(lambda: release.wait(TIMEOUT))  # nothing is written, no permit comes back
-    try:
+    with io_thread_parked(rtr):  # nothing is written, no permit comes back
         for _ in range(2):
             with pytest.raises(tofu.NotAllowed):
                 client.post(
@@ -177,8 +176,6 @@ def test_a_refused_post_gives_its_window_permit_back(window_of_one):
         client.post(make(OpCode.Signal, channel, b"one"), timeout=0)  # the one permit
         with pytest.raises(tofu.PostTimeout, match=rf"^channel {channel}: no room in the send window within 0 s$"):
             client.post(make(OpCode.Signal, channel, b"two"), timeout=0)
-    finally:
-        release.set()
     assert bytes(read_frame(peer).body) == b"one"
 
 

@@ -19,6 +19,7 @@ from engine_support import (
     answer_hello,
     assert_closed,
     connect,
+    io_thread_parked,
     is_closed_signal,
     make,
     plain_listener,
@@ -827,19 +828,9 @@ def test_a_pause_or_resume_passes_over_a_channel_whose_connect_has_not_begun(cap
         for i in range(3):
             server.post(make(OpCode.Signal, sch, b"%d" % i))
         wait_for(lambda: mailbox_of(client).paused, "the client's group to pause")
-        held, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            held.set()
-            release.wait(TIMEOUT)
-
-        rtr._inbox.call_soon(hold)
-        try:
-            assert held.wait(TIMEOUT)
+        with io_thread_parked(rtr):
             got = [recv(client) for _ in range(3)]  # the last receives ask to resume
             hello = client.post(address.format(Message()))  # its channel has no socket yet
-        finally:
-            release.set()
         assert [bytes(m.body) for m in got] == [b"0", b"1", b"2"]
         req = recv(server)
         assert req.bhdr.proto.op_code == OpCode.HelloRequest and req.bhdr.channel_number != sch

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 import tofu
-from engine_support import assert_closed
+from engine_support import assert_closed, io_thread_parked
 from tofu import AmpeStatus, Message, MoreMessagesFlag, OpCode
 from tofu.generated import machine
 
@@ -550,21 +550,11 @@ def engine_traffic(port: int) -> Sent:
             """The client posts `msgs` on `channel`, all before its I/O thread
             looks (it is held meanwhile: one round takes them all, and writes
             them in one send); the server answers each."""
-            held, release = threading.Event(), threading.Event()
-
-            def hold() -> None:
-                held.set()
-                release.wait(TIMEOUT)
-
-            client_rtr._inbox.call_soon(hold)
-            assert held.wait(TIMEOUT), "the client's I/O thread never ran"
-            try:
+            with io_thread_parked(client_rtr):
                 for m in msgs:
                     m.bhdr.channel_number = channel
                     m.bhdr.status = 0
                     post(CLIENT, client, m)
-            finally:
-                release.set()
             replies = 0
             for _ in msgs:
                 req = receive(server)
