@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from tofu import bench
 from tofu.bench.metrics import TARGETS
+from tofu.bench.trials import Trial
 
 ARGS = [
     "--quick",
@@ -140,16 +141,18 @@ def test_the_service_layer_rows_stand_next_to_the_engine_alone(tmp_path, capsys)
     assert max(len(line) for line in printed.splitlines()) <= 100, printed
 
 
-def test_each_service_layer_run_follows_the_engine_s_own():
+def _plan(workloads: list[str], impls: list[str], repeat: int) -> list[Trial]:
+    """The trials `tofu bench` would run for these workloads over tcp and uds
+    (quick, 100 clients)."""
     import argparse
 
     from tofu.bench.trials import plan
 
     ns = argparse.Namespace(
-        workload_list=["pipeline", "rtt", "pipeline-client", "pipeline-aclient"],
+        workload_list=workloads,
         transport_list=["tcp", "uds"],
-        impl_list=["tofu", "floor"],
-        repeat=2,
+        impl_list=impls,
+        repeat=repeat,
         messages=0,
         quick=True,
         clients=100,
@@ -159,7 +162,12 @@ def test_each_service_layer_run_follows_the_engine_s_own():
         stall_timeout=5.0,
         tofu_options_dict={},
     )
-    order = [(t.workload.name, t.transport, t.run, t.impl) for t in plan(ns)]
+    return list(plan(ns))
+
+
+def test_each_service_layer_run_follows_the_engine_s_own():
+    trials = _plan(["pipeline", "rtt", "pipeline-client", "pipeline-aclient"], ["tofu", "floor"], 2)
+    order = [(t.workload.name, t.transport, t.run, t.impl) for t in trials]
     for transport in ("tcp", "uds"):
         for run in (0, 1):
             at = order.index(("pipeline", transport, run, "tofu"))
@@ -171,25 +179,8 @@ def test_each_service_layer_run_follows_the_engine_s_own():
 
 
 def test_multi_process_workloads_run_tofu_over_tcp_only():
-    import argparse
-
-    from tofu.bench.trials import plan
-
-    ns = argparse.Namespace(
-        workload_list=["fanin", "fanin-4"],
-        transport_list=["tcp", "uds"],
-        impl_list=["tofu", "pyzmq", "floor"],
-        repeat=1,
-        messages=0,
-        quick=True,
-        clients=100,
-        idle=10,
-        window=64,
-        timeout=60.0,
-        stall_timeout=5.0,
-        tofu_options_dict={},
-    )
-    got = {(t.workload.name, t.transport, t.impl, t.spec["procs"]) for t in plan(ns)}
+    trials = _plan(["fanin", "fanin-4"], ["tofu", "pyzmq", "floor"], 1)
+    got = {(t.workload.name, t.transport, t.impl, t.spec["procs"]) for t in trials}
     assert {g for g in got if g[0] == "fanin-4"} == {("fanin-4", "tcp", "tofu", 4)}
     assert len([g for g in got if g[0] == "fanin"]) == 6 and all(g[3] == 1 for g in got if g[0] == "fanin")
 

@@ -27,29 +27,45 @@ class Waiter(Protocol):
         """The answer will never come."""
 
 
-class ThreadAnswer:
-    """tofu.Client.request()'s waiter: a lock held until the answer (or the failure) is in."""
+class _Joiner:
+    """An answer's frames joined into one Reply: a `more` stream is kept
+    until its last frame."""
 
-    __slots__ = ("_parts", "done", "error", "reply")
+    __slots__ = ("_parts",)
 
     def __init__(self) -> None:
-        self.done = _thread.allocate_lock()
-        self.done.acquire()
-        self.reply: Reply | None = None
-        self.error: BaseException | None = None
         self._parts: list[Reply] | None = None
 
-    def frame(self, reply: Reply) -> None:
+    def _whole(self, reply: Reply) -> Reply | None:
+        """The whole answer once `reply` is its last frame; None before."""
         if reply.more:
             if self._parts is None:
                 self._parts = []
             self._parts.append(reply)
-            return
+            return None
         if self._parts is not None:
             self._parts.append(reply)
-            reply = joined(self._parts)
-        self.reply = reply
-        self.done.release()
+            return joined(self._parts)
+        return reply
+
+
+class ThreadAnswer(_Joiner):
+    """tofu.Client.request()'s waiter: a lock held until the answer (or the failure) is in."""
+
+    __slots__ = ("done", "error", "reply")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        self.reply: Reply | None = None
+        self.error: BaseException | None = None
+
+    def frame(self, reply: Reply) -> None:
+        whole = self._whole(reply)
+        if whole is not None:
+            self.reply = whole
+            self.done.release()
 
     def fail(self, exc: BaseException) -> None:
         self.error = exc
@@ -78,26 +94,19 @@ class Expired:
 EXPIRED: Final = Expired()
 
 
-class TaskAnswer:
+class TaskAnswer(_Joiner):
     """tofu.aio.Client.request()'s waiter: a future resolved with the Reply, or the failure."""
 
-    __slots__ = ("_parts", "fut")
+    __slots__ = ("fut",)
 
     def __init__(self, fut: asyncio.Future[Reply | BaseException | Expired]) -> None:
+        super().__init__()
         self.fut = fut
-        self._parts: list[Reply] | None = None
 
     def frame(self, reply: Reply) -> None:
-        if reply.more:
-            if self._parts is None:
-                self._parts = []
-            self._parts.append(reply)
-            return
-        if self._parts is not None:
-            self._parts.append(reply)
-            reply = joined(self._parts)
-        if not self.fut.done():
-            self.fut.set_result(reply)
+        whole = self._whole(reply)
+        if whole is not None and not self.fut.done():
+            self.fut.set_result(whole)
 
     def fail(self, exc: BaseException) -> None:
         if not self.fut.done():
